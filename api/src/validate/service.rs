@@ -1,0 +1,205 @@
+//! Rules for Services, Endpoints and Ingresses: the kinds that route traffic.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::names;
+use crate::path::FieldPath;
+
+use super::{Report, set_fields};
+
+pub(super) fn service(report: &mut Report, service: &Service) {
+    let spec_path = FieldPath::parse("spec");
+    let Some(spec) = &service.spec else {
+        report.push(spec_path, "required field is missing");
+        return;
+    };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    report.one_of(
+        &spec_path.field("type"),
+        Some(kind),
+        &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+    );
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or("");
+    let headless = cluster_ip == "None";
+    if !cluster_ip.is_empty() && !headless && cluster_ip.parse::<IpAddr>().is_err() {
+        report.push(
+            spec_path.field("clusterIP"),
+            format!("{cluster_ip:?} is not an IP address (or None for a headless Service)"),
+        );
+    }
+    if headless && kind != "ClusterIP" {
+        report.push(
+            spec_path.field("clusterIP"),
+            format!("None (headless) is only valid for type ClusterIP, not {kind}"),
+        );
+    }
+    if kind == "ExternalName" {
+        match spec.external_name.as_deref() {
+            Some(name) => report.check(
+                &spec_path.field("externalName"),
+                names::dns1123_subdomain(name.strip_suffix('.').unwrap_or(name)),
+            ),
+            None => report.push(
+                spec_path.field("externalName"),
+                "required field is missing for type ExternalName",
+            ),
+        }
+    }
+    report.labels(&spec_path.field("selector"), spec.selector.as_ref());
+    report.one_of(
+        &spec_path.field("sessionAffinity"),
+        spec.session_affinity.as_deref(),
+        &["None", "ClientIP"],
+    );
+    report.one_of(
+        &spec_path.field("externalTrafficPolicy"),
+        spec.external_traffic_policy.as_deref(),
+        &["Cluster", "Local"],
+    );
+    report.one_of(
+        &spec_path.field("internalTrafficPolicy"),
+        spec.internal_traffic_policy.as_deref(),
+        &["Cluster", "Local"],
+    );
+
+    let ports = spec.ports.as_deref().unwrap_or(&[]);
+    if ports.is_empty() && !headless && kind != "ExternalName" {
+        report.push(
+            spec_path.field("ports"),
+            "at least one port is required (only headless and ExternalName Services may have none)",
+        );
+    }
+    let mut names_seen = BTreeSet::new();
+    let mut ports_seen = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = spec_path.field("ports").index(i);
+        report.port(&at.field("port"), port.port);
+        let protocol = port.protocol.as_deref().unwrap_or("TCP");
+        report.one_of(
+            &at.field("protocol"),
+            Some(protocol),
+            &["TCP", "UDP", "SCTP"],
+        );
+        match port.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => {
+                report.check(&at.field("name"), names::dns1123_label(name));
+                if !names_seen.insert(name.to_string()) {
+                    report.push(at.field("name"), format!("duplicate port name {name:?}"));
+                }
+            }
+            None if ports.len() > 1 => report.push(
+                at.field("name"),
+                "required when a Service has more than one port",
+            ),
+            None => {}
+        }
+        if !ports_seen.insert((port.port, protocol.to_string())) {
+            report.push(
+                at.field("port"),
+                format!("duplicate port {}/{protocol}", port.port),
+            );
+        }
+        if let Some(target) = &port.target_port {
+            match target {
+                IntOrString::Int(0) => {}
+                other => report.port_or_name(&at.field("targetPort"), other),
+            }
+        }
+        if let Some(node_port) = port.node_port
+            && node_port != 0
+        {
+            if matches!(kind, "NodePort" | "LoadBalancer") {
+                report.port(&at.field("nodePort"), node_port);
+            } else {
+                report.push(
+                    at.field("nodePort"),
+                    format!("may only be set for NodePort and LoadBalancer Services, not {kind}"),
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn endpoints(report: &mut Report, endpoints: &Endpoints) {
+    for (i, subset) in endpoints.subsets.iter().flatten().enumerate() {
+        let at = FieldPath::parse("subsets").index(i);
+        for (field, addresses) in [
+            ("addresses", subset.addresses.as_deref()),
+            ("notReadyAddresses", subset.not_ready_addresses.as_deref()),
+        ] {
+            for (j, address) in addresses.unwrap_or(&[]).iter().enumerate() {
+                if address.ip.parse::<IpAddr>().is_err() {
+                    report.push(
+                        at.field(field).index(j).field("ip"),
+                        format!("{:?} is not an IP address", address.ip),
+                    );
+                }
+            }
+        }
+        for (j, port) in subset.ports.iter().flatten().enumerate() {
+            report.port(&at.field("ports").index(j).field("port"), port.port);
+        }
+    }
+}
+
+pub(super) fn ingress(report: &mut Report, ingress: &Ingress) {
+    let spec_path = FieldPath::parse("spec");
+    let Some(spec) = &ingress.spec else {
+        report.push(spec_path, "required field is missing");
+        return;
+    };
+    if let Some(backend) = &spec.default_backend {
+        ingress_backend(report, &spec_path.field("defaultBackend"), backend);
+    }
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let at = spec_path.field("rules").index(i);
+        if let Some(host) = &rule.host {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            report.check(&at.field("host"), names::dns1123_subdomain(bare));
+        }
+        let Some(http) = &rule.http else { continue };
+        for (j, path) in http.paths.iter().enumerate() {
+            let path_at = at.field("http").field("paths").index(j);
+            report.one_of(
+                &path_at.field("pathType"),
+                Some(&path.path_type),
+                &["Exact", "Prefix", "ImplementationSpecific"],
+            );
+            if let Some(p) = &path.path
+                && path.path_type != "ImplementationSpecific"
+                && !p.starts_with('/')
+            {
+                report.push(
+                    path_at.field("path"),
+                    "must be an absolute path (start with '/')",
+                );
+            }
+            ingress_backend(report, &path_at.field("backend"), &path.backend);
+        }
+    }
+}
+
+fn ingress_backend(report: &mut Report, path: &FieldPath, backend: &IngressBackend) {
+    let set = set_fields(backend, Some(&["service", "resource"]));
+    report.exactly_one(path, &set, "backend", "service or resource");
+    let Some(service) = &backend.service else {
+        return;
+    };
+    let at = path.field("service");
+    report.check(&at.field("name"), names::dns1035_label(&service.name));
+    match &service.port {
+        Some(port) => {
+            let set = set_fields(port, Some(&["name", "number"]));
+            report.exactly_one(&at.field("port"), &set, "port", "name or number");
+            if let Some(number) = port.number {
+                report.port(&at.field("port").field("number"), number);
+            }
+        }
+        None => report.push(at.field("port"), "required field is missing"),
+    }
+}
