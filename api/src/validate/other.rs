@@ -105,9 +105,10 @@ pub(super) fn secret(report: &mut Report, secret: &Secret) {
     }
 }
 
-pub(super) fn claim_spec(report: &mut Report, path: &FieldPath, spec: &PersistentVolumeClaimSpec) {
-    let modes = spec.access_modes.as_deref().unwrap_or(&[]);
-    if modes.is_empty() && spec.data_source.is_none() {
+/// A claim or volume names how it may be mounted; a claim cloned from a data source may omit it.
+fn access_modes(report: &mut Report, path: &FieldPath, modes: Option<&[String]>, required: bool) {
+    let modes = modes.unwrap_or(&[]);
+    if modes.is_empty() && required {
         report.push(
             path.field("accessModes"),
             "at least one access mode is required (e.g. ReadWriteOnce)",
@@ -120,6 +121,15 @@ pub(super) fn claim_spec(report: &mut Report, path: &FieldPath, spec: &Persisten
             ACCESS_MODES,
         );
     }
+}
+
+pub(super) fn claim_spec(report: &mut Report, path: &FieldPath, spec: &PersistentVolumeClaimSpec) {
+    access_modes(
+        report,
+        path,
+        spec.access_modes.as_deref(),
+        spec.data_source.is_none(),
+    );
     report.one_of(
         &path.field("volumeMode"),
         spec.volume_mode.as_deref(),
@@ -170,20 +180,7 @@ pub(super) fn persistent_volume(report: &mut Report, volume: &PersistentVolume) 
             "required field is missing",
         );
     }
-    let modes = spec.access_modes.as_deref().unwrap_or(&[]);
-    if modes.is_empty() {
-        report.push(
-            path.field("accessModes"),
-            "at least one access mode is required",
-        );
-    }
-    for (i, mode) in modes.iter().enumerate() {
-        report.one_of(
-            &path.field("accessModes").index(i),
-            Some(mode),
-            ACCESS_MODES,
-        );
-    }
+    access_modes(report, &path, spec.access_modes.as_deref(), true);
     report.one_of(
         &path.field("persistentVolumeReclaimPolicy"),
         spec.persistent_volume_reclaim_policy.as_deref(),
