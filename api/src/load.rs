@@ -361,6 +361,11 @@ pub fn load(files: &[SourceFile]) -> LoadResult {
         };
         let (first_file, first_line) = (first_file.clone(), *first_line);
         for (file, line, application) in places.into_iter().skip(1) {
+            // The later copy is the problem: its application fails, the first one stays valid
+            // (so a sync never prunes an object because another application copied it).
+            result
+                .manifests
+                .retain(|m| !(m.object.key() == key && m.file == file && m.line == line));
             result.problems.push(Problem {
                 file,
                 line,
@@ -374,8 +379,6 @@ pub fn load(files: &[SourceFile]) -> LoadResult {
                 message: format!("duplicate object: also defined at {first_file}:{first_line}"),
             });
         }
-        // A duplicated object is not valid on either side: which one wins would be arbitrary.
-        result.manifests.retain(|m| m.object.key() != key);
     }
     result
         .problems

@@ -96,7 +96,13 @@ fn duplicates_name_both_places() {
             "repo/b/two.yaml:2: ConfigMap demo/page: duplicate object: also defined at repo/a/one.yaml:1"
         ]
     );
-    assert!(result.manifests.is_empty());
+    // The first definition stays valid; only application b fails.
+    let kept: Vec<&str> = result.manifests.iter().map(|m| m.file.as_str()).collect();
+    assert_eq!(kept, vec!["repo/a/one.yaml"]);
+    assert_eq!(
+        result.failed_applications().into_iter().collect::<Vec<_>>(),
+        vec!["b"]
+    );
 }
 
 #[test]
