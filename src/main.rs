@@ -1,7 +1,9 @@
 //! `shipshape`: the command line. It parses arguments, calls the library crates, and turns
 //! their results into output and exit codes (0 success, 1 the thing asked for failed, 2 usage).
 
-mod up;
+mod cluster;
+mod data;
+mod inspect;
 mod validate;
 
 use std::path::PathBuf;
@@ -13,6 +15,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "shipshape", version, about, propagate_version = true)]
 struct Cli {
+    /// The cluster's data directory (default: $SHIPSHAPE_DATA_DIR, else /var/lib/shipshape as
+    /// root, else ~/.local/share/shipshape).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,7 +39,72 @@ enum Command {
         output: Format,
     },
     /// Start the cluster on the desired state in a Git repository.
-    Up(up::UpArgs),
+    ///
+    /// Follows a branch, tag or commit of the repository, polls it, and applies each changed
+    /// application as one transaction; Ctrl-C stops it, and the next `up` resumes from the data
+    /// directory.
+    Up(cluster::UpArgs),
+    /// Each application's sync state and the commit it is on.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = inspect::Output::Table)]
+        output: inspect::Output,
+    },
+    /// Sync now (on a stopped cluster: one sync of its recorded repository).
+    Sync {
+        /// Let a commit delete every object of an application (held otherwise).
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// Stop syncing one application.
+    Suspend {
+        /// The application (folder) name.
+        app: String,
+    },
+    /// Restart syncing one application.
+    Resume {
+        /// The application (folder) name.
+        app: String,
+    },
+    /// List or show objects.
+    Get {
+        /// The kind: deployments, services, configmaps, … (kubectl's short names work).
+        kind: String,
+        /// One object's name.
+        name: Option<String>,
+        /// The namespace (default: default).
+        #[arg(short, long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = inspect::Output::Table)]
+        output: inspect::Output,
+    },
+    /// Who changed what, when, in which commit, and what the cluster did.
+    History {
+        /// Only records about this object: KIND/NAMESPACE/NAME (or KIND/NAME).
+        #[arg(long, value_name = "KIND/NS/NAME")]
+        object: Option<String>,
+        /// Only records from this time (RFC 3339) or this long ago (1h, 30m).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; report the first altered or missing record.
+    Verify,
 }
 
 /// How results are printed.
@@ -47,9 +118,41 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let data_dir = cli.data_dir.as_deref();
     let result = match cli.command {
         Command::Validate { paths, output } => validate::run(&paths, output),
-        Command::Up(args) => up::run(&args),
+        Command::Up(args) => cluster::up(&args, data_dir),
+        Command::Status { output } => inspect::status(data_dir, output),
+        Command::Sync { allow_empty } => cluster::sync_once(allow_empty, data_dir),
+        Command::Suspend { app } => cluster::set_suspended(&app, true, data_dir),
+        Command::Resume { app } => cluster::set_suspended(&app, false, data_dir),
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => inspect::get(
+            &kind,
+            name.as_deref(),
+            namespace.as_deref(),
+            all_namespaces,
+            output,
+            data_dir,
+        ),
+        Command::History {
+            object,
+            since,
+            output,
+        } => inspect::history(
+            object.as_deref(),
+            since.as_deref(),
+            output == Format::Json,
+            data_dir,
+        ),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => inspect::audit_verify(data_dir),
     };
     match result {
         Ok(code) => code,

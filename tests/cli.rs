@@ -193,41 +193,378 @@ mod validate {
     }
 }
 
-mod up {
-    use std::process::Command;
+mod gitops {
+    //! `shipshape up` against real Git repositories made during the test, then the reading
+    //! commands on its data directory, as a user would run them.
 
-    #[test]
-    fn up_finds_the_example_repository_and_says_what_it_did() {
-        let output = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-            .arg("up")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn git(dir: &Path, args: &[&str]) {
+        let output = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Ada",
+                "-c",
+                "user.email=ada@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
             .output()
-            .expect("runs");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(0), "{stderr}");
-        assert!(stderr.contains("examples-repo"), "{stderr}");
-        assert!(stderr.contains("validated only"), "{stderr}");
-        assert!(String::from_utf8_lossy(&output.stdout).starts_with("4 objects in 4 files"));
+            .expect("git runs");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn write(dir: &Path, relative: &str, text: &str) {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    fn commit(dir: &Path, message: &str) {
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", message]);
+    }
+
+    fn config_map(name: &str, value: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n name: {name}\n namespace: demo\ndata:\n value: \"{value}\"\n"
+        )
+    }
+
+    struct Repo {
+        dir: tempfile::TempDir,
+    }
+
+    impl Repo {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(dir.path().join("repo")).expect("mkdir");
+            git(&dir.path().join("repo"), &["init", "-q"]);
+            Self { dir }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("repo")
+        }
+
+        fn data(&self) -> PathBuf {
+            self.dir.path().join("data")
+        }
+
+        fn shipshape(&self, args: &[&str]) -> Output {
+            Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(args)
+                .arg("--data-dir")
+                .arg(self.data())
+                .output()
+                .expect("runs")
+        }
+
+        fn up(&self) -> (Child, PathBuf) {
+            let log = self
+                .dir
+                .path()
+                .join(format!("up-{}.log", std::process::id()));
+            let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(["up", "--path", "apps", "--interval", "200ms", "--repo"])
+                .arg(self.path())
+                .arg("--data-dir")
+                .arg(self.data())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("starts");
+            (child, log)
+        }
+    }
+
+    /// Output with runs of spaces collapsed, so assertions do not depend on column widths.
+    fn squash(text: &str) -> String {
+        text.lines()
+            .map(|line| {
+                line.split(' ')
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn text(output: &Output) -> String {
+        squash(&format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+
+    /// Waits until the log holds `needle` (a process's progress output).
+    fn wait_for(log: &Path, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let content = squash(&std::fs::read_to_string(log).unwrap_or_default());
+            if content.contains(needle) {
+                return content;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never appeared in:\n{content}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn interrupt(mut child: Child) {
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let status = child.wait().expect("exits");
+        assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+    }
+
+    fn items(repo: &Repo, namespace: &str) -> Vec<serde_json::Value> {
+        let output = repo.shipshape(&["get", "configmaps", "-n", namespace, "-o", "json"]);
+        assert!(output.status.success(), "{}", text(&output));
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        list["items"].as_array().cloned().unwrap_or_default()
     }
 
     #[test]
-    fn up_refuses_an_invalid_desired_state() {
+    fn a_commit_rolls_out_and_the_history_says_who_changed_what() {
+        let repo = Repo::new();
+        write(
+            &repo.path(),
+            "apps/namespaces.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n name: demo\n",
+        );
+        write(
+            &repo.path(),
+            "apps/web/page.yaml",
+            &config_map("page", "hello"),
+        );
+        write(
+            &repo.path(),
+            "apps/api/settings.yaml",
+            &config_map("settings", "fast"),
+        );
+        commit(&repo.path(), "first");
+
+        let (child, log) = repo.up();
+        let started = wait_for(&log, "web Synced");
+        assert!(started.contains("root Synced 1 created"), "{started}");
+        assert!(started.contains("api Synced 1 created"), "{started}");
+
+        write(
+            &repo.path(),
+            "apps/web/page.yaml",
+            &config_map("page", "goodbye"),
+        );
+        write(
+            &repo.path(),
+            "apps/api/broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n name: x\ndata:\n n: 1\n",
+        );
+        commit(&repo.path(), "say goodbye");
+        let progress = wait_for(&log, "web Synced 1 updated");
+        assert!(
+            progress.contains("api Failed 1 problem (stays on its last good commit)"),
+            "{progress}"
+        );
+        assert!(
+            progress
+                .contains("apps/api/broken.yaml:6: ConfigMap default/x: data.n: must be a string"),
+            "{progress}"
+        );
+        interrupt(child);
+
+        let status = repo.shipshape(&["status"]);
+        let status_text = text(&status);
+        assert!(status_text.contains("api Failed"), "{status_text}");
+        assert!(
+            status_text.contains("1 problem invalid in commit"),
+            "{status_text}"
+        );
+        assert!(status_text.contains("web Synced"), "{status_text}");
+
+        let page: Vec<_> = items(&repo, "demo")
+            .into_iter()
+            .filter(|i| i["metadata"]["name"] == "page")
+            .collect();
+        assert_eq!(page[0]["data"]["value"], "goodbye");
+
+        let history = text(&repo.shipshape(&["history", "--object", "configmap/demo/page"]));
+        assert!(history.contains("sync web commit"), "{history}");
+        assert!(
+            history.contains("\"say goodbye\" by Ada <ada@example.com>"),
+            "{history}"
+        );
+        assert!(
+            history.contains("updated ConfigMap demo/page: /data/value: \"hello\" → \"goodbye\""),
+            "{history}"
+        );
+        assert!(
+            !history.contains("settings"),
+            "only the asked object: {history}"
+        );
+
+        let verify = repo.shipshape(&["audit", "verify"]);
+        assert!(verify.status.success());
+        assert!(
+            text(&verify).starts_with("audit log intact:"),
+            "{}",
+            text(&verify)
+        );
+    }
+
+    #[test]
+    fn emptying_an_application_waits_for_allow_empty_and_suspend_stops_syncing() {
+        let repo = Repo::new();
+        write(&repo.path(), "apps/web/a.yaml", &config_map("a", "1"));
+        write(&repo.path(), "apps/web/b.yaml", &config_map("b", "1"));
+        write(&repo.path(), "apps/other/c.yaml", &config_map("c", "1"));
+        commit(&repo.path(), "first");
+        let (child, log) = repo.up();
+        wait_for(&log, "web Synced");
+        interrupt(child);
+
+        std::fs::remove_dir_all(repo.path().join("apps/web")).expect("rm");
+        write(&repo.path(), "apps/other/c.yaml", &config_map("c", "2"));
+        commit(&repo.path(), "retire web");
+        repo.shipshape(&["suspend", "other"]);
+        let held = repo.shipshape(&["sync"]);
+        assert_eq!(held.status.code(), Some(1));
+        let held_text = text(&held);
+        assert!(
+            held_text.contains("held: the commit would prune all 2 objects"),
+            "{held_text}"
+        );
+        assert!(
+            held_text.contains("other OutOfSync suspended"),
+            "{held_text}"
+        );
+        assert_eq!(
+            items(&repo, "demo").len(),
+            3,
+            "nothing pruned, nothing of other applied"
+        );
+
+        let allowed = repo.shipshape(&["sync", "--allow-empty"]);
+        assert!(allowed.status.success(), "{}", text(&allowed));
+        assert!(
+            text(&allowed).contains("web Synced 2 pruned"),
+            "{}",
+            text(&allowed)
+        );
+        repo.shipshape(&["resume", "other"]);
+        let resumed = repo.shipshape(&["sync"]);
+        assert!(
+            text(&resumed).contains("other Synced 1 updated"),
+            "{}",
+            text(&resumed)
+        );
+        let left: Vec<_> = items(&repo, "demo")
+            .iter()
+            .map(|i| i["data"]["value"].clone())
+            .collect();
+        assert_eq!(left, vec![serde_json::json!("2")]);
+    }
+
+    #[test]
+    fn kill_9_while_applying_a_large_commit_loses_nothing_and_duplicates_nothing() {
+        let repo = Repo::new();
+        let bulk: String = (0..1000)
+            .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n name: cm-{i}\n namespace: bulk\ndata:\n i: \"{i}\"\n"))
+            .collect();
+        write(&repo.path(), "apps/bulk/objects.yaml", &bulk);
+        commit(&repo.path(), "a thousand objects");
+        for delay_ms in [150, 300, 450, 600, 900] {
+            let (mut child, _) = repo.up();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            child.kill().expect("kill -9");
+            child.wait().expect("reaped");
+            let count = items(&repo, "bulk").len();
+            assert!(
+                count == 0 || count == 1000,
+                "after kill -9 at {delay_ms} ms: {count} objects, half a commit"
+            );
+            let verify = repo.shipshape(&["audit", "verify"]);
+            assert!(verify.status.success(), "{}", text(&verify));
+        }
+        let finish = repo.shipshape(&["sync"]);
+        assert!(finish.status.success(), "{}", text(&finish));
+        let objects = items(&repo, "bulk");
+        assert_eq!(objects.len(), 1000);
+        let mut names: Vec<_> = objects
+            .iter()
+            .map(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        names.dedup();
+        assert_eq!(names.len(), 1000, "no duplicates");
+        let again = repo.shipshape(&["sync"]);
+        assert!(
+            text(&again).contains("every application is in sync"),
+            "{}",
+            text(&again)
+        );
+    }
+
+    #[test]
+    fn up_defaults_to_this_repository_and_its_examples() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("bad.yaml"),
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n",
-        )
-        .expect("write");
+        let log = dir.path().join("up.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+            .args(["up", "--interval", "1s", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("starts");
+        let progress = wait_for(&log, "web Synced");
+        let project = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).expect("path");
+        assert!(
+            progress.contains(&format!("of {}, path examples-repo", project.display())),
+            "{progress}"
+        );
+        assert!(progress.contains("root Synced 1 created"), "{progress}");
+        interrupt(child);
+        let stopped = std::fs::read_to_string(&log).expect("log");
+        assert!(stopped.contains("resumes from it"), "{stopped}");
+    }
+
+    #[test]
+    fn up_outside_a_repository_says_what_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let output = Command::new(env!("CARGO_BIN_EXE_shipshape"))
             .args(["up", "--repo"])
             .arg(dir.path())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .output()
             .expect("runs");
         assert_eq!(output.status.code(), Some(1));
-        let expected = format!(
-            "{}/bad.yaml:1: Pod default/p: spec: required field is missing\n",
-            dir.path().display()
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            format!(
+                "shipshape: {} is not a Git repository: pass --repo with the repository holding your manifests\n",
+                dir.path().display()
+            )
         );
-        assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
     }
 }

@@ -1,0 +1,897 @@
+//! GitSync: the only source of desired state.
+//!
+//! It keeps a bare mirror of the repository in the data directory, fetches it, resolves the
+//! branch, tag or commit to follow, and reads manifests straight from the commit's tree (no
+//! working checkout). Each application (a folder directly under the path; files at the top are
+//! `root`) is then planned by `shipshape_reconciler::gitops` and applied as one batch, in one
+//! transaction, with its audit record and its new status. An application with any invalid
+//! manifest is rejected whole and stays on its last good commit; the others proceed. Only
+//! applications whose files changed since they were last applied are re-planned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use git2::{FetchOptions, FetchPrune, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use kameo::Actor;
+use kameo::actor::ActorRef;
+use kameo::message::{Context, Message};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use shipshape_api::load::{self, ROOT_APPLICATION, SourceFile};
+use shipshape_reconciler::gitops::{self, Action, Desired, Foreign, Managed, Refusal};
+
+use crate::store::{AuditEntry, Batch, Precondition, StoreError, Write};
+use crate::store_actor::{Apply, Get, GetMeta, ListMeta, ManagedBy, StoreActor};
+
+/// Label every Git-managed object carries.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Annotation naming the commit that last set the object.
+pub const COMMIT_ANNOTATION: &str = "shipshape.dev/commit";
+/// Annotation naming the application that manages the object.
+pub const APPLICATION_ANNOTATION: &str = "shipshape.dev/application";
+/// Annotation naming the file that declares the object.
+pub const SOURCE_ANNOTATION: &str = "shipshape.dev/source";
+
+const HEAD_META: &str = "git/head";
+const APP_META_PREFIX: &str = "app/";
+
+/// Which commit to follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GitRef {
+    /// The newest commit of a branch.
+    Branch(String),
+    /// The remote's default branch (its HEAD).
+    DefaultBranch,
+    /// The commit a tag points at.
+    Tag(String),
+    /// One fixed commit (a full or abbreviated id).
+    Commit(String),
+}
+
+/// Where desired state comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSource {
+    /// A URL (`https://…`, `file://…`) or a local path.
+    pub url: String,
+    /// What to follow.
+    pub reference: GitRef,
+    /// The folder inside the repository whose subfolders are applications (empty: the top).
+    pub path: String,
+}
+
+/// A Git operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GitError(pub String);
+
+fn git_error(context: &str) -> impl Fn(git2::Error) -> GitError + '_ {
+    move |error| GitError(format!("{context}: {}", error.message()))
+}
+
+/// The commit a sync applies, as the audit history records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    /// The full id.
+    pub id: String,
+    /// Author name and email.
+    pub author: String,
+    /// Committer name and email.
+    pub committer: String,
+    /// The first line of the message.
+    pub message: String,
+    /// When it was committed (RFC 3339).
+    pub time: String,
+}
+
+impl CommitInfo {
+    /// The abbreviated id people read.
+    pub fn short(&self) -> &str {
+        self.id.get(..7).unwrap_or(&self.id)
+    }
+}
+
+/// One application's files at one commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplicationTree {
+    /// A digest of the application's files: equal digests mean nothing changed.
+    pub digest: String,
+    /// The manifest files (and marker files such as kustomization.yaml).
+    pub files: Vec<SourceFile>,
+}
+
+/// The desired state at one commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The commit.
+    pub commit: CommitInfo,
+    /// Each application's files.
+    pub applications: BTreeMap<String, ApplicationTree>,
+}
+
+/// A bare mirror of the source repository in the data directory.
+pub struct Mirror {
+    repo: Repository,
+    source: GitSource,
+}
+
+impl GitSource {
+    /// Where the source is remembered in the store, so commands run later sync the same way.
+    pub const META_KEY: &'static str = "git/source";
+
+    /// The reference in words: `branch main`, `tag v1`, `commit 1a2b3c4`.
+    pub fn describe_reference(&self) -> String {
+        match &self.reference {
+            GitRef::Branch(branch) => format!("branch {branch}"),
+            GitRef::DefaultBranch => "the default branch".into(),
+            GitRef::Tag(tag) => format!("tag {tag}"),
+            GitRef::Commit(commit) => format!("commit {commit}"),
+        }
+    }
+}
+
+impl Mirror {
+    /// Opens the mirror at `dir`, creating it on first use and pointing it at the source.
+    pub fn open(dir: &Path, source: GitSource) -> Result<Self, GitError> {
+        let repo = match Repository::open_bare(dir) {
+            Ok(repo) => repo,
+            Err(_) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| GitError(format!("cannot create {}: {e}", dir.display())))?;
+                Repository::init_bare(dir).map_err(git_error("cannot create the mirror"))?
+            }
+        };
+        let url = absolute_url(&source.url);
+        match repo.find_remote("origin") {
+            Ok(remote) if remote.url().ok() == Some(url.as_str()) => {}
+            Ok(_) => repo
+                .remote_set_url("origin", &url)
+                .map_err(git_error("cannot point the mirror at the repository"))?,
+            Err(_) => {
+                repo.remote_with_fetch("origin", &url, "+refs/heads/*:refs/remotes/origin/*")
+                    .map_err(git_error("cannot point the mirror at the repository"))?;
+            }
+        }
+        Ok(Self { repo, source })
+    }
+
+    /// Fetches branches and tags; branches deleted upstream go away here too.
+    pub fn fetch(&self) -> Result<(), GitError> {
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(git_error("the mirror has no origin"))?;
+        let mut options = FetchOptions::new();
+        options.prune(FetchPrune::On);
+        options.download_tags(git2::AutotagOption::All);
+        let refspecs = [
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+            "+HEAD:refs/remotes/origin/HEAD",
+        ];
+        remote
+            .fetch(&refspecs, Some(&mut options), None)
+            .map_err(|e| GitError(format!("cannot fetch {}: {}", self.source.url, e.message())))
+    }
+
+    /// The commit the source's reference names now.
+    pub fn resolve(&self) -> Result<Oid, GitError> {
+        let (spec, what) = match &self.source.reference {
+            GitRef::Branch(branch) => (
+                format!("refs/remotes/origin/{branch}"),
+                format!("branch {branch}"),
+            ),
+            GitRef::DefaultBranch => (
+                "refs/remotes/origin/HEAD".to_string(),
+                "the default branch".to_string(),
+            ),
+            GitRef::Tag(tag) => (format!("refs/tags/{tag}"), format!("tag {tag}")),
+            GitRef::Commit(commit) => (commit.clone(), format!("commit {commit}")),
+        };
+        let object = self
+            .repo
+            .revparse_single(&spec)
+            .map_err(|_| GitError(format!("{what} is not in {}", self.source.url)))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|_| GitError(format!("{what} does not name a commit")))?;
+        Ok(commit.id())
+    }
+
+    /// True when `new` does not build on `old`: the history was rewritten (a force-push).
+    pub fn is_rewrite(&self, old: Oid, new: Oid) -> bool {
+        old != new && !self.repo.graph_descendant_of(new, old).unwrap_or(false)
+    }
+
+    /// Reads the applications at `commit` straight from its tree.
+    pub fn snapshot(&self, commit: Oid) -> Result<Snapshot, GitError> {
+        let commit = self
+            .repo
+            .find_commit(commit)
+            .map_err(git_error("cannot read the commit"))?;
+        let signature = |s: git2::Signature<'_>| {
+            format!("{} <{}>", s.name().unwrap_or("?"), s.email().unwrap_or("?"))
+        };
+        let info = CommitInfo {
+            id: commit.id().to_string(),
+            author: signature(commit.author()),
+            committer: signature(commit.committer()),
+            message: commit
+                .summary()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+                .to_string(),
+            time: jiff::Timestamp::from_second(commit.time().seconds())
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        };
+        let top = commit
+            .tree()
+            .map_err(git_error("cannot read the commit's tree"))?;
+        let base = if self.source.path.is_empty() {
+            top
+        } else {
+            let entry = top.get_path(Path::new(&self.source.path)).map_err(|_| {
+                GitError(format!(
+                    "{} is not a folder in commit {}",
+                    self.source.path,
+                    info.short()
+                ))
+            })?;
+            self.repo.find_tree(entry.id()).map_err(|_| {
+                GitError(format!(
+                    "{} is not a folder in commit {}",
+                    self.source.path,
+                    info.short()
+                ))
+            })?
+        };
+        let mut applications = BTreeMap::new();
+        let mut root_files = Vec::new();
+        let mut root_digest = Sha256::new();
+        for entry in base.iter() {
+            let name = entry.name().unwrap_or_default().to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    let tree = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(git_error("cannot read a folder"))?;
+                    let mut files = Vec::new();
+                    let mut failure = None;
+                    tree.walk(TreeWalkMode::PreOrder, |dir, item| {
+                        let item_name = item.name().unwrap_or_default();
+                        if item_name.starts_with('.') {
+                            return TreeWalkResult::Skip;
+                        }
+                        let relative = format!("{name}/{dir}{item_name}");
+                        if item.kind() == Some(ObjectType::Blob)
+                            && item.filemode() != 0o120000
+                            && wanted_file(item_name)
+                        {
+                            match self.repo.find_blob(item.id()) {
+                                Ok(blob) => {
+                                    files.push(self.source_file(relative, blob.content().to_vec()))
+                                }
+                                Err(e) => failure = Some(git_error("cannot read a file")(e)),
+                            }
+                        }
+                        TreeWalkResult::Ok
+                    })
+                    .map_err(git_error("cannot read a folder"))?;
+                    if let Some(error) = failure {
+                        return Err(error);
+                    }
+                    applications.insert(
+                        name,
+                        ApplicationTree {
+                            digest: entry.id().to_string(),
+                            files,
+                        },
+                    );
+                }
+                Some(ObjectType::Blob) if entry.filemode() != 0o120000 => {
+                    root_digest.update(format!("{name}\0{}\n", entry.id()).as_bytes());
+                    if wanted_file(&name) {
+                        let blob = self
+                            .repo
+                            .find_blob(entry.id())
+                            .map_err(git_error("cannot read a file"))?;
+                        root_files.push(self.source_file(name, blob.content().to_vec()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !root_files.is_empty() {
+            let digest: String = root_digest
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            applications.insert(
+                ROOT_APPLICATION.to_string(),
+                ApplicationTree {
+                    digest,
+                    files: root_files,
+                },
+            );
+        }
+        Ok(Snapshot {
+            commit: info,
+            applications,
+        })
+    }
+
+    fn source_file(&self, relative: String, bytes: Vec<u8>) -> SourceFile {
+        let display = if self.source.path.is_empty() {
+            relative.clone()
+        } else {
+            format!("{}/{relative}", self.source.path.trim_end_matches('/'))
+        };
+        SourceFile {
+            relative,
+            display,
+            bytes,
+        }
+    }
+}
+
+fn wanted_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".yaml")
+        || lower.ends_with(".yml")
+        || lower.ends_with(".json")
+        || name == "Kustomization"
+}
+
+/// Local paths become absolute, so the mirror keeps working whatever the current directory.
+fn absolute_url(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    std::fs::canonicalize(url)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
+}
+
+/// Whether an application matches what its commit asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncState {
+    /// The cluster has what the commit declares.
+    Synced,
+    /// The commit declares something the cluster does not have yet (held, suspended, retrying).
+    #[default]
+    OutOfSync,
+    /// The commit cannot be applied (invalid manifests, a conflict); the last good one stays.
+    Failed,
+}
+
+/// What the cluster knows about one application's sync, as `shipshape status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationStatus {
+    /// The application (folder) name.
+    pub application: String,
+    /// Synced, OutOfSync or Failed.
+    pub sync: SyncState,
+    /// The commit whose declaration is applied (the last good one).
+    pub commit: Option<String>,
+    /// The digest of the application's files at that commit.
+    pub digest: Option<String>,
+    /// The newest commit a sync looked at.
+    pub attempted: Option<String>,
+    /// Why it is not Synced, in one line.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The problems that failed it, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// How many objects it manages.
+    pub objects: usize,
+    /// Syncing stopped by `shipshape suspend`.
+    #[serde(default)]
+    pub suspended: bool,
+    /// When this status was written (RFC 3339).
+    pub updated: String,
+}
+
+/// What one sync did to one application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied: counts of what changed.
+    Applied {
+        /// Objects created.
+        created: usize,
+        /// Objects updated.
+        updated: usize,
+        /// Objects pruned.
+        pruned: usize,
+        /// Objects already as declared.
+        unchanged: usize,
+    },
+    /// Its files did not change since they were applied.
+    Unchanged,
+    /// Rejected whole; the problems, one line each.
+    Failed(Vec<String>),
+    /// Held: the commit would delete all of its objects.
+    Held(usize),
+    /// Suspended by the user.
+    Suspended,
+    /// The store refused a stale decision; the next sync retries.
+    Retry(String),
+}
+
+/// What one sync did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The commit synced to.
+    pub commit: CommitInfo,
+    /// True when the commit does not build on the one synced before (history rewritten).
+    pub rewritten: bool,
+    /// Each application's outcome, in the order synced.
+    pub applications: Vec<(String, Outcome)>,
+}
+
+/// How to sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Let a commit empty an application that has objects.
+    pub allow_empty: bool,
+}
+
+/// Why a sync could not run at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// Fetching or reading the repository failed; the cluster keeps its state.
+    #[error("{0}")]
+    Git(#[from] GitError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The store actor is gone.
+    #[error("the store is not running")]
+    StoreGone,
+}
+
+fn status_key(application: &str) -> String {
+    format!("{APP_META_PREFIX}{application}")
+}
+
+/// Copies the provenance stamps onto a manifest: who manages it, from which commit and file.
+fn stamp(manifest: &Value, commit: &str, application: &str, source: &str) -> Value {
+    let mut object = manifest.clone();
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(MANAGED_BY_LABEL.into(), "shipshape".into());
+        }
+        let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(COMMIT_ANNOTATION.into(), commit.into());
+            annotations.insert(APPLICATION_ANNOTATION.into(), application.into());
+            annotations.insert(SOURCE_ANNOTATION.into(), source.into());
+        }
+    }
+    object
+}
+
+/// The GitSync actor: syncs on request (the poll timer, `shipshape sync`, a webhook).
+#[derive(Actor)]
+pub struct GitSync {
+    // git2's Repository may move between threads but not be shared; the lock makes the actor
+    // shareable across awaits. It is only held inside blocking sections, never across an await.
+    mirror: std::sync::Mutex<Mirror>,
+    store: ActorRef<StoreActor>,
+}
+
+impl GitSync {
+    /// A GitSync over `mirror`, writing to `store`.
+    pub fn new(mirror: Mirror, store: ActorRef<StoreActor>) -> Self {
+        Self {
+            mirror: std::sync::Mutex::new(mirror),
+            store,
+        }
+    }
+
+    async fn status(&self, application: &str) -> Result<Option<ApplicationStatus>, SyncError> {
+        let value = self.ask_store(GetMeta(status_key(application))).await?;
+        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    async fn ask_store<M, T>(&self, message: M) -> Result<T, SyncError>
+    where
+        StoreActor: Message<M, Reply = Result<T, StoreError>>,
+        M: Send + 'static,
+        T: Send + 'static,
+    {
+        match self.store.ask(message).await {
+            Ok(value) => Ok(value),
+            Err(kameo::error::SendError::HandlerError(error)) => Err(SyncError::Store(error)),
+            Err(_) => Err(SyncError::StoreGone),
+        }
+    }
+
+    /// One sync: fetch, resolve, read, validate, then plan and apply each changed application.
+    pub async fn sync(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
+        let previous = self
+            .ask_store(GetMeta(HEAD_META.into()))
+            .await?
+            .and_then(|v| v.as_str().and_then(|s| Oid::from_str(s).ok()));
+        let (source_url, snapshot, rewritten) = tokio::task::block_in_place(|| {
+            let mirror = self
+                .mirror
+                .lock()
+                .map_err(|_| GitError("the mirror lock is poisoned".into()))?;
+            mirror.fetch()?;
+            let target = mirror.resolve()?;
+            let rewritten = previous.is_some_and(|old| mirror.is_rewrite(old, target));
+            Ok::<_, GitError>((
+                mirror.source.url.clone(),
+                mirror.snapshot(target)?,
+                rewritten,
+            ))
+        })?;
+        let commit = snapshot.commit.clone();
+
+        let all_files: Vec<SourceFile> = snapshot
+            .applications
+            .values()
+            .flat_map(|app| app.files.iter().cloned())
+            .collect();
+        let loaded = load::load(&all_files);
+        let failed = loaded.failed_applications();
+
+        let known: BTreeSet<String> = self
+            .ask_store(ListMeta(APP_META_PREFIX.into()))
+            .await?
+            .keys()
+            .filter_map(|k| k.strip_prefix(APP_META_PREFIX).map(str::to_string))
+            .collect();
+        let mut names: Vec<String> = snapshot.applications.keys().cloned().chain(known).collect();
+        names.sort_by_key(|name| (name != ROOT_APPLICATION, name.clone()));
+        names.dedup();
+
+        let mut outcomes = Vec::new();
+        for name in names {
+            let status = self
+                .status(&name)
+                .await?
+                .unwrap_or_else(|| ApplicationStatus {
+                    application: name.clone(),
+                    ..Default::default()
+                });
+            let digest = snapshot.applications.get(&name).map(|a| a.digest.clone());
+            let outcome = if status.suspended {
+                Outcome::Suspended
+            } else if status.sync == SyncState::Synced
+                && status.digest == digest
+                && !options.allow_empty
+            {
+                Outcome::Unchanged
+            } else if failed.contains(name.as_str()) {
+                let problems: Vec<String> = loaded
+                    .problems
+                    .iter()
+                    .filter(|p| p.application == name)
+                    .map(ToString::to_string)
+                    .collect();
+                let message = format!(
+                    "{} invalid in commit {}",
+                    plural(problems.len(), "problem"),
+                    commit.short()
+                );
+                self.record_failure(&name, status, &commit, message, problems.clone(), "invalid")
+                    .await?;
+                Outcome::Failed(problems)
+            } else {
+                let desired: Vec<Desired> = loaded
+                    .manifests
+                    .iter()
+                    .filter(|m| m.application == name)
+                    .map(|m| Desired {
+                        key: m.object.key(),
+                        manifest: m.object.to_json(),
+                        source: m.file.clone(),
+                    })
+                    .collect();
+                self.apply_application(&name, status, digest, &commit, desired, options)
+                    .await?
+            };
+            outcomes.push((name, outcome));
+        }
+        let audit = rewritten.then(|| AuditEntry {
+            actor: "git".into(),
+            action: "history-rewritten".into(),
+            subject: source_url,
+            details: json!({
+                "previous": previous.map(|p| p.to_string()),
+                "commit": commit.id,
+                "note": "the new commit does not build on the previous one (force-push or reset); applying what it declares",
+            }),
+        });
+        let head = Batch {
+            writes: vec![Write::SetMeta {
+                key: HEAD_META.into(),
+                value: Value::from(commit.id.clone()),
+            }],
+            audit,
+        };
+        self.ask_store(Apply(head)).await?;
+        Ok(SyncReport {
+            commit,
+            rewritten,
+            applications: outcomes,
+        })
+    }
+
+    async fn record_failure(
+        &self,
+        name: &str,
+        mut status: ApplicationStatus,
+        commit: &CommitInfo,
+        message: String,
+        problems: Vec<String>,
+        reason: &str,
+    ) -> Result<(), SyncError> {
+        let sync = if reason == "held" {
+            SyncState::OutOfSync
+        } else {
+            SyncState::Failed
+        };
+        let unchanged = status.sync == sync
+            && status.attempted.as_deref() == Some(commit.id.as_str())
+            && status.problems == problems;
+        if unchanged {
+            return Ok(());
+        }
+        status.sync = sync;
+        status.attempted = Some(commit.id.clone());
+        status.message = message.clone();
+        status.problems = problems.clone();
+        status.updated = jiff::Timestamp::now().to_string();
+        let batch = Batch {
+            writes: vec![Write::SetMeta {
+                key: status_key(name),
+                value: serde_json::to_value(&status).unwrap_or(Value::Null),
+            }],
+            audit: Some(AuditEntry {
+                actor: "git".into(),
+                action: format!("sync-{reason}"),
+                subject: name.into(),
+                details: json!({"commit": commit, "message": message, "problems": problems}),
+            }),
+        };
+        self.ask_store(Apply(batch)).await?;
+        Ok(())
+    }
+
+    async fn apply_application(
+        &self,
+        name: &str,
+        mut status: ApplicationStatus,
+        digest: Option<String>,
+        commit: &CommitInfo,
+        desired: Vec<Desired>,
+        options: SyncOptions,
+    ) -> Result<Outcome, SyncError> {
+        let managed: Vec<Managed> = self
+            .ask_store(ManagedBy(name.into()))
+            .await?
+            .into_iter()
+            .map(|(key, stored)| Managed {
+                key,
+                resource_version: stored.resource_version(),
+                applied: stored.applied.unwrap_or(Value::Null),
+            })
+            .collect();
+        let mut foreign = Vec::new();
+        for want in &desired {
+            if managed.iter().any(|m| m.key == want.key) {
+                continue;
+            }
+            if let Some(stored) = self.ask_store(Get(want.key.clone())).await? {
+                foreign.push(Foreign {
+                    key: want.key.clone(),
+                    application: stored.application,
+                });
+            }
+        }
+        let plan = match gitops::plan_application(&desired, &managed, &foreign, options.allow_empty)
+        {
+            Ok(plan) => plan,
+            Err(Refusal::WouldEmpty { objects }) => {
+                let message = format!(
+                    "commit {} declares no objects; pruning all {objects} needs `shipshape sync --allow-empty`",
+                    commit.short()
+                );
+                self.record_failure(name, status, commit, message, Vec::new(), "held")
+                    .await?;
+                return Ok(Outcome::Held(objects));
+            }
+            Err(Refusal::Conflict { key, owner, source }) => {
+                let who = owner.map_or("exists and is not managed by Git".to_string(), |app| {
+                    format!("is managed by application {app}")
+                });
+                let problem = format!("{source}: {key} {who}");
+                self.record_failure(
+                    name,
+                    status,
+                    commit,
+                    format!("conflict in commit {}", commit.short()),
+                    vec![problem.clone()],
+                    "conflict",
+                )
+                .await?;
+                return Ok(Outcome::Failed(vec![problem]));
+            }
+        };
+        let (mut created, mut updated, mut pruned) = (0, 0, 0);
+        let mut writes = Vec::new();
+        let mut changes = Vec::new();
+        for action in &plan.actions {
+            match action {
+                Action::Create { desired } => {
+                    created += 1;
+                    changes.push(json!({"object": desired.key.to_string(), "action": "created", "source": desired.source}));
+                    writes.push(Write::Create {
+                        object: stamp(&desired.manifest, &commit.id, name, &desired.source),
+                        applied: Some(desired.manifest.clone()),
+                        application: Some(name.into()),
+                    });
+                }
+                Action::Update {
+                    desired,
+                    resource_version,
+                    changes: fields,
+                } => {
+                    updated += 1;
+                    changes.push(json!({"object": desired.key.to_string(), "action": "updated", "source": desired.source, "changes": fields}));
+                    writes.push(Write::Update {
+                        key: desired.key.clone(),
+                        resource_version: *resource_version,
+                        object: stamp(&desired.manifest, &commit.id, name, &desired.source),
+                        applied: Some(desired.manifest.clone()),
+                    });
+                }
+                Action::Prune {
+                    key,
+                    resource_version,
+                } => {
+                    pruned += 1;
+                    changes.push(json!({"object": key.to_string(), "action": "pruned"}));
+                    writes.push(Write::Delete {
+                        key: key.clone(),
+                        precondition: Precondition::ResourceVersion(*resource_version),
+                    });
+                }
+            }
+        }
+        let remaining = desired.len() + plan.kept.len();
+        let emptied = digest.is_none() && remaining == 0;
+        status.sync = SyncState::Synced;
+        status.commit = Some(commit.id.clone());
+        status.digest = digest;
+        status.attempted = Some(commit.id.clone());
+        status.message.clear();
+        status.problems.clear();
+        status.objects = remaining;
+        status.updated = jiff::Timestamp::now().to_string();
+        writes.push(Write::SetMeta {
+            key: status_key(name),
+            // A folder deleted and pruned with --allow-empty leaves no status behind.
+            value: if emptied {
+                Value::Null
+            } else {
+                serde_json::to_value(&status).unwrap_or(Value::Null)
+            },
+        });
+        let audit = (!plan.actions.is_empty()).then(|| AuditEntry {
+            actor: "git".into(),
+            action: "sync".into(),
+            subject: name.into(),
+            details: json!({
+                "commit": commit,
+                "result": "applied",
+                "objects": changes,
+                "kept": plan.kept.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        });
+        match self.ask_store(Apply(Batch { writes, audit })).await {
+            Ok(_) => Ok(Outcome::Applied {
+                created,
+                updated,
+                pruned,
+                unchanged: plan.unchanged,
+            }),
+            // Something changed under the plan: the next sync decides again on a fresh read.
+            Err(SyncError::Store(StoreError::Conflict { key, reason })) => {
+                Ok(Outcome::Retry(format!("{key}: {reason}")))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn set_suspended(&self, application: &str, suspended: bool) -> Result<(), SyncError> {
+        let mut status = self
+            .status(application)
+            .await?
+            .unwrap_or_else(|| ApplicationStatus {
+                application: application.into(),
+                ..Default::default()
+            });
+        status.suspended = suspended;
+        status.updated = jiff::Timestamp::now().to_string();
+        let batch = Batch {
+            writes: vec![Write::SetMeta {
+                key: status_key(application),
+                value: serde_json::to_value(&status).unwrap_or(Value::Null),
+            }],
+            audit: Some(AuditEntry {
+                actor: "client".into(),
+                action: if suspended { "suspend" } else { "resume" }.into(),
+                subject: application.into(),
+                details: json!({}),
+            }),
+        };
+        self.ask_store(Apply(batch)).await?;
+        Ok(())
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Sync now (the poll timer, `shipshape sync`, a webhook).
+pub struct SyncNow(pub SyncOptions);
+
+impl Message<SyncNow> for GitSync {
+    type Reply = Result<SyncReport, SyncError>;
+
+    async fn handle(
+        &mut self,
+        SyncNow(options): SyncNow,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        self.sync(options).await
+    }
+}
+
+/// Stop (true) or restart (false) syncing one application.
+pub struct Suspend {
+    /// The application.
+    pub application: String,
+    /// Suspend or resume.
+    pub suspended: bool,
+}
+
+impl Message<Suspend> for GitSync {
+    type Reply = Result<(), SyncError>;
+
+    async fn handle(
+        &mut self,
+        message: Suspend,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        self.set_suspended(&message.application, message.suspended)
+            .await
+    }
+}
+
+/// The default place of the mirror inside a data directory.
+pub fn mirror_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("git").join("mirror.git")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! GitSync against real Git repositories made during the test: commits, an invalid commit, a
+//! deleted application, prune protection and a force-push.
+
+use std::path::Path;
+use std::process::Command;
+
+use kameo::actor::Spawn;
+use shipshape_api::{Kind, ObjectKey};
+
+use super::*;
+use crate::store::{Store, StoredObject, verify_audit};
+use crate::store_actor::{Get, StoreActor};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Ada",
+            "-c",
+            "user.email=ada@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn write(dir: &Path, relative: &str, text: &str) {
+    let path = dir.join(relative);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+fn commit(dir: &Path, message: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "--allow-empty", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+fn config_map(name: &str, value: &str, extra_metadata: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: demo\n{extra_metadata}data:\n  value: \"{value}\"\n"
+    )
+}
+
+fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    store: ActorRef<StoreActor>,
+    sync: ActorRef<GitSync>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q"]);
+        write(
+            &repo,
+            "apps/namespaces.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+        );
+        write(&repo, "apps/web/page.yaml", &config_map("page", "v1", ""));
+        write(
+            &repo,
+            "apps/web/keep.yaml",
+            &config_map(
+                "keep",
+                "k",
+                "  annotations:\n    shipshape.dev/prune: disabled\n",
+            ),
+        );
+        write(
+            &repo,
+            "apps/api/settings.yaml",
+            &config_map("settings", "fast", ""),
+        );
+        write(&repo, "apps/api/README.md", "# not a manifest\n");
+        write(&repo, "README.md", "outside the path\n");
+        commit(&repo, "first");
+        let store = Store::open(&dir.path().join("db.redb")).expect("store");
+        let store = StoreActor::spawn(StoreActor::new(store));
+        let source = GitSource {
+            url: repo.display().to_string(),
+            reference: GitRef::Branch("main".into()),
+            path: "apps".into(),
+        };
+        let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
+        let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+        Self {
+            _dir: dir,
+            repo,
+            store,
+            sync,
+        }
+    }
+
+    async fn sync(&self, allow_empty: bool) -> SyncReport {
+        self.sync
+            .ask(SyncNow(SyncOptions { allow_empty }))
+            .await
+            .expect("sync runs")
+    }
+
+    async fn get(&self, key: ObjectKey) -> Option<StoredObject> {
+        self.store.ask(Get(key)).await.expect("store answers")
+    }
+
+    async fn value(&self, name: &str) -> Option<String> {
+        self.get(key(Kind::ConfigMap, "demo", name))
+            .await
+            .and_then(|s| s.object["data"]["value"].as_str().map(str::to_string))
+    }
+}
+
+fn outcomes(report: &SyncReport) -> Vec<(String, Outcome)> {
+    report.applications.clone()
+}
+
+fn applied(created: usize, updated: usize, pruned: usize, unchanged: usize) -> Outcome {
+    Outcome::Applied {
+        created,
+        updated,
+        pruned,
+        unchanged,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn syncs_commits_into_the_store_application_by_application() {
+    let cluster = Cluster::new();
+    let first = git(&cluster.repo, &["rev-parse", "HEAD"]);
+
+    // First sync: everything is created, root (the Namespace) first.
+    let report = cluster.sync(false).await;
+    assert_eq!(report.commit.id, first);
+    assert_eq!(
+        outcomes(&report),
+        vec![
+            ("root".into(), applied(1, 0, 0, 0)),
+            ("api".into(), applied(1, 0, 0, 0)),
+            ("web".into(), applied(2, 0, 0, 0)),
+        ]
+    );
+    let page = cluster
+        .get(key(Kind::ConfigMap, "demo", "page"))
+        .await
+        .expect("created");
+    assert_eq!(
+        page.object["metadata"]["labels"][MANAGED_BY_LABEL],
+        "shipshape"
+    );
+    assert_eq!(
+        page.object["metadata"]["annotations"][COMMIT_ANNOTATION],
+        first.as_str()
+    );
+    assert_eq!(
+        page.object["metadata"]["annotations"][SOURCE_ANNOTATION],
+        "apps/web/page.yaml"
+    );
+    assert_eq!(page.application.as_deref(), Some("web"));
+
+    // A commit that changes web and breaks api: web moves on, api stays on its last good commit.
+    write(
+        &cluster.repo,
+        "apps/web/page.yaml",
+        &config_map("page", "v2", ""),
+    );
+    write(
+        &cluster.repo,
+        "apps/api/settings.yaml",
+        &config_map("settings", "slow", ""),
+    );
+    write(
+        &cluster.repo,
+        "apps/api/broken.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n",
+    );
+    let second = commit(&cluster.repo, "change the page, break api");
+    let report = cluster.sync(false).await;
+    let api = &report.applications[1];
+    assert_eq!(api.0, "api");
+    let Outcome::Failed(problems) = &api.1 else {
+        panic!("api must fail: {api:?}");
+    };
+    assert_eq!(
+        problems,
+        &vec!["apps/api/broken.yaml:4: ConfigMap default/Bad_Name: metadata.name: \"Bad_Name\" is not a valid name: use at most 253 characters of a-z, 0-9, '-' and '.', each dot-separated part starting and ending with a letter or digit (e.g. 'example.com')".to_string()]
+    );
+    assert_eq!(report.applications[0], ("root".into(), Outcome::Unchanged));
+    assert_eq!(report.applications[2], ("web".into(), applied(0, 1, 0, 1)));
+    assert_eq!(cluster.value("page").await.as_deref(), Some("v2"));
+    assert_eq!(
+        cluster.value("settings").await.as_deref(),
+        Some("fast"),
+        "nothing of api applied"
+    );
+    let status: ApplicationStatus = serde_json::from_value(
+        cluster
+            .store
+            .ask(GetMeta("app/api".into()))
+            .await
+            .expect("answers")
+            .expect("status"),
+    )
+    .expect("parses");
+    assert_eq!(status.sync, SyncState::Failed);
+    assert_eq!(status.commit.as_deref(), Some(first.as_str()));
+    assert_eq!(status.attempted.as_deref(), Some(second.as_str()));
+
+    // Deleting an application's folder is held until allowed; the protected object stays.
+    std::fs::remove_dir_all(cluster.repo.join("apps/web")).expect("rm");
+    commit(&cluster.repo, "remove web");
+    let report = cluster.sync(false).await;
+    assert_eq!(report.applications[2], ("web".into(), Outcome::Held(2)));
+    assert!(
+        cluster.value("page").await.is_some(),
+        "nothing pruned while held"
+    );
+    let report = cluster.sync(true).await;
+    assert_eq!(report.applications[2], ("web".into(), applied(0, 0, 1, 0)));
+    assert_eq!(cluster.value("page").await, None);
+    assert_eq!(
+        cluster.value("keep").await.as_deref(),
+        Some("k"),
+        "prune: disabled is kept"
+    );
+
+    // Force-push back to the first commit: applied as declared, and recorded as a rewrite.
+    git(&cluster.repo, &["reset", "-q", "--hard", &first]);
+    let report = cluster.sync(false).await;
+    assert!(report.rewritten);
+    assert_eq!(report.commit.id, first);
+    assert_eq!(cluster.value("page").await.as_deref(), Some("v1"));
+    assert_eq!(cluster.value("settings").await.as_deref(), Some("fast"));
+
+    // The history says who changed what, and the chain is intact.
+    let records = tokio::task::block_in_place(|| cluster.store.ask(crate::store_actor::AuditLog))
+        .await
+        .expect("answers");
+    assert_eq!(verify_audit(&records), Ok(records.len()));
+    let actions: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.entry.action.clone(), r.entry.subject.clone()))
+        .collect();
+    assert!(
+        actions.contains(&("sync-invalid".into(), "api".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("sync-held".into(), "web".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|(a, _)| a == "history-rewritten"),
+        "{actions:?}"
+    );
+    let update = records
+        .iter()
+        .find(|r| r.entry.action == "sync" && r.entry.details["commit"]["id"] == second.as_str())
+        .expect("the second commit's sync is recorded");
+    assert_eq!(
+        update.entry.details["commit"]["author"],
+        "Ada <ada@example.com>"
+    );
+    assert_eq!(
+        update.entry.details["commit"]["message"],
+        "change the page, break api"
+    );
+    assert_eq!(
+        update.entry.details["objects"][0]["changes"][0],
+        serde_json::json!({"path": "/data/value", "before": "v1", "after": "v2"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_commit_replans_nothing() {
+    let cluster = Cluster::new();
+    cluster.sync(false).await;
+    let before = cluster
+        .store
+        .ask(crate::store_actor::ResourceVersion)
+        .await
+        .expect("answers");
+    commit(&cluster.repo, "an empty commit");
+    write(&cluster.repo, "README.md", "changed outside the path\n");
+    commit(&cluster.repo, "docs");
+    let report = cluster.sync(false).await;
+    assert!(
+        report
+            .applications
+            .iter()
+            .all(|(_, o)| *o == Outcome::Unchanged),
+        "{report:?}"
+    );
+    let after = cluster
+        .store
+        .ask(crate::store_actor::ResourceVersion)
+        .await
+        .expect("answers");
+    assert_eq!(before, after, "no object was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflicting_object_fails_only_its_application() {
+    let cluster = Cluster::new();
+    cluster.sync(false).await;
+    // web now declares api's ConfigMap.
+    write(
+        &cluster.repo,
+        "apps/web/steal.yaml",
+        &config_map("settings", "mine", ""),
+    );
+    write(
+        &cluster.repo,
+        "apps/api/settings.yaml",
+        &config_map("settings", "fast", ""),
+    );
+    commit(&cluster.repo, "web copies settings");
+    let report = cluster.sync(false).await;
+    // The loader sees a duplicate: the later file (web, alphabetically after api) fails.
+    let web = report
+        .applications
+        .iter()
+        .find(|(n, _)| n == "web")
+        .expect("web");
+    assert!(
+        matches!(&web.1, Outcome::Failed(p) if p[0].contains("duplicate object")),
+        "{web:?}"
+    );
+    assert_eq!(cluster.value("settings").await.as_deref(), Some("fast"));
+}

@@ -1,0 +1,13 @@
+//! shipshape's control plane at run time: the Store actor over redb (objects, watch, audit),
+//! and the GitSync actor that turns commits into desired state.
+//!
+//! Effects live here: the database, Git, clocks. Decisions do not: GitSync asks
+//! `shipshape_reconciler::gitops` what to do and sends the answer to the Store as one batch.
+
+pub mod gitsync;
+pub mod store;
+pub mod store_actor;
+
+pub use gitsync::{GitRef, GitSource, GitSync, Mirror, SyncNow, SyncOptions, SyncReport};
+pub use store::{Batch, Store, StoreError, Write};
+pub use store_actor::StoreActor;

@@ -1,0 +1,914 @@
+//! The cluster's memory: objects, resourceVersions, the watch log, sync state and the audit
+//! chain, in one redb database.
+//!
+//! [`Store`] is synchronous and has exactly one owner, the [`crate::StoreActor`]; nothing else
+//! writes the database. A [`Batch`] is applied in one redb transaction, all or nothing: every
+//! write's precondition is checked against the state the batch itself sees, and the batch is
+//! acknowledged only after the transaction is durable (redb commits with fsync). The audit record
+//! of a batch is written in the same transaction, so history and state cannot disagree.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shipshape_api::{Kind, ObjectKey};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const WATCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("watch_log");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+const RESOURCE_VERSION: &str = "store/resource-version";
+
+/// How many watch events are kept for replay; a watcher further behind must relist.
+pub const WATCH_LOG_LIMIT: u64 = 10_000;
+
+/// An object as stored: the object itself and what Git last applied to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredObject {
+    /// The full object, with uid, resourceVersion, generation and creationTimestamp set.
+    pub object: Value,
+    /// The manifest Git last applied (before provenance stamps), for objects Git manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Value>,
+    /// The application that manages it, for objects Git manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+}
+
+impl StoredObject {
+    /// The object's resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The object's uid.
+    pub fn uid(&self) -> &str {
+        self.object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// What a write must find before it may happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The object is still at this resourceVersion.
+    ResourceVersion(u64),
+    /// The object is still this incarnation (same uid).
+    Uid(String),
+}
+
+/// One change to the store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// Create an object that must not exist yet.
+    Create {
+        /// The object (apiVersion, kind, metadata.name and namespace set).
+        object: Value,
+        /// For Git-managed objects: the manifest as applied.
+        applied: Option<Value>,
+        /// For Git-managed objects: the application.
+        application: Option<String>,
+    },
+    /// Replace an object's declared content; its uid, creation time and status are kept.
+    Update {
+        /// The object to replace.
+        key: ObjectKey,
+        /// The resourceVersion the change was decided on.
+        resource_version: u64,
+        /// The new content.
+        object: Value,
+        /// For Git-managed objects: the manifest as applied.
+        applied: Option<Value>,
+    },
+    /// Delete an object.
+    Delete {
+        /// The object.
+        key: ObjectKey,
+        /// What it must still be.
+        precondition: Precondition,
+    },
+    /// Set a piece of control-plane state (an application's sync status, the Git head).
+    SetMeta {
+        /// The state's name.
+        key: String,
+        /// Its value.
+        value: Value,
+    },
+}
+
+/// Who asked for a change and what it was, for the audit history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Who: `git`, `controller/replicaset`, `client/admin`, …
+    pub actor: String,
+    /// What: `sync`, `sync-failed`, `delete`, …
+    pub action: String,
+    /// About what: an application, an object key.
+    pub subject: String,
+    /// Everything else (commit, author, per-object changes, …).
+    pub details: Value,
+}
+
+/// Changes applied together, all or nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// The writes, in order.
+    pub writes: Vec<Write>,
+    /// The audit record, written in the same transaction.
+    pub audit: Option<AuditEntry>,
+}
+
+/// What happened to an object, as a watcher sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted (the object is its last state).
+    Deleted,
+}
+
+/// One change to one object, in resourceVersion order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// The resourceVersion of the change.
+    pub resource_version: u64,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The object's key as stored (`Deployment/demo/web`).
+    pub key: String,
+    /// The object after the change (before it, for a deletion).
+    pub object: Value,
+}
+
+/// One record of the append-only, hash-chained audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When it was written (RFC 3339).
+    pub time: String,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// The resourceVersion after the batch.
+    pub resource_version: u64,
+    /// The hash of the record before (empty for the first).
+    pub prev_hash: String,
+    /// SHA-256 over `prev_hash` and this record's content.
+    pub hash: String,
+}
+
+impl AuditRecord {
+    fn compute_hash(&self) -> String {
+        let content = serde_json::json!({
+            "seq": self.seq,
+            "time": self.time,
+            "entry": self.entry,
+            "resourceVersion": self.resource_version,
+        });
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash.as_bytes());
+        hasher.update(b"\n");
+        hasher.update(serde_json::to_vec(&content).unwrap_or_default());
+        hex(&hasher.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why the store refused or failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A precondition no longer holds: decide again on a fresh read.
+    #[error("conflict on {key}: {reason}")]
+    Conflict {
+        /// The object.
+        key: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A create found the object already there.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// An update or delete found no object.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The write itself is malformed.
+    #[error("invalid write: {0}")]
+    Invalid(String),
+    /// A watch asked for changes older than the log keeps: list again and watch from there.
+    #[error("resourceVersion {requested} is too old (the oldest kept is {oldest}): list again")]
+    Expired {
+        /// What was asked.
+        requested: u64,
+        /// The oldest resourceVersion still replayable.
+        oldest: u64,
+    },
+    /// The database failed (disk full, corruption, another process holds it).
+    #[error("store database: {0}")]
+    Database(String),
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// The text form of a key in the objects table: `Kind/namespace/name`.
+pub fn storage_key(key: &ObjectKey) -> String {
+    format!("{}/{}/{}", key.kind, key.namespace, key.name)
+}
+
+/// The key back from its text form.
+pub fn parse_storage_key(text: &str) -> Option<ObjectKey> {
+    let mut parts = text.splitn(3, '/');
+    let kind = Kind::by_name(parts.next()?)?;
+    Some(ObjectKey {
+        kind,
+        namespace: parts.next()?.to_string(),
+        name: parts.next()?.to_string(),
+    })
+}
+
+/// The key of an object given as JSON.
+pub fn key_of(object: &Value) -> Result<ObjectKey, StoreError> {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+    let (Some(api_version), Some(kind)) = (text("/apiVersion"), text("/kind")) else {
+        return Err(StoreError::Invalid(
+            "apiVersion and kind are required".into(),
+        ));
+    };
+    let shipshape_api::object::KindLookup::Found(kind) = Kind::lookup(api_version, kind) else {
+        return Err(StoreError::Invalid(format!(
+            "unsupported kind {kind} ({api_version})"
+        )));
+    };
+    let name = text("/metadata/name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| StoreError::Invalid("metadata.name is required".into()))?;
+    let namespace = if kind.info().namespaced {
+        text("/metadata/namespace").unwrap_or("default")
+    } else {
+        ""
+    };
+    Ok(ObjectKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// The redb database and the rules for writing it.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Database(format!(
+                "{} is in use by another shipshape process (is `shipshape up` running?)",
+                path.display()
+            )),
+            other => db_error(other),
+        })?;
+        let txn = db.begin_write().map_err(db_error)?;
+        {
+            // Create every table up front so that readers never find one missing.
+            txn.open_table(OBJECTS).map_err(db_error)?;
+            txn.open_table(META).map_err(db_error)?;
+            txn.open_table(WATCH_LOG).map_err(db_error)?;
+            txn.open_table(AUDIT).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)?;
+        Ok(Self { db })
+    }
+
+    /// The newest resourceVersion written.
+    pub fn resource_version(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .get_meta(RESOURCE_VERSION)?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0))
+    }
+
+    /// Applies a batch in one durable transaction; returns the watch events it produced.
+    pub fn apply(
+        &mut self,
+        batch: Batch,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<WatchEvent>, StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let events = {
+            let mut objects = txn.open_table(OBJECTS).map_err(db_error)?;
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let mut log = txn.open_table(WATCH_LOG).map_err(db_error)?;
+            let mut audit = txn.open_table(AUDIT).map_err(db_error)?;
+            let mut rv = read_json(meta.get(RESOURCE_VERSION).map_err(db_error)?)?
+                .and_then(|v: Value| v.as_u64())
+                .unwrap_or(0);
+            let mut events = Vec::new();
+            for write in batch.writes {
+                if let Write::SetMeta { key, value } = write {
+                    // Null removes the entry.
+                    if value.is_null() {
+                        meta.remove(key.as_str()).map_err(db_error)?;
+                    } else {
+                        meta.insert(key.as_str(), to_bytes(&value).as_slice())
+                            .map_err(db_error)?;
+                    }
+                    continue;
+                }
+                rv += 1;
+                let event = apply_write(&mut objects, write, rv, now)?;
+                log.insert(rv, to_bytes(&event).as_slice())
+                    .map_err(db_error)?;
+                events.push(event);
+            }
+            meta.insert(RESOURCE_VERSION, to_bytes(&Value::from(rv)).as_slice())
+                .map_err(db_error)?;
+            if rv > WATCH_LOG_LIMIT {
+                let cutoff = rv - WATCH_LOG_LIMIT;
+                log.retain_in(..=cutoff, |_, _| false).map_err(db_error)?;
+            }
+            if let Some(entry) = batch.audit {
+                let (seq, prev_hash) = match audit.last().map_err(db_error)? {
+                    Some((seq, bytes)) => {
+                        let record: AuditRecord = serde_json::from_slice(bytes.value())
+                            .map_err(|e| db_error(format!("audit record {}: {e}", seq.value())))?;
+                        (seq.value() + 1, record.hash)
+                    }
+                    None => (1, String::new()),
+                };
+                let mut record = AuditRecord {
+                    seq,
+                    time: now.to_string(),
+                    entry,
+                    resource_version: rv,
+                    prev_hash,
+                    hash: String::new(),
+                };
+                record.hash = record.compute_hash();
+                audit
+                    .insert(seq, to_bytes(&record).as_slice())
+                    .map_err(db_error)?;
+            }
+            events
+        };
+        txn.commit().map_err(db_error)?;
+        Ok(events)
+    }
+
+    /// One object.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_error)?;
+        read_json(objects.get(storage_key(key).as_str()).map_err(db_error)?)
+    }
+
+    /// Every object, or those of one kind (and namespace), in key order.
+    pub fn list(
+        &self,
+        kind: Option<Kind>,
+        namespace: Option<&str>,
+    ) -> Result<Vec<(ObjectKey, StoredObject)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_error)?;
+        let mut found = Vec::new();
+        for entry in objects.iter().map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            let Some(parsed) = parse_storage_key(key.value()) else {
+                continue;
+            };
+            if kind.is_some_and(|k| k != parsed.kind)
+                || namespace.is_some_and(|ns| ns != parsed.namespace)
+            {
+                continue;
+            }
+            let stored: StoredObject = serde_json::from_slice(value.value()).map_err(db_error)?;
+            found.push((parsed, stored));
+        }
+        Ok(found)
+    }
+
+    /// The objects an application manages.
+    pub fn managed_by(
+        &self,
+        application: &str,
+    ) -> Result<Vec<(ObjectKey, StoredObject)>, StoreError> {
+        Ok(self
+            .list(None, None)?
+            .into_iter()
+            .filter(|(_, stored)| stored.application.as_deref() == Some(application))
+            .collect())
+    }
+
+    /// A piece of control-plane state.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        read_json(meta.get(key).map_err(db_error)?)
+    }
+
+    /// All control-plane state whose name starts with `prefix`.
+    pub fn list_meta(&self, prefix: &str) -> Result<BTreeMap<String, Value>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        let mut found = BTreeMap::new();
+        for entry in meta.range(prefix..).map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            if !key.value().starts_with(prefix) {
+                break;
+            }
+            found.insert(
+                key.value().to_string(),
+                serde_json::from_slice(value.value()).map_err(db_error)?,
+            );
+        }
+        Ok(found)
+    }
+
+    /// The changes after `resource_version`, from the log; `Expired` if the log no longer
+    /// reaches back that far.
+    pub fn events_since(&self, resource_version: u64) -> Result<Vec<WatchEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let log = txn.open_table(WATCH_LOG).map_err(db_error)?;
+        let newest = self.resource_version()?;
+        let oldest = match log.first().map_err(db_error)? {
+            Some((rv, _)) => rv.value(),
+            None => newest + 1,
+        };
+        if resource_version + 1 < oldest && resource_version < newest {
+            return Err(StoreError::Expired {
+                requested: resource_version,
+                oldest,
+            });
+        }
+        let mut events = Vec::new();
+        for entry in log.range(resource_version + 1..).map_err(db_error)? {
+            let (_, value) = entry.map_err(db_error)?;
+            events.push(serde_json::from_slice(value.value()).map_err(db_error)?);
+        }
+        Ok(events)
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let audit = txn.open_table(AUDIT).map_err(db_error)?;
+        let mut records = Vec::new();
+        for entry in audit.iter().map_err(db_error)? {
+            let (_, value) = entry.map_err(db_error)?;
+            records.push(serde_json::from_slice(value.value()).map_err(db_error)?);
+        }
+        Ok(records)
+    }
+}
+
+/// Checks the audit chain: every record's hash matches its content and links to the one before.
+/// Returns how many records were checked, or the first broken one and why.
+pub fn verify_audit(records: &[AuditRecord]) -> Result<usize, (u64, String)> {
+    let mut prev_hash = String::new();
+    for (i, record) in records.iter().enumerate() {
+        let expected_seq = i as u64 + 1;
+        if record.seq != expected_seq {
+            return Err((
+                record.seq,
+                format!("expected record {expected_seq}: records are missing"),
+            ));
+        }
+        if record.prev_hash != prev_hash {
+            return Err((record.seq, "does not link to the record before it".into()));
+        }
+        if record.compute_hash() != record.hash {
+            return Err((
+                record.seq,
+                "its content does not match its hash (altered)".into(),
+            ));
+        }
+        prev_hash = record.hash.clone();
+    }
+    Ok(records.len())
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain data with string keys always serialises.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    value: Option<redb::AccessGuard<'_, &[u8]>>,
+) -> Result<Option<T>, StoreError> {
+    value
+        .map(|v| serde_json::from_slice(v.value()).map_err(db_error))
+        .transpose()
+}
+
+fn set_metadata(object: &mut Value, field: &str, value: Value) {
+    if let Some(metadata) = object
+        .as_object_mut()
+        .map(|o| {
+            o.entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()))
+        })
+        .and_then(Value::as_object_mut)
+    {
+        metadata.insert(field.to_string(), value);
+    }
+}
+
+/// Everything but metadata and status: what `generation` counts changes of.
+fn declared_content(object: &Value) -> Value {
+    match object {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn apply_write(
+    objects: &mut redb::Table<'_, &str, &[u8]>,
+    write: Write,
+    rv: u64,
+    now: jiff::Timestamp,
+) -> Result<WatchEvent, StoreError> {
+    match write {
+        Write::Create {
+            mut object,
+            applied,
+            application,
+        } => {
+            let key = storage_key(&key_of(&object)?);
+            if objects.get(key.as_str()).map_err(db_error)?.is_some() {
+                return Err(StoreError::AlreadyExists(key));
+            }
+            if object
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .is_none()
+            {
+                set_metadata(
+                    &mut object,
+                    "uid",
+                    Value::from(uuid::Uuid::new_v4().to_string()),
+                );
+            }
+            set_metadata(
+                &mut object,
+                "creationTimestamp",
+                Value::from(now.to_string()),
+            );
+            set_metadata(&mut object, "resourceVersion", Value::from(rv.to_string()));
+            set_metadata(&mut object, "generation", Value::from(1));
+            let stored = StoredObject {
+                object,
+                applied,
+                application,
+            };
+            objects
+                .insert(key.as_str(), to_bytes(&stored).as_slice())
+                .map_err(db_error)?;
+            Ok(WatchEvent {
+                resource_version: rv,
+                kind: EventType::Added,
+                key,
+                object: stored.object,
+            })
+        }
+        Write::Update {
+            key,
+            resource_version,
+            mut object,
+            applied,
+        } => {
+            let key = storage_key(&key);
+            let current: StoredObject = read_json(objects.get(key.as_str()).map_err(db_error)?)?
+                .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            if current.resource_version() != resource_version {
+                return Err(StoreError::Conflict {
+                    key,
+                    reason: format!(
+                        "decided on resourceVersion {resource_version}, the object is at {}",
+                        current.resource_version()
+                    ),
+                });
+            }
+            if storage_key(&key_of(&object)?) != key {
+                return Err(StoreError::Invalid(format!(
+                    "an update of {key} must not rename it"
+                )));
+            }
+            let generation = current
+                .object
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let changed = declared_content(&current.object) != declared_content(&object);
+            for field in ["uid", "creationTimestamp"] {
+                if let Some(value) = current.object.pointer(&format!("/metadata/{field}")) {
+                    set_metadata(&mut object, field, value.clone());
+                }
+            }
+            set_metadata(&mut object, "resourceVersion", Value::from(rv.to_string()));
+            set_metadata(
+                &mut object,
+                "generation",
+                Value::from(generation + i64::from(changed)),
+            );
+            if let (Some(status), Some(map)) =
+                (current.object.get("status"), object.as_object_mut())
+            {
+                map.insert("status".into(), status.clone());
+            }
+            let stored = StoredObject {
+                object,
+                applied: applied.or(current.applied),
+                application: current.application,
+            };
+            objects
+                .insert(key.as_str(), to_bytes(&stored).as_slice())
+                .map_err(db_error)?;
+            Ok(WatchEvent {
+                resource_version: rv,
+                kind: EventType::Modified,
+                key,
+                object: stored.object,
+            })
+        }
+        Write::Delete { key, precondition } => {
+            let key = storage_key(&key);
+            let current: StoredObject = read_json(objects.get(key.as_str()).map_err(db_error)?)?
+                .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            let holds = match &precondition {
+                Precondition::ResourceVersion(expected) => current.resource_version() == *expected,
+                Precondition::Uid(uid) => current.uid() == uid,
+            };
+            if !holds {
+                return Err(StoreError::Conflict {
+                    key,
+                    reason: format!("precondition {precondition:?} no longer holds"),
+                });
+            }
+            objects.remove(key.as_str()).map_err(db_error)?;
+            let mut object = current.object;
+            set_metadata(&mut object, "resourceVersion", Value::from(rv.to_string()));
+            Ok(WatchEvent {
+                resource_version: rv,
+                kind: EventType::Deleted,
+                key,
+                object,
+            })
+        }
+        Write::SetMeta { .. } => Err(StoreError::Invalid(
+            "meta writes are not object writes".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config_map(name: &str, data: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "demo"}, "data": {"k": data}})
+    }
+
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000).expect("valid")
+    }
+
+    fn create(name: &str) -> Write {
+        Write::Create {
+            object: config_map(name, "1"),
+            applied: None,
+            application: Some("web".into()),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("db.redb")).expect("opens");
+        (dir, store)
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        parse_storage_key(&format!("ConfigMap/demo/{name}")).expect("key")
+    }
+
+    #[test]
+    fn versions_every_write_and_keeps_identity_on_update() {
+        let (_dir, mut store) = store();
+        let events = store
+            .apply(
+                Batch {
+                    writes: vec![create("a"), create("b")],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("applies");
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| e.resource_version)
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let before = store.get(&key("a")).expect("reads").expect("exists");
+        assert_eq!(before.resource_version(), 1);
+        assert_eq!(before.object["metadata"]["generation"], 1);
+
+        store
+            .apply(
+                Batch {
+                    writes: vec![Write::Update {
+                        key: key("a"),
+                        resource_version: 1,
+                        object: config_map("a", "2"),
+                        applied: None,
+                    }],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("updates");
+        let after = store.get(&key("a")).expect("reads").expect("exists");
+        assert_eq!(after.resource_version(), 3);
+        assert_eq!(after.uid(), before.uid());
+        assert_eq!(after.object["metadata"]["generation"], 2);
+        assert_eq!(after.application.as_deref(), Some("web"));
+        assert_eq!(store.resource_version().expect("reads"), 3);
+    }
+
+    #[test]
+    fn a_stale_precondition_refuses_the_whole_batch() {
+        let (_dir, mut store) = store();
+        store
+            .apply(
+                Batch {
+                    writes: vec![create("a")],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("applies");
+        let stale = Batch {
+            writes: vec![
+                create("b"),
+                Write::Delete {
+                    key: key("a"),
+                    precondition: Precondition::ResourceVersion(99),
+                },
+            ],
+            audit: None,
+        };
+        assert!(matches!(
+            store.apply(stale, now()),
+            Err(StoreError::Conflict { .. })
+        ));
+        // Nothing of the batch happened: b was not created, the version did not move.
+        assert_eq!(store.get(&key("b")).expect("reads"), None);
+        assert_eq!(store.resource_version().expect("reads"), 1);
+        assert!(matches!(
+            store.apply(
+                Batch {
+                    writes: vec![create("a")],
+                    audit: None
+                },
+                now()
+            ),
+            Err(StoreError::AlreadyExists(_))
+        ));
+    }
+
+    #[test]
+    fn replays_events_and_expires_old_positions() {
+        let (_dir, mut store) = store();
+        store
+            .apply(
+                Batch {
+                    writes: vec![create("a"), create("b")],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("applies");
+        store
+            .apply(
+                Batch {
+                    writes: vec![Write::Delete {
+                        key: key("a"),
+                        precondition: Precondition::ResourceVersion(1),
+                    }],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("deletes");
+        let kinds: Vec<EventType> = store
+            .events_since(1)
+            .expect("replays")
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, vec![EventType::Added, EventType::Deleted]);
+        assert_eq!(store.events_since(3).expect("replays"), vec![]);
+
+        // Push the log past its limit: the start is no longer replayable.
+        for chunk in 0..(WATCH_LOG_LIMIT / 1000 + 1) {
+            let writes = (0..1000)
+                .map(|i| create(&format!("n{chunk}-{i}")))
+                .collect();
+            store
+                .apply(
+                    Batch {
+                        writes,
+                        audit: None,
+                    },
+                    now(),
+                )
+                .expect("applies");
+        }
+        assert!(matches!(
+            store.events_since(1),
+            Err(StoreError::Expired { .. })
+        ));
+        let newest = store.resource_version().expect("reads");
+        assert_eq!(store.events_since(newest - 5).expect("recent").len(), 5);
+    }
+
+    #[test]
+    fn the_audit_chain_detects_tampering() {
+        let (_dir, mut store) = store();
+        for name in ["a", "b", "c"] {
+            let audit = AuditEntry {
+                actor: "git".into(),
+                action: "sync".into(),
+                subject: "web".into(),
+                details: json!({"object": name}),
+            };
+            store
+                .apply(
+                    Batch {
+                        writes: vec![create(name)],
+                        audit: Some(audit),
+                    },
+                    now(),
+                )
+                .expect("applies");
+        }
+        let mut records = store.audit_records().expect("reads");
+        assert_eq!(verify_audit(&records), Ok(3));
+        records[1].entry.details = json!({"object": "forged"});
+        assert_eq!(
+            verify_audit(&records),
+            Err((2, "its content does not match its hash (altered)".into()))
+        );
+        records.remove(1);
+        assert!(verify_audit(&records).is_err());
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.redb");
+        {
+            let mut store = Store::open(&path).expect("opens");
+            store
+                .apply(
+                    Batch {
+                        writes: vec![create("a")],
+                        audit: None,
+                    },
+                    now(),
+                )
+                .expect("applies");
+            assert!(Store::open(&path).is_err(), "a second writer is refused");
+        }
+        let store = Store::open(&path).expect("reopens");
+        assert_eq!(store.resource_version().expect("reads"), 1);
+        assert!(store.get(&key("a")).expect("reads").is_some());
+    }
+}

@@ -1,0 +1,11 @@
+//! shipshape's decisions, as pure functions of plain data.
+//!
+//! Every choice the control plane makes lives here exactly once: the actors at run time and the
+//! stateright models in `model/` call the same functions. Nothing here does I/O, reads a clock
+//! or draws a random number; time and seeds are arguments. A decision takes a small view of what
+//! it needs and returns the actions to take, each carrying the precondition (resourceVersion)
+//! it was decided on, so a decision made on a stale view is refused by the store, not applied.
+//!
+//! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
+
+pub mod gitops;

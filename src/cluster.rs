@@ -1,0 +1,384 @@
+//! Running the control plane: `shipshape up`, and the one-shot `sync`, `suspend` and `resume`
+//! that act on a stopped cluster's data directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kameo::actor::{ActorRef, Spawn};
+use shipshape_actors::gitsync::{self, Outcome, Suspend};
+use shipshape_actors::store::Batch;
+use shipshape_actors::store_actor::{Apply, GetMeta};
+use shipshape_actors::{
+    GitRef, GitSource, GitSync, Mirror, Store, StoreActor, SyncNow, SyncOptions, SyncReport, Write,
+};
+
+use crate::data;
+
+/// Flags of `shipshape up` (those this build acts on).
+#[derive(Args)]
+pub struct UpArgs {
+    /// The Git repository holding the desired state: a local path or a URL (default: the
+    /// repository containing the current directory).
+    #[arg(long, value_name = "URL|PATH")]
+    repo: Option<String>,
+    /// Follow this branch (default: the local repository's checked-out branch, or the
+    /// remote's default branch).
+    #[arg(long, value_name = "B", conflicts_with_all = ["tag", "commit"])]
+    branch: Option<String>,
+    /// Follow this tag.
+    #[arg(long, value_name = "T", conflicts_with = "commit")]
+    tag: Option<String>,
+    /// Stay on this commit.
+    #[arg(long, value_name = "C")]
+    commit: Option<String>,
+    /// The folder inside the repository whose subfolders are applications (default:
+    /// `examples-repo` when it exists, else the repository's top).
+    #[arg(long, value_name = "DIR")]
+    path: Option<String>,
+    /// How often to poll the repository (e.g. 5s, 500ms, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
+    interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 5s, 500ms, 1m)"))?;
+    let duration = Duration::try_from(duration).map_err(|_| "must not be negative".to_string())?;
+    if duration < Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(duration)
+}
+
+/// The nearest folder at or above `start` that holds a `.git`.
+fn enclosing_repository(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+/// The Git source `up` follows, with DESIGN.md's defaults.
+fn resolve_source(args: &UpArgs) -> anyhow::Result<GitSource> {
+    let repo = match &args.repo {
+        Some(repo) => repo.clone(),
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            match enclosing_repository(&cwd) {
+                Some(repo) => repo.display().to_string(),
+                None => bail!(
+                    "no Git repository here: run inside one, or pass --repo PATH|URL (the repository holding your manifests)"
+                ),
+            }
+        }
+    };
+    let local = (!repo.contains("://")).then(|| PathBuf::from(&repo));
+    if let Some(dir) = &local
+        && git2::Repository::open(dir).is_err()
+    {
+        bail!(
+            "{repo} is not a Git repository: pass --repo with the repository holding your manifests"
+        );
+    }
+    let reference = match (&args.branch, &args.tag, &args.commit) {
+        (Some(branch), _, _) => GitRef::Branch(branch.clone()),
+        (_, Some(tag), _) => GitRef::Tag(tag.clone()),
+        (_, _, Some(commit)) => GitRef::Commit(commit.clone()),
+        _ => match &local {
+            Some(dir) => {
+                let checkout = git2::Repository::open(dir).context("cannot open the repository")?;
+                let head = checkout
+                    .head()
+                    .ok()
+                    .filter(git2::Reference::is_branch)
+                    .and_then(|head| head.shorthand().ok().map(str::to_string));
+                match head {
+                    Some(branch) => GitRef::Branch(branch),
+                    None => {
+                        bail!("{repo} has no branch checked out: pass --branch, --tag or --commit")
+                    }
+                }
+            }
+            None => GitRef::DefaultBranch,
+        },
+    };
+    let path = match &args.path {
+        Some(path) => path.trim_matches('/').to_string(),
+        None => match &local {
+            Some(dir) if dir.join("examples-repo").is_dir() => "examples-repo".into(),
+            _ => String::new(),
+        },
+    };
+    Ok(GitSource {
+        url: repo,
+        reference,
+        path,
+    })
+}
+
+/// The running control plane's actors.
+struct ControlPlane {
+    store: ActorRef<StoreActor>,
+    sync: ActorRef<GitSync>,
+}
+
+impl ControlPlane {
+    fn start(data_dir: &Path, store: Store, source: GitSource) -> anyhow::Result<Self> {
+        let mirror = Mirror::open(&gitsync::mirror_dir(data_dir), source)?;
+        let store = StoreActor::spawn(StoreActor::new(store));
+        let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+        Ok(Self { store, sync })
+    }
+
+    async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
+        match self.sync.ask(SyncNow(options)).await {
+            Ok(report) => Ok(report),
+            Err(kameo::error::SendError::HandlerError(error)) => Err(error.into()),
+            Err(error) => bail!("the Git sync stopped: {error}"),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.sync.stop_gracefully().await;
+        self.sync.wait_for_shutdown().await;
+        let _ = self.store.stop_gracefully().await;
+        self.store.wait_for_shutdown().await;
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Prints what a sync did; `seen` keeps the last outcome per application so that a repeated
+/// failure or an unchanged application is not printed again every poll.
+fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
+    let news: Vec<&(String, Outcome)> = report
+        .applications
+        .iter()
+        .filter(|(name, outcome)| *outcome != Outcome::Unchanged && seen.get(name) != Some(outcome))
+        .collect();
+    if !news.is_empty() || report.rewritten {
+        eprintln!(
+            "commit {} \"{}\" by {}{}",
+            report.commit.short(),
+            report.commit.message,
+            report.commit.author,
+            if report.rewritten {
+                " (history rewritten: applying what it declares)"
+            } else {
+                ""
+            }
+        );
+    }
+    let width = news.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    for (name, outcome) in news {
+        let line = match outcome {
+            Outcome::Applied {
+                created,
+                updated,
+                pruned,
+                unchanged,
+            } => {
+                let mut parts = Vec::new();
+                for (n, word) in [
+                    (created, "created"),
+                    (updated, "updated"),
+                    (pruned, "pruned"),
+                    (unchanged, "unchanged"),
+                ] {
+                    if *n > 0 {
+                        parts.push(format!("{n} {word}"));
+                    }
+                }
+                if parts.is_empty() {
+                    parts.push("no objects".into());
+                }
+                format!("Synced     {}", parts.join(", "))
+            }
+            Outcome::Unchanged => "Synced     unchanged".into(),
+            Outcome::Failed(problems) => {
+                let mut text = format!(
+                    "Failed     {} (stays on its last good commit)",
+                    plural(problems.len(), "problem")
+                );
+                for problem in problems {
+                    text.push_str(&format!("\n  {:width$}   {problem}", ""));
+                }
+                text
+            }
+            Outcome::Held(n) => format!(
+                "OutOfSync  held: the commit would prune all {n} objects; run `shipshape sync --allow-empty` to allow it"
+            ),
+            Outcome::Suspended => "OutOfSync  suspended (`shipshape resume` restarts it)".into(),
+            Outcome::Retry(why) => format!("OutOfSync  retrying: {why}"),
+        };
+        eprintln!("  {name:width$}   {line}");
+    }
+    for (name, outcome) in &report.applications {
+        seen.insert(name.clone(), outcome.clone());
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let source = resolve_source(args)?;
+    let data_dir = data::data_dir(data_dir)?;
+    let store = data::open_store(&data_dir)?;
+    runtime()?.block_on(async move {
+        let plane = ControlPlane::start(&data_dir, store, source.clone())?;
+        let remember = Batch {
+            writes: vec![Write::SetMeta {
+                key: GitSource::META_KEY.into(),
+                value: serde_json::to_value(&source)?,
+            }],
+            audit: None,
+        };
+        plane
+            .store
+            .ask(Apply(remember))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot record the Git source: {e}"))?;
+        let path = if source.path.is_empty() { String::new() } else { format!(", path {}", source.path) };
+        eprintln!(
+            "shipshape up: following {} of {}{path}, polling every {:?}; data in {}",
+            source.describe_reference(),
+            source.url,
+            args.interval,
+            data_dir.display()
+        );
+        let mut seen = BTreeMap::new();
+        let mut last_error = None;
+        let mut ticker = tokio::time::interval(args.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = ticker.tick() => {
+                    match plane.sync(SyncOptions::default()).await {
+                        Ok(report) => {
+                            last_error = None;
+                            print_report(&report, &mut seen);
+                        }
+                        Err(error) => {
+                            let text = format!("{error:#}");
+                            if last_error.as_ref() != Some(&text) {
+                                eprintln!("sync failed: {text} (the cluster keeps its state; retrying every {:?})", args.interval);
+                            }
+                            last_error = Some(text);
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("shipshape up: stopping");
+        plane.stop().await;
+        eprintln!(
+            "shipshape up: stopped. {} keeps the cluster's state; `shipshape up` resumes from it.",
+            data_dir.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The Git source the cluster in `data_dir` follows, as `up` recorded it.
+fn recorded_source(store: &Store) -> anyhow::Result<GitSource> {
+    let value = store.get_meta(GitSource::META_KEY)?;
+    let Some(value) = value else {
+        bail!("this data directory has never run `shipshape up`: there is nothing to sync");
+    };
+    Ok(serde_json::from_value(value)?)
+}
+
+/// `shipshape sync [--allow-empty]` on a stopped cluster: one sync, printed.
+pub fn sync_once(allow_empty: bool, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let data_dir = data::data_dir(data_dir)?;
+    let store = data::open_store(&data_dir)?;
+    let source = recorded_source(&store)?;
+    runtime()?.block_on(async move {
+        let plane = ControlPlane::start(&data_dir, store, source)?;
+        let result = plane.sync(SyncOptions { allow_empty }).await;
+        plane.stop().await;
+        let report = result?;
+        print_report(&report, &mut BTreeMap::new());
+        let failed = report
+            .applications
+            .iter()
+            .any(|(_, o)| matches!(o, Outcome::Failed(_) | Outcome::Held(_)));
+        if report
+            .applications
+            .iter()
+            .all(|(_, o)| *o == Outcome::Unchanged)
+        {
+            eprintln!(
+                "commit {}: every application is in sync",
+                report.commit.short()
+            );
+        }
+        Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+/// `shipshape suspend APP` / `resume APP` on a stopped cluster.
+pub fn set_suspended(
+    application: &str,
+    suspended: bool,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = data::data_dir(data_dir)?;
+    let store = data::open_store(&data_dir)?;
+    let source = recorded_source(&store)?;
+    if store.get_meta(&format!("app/{application}"))?.is_none() {
+        let known: Vec<String> = store
+            .list_meta("app/")?
+            .keys()
+            .filter_map(|k| k.strip_prefix("app/").map(str::to_string))
+            .collect();
+        bail!(
+            "no application {application:?} (known: {})",
+            known.join(", ")
+        );
+    }
+    runtime()?.block_on(async move {
+        let plane = ControlPlane::start(&data_dir, store, source)?;
+        let result = plane
+            .sync
+            .ask(Suspend {
+                application: application.into(),
+                suspended,
+            })
+            .await;
+        let check = plane.store.ask(GetMeta(format!("app/{application}"))).await;
+        plane.stop().await;
+        result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        check.map_err(|e| anyhow::anyhow!("{e}"))?;
+        eprintln!(
+            "{application}: {}",
+            if suspended {
+                "suspended: syncs skip it until `shipshape resume`"
+            } else {
+                "resumed: the next sync applies its newest commit"
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,435 @@
+//! Reading a stopped cluster's state: `status`, `get`, `history`, `audit verify`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use serde_json::Value;
+use shipshape_actors::GitSource;
+use shipshape_actors::gitsync::{ApplicationStatus, SyncState};
+use shipshape_actors::store::{AuditRecord, Store, verify_audit};
+use shipshape_api::{Kind, ObjectKey};
+
+use crate::data;
+
+/// Output formats of the reading commands.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Columns for people.
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+fn open(data_dir: Option<&Path>) -> anyhow::Result<Store> {
+    let dir = data::data_dir(data_dir)?;
+    data::open_existing(&dir).map_err(|error| {
+        if format!("{error}").contains("in use by another shipshape process") {
+            anyhow::anyhow!(
+                "the cluster in {} is running: reading a running cluster goes through its API server, which is not built yet; stop `shipshape up` (Ctrl-C) to read its state",
+                dir.display()
+            )
+        } else {
+            error
+        }
+    })
+}
+
+fn short(commit: Option<&str>) -> &str {
+    commit.map_or("-", |c| c.get(..7).unwrap_or(c))
+}
+
+/// `shipshape status`.
+pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCode> {
+    let store = open(data_dir)?;
+    let source: Option<GitSource> = store
+        .get_meta(GitSource::META_KEY)?
+        .and_then(|v| serde_json::from_value(v).ok());
+    let head = store
+        .get_meta("git/head")?
+        .and_then(|v| v.as_str().map(str::to_string));
+    let statuses: Vec<ApplicationStatus> = store
+        .list_meta("app/")?
+        .into_values()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    match output {
+        Output::Json | Output::Yaml => {
+            let value = serde_json::json!({
+                "source": source,
+                "commit": head,
+                "applications": statuses,
+            });
+            print_value(&value, output)?;
+        }
+        Output::Table => {
+            if let Some(source) = &source {
+                let path = if source.path.is_empty() {
+                    String::new()
+                } else {
+                    format!(", path {}", source.path)
+                };
+                println!(
+                    "following {} of {}{path}; newest commit synced: {}",
+                    source.describe_reference(),
+                    source.url,
+                    short(head.as_deref())
+                );
+            }
+            let mut rows = vec![
+                ["APPLICATION", "SYNC", "COMMIT", "OBJECTS", "MESSAGE"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for status in &statuses {
+                let sync = match status.sync {
+                    SyncState::Synced => "Synced",
+                    SyncState::OutOfSync => "OutOfSync",
+                    SyncState::Failed => "Failed",
+                };
+                let mut message = status.message.clone();
+                if status.suspended {
+                    message = format!("suspended. {message}").trim().to_string();
+                }
+                rows.push(vec![
+                    status.application.clone(),
+                    sync.to_string(),
+                    short(status.commit.as_deref()).to_string(),
+                    status.objects.to_string(),
+                    message,
+                ]);
+            }
+            print_table(&rows);
+            for status in statuses.iter().filter(|s| !s.problems.is_empty()) {
+                println!("\n{}:", status.application);
+                for problem in &status.problems {
+                    println!("  {problem}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[c]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+fn print_value(value: &Value, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_saphyr::to_string(value)?),
+        _ => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
+}
+
+/// The kind a user typed: a kind, its plural, or kubectl's short name.
+fn parse_kind(text: &str) -> anyhow::Result<Kind> {
+    let aliases = [
+        ("po", "pods"),
+        ("deploy", "deployments"),
+        ("rs", "replicasets"),
+        ("sts", "statefulsets"),
+        ("ds", "daemonsets"),
+        ("cj", "cronjobs"),
+        ("svc", "services"),
+        ("ep", "endpoints"),
+        ("cm", "configmaps"),
+        ("ns", "namespaces"),
+        ("sa", "serviceaccounts"),
+        ("pvc", "persistentvolumeclaims"),
+        ("pv", "persistentvolumes"),
+        ("sc", "storageclasses"),
+        ("ing", "ingresses"),
+        ("netpol", "networkpolicies"),
+        ("hpa", "horizontalpodautoscalers"),
+        ("pdb", "poddisruptionbudgets"),
+        ("no", "nodes"),
+        ("ev", "events"),
+        ("limits", "limitranges"),
+        ("quota", "resourcequotas"),
+    ];
+    let lower = text.to_ascii_lowercase();
+    let name = aliases
+        .iter()
+        .find(|(a, _)| *a == lower)
+        .map_or(lower.as_str(), |(_, full)| full);
+    Kind::by_name(name)
+        .or_else(|| Kind::by_name(name.trim_end_matches('s')))
+        .or_else(|| {
+            Kind::ALL
+                .iter()
+                .copied()
+                .find(|k| k.info().kind.eq_ignore_ascii_case(name))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown kind {text:?}: use a kind such as deployments, services, configmaps"
+            )
+        })
+}
+
+fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
+    let Some(created) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
+        return "-".into();
+    };
+    let seconds = now.as_second() - created.as_second();
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `shipshape get KIND [NAME]`.
+pub fn get(
+    kind: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    all_namespaces: bool,
+    output: Output,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let kind = parse_kind(kind)?;
+    let store = open(data_dir)?;
+    let namespaced = kind.info().namespaced;
+    let namespace = namespace.unwrap_or("default");
+    let scope = (namespaced && !all_namespaces).then_some(namespace);
+    let mut found = store.list(Some(kind), scope)?;
+    if let Some(name) = name {
+        found.retain(|(key, _)| key.name == name);
+        if found.is_empty() {
+            let key = ObjectKey {
+                kind,
+                namespace: if namespaced {
+                    namespace.into()
+                } else {
+                    String::new()
+                },
+                name: name.into(),
+            };
+            eprintln!("{key} not found");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    match output {
+        Output::Json | Output::Yaml => {
+            let objects: Vec<Value> = found.into_iter().map(|(_, s)| s.object).collect();
+            let value = if name.is_some() && objects.len() == 1 {
+                objects.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects})
+            };
+            print_value(&value, output)?;
+        }
+        Output::Table => {
+            if found.is_empty() {
+                eprintln!(
+                    "No {} found{}.",
+                    kind.info().plural,
+                    scope.map_or(String::new(), |ns| format!(" in namespace {ns}"))
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let now = jiff::Timestamp::now();
+            let show_namespace = namespaced && all_namespaces;
+            let mut header = vec!["NAME", "APPLICATION", "COMMIT", "AGE"];
+            if show_namespace {
+                header.insert(0, "NAMESPACE");
+            }
+            let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+            for (key, stored) in found {
+                let metadata = &stored.object["metadata"];
+                let commit = metadata["annotations"]["shipshape.dev/commit"].as_str();
+                let mut row = vec![
+                    key.name.clone(),
+                    stored.application.clone().unwrap_or_else(|| "-".into()),
+                    short(commit).to_string(),
+                    age(metadata["creationTimestamp"].as_str(), now),
+                ];
+                if show_namespace {
+                    row.insert(0, key.namespace.clone());
+                }
+                rows.push(row);
+            }
+            print_table(&rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether an audit record is about the object written `Kind ns/name` (or `Kind name`).
+fn concerns(record: &AuditRecord, object: &str) -> bool {
+    record.entry.subject == object
+        || record.entry.details["objects"]
+            .as_array()
+            .is_some_and(|objects| objects.iter().any(|o| o["object"] == object))
+}
+
+/// Turns `KIND/NS/NAME` or `KIND/NAME` into the way audit records name objects.
+fn object_reference(text: &str) -> anyhow::Result<String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    let (kind, namespace, name) = match parts.as_slice() {
+        [kind, namespace, name] => (parse_kind(kind)?, namespace.to_string(), name.to_string()),
+        [kind, name] => {
+            let kind = parse_kind(kind)?;
+            let namespace = if kind.info().namespaced {
+                "default".to_string()
+            } else {
+                String::new()
+            };
+            (kind, namespace, name.to_string())
+        }
+        _ => bail!("--object takes KIND/NAMESPACE/NAME (or KIND/NAME), e.g. deployment/demo/web"),
+    };
+    Ok(ObjectKey {
+        kind,
+        namespace,
+        name,
+    }
+    .to_string())
+}
+
+fn since_cutoff(text: &str) -> anyhow::Result<jiff::Timestamp> {
+    if let Ok(time) = text.parse::<jiff::Timestamp>() {
+        return Ok(time);
+    }
+    let ago: jiff::SignedDuration = text.parse().map_err(|_| {
+        anyhow::anyhow!("--since takes a time (2026-11-21T10:00:00Z) or a duration (1h, 30m)")
+    })?;
+    Ok(jiff::Timestamp::now() - ago)
+}
+
+fn describe_value(value: Option<&Value>) -> String {
+    match value {
+        None => "(none)".into(),
+        Some(Value::String(s)) if s.len() <= 60 && !s.contains('\n') => format!("{s:?}"),
+        Some(Value::String(_)) => "(text)".into(),
+        Some(other) => {
+            let text = other.to_string();
+            if text.len() <= 60 {
+                text
+            } else {
+                "(…)".into()
+            }
+        }
+    }
+}
+
+/// `shipshape history`.
+pub fn history(
+    object: Option<&str>,
+    since: Option<&str>,
+    json: bool,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let store = open(data_dir)?;
+    let object = object.map(object_reference).transpose()?;
+    let cutoff = since.map(since_cutoff).transpose()?;
+    let records: Vec<AuditRecord> = store
+        .audit_records()?
+        .into_iter()
+        .filter(|r| object.as_deref().is_none_or(|o| concerns(r, o)))
+        .filter(|r| cutoff.is_none_or(|c| r.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= c)))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        eprintln!(
+            "no history{}",
+            object
+                .as_deref()
+                .map_or(String::new(), |o| format!(" for {o}"))
+        );
+    }
+    for record in &records {
+        let details = &record.entry.details;
+        let commit = &details["commit"];
+        let mut line = format!(
+            "{}  {}  {} {}",
+            record.time, record.entry.actor, record.entry.action, record.entry.subject
+        );
+        if let Some(id) = commit["id"].as_str() {
+            line.push_str(&format!(
+                "  commit {} \"{}\" by {}",
+                short(Some(id)),
+                commit["message"].as_str().unwrap_or_default(),
+                commit["author"].as_str().unwrap_or_default()
+            ));
+        }
+        println!("{line}");
+        for change in details["objects"].as_array().into_iter().flatten() {
+            let name = change["object"].as_str().unwrap_or_default();
+            if object.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
+            let action = change["action"].as_str().unwrap_or_default();
+            let fields: Vec<String> = change["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{}: {} → {}",
+                        c["path"].as_str().unwrap_or_default(),
+                        describe_value(c.get("before")),
+                        describe_value(c.get("after"))
+                    )
+                })
+                .collect();
+            if fields.is_empty() {
+                println!("    {action} {name}");
+            } else {
+                println!("    {action} {name}: {}", fields.join(", "));
+            }
+        }
+        for problem in details["problems"].as_array().into_iter().flatten() {
+            println!("    {}", problem.as_str().unwrap_or_default());
+        }
+        if let Some(message) = details["message"]
+            .as_str()
+            .filter(|_| details["problems"].as_array().is_none_or(Vec::is_empty))
+        {
+            println!("    {message}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shipshape audit verify`.
+pub fn audit_verify(data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let store = open(data_dir)?;
+    let records = store.audit_records()?;
+    match verify_audit(&records) {
+        Ok(count) => {
+            let last = records.last().map_or(String::new(), |r| {
+                format!(", newest hash {}", &r.hash[..16.min(r.hash.len())])
+            });
+            println!("audit log intact: {count} records{last}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err((seq, why)) => {
+            println!("audit log broken at record {seq}: {why}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
