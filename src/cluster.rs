@@ -42,6 +42,9 @@ pub struct UpArgs {
     /// How often to poll the repository (e.g. 5s, 500ms, 1m).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
     interval: Duration,
+    /// Where the Kubernetes API (HTTPS) listens; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    api_listen: std::net::SocketAddr,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -254,6 +257,15 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             .ask(Apply(remember))
             .await
             .map_err(|e| anyhow::anyhow!("cannot record the Git source: {e}"))?;
+        let credentials = shipshape_actors::api::tls::prepare(&data_dir)?;
+        let api = match shipshape_actors::api::serve(args.api_listen, &credentials, plane.store.clone(), plane.sync.clone()).await {
+            Ok(api) => api,
+            Err(error) => {
+                plane.stop().await;
+                return Err(error.into());
+            }
+        };
+        let kubeconfig = shipshape_actors::api::tls::write_kubeconfig(&data_dir, &credentials, api.address)?;
         let path = if source.path.is_empty() { String::new() } else { format!(", path {}", source.path) };
         eprintln!(
             "shipshape up: following {} of {}{path}, polling every {:?}; data in {}",
@@ -261,6 +273,11 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             source.url,
             args.interval,
             data_dir.display()
+        );
+        eprintln!(
+            "API server on https://{}; try: kubectl --kubeconfig {} get all -A",
+            api.address,
+            kubeconfig.display()
         );
         let mut seen = BTreeMap::new();
         let mut last_error = None;
@@ -287,6 +304,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             }
         }
         eprintln!("shipshape up: stopping");
+        api.stop().await;
         plane.stop().await;
         eprintln!(
             "shipshape up: stopped. {} keeps the cluster's state; `shipshape up` resumes from it.",

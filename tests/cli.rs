@@ -274,7 +274,16 @@ mod gitops {
                 .path()
                 .join(format!("up-{}.log", std::process::id()));
             let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-                .args(["up", "--path", "apps", "--interval", "200ms", "--repo"])
+                .args([
+                    "up",
+                    "--path",
+                    "apps",
+                    "--interval",
+                    "200ms",
+                    "--api-listen",
+                    "127.0.0.1:0",
+                    "--repo",
+                ])
                 .arg(self.path())
                 .arg("--data-dir")
                 .arg(self.data())
@@ -529,7 +538,14 @@ mod gitops {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("up.log");
         let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-            .args(["up", "--interval", "1s", "--data-dir"])
+            .args([
+                "up",
+                "--interval",
+                "1s",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
@@ -566,5 +582,176 @@ mod gitops {
                 dir.path().display()
             )
         );
+    }
+
+    mod kubectl {
+        //! The real kubectl against the API server `up` starts, with the kubeconfig it writes.
+
+        use super::*;
+
+        fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .arg("--cache-dir")
+                .arg(cache)
+                .args(args)
+                .output()
+                .expect("kubectl runs (scripts/setup installs it)")
+        }
+
+        #[test]
+        fn kubectl_reads_watches_and_is_told_where_desired_state_lives() {
+            let repo = Repo::new();
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(
+                &repo.path(),
+                "apps/web/page.yaml",
+                &config_map("page", "hello"),
+            );
+            write(
+                &repo.path(),
+                "apps/web/deploy.yaml",
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: busybox:1.35\n        ports:\n        - containerPort: 8080\n",
+            );
+            write(
+                &repo.path(),
+                "apps/web/pod.yaml",
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: debug\n  namespace: demo\nspec:\n  containers:\n  - name: sh\n    image: busybox:1.35\n",
+            );
+            commit(&repo.path(), "first");
+            let log = repo.dir.path().join("up.log");
+            let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args([
+                    "up",
+                    "--path",
+                    "apps",
+                    "--interval",
+                    "200ms",
+                    "--api-listen",
+                    "127.0.0.1:0",
+                    "--repo",
+                ])
+                .arg(repo.path())
+                .arg("--data-dir")
+                .arg(repo.data())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("starts");
+            wait_for(&log, "web Synced");
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+
+            let deployments = kubectl(&kubeconfig, &cache, &["get", "deployments", "-n", "demo"]);
+            assert!(deployments.status.success(), "{}", text(&deployments));
+            let table = squash(&String::from_utf8_lossy(&deployments.stdout));
+            assert!(
+                table.starts_with("NAME READY UP-TO-DATE AVAILABLE AGE\nweb 0/2 0 0 "),
+                "{table}"
+            );
+
+            let yaml = String::from_utf8_lossy(
+                &kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "configmap", "page", "-n", "demo", "-o", "yaml"],
+                )
+                .stdout,
+            )
+            .into_owned();
+            assert!(
+                yaml.contains("shipshape.dev/source: apps/web/page.yaml"),
+                "{yaml}"
+            );
+            assert!(yaml.contains("value: hello"), "{yaml}");
+
+            let describe = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["describe", "deployment", "web", "-n", "demo"],
+            ));
+            assert!(describe.contains("Replicas: 2 desired"), "{describe}");
+            assert!(describe.contains("Port: 8080/TCP"), "{describe}");
+
+            let watch_log = repo.dir.path().join("watch.log");
+            let mut watch = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .args(["get", "configmaps", "-n", "demo", "-w"])
+                .stdout(std::fs::File::create(&watch_log).expect("log"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("kubectl watches");
+            wait_for(&watch_log, "page 1");
+            write(
+                &repo.path(),
+                "apps/web/extra.yaml",
+                &config_map("extra", "new"),
+            );
+            commit(&repo.path(), "add extra");
+            wait_for(&watch_log, "extra 1");
+            let _ = watch.kill();
+            let _ = watch.wait();
+
+            let refused = kubectl(
+                &kubeconfig,
+                &cache,
+                &["delete", "configmap", "page", "-n", "demo"],
+            );
+            assert_eq!(refused.status.code(), Some(1));
+            assert!(
+                text(&refused)
+                    .contains("desired state comes from Git: edit apps/web/page.yaml and commit"),
+                "{}",
+                text(&refused)
+            );
+            let deleted = kubectl(
+                &kubeconfig,
+                &cache,
+                &["delete", "pod", "debug", "-n", "demo", "--wait=false"],
+            );
+            assert!(deleted.status.success(), "{}", text(&deleted));
+            assert!(
+                text(&deleted).contains("pod \"debug\" deleted"),
+                "{}",
+                text(&deleted)
+            );
+
+            let stranger = repo.dir.path().join("stranger");
+            let config = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+            let token_line = config
+                .lines()
+                .find(|l| l.trim_start().starts_with("token:"))
+                .expect("token")
+                .to_string();
+            std::fs::write(
+                &stranger,
+                config.replace(&token_line, "    token: not-the-token"),
+            )
+            .expect("write");
+            let unauthorized = kubectl(
+                &stranger,
+                &cache.join("stranger"),
+                &["get", "configmaps", "-A"],
+            );
+            assert_ne!(unauthorized.status.code(), Some(0));
+            assert!(
+                text(&unauthorized).contains("provide credentials"),
+                "{}",
+                text(&unauthorized)
+            );
+
+            interrupt(child);
+            let history = text(&repo.shipshape(&["history", "--object", "pod/demo/debug"]));
+            assert!(history.contains("client/admin (kubectl"), "{history}");
+            assert!(history.contains("deleted Pod demo/debug"), "{history}");
+        }
     }
 }

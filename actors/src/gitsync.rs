@@ -463,9 +463,17 @@ fn status_key(application: &str) -> String {
     format!("{APP_META_PREFIX}{application}")
 }
 
-/// Copies the provenance stamps onto a manifest: who manages it, from which commit and file.
+/// The object to store for a manifest: Kubernetes' defaults filled in, and the provenance stamps
+/// (who manages it, from which commit and file).
 fn stamp(manifest: &Value, commit: &str, application: &str, source: &str) -> Value {
-    let mut object = manifest.clone();
+    let mut object = match shipshape_api::Object::from_json(manifest.clone()) {
+        Ok(mut typed) => {
+            shipshape_api::defaults::apply_defaults(&mut typed);
+            typed.to_json()
+        }
+        // Manifests reaching here were validated; keep them as they are if not.
+        Err(_) => manifest.clone(),
+    };
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         let labels = metadata.entry("labels").or_insert_with(|| json!({}));
         if let Some(labels) = labels.as_object_mut() {

@@ -4,6 +4,7 @@
 //! Effects live here: the database, Git, clocks. Decisions do not: GitSync asks
 //! `shipshape_reconciler::gitops` what to do and sends the answer to the Store as one batch.
 
+pub mod api;
 pub mod gitsync;
 pub mod store;
 pub mod store_actor;

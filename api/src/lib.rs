@@ -15,6 +15,7 @@
 //! This crate does no I/O beyond reading the files it is asked to load, and knows nothing of
 //! the store, the actors or the runtime.
 
+pub mod defaults;
 pub mod load;
 pub mod names;
 pub mod object;

@@ -193,6 +193,47 @@ supported_kinds! {
     EventsEvent => events::Event, rank 6, git false, name Subdomain;
 }
 
+impl Kind {
+    /// kubectl's short names for this kind (`deploy`, `svc`, `cm`, …).
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Pod => &["po"],
+            Kind::Deployment => &["deploy"],
+            Kind::ReplicaSet => &["rs"],
+            Kind::StatefulSet => &["sts"],
+            Kind::DaemonSet => &["ds"],
+            Kind::CronJob => &["cj"],
+            Kind::Service => &["svc"],
+            Kind::Endpoints => &["ep"],
+            Kind::ConfigMap => &["cm"],
+            Kind::Namespace => &["ns"],
+            Kind::ServiceAccount => &["sa"],
+            Kind::PersistentVolumeClaim => &["pvc"],
+            Kind::PersistentVolume => &["pv"],
+            Kind::StorageClass => &["sc"],
+            Kind::Ingress => &["ing"],
+            Kind::NetworkPolicy => &["netpol"],
+            Kind::HorizontalPodAutoscaler => &["hpa"],
+            Kind::PodDisruptionBudget => &["pdb"],
+            Kind::Node => &["no"],
+            Kind::Event => &["ev"],
+            Kind::LimitRange => &["limits"],
+            Kind::ResourceQuota => &["quota"],
+            _ => &[],
+        }
+    }
+
+    /// The kind a user typed: its name, plural, singular or short name, any case.
+    pub fn from_user(text: &str) -> Option<Kind> {
+        let lower = text.to_ascii_lowercase();
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.short_names().contains(&lower.as_str()))
+            .or_else(|| Kind::by_name(&lower))
+    }
+}
+
 /// What a lookup by `apiVersion` and `kind` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KindLookup {

@@ -1,0 +1,815 @@
+//! The API server: Kubernetes' own paths and JSON over HTTPS, so kubectl works against the
+//! cluster with the kubeconfig `up` writes.
+//!
+//! What it serves: `/version`, `/healthz`, `/readyz`, discovery (`/api`, `/apis`, each group
+//! version's resources), list, get and watch of every supported kind (JSON, or a Table when
+//! kubectl asks for one), label and field selectors, and `/apis/shipshape.dev/v1/sync` (POST) to
+//! sync now, for webhooks. Writes are refused with a pointer to the file in Git that declares the
+//! object, except deleting a pod, which its controller replaces; the deletion is audited.
+//! Every request but the health and version probes needs the bearer token.
+
+pub mod tables;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use futures_util::StreamExt as _;
+use kameo::actor::ActorRef;
+use serde_json::{Value, json};
+use shipshape_api::{Kind, ObjectKey};
+
+use crate::gitsync::{GitSync, Outcome, SyncNow, SyncOptions};
+use crate::store::{
+    AuditEntry, Batch, EventType, Precondition, StoreError, WatchEvent, Write, parse_storage_key,
+};
+use crate::store_actor::{Apply, Get, List, ResourceVersion, StoreActor, Watch};
+
+/// The Kubernetes version whose API (through k8s-openapi) this server speaks.
+const KUBERNETES_MINOR: &str = "37";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    store: ActorRef<StoreActor>,
+    sync: ActorRef<GitSync>,
+    token: Arc<str>,
+}
+
+/// A running API server.
+pub struct ApiServer {
+    /// Where it listens.
+    pub address: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiServer {
+    /// Stops accepting requests and waits (briefly) for those in flight.
+    pub async fn stop(self) {
+        self.handle
+            .graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        let _ = self.task.await;
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken or not ours.
+    #[error(
+        "cannot listen on {address}: {source} (is another shipshape or Kubernetes API server running? choose one with --api-listen)"
+    )]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificates could not be loaded.
+    #[error("cannot load the API server's certificate: {0}")]
+    Tls(std::io::Error),
+}
+
+/// Starts the API server on `address` (port 0 picks a free one).
+pub async fn serve(
+    address: SocketAddr,
+    credentials: &tls::Credentials,
+    store: ActorRef<StoreActor>,
+    sync: ActorRef<GitSync>,
+) -> Result<ApiServer, ServeError> {
+    // One process-wide crypto provider; a second install is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+        &credentials.server_cert,
+        &credentials.server_key,
+    )
+    .await
+    .map_err(ServeError::Tls)?;
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|source| ServeError::Bind { address, source })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { address, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { address, source })?;
+    let state = ApiState {
+        store,
+        sync,
+        token: Arc::from(credentials.token.as_str()),
+    };
+    let app = router(state);
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, config)
+        .map_err(|source| ServeError::Bind { address, source })?
+        .handle(handle.clone());
+    let task = tokio::spawn(server.serve(app.into_make_service()));
+    Ok(ApiServer {
+        address,
+        handle,
+        task,
+    })
+}
+
+fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api", get(core_versions))
+        .route("/apis", get(group_list))
+        .route("/api/{*rest}", any(dispatch))
+        .route("/apis/{*rest}", any(dispatch))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/version", get(version))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// A Kubernetes `Status` error response.
+fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message.into(),
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (code, Json(body)).into_response()
+}
+
+fn store_failure(error: impl std::fmt::Display) -> Response {
+    status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        error.to_string(),
+    )
+}
+
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|token| constant_time_eq(token.as_bytes(), state.token.as_bytes())) {
+        next.run(request).await
+    } else {
+        status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized: use the token in the kubeconfig shipshape up writes",
+        )
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-shipshape.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }))
+}
+
+async fn core_versions(headers: HeaderMap) -> Json<Value> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    Json(json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+    }))
+}
+
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut groups: Vec<(&str, &str)> = Kind::ALL
+        .iter()
+        .map(|k| (k.info().group, k.info().version))
+        .filter(|(group, _)| !group.is_empty())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
+async fn group_list() -> Json<Value> {
+    let groups: Vec<Value> = group_versions()
+        .into_iter()
+        .map(|(group, version)| {
+            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+}
+
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = Kind::ALL
+        .iter()
+        .filter(|k| k.info().group == group && k.info().version == version)
+        .map(|kind| {
+            let info = kind.info();
+            let mut verbs = vec!["get", "list", "watch"];
+            if *kind == Kind::Pod {
+                verbs.push("delete");
+            }
+            let all = matches!(
+                kind,
+                Kind::Pod
+                    | Kind::Service
+                    | Kind::Deployment
+                    | Kind::ReplicaSet
+                    | Kind::StatefulSet
+                    | Kind::DaemonSet
+                    | Kind::Job
+                    | Kind::CronJob
+            );
+            json!({
+                "categories": if all { vec!["all"] } else { Vec::new() },
+                "name": info.plural,
+                "singularName": info.kind.to_ascii_lowercase(),
+                "namespaced": info.namespaced,
+                "kind": info.kind,
+                "verbs": verbs,
+                "shortNames": kind.short_names(),
+            })
+        })
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    )
+}
+
+/// What a resource path names.
+struct Target {
+    kind: Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+enum Route {
+    Discovery(Value),
+    Resource(Target),
+    Sync,
+}
+
+fn parse_route(path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", "shipshape.dev", "v1", "sync"] => return Some(Route::Sync),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let find = |plural: &str| {
+        Kind::ALL.iter().copied().find(|k| {
+            k.info().group == group && k.info().version == version && k.info().plural == plural
+        })
+    };
+    let target = match rest {
+        [] => return resource_list(group, version).map(Route::Discovery),
+        ["namespaces", namespace, plural] => Target {
+            kind: find(plural)?,
+            namespace: Some(namespace.to_string()),
+            name: None,
+        },
+        ["namespaces", namespace, plural, name] => Target {
+            kind: find(plural)?,
+            namespace: Some(namespace.to_string()),
+            name: Some(name.to_string()),
+        },
+        [plural] => Target {
+            kind: find(plural)?,
+            namespace: None,
+            name: None,
+        },
+        [plural, name] => Target {
+            kind: find(plural)?,
+            namespace: None,
+            name: Some(name.to_string()),
+        },
+        _ => return None,
+    };
+    Some(Route::Resource(target))
+}
+
+/// Query parameters kubectl sends (the ones that change the answer).
+#[derive(Default)]
+struct Query {
+    watch: bool,
+    resource_version: Option<u64>,
+    label_selector: Vec<(String, Option<String>, bool)>,
+    field_selector: Vec<(String, String, bool)>,
+    allow_empty: bool,
+}
+
+/// Reads the query string; an unsupported selector is an error message for a 400.
+fn parse_query(raw: Option<&str>) -> Result<Query, String> {
+    let mut query = Query::default();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match key {
+            "watch" => query.watch = value == "true" || value == "1",
+            "resourceVersion" => query.resource_version = value.parse().ok().filter(|rv| *rv > 0),
+            "allowEmpty" => query.allow_empty = value == "true",
+            "labelSelector" => {
+                for term in value.split(',').filter(|t| !t.is_empty()) {
+                    let parsed = if let Some((k, v)) = term.split_once("!=") {
+                        (k.trim().to_string(), Some(v.trim().to_string()), false)
+                    } else if let Some((k, v)) =
+                        term.split_once("==").or_else(|| term.split_once('='))
+                    {
+                        (k.trim().to_string(), Some(v.trim().to_string()), true)
+                    } else if let Some(k) = term.strip_prefix('!') {
+                        (k.trim().to_string(), None, false)
+                    } else if term.contains(' ') || term.contains('(') {
+                        return Err(format!(
+                            "label selector {term:?}: only =, == and != (and bare keys) are supported"
+                        ));
+                    } else {
+                        (term.trim().to_string(), None, true)
+                    };
+                    query.label_selector.push(parsed);
+                }
+            }
+            "fieldSelector" => {
+                for term in value.split(',').filter(|t| !t.is_empty()) {
+                    let (path, expected, equal) = if let Some((k, v)) = term.split_once("!=") {
+                        (k, v, false)
+                    } else if let Some((k, v)) =
+                        term.split_once("==").or_else(|| term.split_once('='))
+                    {
+                        (k, v, true)
+                    } else {
+                        return Err(format!("field selector {term:?} is not FIELD=VALUE"));
+                    };
+                    query.field_selector.push((
+                        path.trim().to_string(),
+                        expected.trim().to_string(),
+                        equal,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(byte);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, byte) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Query {
+    fn selects(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let labels_hold = self.label_selector.iter().all(|(key, value, equal)| {
+            let actual = labels[key.as_str()].as_str();
+            match (value, equal) {
+                (Some(v), true) => actual == Some(v.as_str()),
+                (Some(v), false) => actual != Some(v.as_str()),
+                (None, true) => actual.is_some(),
+                (None, false) => actual.is_none(),
+            }
+        });
+        let fields_hold = self.field_selector.iter().all(|(path, expected, equal)| {
+            let pointer = format!("/{}", path.replace('.', "/"));
+            let actual = match object.pointer(&pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (actual == *expected) == *equal
+        });
+        labels_hold && fields_hold
+    }
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=Table"))
+}
+
+async fn dispatch(
+    State(state): State<ApiState>,
+    method: Method,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let query = match parse_query(request.uri().query()) {
+        Ok(query) => query,
+        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
+    };
+    let Some(route) = parse_route(&path) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        );
+    };
+    match (route, method) {
+        (Route::Discovery(list), Method::GET) => Json(list).into_response(),
+        (Route::Sync, Method::POST) => sync_now(&state, query.allow_empty).await,
+        (Route::Resource(target), Method::GET) if query.watch => {
+            watch(state, target, query, wants_table(&headers)).await
+        }
+        (Route::Resource(target), Method::GET) => {
+            read(&state, target, &query, wants_table(&headers)).await
+        }
+        (Route::Resource(target), Method::DELETE) => delete(&state, target, &headers).await,
+        (Route::Resource(target), _) => refuse_write(&state, target).await,
+        (_, _) => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "method not allowed",
+        ),
+    }
+}
+
+async fn list_objects(
+    state: &ApiState,
+    target: &Target,
+    query: &Query,
+) -> Result<(Vec<Value>, u64), Response> {
+    let rv = state
+        .store
+        .ask(ResourceVersion)
+        .await
+        .map_err(store_failure)?;
+    let namespace = target
+        .namespace
+        .clone()
+        .filter(|_| target.kind.info().namespaced);
+    let found = state
+        .store
+        .ask(List {
+            kind: Some(target.kind),
+            namespace,
+        })
+        .await
+        .map_err(store_failure)?;
+    let objects = found
+        .into_iter()
+        .map(|(_, stored)| stored.object)
+        .filter(|object| query.selects(object))
+        .collect();
+    Ok((objects, rv))
+}
+
+fn key_for(target: &Target, name: &str) -> ObjectKey {
+    let namespaced = target.kind.info().namespaced;
+    ObjectKey {
+        kind: target.kind,
+        namespace: if namespaced {
+            target.namespace.clone().unwrap_or_else(|| "default".into())
+        } else {
+            String::new()
+        },
+        name: name.to_string(),
+    }
+}
+
+fn not_found(target: &Target, name: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{} \"{name}\" not found", target.kind.info().plural),
+    )
+}
+
+async fn read(state: &ApiState, target: Target, query: &Query, table: bool) -> Response {
+    let now = jiff::Timestamp::now();
+    if let Some(name) = &target.name {
+        let stored = match state.store.ask(Get(key_for(&target, name))).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return not_found(&target, name),
+            Err(error) => return store_failure(error),
+        };
+        if table {
+            let rv = stored.resource_version();
+            return Json(tables::table(target.kind, &[&stored.object], rv, now)).into_response();
+        }
+        return Json(stored.object).into_response();
+    }
+    let (objects, rv) = match list_objects(state, &target, query).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    if table {
+        let refs: Vec<&Value> = objects.iter().collect();
+        return Json(tables::table(target.kind, &refs, rv, now)).into_response();
+    }
+    let info = target.kind.info();
+    Json(json!({
+        "kind": format!("{}List", info.kind),
+        "apiVersion": info.api_version,
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": objects,
+    }))
+    .into_response()
+}
+
+fn watch_line(kind: EventType, object: &Value, target_kind: Kind, table: bool, rv: u64) -> Bytes {
+    let object = if table {
+        tables::table(target_kind, &[object], rv, jiff::Timestamp::now())
+    } else {
+        object.clone()
+    };
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+async fn watch(state: ApiState, target: Target, query: Query, table: bool) -> Response {
+    let mut initial = Vec::new();
+    let after = match query.resource_version {
+        Some(rv) => rv,
+        None => {
+            // No starting point: the current objects as ADDED, then every change after them.
+            let (objects, rv) = match list_objects(&state, &target, &query).await {
+                Ok(found) => found,
+                Err(response) => return response,
+            };
+            for object in &objects {
+                initial.push(watch_line(EventType::Added, object, target.kind, table, rv));
+            }
+            rv
+        }
+    };
+    let start = match state.store.ask(Watch { after }).await {
+        Ok(start) => start,
+        Err(kameo::error::SendError::HandlerError(StoreError::Expired { requested, oldest })) => {
+            return status(
+                StatusCode::GONE,
+                "Expired",
+                format!("too old resource version: {requested} ({oldest})"),
+            );
+        }
+        Err(error) => return store_failure(error),
+    };
+    let kind = target.kind;
+    let namespace = target.namespace.clone().filter(|_| kind.info().namespaced);
+    let name = target.name.clone();
+    let query = Arc::new(query);
+    let relevant = move |event: &WatchEvent| {
+        let Some(key) = parse_storage_key(&event.key) else {
+            return false;
+        };
+        key.kind == kind
+            && namespace.as_ref().is_none_or(|ns| *ns == key.namespace)
+            && name.as_ref().is_none_or(|n| *n == key.name)
+            && query.selects(&event.object)
+    };
+    let last_replayed = start.replay.last().map_or(after, |e| e.resource_version);
+    let replay: Vec<Bytes> = start
+        .replay
+        .iter()
+        .filter(|e| relevant(e))
+        .map(|e| watch_line(e.kind, &e.object, kind, table, e.resource_version))
+        .collect();
+    let live = futures_util::stream::unfold(
+        (start.live, last_replayed),
+        |(mut receiver, last)| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if event.resource_version <= last => continue,
+                    Ok(event) => {
+                        let rv = event.resource_version;
+                        return Some((event, (receiver, rv)));
+                    }
+                    // Lagged or closed: end the watch; the client lists again, as with a 410.
+                    Err(_) => return None,
+                }
+            }
+        },
+    )
+    .filter(move |e| std::future::ready(relevant(e)))
+    .map(move |e| watch_line(e.kind, &e.object, kind, table, e.resource_version));
+    let stream = futures_util::stream::iter(initial.into_iter().chain(replay))
+        .chain(live)
+        .map(Ok::<Bytes, Infallible>);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "cannot start the watch",
+            )
+        })
+}
+
+fn requester(headers: &HeaderMap) -> String {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown client");
+    format!(
+        "client/admin ({})",
+        agent.split_whitespace().next().unwrap_or(agent)
+    )
+}
+
+async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Response {
+    let Some(name) = target.name.clone() else {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "delete one object at a time",
+        );
+    };
+    if target.kind != Kind::Pod {
+        return refuse_write(state, target).await;
+    }
+    let key = key_for(&target, &name);
+    let stored = match state.store.ask(Get(key.clone())).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return not_found(&target, &name),
+        Err(error) => return store_failure(error),
+    };
+    let batch = Batch {
+        writes: vec![Write::Delete {
+            key: key.clone(),
+            precondition: Precondition::Uid(stored.uid().to_string()),
+        }],
+        audit: Some(AuditEntry {
+            actor: requester(headers),
+            action: "delete".into(),
+            subject: key.to_string(),
+            details: json!({"objects": [{"object": key.to_string(), "action": "deleted"}]}),
+        }),
+    };
+    match state.store.ask(Apply(batch)).await {
+        Ok(_) => Json(stored.object).into_response(),
+        Err(kameo::error::SendError::HandlerError(StoreError::NotFound(_))) => {
+            not_found(&target, &name)
+        }
+        Err(kameo::error::SendError::HandlerError(error @ StoreError::Conflict { .. })) => {
+            status(StatusCode::CONFLICT, "Conflict", error.to_string())
+        }
+        Err(error) => store_failure(error),
+    }
+}
+
+async fn refuse_write(state: &ApiState, target: Target) -> Response {
+    let source = match &target.name {
+        Some(name) => state
+            .store
+            .ask(Get(key_for(&target, name)))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|stored| {
+                stored.object["metadata"]["annotations"]["shipshape.dev/source"]
+                    .as_str()
+                    .map(str::to_string)
+            }),
+        None => None,
+    };
+    let message = match source {
+        Some(file) => format!("desired state comes from Git: edit {file} and commit"),
+        None => {
+            "desired state comes from Git: commit the change to the repository shipshape follows"
+                .to_string()
+        }
+    };
+    status(StatusCode::FORBIDDEN, "Forbidden", message)
+}
+
+async fn sync_now(state: &ApiState, allow_empty: bool) -> Response {
+    match state.sync.ask(SyncNow(SyncOptions { allow_empty })).await {
+        Ok(report) => {
+            let applications: serde_json::Map<String, Value> = report
+                .applications
+                .iter()
+                .map(|(name, outcome)| {
+                    let value = match outcome {
+                        Outcome::Applied { created, updated, pruned, unchanged } => json!({"result": "Synced", "created": created, "updated": updated, "pruned": pruned, "unchanged": unchanged}),
+                        Outcome::Unchanged => json!({"result": "Synced", "unchanged": true}),
+                        Outcome::Failed(problems) => json!({"result": "Failed", "problems": problems}),
+                        Outcome::Held(objects) => json!({"result": "OutOfSync", "held": objects}),
+                        Outcome::Suspended => json!({"result": "OutOfSync", "suspended": true}),
+                        Outcome::Retry(why) => json!({"result": "OutOfSync", "retry": why}),
+                    };
+                    (name.clone(), value)
+                })
+                .collect();
+            Json(json!({"commit": report.commit, "rewritten": report.rewritten, "applications": applications})).into_response()
+        }
+        Err(kameo::error::SendError::HandlerError(error)) => {
+            status(StatusCode::BAD_GATEWAY, "SyncFailed", error.to_string())
+        }
+        Err(error) => store_failure(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_kubernetes_paths() {
+        let Some(Route::Resource(t)) = parse_route("/apis/apps/v1/namespaces/demo/deployments/web")
+        else {
+            panic!("a deployment");
+        };
+        assert_eq!(
+            (t.kind, t.namespace.as_deref(), t.name.as_deref()),
+            (Kind::Deployment, Some("demo"), Some("web"))
+        );
+        let Some(Route::Resource(t)) = parse_route("/api/v1/namespaces/demo") else {
+            panic!("a namespace");
+        };
+        assert_eq!((t.kind, t.name.as_deref()), (Kind::Namespace, Some("demo")));
+        let Some(Route::Resource(t)) = parse_route("/api/v1/pods") else {
+            panic!("pods everywhere");
+        };
+        assert_eq!((t.kind, t.namespace), (Kind::Pod, None));
+        assert!(matches!(
+            parse_route("/apis/apps/v1"),
+            Some(Route::Discovery(_))
+        ));
+        assert!(matches!(
+            parse_route("/apis/shipshape.dev/v1/sync"),
+            Some(Route::Sync)
+        ));
+        assert!(parse_route("/apis/apps/v1/widgets").is_none());
+        assert!(parse_route("/apis/example.com/v1").is_none());
+    }
+
+    #[test]
+    fn selectors_filter_like_kubernetes() {
+        let query = parse_query(Some(
+            "labelSelector=app%3Dweb%2Ctier!%3Dback&fieldSelector=metadata.name%3Dweb-1",
+        ))
+        .expect("parses");
+        let object =
+            json!({"metadata": {"name": "web-1", "labels": {"app": "web", "tier": "front"}}});
+        assert!(query.selects(&object));
+        let other = json!({"metadata": {"name": "web-2", "labels": {"app": "web"}}});
+        assert!(!query.selects(&other));
+        assert!(parse_query(Some("labelSelector=app%20in%20(a)")).is_err());
+        assert_eq!(percent_decode("a%3Db%2C+c"), "a=b, c");
+        assert_eq!(percent_decode("50%"), "50%");
+    }
+}

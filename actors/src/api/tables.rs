@@ -1,0 +1,224 @@
+//! Table responses (`meta.k8s.io/v1` Table): the columns `kubectl get` prints, computed on the
+//! server as Kubernetes does, plus two wide columns of our own: the application and the commit
+//! that set the object.
+
+use serde_json::{Value, json};
+use shipshape_api::Kind;
+
+/// A duration since `created` the way kubectl prints ages (`45s`, `12m`, `3h`, `5d`).
+pub fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
+    let Some(created) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
+        return "<unknown>".into();
+    };
+    match now.as_second().saturating_sub(created.as_second()).max(0) {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn column(name: &str, kind: &str, priority: u8, description: &str) -> Value {
+    json!({"name": name, "type": kind, "format": if name == "Name" { "name" } else { "" },
+           "description": description, "priority": priority})
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "<none>".into(),
+        Value::String(s) if s.is_empty() => "<none>".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn count(value: &Value) -> i64 {
+    value.as_i64().unwrap_or(0)
+}
+
+/// Kind-specific columns after Name (before Age), with their cells for one object.
+fn kind_columns(kind: Kind) -> Vec<Value> {
+    match kind {
+        Kind::Deployment => vec![
+            column("Ready", "string", 0, "Ready replicas out of desired"),
+            column(
+                "Up-to-date",
+                "integer",
+                0,
+                "Replicas running the newest template",
+            ),
+            column("Available", "integer", 0, "Replicas available to serve"),
+        ],
+        Kind::ReplicaSet => vec![
+            column("Desired", "integer", 0, "Desired replicas"),
+            column("Current", "integer", 0, "Current replicas"),
+            column("Ready", "integer", 0, "Ready replicas"),
+        ],
+        Kind::StatefulSet => vec![column(
+            "Ready",
+            "string",
+            0,
+            "Ready replicas out of desired",
+        )],
+        Kind::Pod => vec![
+            column("Ready", "string", 0, "Ready containers out of all"),
+            column("Status", "string", 0, "The pod's phase"),
+            column("Restarts", "integer", 0, "Container restarts"),
+        ],
+        Kind::Service => vec![
+            column("Type", "string", 0, "How the Service is exposed"),
+            column("Cluster-IP", "string", 0, "The virtual IP"),
+            column("External-IP", "string", 0, "Addresses outside the cluster"),
+            column("Port(s)", "string", 0, "Ports and protocols"),
+        ],
+        Kind::ConfigMap => vec![column("Data", "integer", 0, "Number of keys")],
+        Kind::Secret => vec![
+            column("Type", "string", 0, "The secret's type"),
+            column("Data", "integer", 0, "Number of keys"),
+        ],
+        Kind::Namespace => vec![column("Status", "string", 0, "The namespace's phase")],
+        Kind::Job => vec![column(
+            "Completions",
+            "string",
+            0,
+            "Succeeded out of wanted",
+        )],
+        Kind::CronJob => vec![
+            column("Schedule", "string", 0, "The cron schedule"),
+            column("Suspend", "boolean", 0, "Whether scheduling is suspended"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
+    let spec = &object["spec"];
+    let status = &object["status"];
+    match kind {
+        Kind::Deployment => vec![
+            json!(format!(
+                "{}/{}",
+                count(&status["readyReplicas"]),
+                spec["replicas"].as_i64().unwrap_or(1)
+            )),
+            json!(count(&status["updatedReplicas"])),
+            json!(count(&status["availableReplicas"])),
+        ],
+        Kind::ReplicaSet => vec![
+            json!(spec["replicas"].as_i64().unwrap_or(1)),
+            json!(count(&status["replicas"])),
+            json!(count(&status["readyReplicas"])),
+        ],
+        Kind::StatefulSet => vec![json!(format!(
+            "{}/{}",
+            count(&status["readyReplicas"]),
+            spec["replicas"].as_i64().unwrap_or(1)
+        ))],
+        Kind::Pod => {
+            let containers = spec["containers"].as_array().map_or(0, Vec::len);
+            let statuses = status["containerStatuses"].as_array();
+            let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+            let restarts: i64 =
+                statuses.map_or(0, |s| s.iter().map(|c| count(&c["restartCount"])).sum());
+            vec![
+                json!(format!("{ready}/{containers}")),
+                json!(status["phase"].as_str().unwrap_or("Pending")),
+                json!(restarts),
+            ]
+        }
+        Kind::Service => {
+            let ports: Vec<String> = spec["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_i64() {
+                        Some(node) => format!("{}:{node}/{protocol}", p["port"]),
+                        None => format!("{}/{protocol}", p["port"]),
+                    }
+                })
+                .collect();
+            let external = status["loadBalancer"]["ingress"]
+                .as_array()
+                .and_then(|i| i.first())
+                .and_then(|i| i["ip"].as_str())
+                .or_else(|| spec["externalName"].as_str())
+                .unwrap_or("<none>");
+            vec![
+                json!(spec["type"].as_str().unwrap_or("ClusterIP")),
+                json!(text(&spec["clusterIP"])),
+                json!(external),
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+            ]
+        }
+        Kind::ConfigMap => {
+            let keys = object["data"].as_object().map_or(0, |m| m.len())
+                + object["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![json!(keys)]
+        }
+        Kind::Secret => vec![
+            json!(object["type"].as_str().unwrap_or("Opaque")),
+            json!(object["data"].as_object().map_or(0, |m| m.len())),
+        ],
+        Kind::Namespace => vec![json!(status["phase"].as_str().unwrap_or("Active"))],
+        Kind::Job => vec![json!(format!(
+            "{}/{}",
+            count(&status["succeeded"]),
+            spec["completions"].as_i64().unwrap_or(1)
+        ))],
+        Kind::CronJob => vec![
+            json!(text(&spec["schedule"])),
+            json!(spec["suspend"].as_bool().unwrap_or(false)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The Table for `objects` of `kind`; rows carry the objects' metadata, as kubectl asks.
+pub fn table(kind: Kind, objects: &[&Value], resource_version: u64, now: jiff::Timestamp) -> Value {
+    let mut columns = vec![column("Name", "string", 0, "The object's name")];
+    columns.extend(kind_columns(kind));
+    columns.push(column("Age", "string", 0, "Time since creation"));
+    columns.push(column(
+        "Application",
+        "string",
+        1,
+        "The Git application that manages it",
+    ));
+    columns.push(column("Commit", "string", 1, "The commit that last set it"));
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let metadata = &object["metadata"];
+            let mut cells = vec![json!(text(&metadata["name"]))];
+            cells.extend(kind_cells(kind, object));
+            cells.push(json!(age(metadata["creationTimestamp"].as_str(), now)));
+            let annotations = &metadata["annotations"];
+            cells.push(json!(text(&annotations["shipshape.dev/application"])));
+            let commit = annotations["shipshape.dev/commit"]
+                .as_str()
+                .map(|c| c.get(..7).unwrap_or(c).to_string());
+            cells.push(json!(commit.unwrap_or_else(|| "<none>".into())));
+            json!({
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                },
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version.to_string()},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
