@@ -11,7 +11,7 @@ use clap::Args;
 use kameo::actor::{ActorRef, Spawn};
 use shipshape_actors::gitsync::{self, Outcome, Suspend};
 use shipshape_actors::store::Batch;
-use shipshape_actors::store_actor::{Apply, GetMeta};
+use shipshape_actors::store_actor::Apply;
 use shipshape_actors::{
     GitRef, GitSource, GitSync, Mirror, Store, StoreActor, SyncNow, SyncOptions, SyncReport, Write,
 };
@@ -323,10 +323,64 @@ fn recorded_source(store: &Store) -> anyhow::Result<GitSource> {
     Ok(serde_json::from_value(value)?)
 }
 
-/// `shipshape sync [--allow-empty]` on a stopped cluster: one sync, printed.
+/// Prints the sync report a running cluster's API server returns, like `print_report`.
+fn print_remote_report(report: &serde_json::Value) -> bool {
+    let commit = &report["commit"];
+    let id = commit["id"].as_str().unwrap_or_default();
+    eprintln!(
+        "commit {} \"{}\" by {}",
+        id.get(..7).unwrap_or(id),
+        commit["message"].as_str().unwrap_or_default(),
+        commit["author"].as_str().unwrap_or_default()
+    );
+    let mut failed = false;
+    for (name, outcome) in report["applications"].as_object().into_iter().flatten() {
+        let result = outcome["result"].as_str().unwrap_or_default();
+        failed |= result == "Failed" || outcome.get("held").is_some();
+        let mut details = Vec::new();
+        for word in ["created", "updated", "pruned", "unchanged"] {
+            match &outcome[word] {
+                serde_json::Value::Number(n) if n.as_u64() != Some(0) => {
+                    details.push(format!("{n} {word}"))
+                }
+                serde_json::Value::Bool(true) => details.push(word.to_string()),
+                _ => {}
+            }
+        }
+        if let Some(held) = outcome["held"].as_u64() {
+            details.push(format!("held: the commit would prune all {held} objects; run `shipshape sync --allow-empty` to allow it"));
+        }
+        if outcome["suspended"] == true {
+            details.push("suspended".into());
+        }
+        for problem in outcome["problems"].as_array().into_iter().flatten() {
+            details.push(format!("\n      {}", problem.as_str().unwrap_or_default()));
+        }
+        eprintln!("  {name}   {result}   {}", details.join(", "));
+    }
+    failed
+}
+
+/// `shipshape sync [--allow-empty]`: through the API server of a running cluster, or one sync
+/// of a stopped cluster's recorded repository.
 pub fn sync_once(allow_empty: bool, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let data_dir = data::data_dir(data_dir)?;
-    let store = data::open_store(&data_dir)?;
+    let store = match data::connect(&data_dir)? {
+        data::Cluster::Running(remote) => {
+            let path = if allow_empty {
+                "/apis/shipshape.dev/v1/sync?allowEmpty=true"
+            } else {
+                "/apis/shipshape.dev/v1/sync"
+            };
+            let failed = print_remote_report(&remote.post(path)?);
+            return Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        data::Cluster::Stopped(store) => store,
+    };
     let source = recorded_source(&store)?;
     runtime()?.block_on(async move {
         let plane = ControlPlane::start(&data_dir, store, source)?;
@@ -356,14 +410,34 @@ pub fn sync_once(allow_empty: bool, data_dir: Option<&Path>) -> anyhow::Result<E
     })
 }
 
-/// `shipshape suspend APP` / `resume APP` on a stopped cluster.
+/// `shipshape suspend APP` / `resume APP`.
 pub fn set_suspended(
     application: &str,
     suspended: bool,
     data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let data_dir = data::data_dir(data_dir)?;
-    let store = data::open_store(&data_dir)?;
+    let verb = if suspended { "suspend" } else { "resume" };
+    let done = || {
+        eprintln!(
+            "{application}: {}",
+            if suspended {
+                "suspended: syncs skip it until `shipshape resume`"
+            } else {
+                "resumed: the next sync applies its newest commit"
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    };
+    let store = match data::connect(&data_dir)? {
+        data::Cluster::Running(remote) => {
+            remote.post(&format!(
+                "/apis/shipshape.dev/v1/applications/{application}/{verb}"
+            ))?;
+            return done();
+        }
+        data::Cluster::Stopped(store) => store,
+    };
     let source = recorded_source(&store)?;
     if store.get_meta(&format!("app/{application}"))?.is_none() {
         let known: Vec<String> = store
@@ -385,18 +459,9 @@ pub fn set_suspended(
                 suspended,
             })
             .await;
-        let check = plane.store.ask(GetMeta(format!("app/{application}"))).await;
         plane.stop().await;
         result.map_err(|e| anyhow::anyhow!("{e}"))?;
-        check.map_err(|e| anyhow::anyhow!("{e}"))?;
-        eprintln!(
-            "{application}: {}",
-            if suspended {
-                "suspended: syncs skip it until `shipshape resume`"
-            } else {
-                "resumed: the next sync applies its newest commit"
-            }
-        );
-        Ok(ExitCode::SUCCESS)
-    })
+        Ok::<(), anyhow::Error>(())
+    })?;
+    done()
 }

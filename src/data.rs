@@ -40,13 +40,27 @@ pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(Store::open(&data_dir.join(DATABASE))?)
 }
 
-/// Opens an existing cluster's database for a command that reads it.
-pub fn open_existing(data_dir: &Path) -> anyhow::Result<Store> {
+/// A cluster as a command finds it: its database when stopped, its API server when running.
+pub enum Cluster {
+    /// Nobody holds the database: read (and write) it directly.
+    Stopped(Store),
+    /// `shipshape up` holds it: go through the API server.
+    Running(crate::remote::Remote),
+}
+
+/// Finds the cluster in the data directory.
+pub fn connect(data_dir: &Path) -> anyhow::Result<Cluster> {
     if !data_dir.join(DATABASE).exists() {
         bail!(
             "no cluster in {}: start one with `shipshape up` (or pass --data-dir)",
             data_dir.display()
         );
     }
-    open_store(data_dir)
+    match Store::open(&data_dir.join(DATABASE)) {
+        Ok(store) => Ok(Cluster::Stopped(store)),
+        Err(shipshape_actors::StoreError::InUse(_)) => Ok(Cluster::Running(
+            crate::remote::Remote::from_data_dir(data_dir)?,
+        )),
+        Err(error) => Err(error.into()),
+    }
 }

@@ -7,10 +7,11 @@ use anyhow::bail;
 use serde_json::Value;
 use shipshape_actors::GitSource;
 use shipshape_actors::gitsync::{ApplicationStatus, SyncState};
-use shipshape_actors::store::{AuditRecord, Store, verify_audit};
+use shipshape_actors::store::{AuditRecord, verify_audit};
 use shipshape_api::{Kind, ObjectKey};
 
-use crate::data;
+use crate::data::{self, Cluster};
+use shipshape_actors::api::tables::age;
 
 /// Output formats of the reading commands.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,18 +24,73 @@ pub enum Output {
     Yaml,
 }
 
-fn open(data_dir: Option<&Path>) -> anyhow::Result<Store> {
-    let dir = data::data_dir(data_dir)?;
-    data::open_existing(&dir).map_err(|error| {
-        if format!("{error}").contains("in use by another shipshape process") {
-            anyhow::anyhow!(
-                "the cluster in {} is running: reading a running cluster goes through its API server, which is not built yet; stop `shipshape up` (Ctrl-C) to read its state",
-                dir.display()
-            )
-        } else {
-            error
+fn connect(data_dir: Option<&Path>) -> anyhow::Result<Cluster> {
+    data::connect(&data::data_dir(data_dir)?)
+}
+
+/// What `status` shows, from the database or the API server.
+fn status_data(
+    cluster: &Cluster,
+) -> anyhow::Result<(Option<GitSource>, Option<String>, Vec<ApplicationStatus>)> {
+    match cluster {
+        Cluster::Stopped(store) => {
+            let source = store
+                .get_meta(GitSource::META_KEY)?
+                .and_then(|v| serde_json::from_value(v).ok());
+            let head = store
+                .get_meta("git/head")?
+                .and_then(|v| v.as_str().map(str::to_string));
+            let statuses = store
+                .list_meta("app/")?
+                .into_values()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect();
+            Ok((source, head, statuses))
         }
-    })
+        Cluster::Running(remote) => {
+            let answer = remote.get("/apis/shipshape.dev/v1/status")?;
+            Ok((
+                serde_json::from_value(answer["source"].clone()).ok(),
+                answer["commit"].as_str().map(str::to_string),
+                serde_json::from_value(answer["applications"].clone()).unwrap_or_default(),
+            ))
+        }
+    }
+}
+
+/// The audit log, from the database or the API server.
+fn audit_records(cluster: &Cluster) -> anyhow::Result<Vec<AuditRecord>> {
+    match cluster {
+        Cluster::Stopped(store) => Ok(store.audit_records()?),
+        Cluster::Running(remote) => Ok(serde_json::from_value(
+            remote.get("/apis/shipshape.dev/v1/history")?,
+        )?),
+    }
+}
+
+/// Objects of one kind (in one namespace, unless `scope` is `None`).
+fn list_objects(cluster: &Cluster, kind: Kind, scope: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    match cluster {
+        Cluster::Stopped(store) => Ok(store
+            .list(Some(kind), scope)?
+            .into_iter()
+            .map(|(_, s)| s.object)
+            .collect()),
+        Cluster::Running(remote) => {
+            let info = kind.info();
+            let base = if info.group.is_empty() {
+                format!("/api/{}", info.version)
+            } else {
+                format!("/apis/{}/{}", info.group, info.version)
+            };
+            let path = match scope {
+                Some(namespace) => format!("{base}/namespaces/{namespace}/{}", info.plural),
+                None => format!("{base}/{}", info.plural),
+            };
+            let list = remote.get(&path)?;
+            Ok(list["items"].as_array().cloned().unwrap_or_default())
+        }
+    }
 }
 
 fn short(commit: Option<&str>) -> &str {
@@ -43,18 +99,7 @@ fn short(commit: Option<&str>) -> &str {
 
 /// `shipshape status`.
 pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
-    let source: Option<GitSource> = store
-        .get_meta(GitSource::META_KEY)?
-        .and_then(|v| serde_json::from_value(v).ok());
-    let head = store
-        .get_meta("git/head")?
-        .and_then(|v| v.as_str().map(str::to_string));
-    let statuses: Vec<ApplicationStatus> = store
-        .list_meta("app/")?
-        .into_values()
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect();
+    let (source, head, statuses) = status_data(&connect(data_dir)?)?;
     match output {
         Output::Json | Output::Yaml => {
             let value = serde_json::json!({
@@ -89,10 +134,11 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                     SyncState::OutOfSync => "OutOfSync",
                     SyncState::Failed => "Failed",
                 };
-                let mut message = status.message.clone();
-                if status.suspended {
-                    message = format!("suspended. {message}").trim().to_string();
-                }
+                let message = match (status.suspended, status.message.is_empty()) {
+                    (true, true) => "suspended".to_string(),
+                    (true, false) => format!("suspended; {}", status.message),
+                    (false, _) => status.message.clone(),
+                };
                 rows.push(vec![
                     status.application.clone(),
                     sync.to_string(),
@@ -141,61 +187,13 @@ fn print_value(value: &Value, output: Output) -> anyhow::Result<()> {
 
 /// The kind a user typed: a kind, its plural, or kubectl's short name.
 fn parse_kind(text: &str) -> anyhow::Result<Kind> {
-    let aliases = [
-        ("po", "pods"),
-        ("deploy", "deployments"),
-        ("rs", "replicasets"),
-        ("sts", "statefulsets"),
-        ("ds", "daemonsets"),
-        ("cj", "cronjobs"),
-        ("svc", "services"),
-        ("ep", "endpoints"),
-        ("cm", "configmaps"),
-        ("ns", "namespaces"),
-        ("sa", "serviceaccounts"),
-        ("pvc", "persistentvolumeclaims"),
-        ("pv", "persistentvolumes"),
-        ("sc", "storageclasses"),
-        ("ing", "ingresses"),
-        ("netpol", "networkpolicies"),
-        ("hpa", "horizontalpodautoscalers"),
-        ("pdb", "poddisruptionbudgets"),
-        ("no", "nodes"),
-        ("ev", "events"),
-        ("limits", "limitranges"),
-        ("quota", "resourcequotas"),
-    ];
-    let lower = text.to_ascii_lowercase();
-    let name = aliases
-        .iter()
-        .find(|(a, _)| *a == lower)
-        .map_or(lower.as_str(), |(_, full)| full);
-    Kind::by_name(name)
-        .or_else(|| Kind::by_name(name.trim_end_matches('s')))
-        .or_else(|| {
-            Kind::ALL
-                .iter()
-                .copied()
-                .find(|k| k.info().kind.eq_ignore_ascii_case(name))
-        })
+    Kind::from_user(text)
+        .or_else(|| Kind::from_user(text.trim_end_matches('s')))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "unknown kind {text:?}: use a kind such as deployments, services, configmaps"
             )
         })
-}
-
-fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
-    let Some(created) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
-        return "-".into();
-    };
-    let seconds = now.as_second() - created.as_second();
-    match seconds {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
 }
 
 /// `shipshape get KIND [NAME]`.
@@ -208,13 +206,13 @@ pub fn get(
     data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let kind = parse_kind(kind)?;
-    let store = open(data_dir)?;
+    let cluster = connect(data_dir)?;
     let namespaced = kind.info().namespaced;
     let namespace = namespace.unwrap_or("default");
     let scope = (namespaced && !all_namespaces).then_some(namespace);
-    let mut found = store.list(Some(kind), scope)?;
+    let mut found = list_objects(&cluster, kind, scope)?;
     if let Some(name) = name {
-        found.retain(|(key, _)| key.name == name);
+        found.retain(|object| object["metadata"]["name"] == name);
         if found.is_empty() {
             let key = ObjectKey {
                 kind,
@@ -231,7 +229,7 @@ pub fn get(
     }
     match output {
         Output::Json | Output::Yaml => {
-            let objects: Vec<Value> = found.into_iter().map(|(_, s)| s.object).collect();
+            let objects = found;
             let value = if name.is_some() && objects.len() == 1 {
                 objects.into_iter().next().unwrap_or(Value::Null)
             } else {
@@ -255,17 +253,27 @@ pub fn get(
                 header.insert(0, "NAMESPACE");
             }
             let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
-            for (key, stored) in found {
-                let metadata = &stored.object["metadata"];
-                let commit = metadata["annotations"]["shipshape.dev/commit"].as_str();
+            for object in &found {
+                let metadata = &object["metadata"];
+                let annotations = &metadata["annotations"];
+                let commit = annotations["shipshape.dev/commit"].as_str();
                 let mut row = vec![
-                    key.name.clone(),
-                    stored.application.clone().unwrap_or_else(|| "-".into()),
+                    metadata["name"].as_str().unwrap_or_default().to_string(),
+                    annotations["shipshape.dev/application"]
+                        .as_str()
+                        .unwrap_or("-")
+                        .to_string(),
                     short(commit).to_string(),
                     age(metadata["creationTimestamp"].as_str(), now),
                 ];
                 if show_namespace {
-                    row.insert(0, key.namespace.clone());
+                    row.insert(
+                        0,
+                        metadata["namespace"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
                 rows.push(row);
             }
@@ -340,11 +348,9 @@ pub fn history(
     json: bool,
     data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
     let object = object.map(object_reference).transpose()?;
     let cutoff = since.map(since_cutoff).transpose()?;
-    let records: Vec<AuditRecord> = store
-        .audit_records()?
+    let records: Vec<AuditRecord> = audit_records(&connect(data_dir)?)?
         .into_iter()
         .filter(|r| object.as_deref().is_none_or(|o| concerns(r, o)))
         .filter(|r| cutoff.is_none_or(|c| r.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= c)))
@@ -417,8 +423,7 @@ pub fn history(
 
 /// `shipshape audit verify`.
 pub fn audit_verify(data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let store = open(data_dir)?;
-    let records = store.audit_records()?;
+    let records = audit_records(&connect(data_dir)?)?;
     match verify_audit(&records) {
         Ok(count) => {
             let last = records.last().map_or(String::new(), |r| {

@@ -4,6 +4,7 @@
 mod cluster;
 mod data;
 mod inspect;
+mod remote;
 mod validate;
 
 use std::path::PathBuf;

@@ -748,6 +748,29 @@ mod gitops {
                 text(&unauthorized)
             );
 
+            // shipshape's own commands reach the running cluster through the same API.
+            let status = text(&repo.shipshape(&["status"]));
+            assert!(status.contains("web Synced"), "{status}");
+            let listed = text(&repo.shipshape(&["get", "configmaps", "-n", "demo"]));
+            assert!(listed.contains("extra web"), "{listed}");
+            let synced = repo.shipshape(&["sync"]);
+            assert!(synced.status.success(), "{}", text(&synced));
+            assert!(
+                text(&synced).contains("web Synced unchanged"),
+                "{}",
+                text(&synced)
+            );
+            assert!(repo.shipshape(&["suspend", "web"]).status.success());
+            assert!(text(&repo.shipshape(&["status"])).contains("web Synced"));
+            assert!(text(&repo.shipshape(&["status"])).contains("suspended"));
+            assert!(repo.shipshape(&["resume", "web"]).status.success());
+            let verify = repo.shipshape(&["audit", "verify"]);
+            assert!(
+                text(&verify).starts_with("audit log intact"),
+                "{}",
+                text(&verify)
+            );
+
             interrupt(child);
             let history = text(&repo.shipshape(&["history", "--object", "pod/demo/debug"]));
             assert!(history.contains("client/admin (kubectl"), "{history}");

@@ -220,7 +220,10 @@ pub enum StoreError {
         /// The oldest resourceVersion still replayable.
         oldest: u64,
     },
-    /// The database failed (disk full, corruption, another process holds it).
+    /// Another process (a running `shipshape up`) has the database open.
+    #[error("{0} is in use by another shipshape process (is `shipshape up` running?)")]
+    InUse(String),
+    /// The database failed (disk full, corruption).
     #[error("store database: {0}")]
     Database(String),
 }
@@ -282,10 +285,9 @@ impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Database(format!(
-                "{} is in use by another shipshape process (is `shipshape up` running?)",
-                path.display()
-            )),
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::InUse(path.display().to_string())
+            }
             other => db_error(other),
         })?;
         let txn = db.begin_write().map_err(db_error)?;

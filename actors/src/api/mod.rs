@@ -27,11 +27,14 @@ use kameo::actor::ActorRef;
 use serde_json::{Value, json};
 use shipshape_api::{Kind, ObjectKey};
 
+use crate::gitsync::{ApplicationStatus, GitSource, Suspend};
 use crate::gitsync::{GitSync, Outcome, SyncNow, SyncOptions};
 use crate::store::{
     AuditEntry, Batch, EventType, Precondition, StoreError, WatchEvent, Write, parse_storage_key,
 };
-use crate::store_actor::{Apply, Get, List, ResourceVersion, StoreActor, Watch};
+use crate::store_actor::{
+    Apply, AuditLog, Get, GetMeta, List, ListMeta, ResourceVersion, StoreActor, Watch,
+};
 
 /// The Kubernetes version whose API (through k8s-openapi) this server speaks.
 const KUBERNETES_MINOR: &str = "37";
@@ -282,6 +285,9 @@ enum Route {
     Discovery(Value),
     Resource(Target),
     Sync,
+    Status,
+    History,
+    Suspend(String, bool),
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -289,6 +295,21 @@ fn parse_route(path: &str) -> Option<Route> {
     let (group, version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", "shipshape.dev", "v1", "sync"] => return Some(Route::Sync),
+        ["apis", "shipshape.dev", "v1", "status"] => return Some(Route::Status),
+        ["apis", "shipshape.dev", "v1", "history"] => return Some(Route::History),
+        [
+            "apis",
+            "shipshape.dev",
+            "v1",
+            "applications",
+            app,
+            "suspend",
+        ] => {
+            return Some(Route::Suspend(app.to_string(), true));
+        }
+        ["apis", "shipshape.dev", "v1", "applications", app, "resume"] => {
+            return Some(Route::Suspend(app.to_string(), false));
+        }
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
@@ -469,6 +490,14 @@ async fn dispatch(
     match (route, method) {
         (Route::Discovery(list), Method::GET) => Json(list).into_response(),
         (Route::Sync, Method::POST) => sync_now(&state, query.allow_empty).await,
+        (Route::Status, Method::GET) => cluster_status(&state).await,
+        (Route::History, Method::GET) => match state.store.ask(AuditLog).await {
+            Ok(records) => Json(records).into_response(),
+            Err(error) => store_failure(error),
+        },
+        (Route::Suspend(application, suspended), Method::POST) => {
+            suspend(&state, application, suspended).await
+        }
         (Route::Resource(target), Method::GET) if query.watch => {
             watch(state, target, query, wants_table(&headers)).await
         }
@@ -759,6 +788,62 @@ async fn sync_now(state: &ApiState, allow_empty: bool) -> Response {
         Err(kameo::error::SendError::HandlerError(error)) => {
             status(StatusCode::BAD_GATEWAY, "SyncFailed", error.to_string())
         }
+        Err(error) => store_failure(error),
+    }
+}
+
+/// The sync state `shipshape status` prints: the source, the newest commit synced, and each
+/// application's status.
+async fn cluster_status(state: &ApiState) -> Response {
+    let source = state
+        .store
+        .ask(GetMeta(GitSource::META_KEY.into()))
+        .await
+        .map_err(store_failure);
+    let head = state
+        .store
+        .ask(GetMeta("git/head".into()))
+        .await
+        .map_err(store_failure);
+    let applications = state
+        .store
+        .ask(ListMeta("app/".into()))
+        .await
+        .map_err(store_failure);
+    match (source, head, applications) {
+        (Ok(source), Ok(head), Ok(applications)) => {
+            let applications: Vec<ApplicationStatus> = applications
+                .into_values()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect();
+            Json(json!({"source": source, "commit": head, "applications": applications}))
+                .into_response()
+        }
+        (Err(response), _, _) | (_, Err(response), _) | (_, _, Err(response)) => response,
+    }
+}
+
+async fn suspend(state: &ApiState, application: String, suspended: bool) -> Response {
+    match state.store.ask(GetMeta(format!("app/{application}"))).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no application {application:?}"),
+            );
+        }
+        Err(error) => return store_failure(error),
+    }
+    match state
+        .sync
+        .ask(Suspend {
+            application,
+            suspended,
+        })
+        .await
+    {
+        Ok(()) => Json(json!({"suspended": suspended})).into_response(),
         Err(error) => store_failure(error),
     }
 }

@@ -1,0 +1,101 @@
+//! Talking to a running cluster: its API server, found through the kubeconfig `up` wrote into
+//! the data directory (server address, CA, bearer token).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use serde_json::Value;
+
+/// A client of one cluster's API server.
+pub struct Remote {
+    agent: ureq::Agent,
+    server: String,
+    token: String,
+}
+
+impl Remote {
+    /// Reads `data_dir/kubeconfig`.
+    pub fn from_data_dir(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join("kubeconfig");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "the cluster is running but {} cannot be read",
+                path.display()
+            )
+        })?;
+        let documents = shipshape_api::yaml::parse_documents(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let config = documents
+            .into_iter()
+            .find_map(|d| d.root)
+            .map(|root| root.to_json())
+            .unwrap_or(Value::Null);
+        let field = |pointer: &str| {
+            config
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| anyhow::anyhow!("{}: {pointer} is missing", path.display()))
+        };
+        let server = field("/clusters/0/cluster/server")?;
+        let token = field("/users/0/user/token")?;
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(field("/clusters/0/cluster/certificate-authority-data")?)
+            .context("the kubeconfig's CA is not base64")?;
+        let certificate = ureq::tls::Certificate::from_pem(&ca)
+            .map_err(|e| anyhow::anyhow!("the kubeconfig's CA is not a certificate: {e}"))?;
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![certificate])))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Ok(Self {
+            agent,
+            server,
+            token,
+        })
+    }
+
+    fn answer(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Value> {
+        let mut response =
+            response.with_context(|| format!("cannot reach the API server at {}", self.server))?;
+        let status = response.status();
+        let body: Value = response
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("the API server answered {status} without JSON"))?;
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("no message");
+            bail!("{message}");
+        }
+        Ok(body)
+    }
+
+    /// GET a path; the JSON answer, or the server's message as the error.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.server))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call();
+        self.answer(response)
+    }
+
+    /// POST to a path with no body.
+    pub fn post(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .agent
+            .post(format!("{}{path}", self.server))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_empty();
+        self.answer(response)
+    }
+}
