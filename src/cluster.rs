@@ -125,20 +125,20 @@ fn resolve_source(args: &UpArgs) -> anyhow::Result<GitSource> {
 }
 
 /// The running control plane's actors.
-struct ControlPlane {
+pub(crate) struct ControlPlane {
     store: ActorRef<StoreActor>,
     sync: ActorRef<GitSync>,
 }
 
 impl ControlPlane {
-    fn start(data_dir: &Path, store: Store, source: GitSource) -> anyhow::Result<Self> {
+    pub(crate) fn start(data_dir: &Path, store: Store, source: GitSource) -> anyhow::Result<Self> {
         let mirror = Mirror::open(&gitsync::mirror_dir(data_dir), source)?;
         let store = StoreActor::spawn(StoreActor::new(store));
         let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
         Ok(Self { store, sync })
     }
 
-    async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
+    pub(crate) async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
         match self.sync.ask(SyncNow(options)).await {
             Ok(report) => Ok(report),
             Err(kameo::error::SendError::HandlerError(error)) => Err(error.into()),
@@ -146,7 +146,7 @@ impl ControlPlane {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.sync.stop_gracefully().await;
         self.sync.wait_for_shutdown().await;
         let _ = self.store.stop_gracefully().await;

@@ -1,6 +1,7 @@
 //! `shipshape`: the command line. It parses arguments, calls the library crates, and turns
 //! their results into output and exit codes (0 success, 1 the thing asked for failed, 2 usage).
 
+mod bench;
 mod cluster;
 mod data;
 mod inspect;
@@ -95,6 +96,8 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Measure the control plane (and etcd 3.4 beside it, for the ratio); prints figures.
+    Bench(bench::BenchArgs),
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify,
         } => inspect::audit_verify(data_dir),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

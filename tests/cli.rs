@@ -700,6 +700,42 @@ mod gitops {
             let _ = watch.kill();
             let _ = watch.wait();
 
+            let metrics = String::from_utf8_lossy(
+                &kubectl(&kubeconfig, &cache, &["get", "--raw", "/metrics"]).stdout,
+            )
+            .into_owned();
+            assert!(
+                metrics.contains("shipshape_syncs_total{application=\"web\",result=\"synced\"}"),
+                "{metrics}"
+            );
+            assert!(
+                metrics.contains("shipshape_store_write_duration_seconds_count"),
+                "{metrics}"
+            );
+
+            let events = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "events", "-n", "demo"],
+            ));
+            assert!(
+                events.starts_with("LAST SEEN TYPE REASON OBJECT MESSAGE"),
+                "{events}"
+            );
+            assert!(
+                events.contains("Normal Created configmap/extra created from commit"),
+                "{events}"
+            );
+            let described = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["describe", "configmap", "extra", "-n", "demo"],
+            ));
+            assert!(
+                described.contains("\"add extra\" (apps/web/extra.yaml)"),
+                "{described}"
+            );
+
             let refused = kubectl(
                 &kubeconfig,
                 &cache,
@@ -776,5 +812,39 @@ mod gitops {
             assert!(history.contains("client/admin (kubectl"), "{history}");
             assert!(history.contains("deleted Pod demo/debug"), "{history}");
         }
+    }
+
+    #[test]
+    fn the_benchmark_runs_and_prints_its_figures() {
+        let output = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+            .args([
+                "bench",
+                "--objects",
+                "20",
+                "--writes",
+                "30",
+                "--watchers",
+                "3",
+            ])
+            .output()
+            .expect("runs");
+        let out = text(&output);
+        assert!(output.status.success(), "{out}");
+        assert!(
+            out.contains("commit of 20 objects, push to applied"),
+            "{out}"
+        );
+        assert!(
+            out.contains("1 object per transaction 30 writes in"),
+            "{out}"
+        );
+        assert!(
+            out.contains("watch fan-out: 3 watchers x 30 events"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ratio shipshape / etcd") || out.contains("etcd: not installed"),
+            "{out}"
+        );
     }
 }

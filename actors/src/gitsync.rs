@@ -22,7 +22,7 @@ use shipshape_api::load::{self, ROOT_APPLICATION, SourceFile};
 use shipshape_reconciler::gitops::{self, Action, Desired, Foreign, Managed, Refusal};
 
 use crate::store::{AuditEntry, Batch, Precondition, StoreError, Write};
-use crate::store_actor::{Apply, Get, GetMeta, ListMeta, ManagedBy, StoreActor};
+use crate::store_actor::{Apply, Get, GetMeta, List, ListMeta, ManagedBy, StoreActor};
 
 /// Label every Git-managed object carries.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -489,6 +489,57 @@ fn stamp(manifest: &Value, commit: &str, application: &str, source: &str) -> Val
     object
 }
 
+/// At most this many Warning events are written for one failed sync (one per live object).
+const MAX_FAILURE_EVENTS: usize = 100;
+
+/// How long Events are kept, as Kubernetes' default `--event-ttl`.
+pub const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// A Kubernetes Event about `object` (which must carry its uid), written by GitSync.
+fn event(object: &Value, kind: &str, reason: &str, message: String, now: jiff::Timestamp) -> Write {
+    let metadata = &object["metadata"];
+    let name = metadata["name"].as_str().unwrap_or("object");
+    // Events of cluster-scoped objects live in `default`, as in Kubernetes.
+    let namespace = metadata["namespace"].as_str().unwrap_or("default");
+    let time = jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string();
+    Write::Create {
+        object: json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": format!("{name}.{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": object["apiVersion"],
+                "kind": object["kind"],
+                "name": name,
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message,
+            "source": {"component": "shipshape-gitsync"},
+            "reportingComponent": "shipshape-gitsync",
+            "reportingInstance": "shipshape",
+            "firstTimestamp": time,
+            "lastTimestamp": time,
+            "count": 1,
+        }),
+        applied: None,
+        application: None,
+    }
+}
+
+fn set_uid(object: &mut Value, uid: &str) {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("uid".into(), Value::from(uid));
+    }
+}
+
 /// The GitSync actor: syncs on request (the poll timer, `shipshape sync`, a webhook).
 #[derive(Actor)]
 pub struct GitSync {
@@ -527,6 +578,29 @@ impl GitSync {
 
     /// One sync: fetch, resolve, read, validate, then plan and apply each changed application.
     pub async fn sync(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
+        let started = std::time::Instant::now();
+        let report = self.sync_inner(options).await;
+        let metrics = &crate::metrics::METRICS;
+        metrics
+            .sync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(report) = &report {
+            for (application, outcome) in &report.applications {
+                let result = match outcome {
+                    Outcome::Applied { .. } => "synced",
+                    Outcome::Unchanged => "unchanged",
+                    Outcome::Failed(_) => "failed",
+                    Outcome::Held(_) => "held",
+                    Outcome::Suspended => "suspended",
+                    Outcome::Retry(_) => "retry",
+                };
+                metrics.sync_result(application, result);
+            }
+        }
+        report
+    }
+
+    async fn sync_inner(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
         let previous = self
             .ask_store(GetMeta(HEAD_META.into()))
             .await?
@@ -631,11 +705,50 @@ impl GitSync {
             audit,
         };
         self.ask_store(Apply(head)).await?;
+        self.expire_events().await?;
         Ok(SyncReport {
             commit,
             rewritten,
             applications: outcomes,
         })
+    }
+
+    /// Deletes Events older than [`EVENT_TTL`].
+    async fn expire_events(&self) -> Result<(), SyncError> {
+        let cutoff = jiff::Timestamp::now() - EVENT_TTL;
+        let expired: Vec<Write> = self
+            .ask_store(List {
+                kind: Some(shipshape_api::Kind::Event),
+                namespace: None,
+            })
+            .await?
+            .into_iter()
+            .filter(|(_, stored)| {
+                stored.object["lastTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t < cutoff)
+            })
+            .map(|(key, stored)| Write::Delete {
+                key,
+                precondition: Precondition::ResourceVersion(stored.resource_version()),
+            })
+            .collect();
+        if !expired.is_empty() {
+            match self
+                .ask_store(Apply(Batch {
+                    writes: expired,
+                    audit: None,
+                }))
+                .await
+            {
+                // A concurrent change to an expiring event: the next sync tries again.
+                Ok(_)
+                | Err(SyncError::Store(StoreError::Conflict { .. } | StoreError::NotFound(_))) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
     }
 
     async fn record_failure(
@@ -663,11 +776,39 @@ impl GitSync {
         status.message = message.clone();
         status.problems = problems.clone();
         status.updated = jiff::Timestamp::now().to_string();
+        let mut writes = vec![Write::SetMeta {
+            key: status_key(name),
+            value: serde_json::to_value(&status).unwrap_or(Value::Null),
+        }];
+        // Each live object of the application says why it did not move to this commit.
+        let now = jiff::Timestamp::now();
+        let first = problems.first().map_or(String::new(), |p| format!(": {p}"));
+        let warning = format!(
+            "commit {} \"{}\" not applied to application {name}: {message}{first}",
+            commit.short(),
+            commit.message
+        );
+        for (_, stored) in self
+            .ask_store(ManagedBy(name.into()))
+            .await?
+            .into_iter()
+            .take(MAX_FAILURE_EVENTS)
+        {
+            let reason = if reason == "held" {
+                "SyncHeld"
+            } else {
+                "SyncFailed"
+            };
+            writes.push(event(
+                &stored.object,
+                "Warning",
+                reason,
+                warning.clone(),
+                now,
+            ));
+        }
         let batch = Batch {
-            writes: vec![Write::SetMeta {
-                key: status_key(name),
-                value: serde_json::to_value(&status).unwrap_or(Value::Null),
-            }],
+            writes,
             audit: Some(AuditEntry {
                 actor: "git".into(),
                 action: format!("sync-{reason}"),
@@ -688,9 +829,12 @@ impl GitSync {
         desired: Vec<Desired>,
         options: SyncOptions,
     ) -> Result<Outcome, SyncError> {
-        let managed: Vec<Managed> = self
-            .ask_store(ManagedBy(name.into()))
-            .await?
+        let live = self.ask_store(ManagedBy(name.into())).await?;
+        let live_objects: BTreeMap<shipshape_api::ObjectKey, Value> = live
+            .iter()
+            .map(|(key, stored)| (key.clone(), stored.object.clone()))
+            .collect();
+        let managed: Vec<Managed> = live
             .into_iter()
             .map(|(key, stored)| Managed {
                 key,
@@ -741,14 +885,27 @@ impl GitSync {
         };
         let (mut created, mut updated, mut pruned) = (0, 0, 0);
         let mut writes = Vec::new();
+        let mut events = Vec::new();
         let mut changes = Vec::new();
+        let now = jiff::Timestamp::now();
+        let by_commit = format!("commit {} \"{}\"", commit.short(), commit.message);
         for action in &plan.actions {
             match action {
                 Action::Create { desired } => {
                     created += 1;
                     changes.push(json!({"object": desired.key.to_string(), "action": "created", "source": desired.source}));
+                    let mut object = stamp(&desired.manifest, &commit.id, name, &desired.source);
+                    // The uid is chosen here so the Event can name the object it is about.
+                    set_uid(&mut object, &uuid::Uuid::new_v4().to_string());
+                    events.push(event(
+                        &object,
+                        "Normal",
+                        "Created",
+                        format!("created from {by_commit} ({})", desired.source),
+                        now,
+                    ));
                     writes.push(Write::Create {
-                        object: stamp(&desired.manifest, &commit.id, name, &desired.source),
+                        object,
                         applied: Some(desired.manifest.clone()),
                         application: Some(name.into()),
                     });
@@ -760,10 +917,30 @@ impl GitSync {
                 } => {
                     updated += 1;
                     changes.push(json!({"object": desired.key.to_string(), "action": "updated", "source": desired.source, "changes": fields}));
+                    let mut object = stamp(&desired.manifest, &commit.id, name, &desired.source);
+                    if let Some(uid) = live_objects
+                        .get(&desired.key)
+                        .and_then(|o| o["metadata"]["uid"].as_str())
+                    {
+                        set_uid(&mut object, uid);
+                    }
+                    let paths: Vec<&str> = fields.iter().take(3).map(|f| f.path.as_str()).collect();
+                    let more = if fields.len() > 3 {
+                        format!(" and {} more", fields.len() - 3)
+                    } else {
+                        String::new()
+                    };
+                    events.push(event(
+                        &object,
+                        "Normal",
+                        "Updated",
+                        format!("updated by {by_commit}: {}{more}", paths.join(", ")),
+                        now,
+                    ));
                     writes.push(Write::Update {
                         key: desired.key.clone(),
                         resource_version: *resource_version,
-                        object: stamp(&desired.manifest, &commit.id, name, &desired.source),
+                        object,
                         applied: Some(desired.manifest.clone()),
                     });
                 }
@@ -773,6 +950,15 @@ impl GitSync {
                 } => {
                     pruned += 1;
                     changes.push(json!({"object": key.to_string(), "action": "pruned"}));
+                    if let Some(object) = live_objects.get(key) {
+                        events.push(event(
+                            object,
+                            "Normal",
+                            "Pruned",
+                            format!("pruned: {by_commit} no longer declares it"),
+                            now,
+                        ));
+                    }
                     writes.push(Write::Delete {
                         key: key.clone(),
                         precondition: Precondition::ResourceVersion(*resource_version),
@@ -780,6 +966,7 @@ impl GitSync {
                 }
             }
         }
+        writes.extend(events);
         let remaining = desired.len() + plan.kept.len();
         let emptied = digest.is_none() && remaining == 0;
         status.sync = SyncState::Synced;

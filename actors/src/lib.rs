@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod gitsync;
+pub mod metrics;
 pub mod store;
 pub mod store_actor;
 

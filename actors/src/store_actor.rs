@@ -42,8 +42,16 @@ impl Message<Apply> for StoreActor {
         _: &mut Context<Self, Self::Reply>,
     ) -> Self::Reply {
         // redb commits with fsync: let the runtime move other tasks off this thread meanwhile.
+        let started = std::time::Instant::now();
         let events =
             tokio::task::block_in_place(|| self.store.apply(batch, jiff::Timestamp::now()))?;
+        let metrics = &crate::metrics::METRICS;
+        if let Some(last) = events.last() {
+            metrics.store_write(events.len(), started.elapsed(), last.resource_version);
+        }
+        metrics
+            .watchers
+            .set(i64::try_from(self.events.receiver_count()).unwrap_or(i64::MAX));
         for event in &events {
             // No receiver is not an error: nobody is watching yet.
             let _ = self.events.send(event.clone());

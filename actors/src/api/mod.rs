@@ -130,6 +130,7 @@ fn router(state: ApiState) -> Router {
         .route("/apis", get(group_list))
         .route("/api/{*rest}", any(dispatch))
         .route("/apis/{*rest}", any(dispatch))
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/version", get(version))
         .route("/healthz", get(|| async { "ok" }))
@@ -179,6 +180,17 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::METRICS.encode(),
+    )
+        .into_response()
 }
 
 async fn version() -> Json<Value> {

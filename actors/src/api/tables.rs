@@ -179,8 +179,52 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
     }
 }
 
+/// Events print as Kubernetes prints them: when, what kind, why, about what, and the message.
+fn event_table(objects: &[&Value], resource_version: u64, now: jiff::Timestamp) -> Value {
+    let columns = vec![
+        column("Last Seen", "string", 0, "When it last happened"),
+        column("Type", "string", 0, "Normal or Warning"),
+        column("Reason", "string", 0, "A one-word reason"),
+        column("Object", "string", 0, "What it is about"),
+        column("Message", "string", 0, "What happened"),
+        column("Name", "string", 1, "The Event's name"),
+    ];
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|event| {
+            let involved = &event["involvedObject"];
+            let object = format!(
+                "{}/{}",
+                involved["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
+                involved["name"].as_str().unwrap_or_default()
+            );
+            json!({
+                "cells": [
+                    age(event["lastTimestamp"].as_str(), now),
+                    text(&event["type"]),
+                    text(&event["reason"]),
+                    object,
+                    text(&event["message"]),
+                    text(&event["metadata"]["name"]),
+                ],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": event["metadata"]},
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version.to_string()},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
+
 /// The Table for `objects` of `kind`; rows carry the objects' metadata, as kubectl asks.
 pub fn table(kind: Kind, objects: &[&Value], resource_version: u64, now: jiff::Timestamp) -> Value {
+    if kind == Kind::Event {
+        return event_table(objects, resource_version, now);
+    }
     let mut columns = vec![column("Name", "string", 0, "The object's name")];
     columns.extend(kind_columns(kind));
     columns.push(column("Age", "string", 0, "Time since creation"));

@@ -1,0 +1,129 @@
+//! The control plane's figures in Prometheus' text format, served at `/metrics`.
+//!
+//! One process-wide registry (as Prometheus' Go client has), so every actor records into it
+//! without a handle being threaded through each constructor.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a sync result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// The application.
+    pub application: String,
+    /// synced, unchanged, failed, held, suspended, retry.
+    pub result: String,
+}
+
+/// Every figure the control plane keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Syncs per application and result.
+    pub syncs: Family<SyncLabels, Counter>,
+    /// Duration of a whole sync (fetch, read, validate, plan, apply).
+    pub sync_seconds: Histogram,
+    /// Store transactions committed.
+    pub store_transactions: Counter,
+    /// Objects written (created, updated, deleted).
+    pub store_objects: Counter,
+    /// Duration of a store transaction, commit (fsync) included.
+    pub store_write_seconds: Histogram,
+    /// The newest resourceVersion.
+    pub resource_version: Gauge,
+    /// Live watchers of the store.
+    pub watchers: Gauge,
+}
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("shipshape");
+    let metrics = Metrics {
+        registry: Registry::default(),
+        syncs: Family::default(),
+        sync_seconds: seconds(),
+        store_transactions: Counter::default(),
+        store_objects: Counter::default(),
+        store_write_seconds: seconds(),
+        resource_version: Gauge::default(),
+        watchers: Gauge::default(),
+    };
+    registry.register(
+        "syncs",
+        "Syncs of an application, by result",
+        metrics.syncs.clone(),
+    );
+    registry.register(
+        "sync_duration_seconds",
+        "Duration of a whole sync",
+        metrics.sync_seconds.clone(),
+    );
+    registry.register(
+        "store_transactions",
+        "Store transactions committed",
+        metrics.store_transactions.clone(),
+    );
+    registry.register(
+        "store_objects_written",
+        "Objects created, updated or deleted",
+        metrics.store_objects.clone(),
+    );
+    registry.register(
+        "store_write_duration_seconds",
+        "Duration of a store transaction, durable commit included",
+        metrics.store_write_seconds.clone(),
+    );
+    registry.register(
+        "store_resource_version",
+        "The newest resourceVersion",
+        metrics.resource_version.clone(),
+    );
+    registry.register(
+        "store_watchers",
+        "Live watchers of the store",
+        metrics.watchers.clone(),
+    );
+    Metrics {
+        registry,
+        ..metrics
+    }
+});
+
+impl Metrics {
+    /// Records one application's sync result.
+    pub fn sync_result(&self, application: &str, result: &str) {
+        self.syncs
+            .get_or_create(&SyncLabels {
+                application: application.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a store transaction.
+    pub fn store_write(&self, objects: usize, took: Duration, resource_version: u64) {
+        self.store_transactions.inc();
+        self.store_objects.inc_by(objects as u64);
+        self.store_write_seconds.observe(took.as_secs_f64());
+        self.resource_version
+            .set(i64::try_from(resource_version).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
