@@ -68,6 +68,20 @@ fn audit_records(cluster: &Cluster) -> anyhow::Result<Vec<AuditRecord>> {
     }
 }
 
+/// The API path listing `kind` (in one namespace, unless `scope` is `None`).
+fn list_path(kind: Kind, scope: Option<&str>) -> String {
+    let info = kind.info();
+    let base = if info.group.is_empty() {
+        format!("/api/{}", info.version)
+    } else {
+        format!("/apis/{}/{}", info.group, info.version)
+    };
+    match scope {
+        Some(namespace) => format!("{base}/namespaces/{namespace}/{}", info.plural),
+        None => format!("{base}/{}", info.plural),
+    }
+}
+
 /// Objects of one kind (in one namespace, unless `scope` is `None`).
 fn list_objects(cluster: &Cluster, kind: Kind, scope: Option<&str>) -> anyhow::Result<Vec<Value>> {
     match cluster {
@@ -77,22 +91,69 @@ fn list_objects(cluster: &Cluster, kind: Kind, scope: Option<&str>) -> anyhow::R
             .map(|(_, s)| s.object)
             .collect()),
         Cluster::Running(remote) => {
-            let info = kind.info();
-            let base = if info.group.is_empty() {
-                format!("/api/{}", info.version)
-            } else {
-                format!("/apis/{}/{}", info.group, info.version)
-            };
-            let path = match scope {
-                Some(namespace) => format!("{base}/namespaces/{namespace}/{}", info.plural),
-                None => format!("{base}/{}", info.plural),
-            };
-            let list = remote.get(&path)?;
+            let list = remote.get(&list_path(kind, scope))?;
             Ok(list["items"].as_array().cloned().unwrap_or_default())
         }
     }
 }
 
+/// One row of `get`'s table: NAME, APPLICATION, COMMIT, AGE (NAMESPACE first with -A).
+fn object_row(object: &Value, show_namespace: bool, now: jiff::Timestamp) -> Vec<String> {
+    let metadata = &object["metadata"];
+    let annotations = &metadata["annotations"];
+    let mut row = vec![
+        metadata["name"].as_str().unwrap_or_default().to_string(),
+        annotations["shipshape.dev/application"]
+            .as_str()
+            .unwrap_or("-")
+            .to_string(),
+        short(annotations["shipshape.dev/commit"].as_str()).to_string(),
+        age(metadata["creationTimestamp"].as_str(), now),
+    ];
+    if show_namespace {
+        row.insert(
+            0,
+            metadata["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    row
+}
+
+/// `shipshape get KIND -w`: the objects now, then every change, as rows.
+pub fn watch(
+    kind: &str,
+    namespace: Option<&str>,
+    all_namespaces: bool,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let kind = parse_kind(kind)?;
+    let Cluster::Running(remote) = connect(data_dir)? else {
+        anyhow::bail!("watching needs a running cluster: start it with `shipshape up`");
+    };
+    let namespaced = kind.info().namespaced;
+    let scope = (namespaced && !all_namespaces).then_some(namespace.unwrap_or("default"));
+    let show_namespace = namespaced && all_namespaces;
+    let mut header = vec!["NAME", "APPLICATION", "COMMIT", "AGE", "EVENT"];
+    if show_namespace {
+        header.insert(0, "NAMESPACE");
+    }
+    println!("{}", header.join("   "));
+    remote.watch(&list_path(kind, scope), |event| {
+        let mut row = object_row(&event["object"], show_namespace, jiff::Timestamp::now());
+        row.push(
+            event["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        );
+        println!("{}", row.join("   "));
+        true
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
 fn short(commit: Option<&str>) -> &str {
     commit.map_or("-", |c| c.get(..7).unwrap_or(c))
 }
@@ -254,27 +315,7 @@ pub fn get(
             }
             let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
             for object in &found {
-                let metadata = &object["metadata"];
-                let annotations = &metadata["annotations"];
-                let commit = annotations["shipshape.dev/commit"].as_str();
-                let mut row = vec![
-                    metadata["name"].as_str().unwrap_or_default().to_string(),
-                    annotations["shipshape.dev/application"]
-                        .as_str()
-                        .unwrap_or("-")
-                        .to_string(),
-                    short(commit).to_string(),
-                    age(metadata["creationTimestamp"].as_str(), now),
-                ];
-                if show_namespace {
-                    row.insert(
-                        0,
-                        metadata["namespace"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
+                let row = object_row(object, show_namespace, now);
                 rows.push(row);
             }
             print_table(&rows);

@@ -80,6 +80,9 @@ enum Command {
         /// Every namespace.
         #[arg(short = 'A', long, conflicts_with = "namespace")]
         all_namespaces: bool,
+        /// After listing, print every change as it happens (needs a running cluster).
+        #[arg(short, long, conflicts_with = "name")]
+        watch: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = inspect::Output::Table)]
         output: inspect::Output,
@@ -132,10 +135,18 @@ fn main() -> ExitCode {
         Command::Resume { app } => cluster::set_suspended(&app, false, data_dir),
         Command::Get {
             kind,
+            namespace,
+            all_namespaces,
+            watch: true,
+            ..
+        } => inspect::watch(&kind, namespace.as_deref(), all_namespaces, data_dir),
+        Command::Get {
+            kind,
             name,
             namespace,
             all_namespaces,
             output,
+            ..
         } => inspect::get(
             &kind,
             name.as_deref(),

@@ -98,4 +98,33 @@ impl Remote {
             .send_empty();
         self.answer(response)
     }
+
+    /// Follows a watch: calls `on_event` with each event (`{"type", "object"}`) until the
+    /// server ends the stream or `on_event` returns false.
+    pub fn watch(&self, path: &str, mut on_event: impl FnMut(Value) -> bool) -> anyhow::Result<()> {
+        use std::io::BufRead as _;
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let response = self
+            .agent
+            .get(format!("{}{path}{separator}watch=true", self.server))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .with_context(|| format!("cannot reach the API server at {}", self.server))?;
+        if !response.status().is_success() {
+            return self.answer(Ok(response)).map(|_| ());
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.context("the watch stream broke")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event: Value =
+                serde_json::from_str(&line).context("the watch sent something that is not JSON")?;
+            if !on_event(event) {
+                break;
+            }
+        }
+        Ok(())
+    }
 }

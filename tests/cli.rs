@@ -690,6 +690,15 @@ mod gitops {
                 .spawn()
                 .expect("kubectl watches");
             wait_for(&watch_log, "page 1");
+            let own_watch_log = repo.dir.path().join("own-watch.log");
+            let mut own_watch = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(["get", "configmaps", "-n", "demo", "-w", "--data-dir"])
+                .arg(repo.data())
+                .stdout(std::fs::File::create(&own_watch_log).expect("log"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("shipshape watches");
+            wait_for(&own_watch_log, "page web");
             write(
                 &repo.path(),
                 "apps/web/extra.yaml",
@@ -697,6 +706,14 @@ mod gitops {
             );
             commit(&repo.path(), "add extra");
             wait_for(&watch_log, "extra 1");
+            let seen = wait_for(&own_watch_log, "extra web");
+            assert!(
+                seen.lines()
+                    .any(|l| l.starts_with("extra web") && l.ends_with("added")),
+                "{seen}"
+            );
+            let _ = own_watch.kill();
+            let _ = own_watch.wait();
             let _ = watch.kill();
             let _ = watch.wait();
 
