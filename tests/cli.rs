@@ -624,25 +624,7 @@ mod gitops {
                 "apiVersion: v1\nkind: Pod\nmetadata:\n  name: debug\n  namespace: demo\nspec:\n  containers:\n  - name: sh\n    image: busybox:1.35\n",
             );
             commit(&repo.path(), "first");
-            let log = repo.dir.path().join("up.log");
-            let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-                .args([
-                    "up",
-                    "--path",
-                    "apps",
-                    "--interval",
-                    "200ms",
-                    "--api-listen",
-                    "127.0.0.1:0",
-                    "--repo",
-                ])
-                .arg(repo.path())
-                .arg("--data-dir")
-                .arg(repo.data())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"))
-                .spawn()
-                .expect("starts");
+            let (child, log) = repo.up();
             wait_for(&log, "web Synced");
             let kubeconfig = repo.data().join("kubeconfig");
             let cache = repo.dir.path().join("kube-cache");
