@@ -347,3 +347,41 @@ async fn a_conflicting_object_fails_only_its_application() {
     );
     assert_eq!(cluster.value("settings").await.as_deref(), Some("fast"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follows_a_file_url_and_a_tag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q"]);
+    write(&repo, "app/cm.yaml", &config_map("tagged", "v1", ""));
+    commit(&repo, "release 1");
+    git(&repo, &["tag", "v1"]);
+    write(&repo, "app/cm.yaml", &config_map("tagged", "v2", ""));
+    commit(&repo, "work in progress");
+
+    let store = StoreActor::spawn(StoreActor::new(
+        Store::open(&dir.path().join("db.redb")).expect("store"),
+    ));
+    let source = GitSource {
+        url: format!("file://{}", repo.display()),
+        reference: GitRef::Tag("v1".into()),
+        path: String::new(),
+    };
+    let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
+    let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+    let report = sync
+        .ask(SyncNow(SyncOptions::default()))
+        .await
+        .expect("syncs");
+    assert_eq!(report.commit.message, "release 1");
+    let stored = store
+        .ask(Get(key(Kind::ConfigMap, "demo", "tagged")))
+        .await
+        .expect("answers")
+        .expect("created");
+    assert_eq!(
+        stored.object["data"]["value"], "v1",
+        "the tag, not the branch head"
+    );
+}
