@@ -204,29 +204,22 @@ impl Mirror {
         old != new && !self.repo.graph_descendant_of(new, old).unwrap_or(false)
     }
 
+    /// Who made `commit`, when and why.
+    pub fn commit_info(&self, commit: Oid) -> Result<CommitInfo, GitError> {
+        let commit = self
+            .repo
+            .find_commit(commit)
+            .map_err(git_error("cannot read the commit"))?;
+        Ok(commit_info(&commit))
+    }
+
     /// Reads the applications at `commit` straight from its tree.
     pub fn snapshot(&self, commit: Oid) -> Result<Snapshot, GitError> {
         let commit = self
             .repo
             .find_commit(commit)
             .map_err(git_error("cannot read the commit"))?;
-        let signature = |s: git2::Signature<'_>| {
-            format!("{} <{}>", s.name().unwrap_or("?"), s.email().unwrap_or("?"))
-        };
-        let info = CommitInfo {
-            id: commit.id().to_string(),
-            author: signature(commit.author()),
-            committer: signature(commit.committer()),
-            message: commit
-                .summary()
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .to_string(),
-            time: jiff::Timestamp::from_second(commit.time().seconds())
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-        };
+        let info = commit_info(&commit);
         let top = commit
             .tree()
             .map_err(git_error("cannot read the commit's tree"))?;
@@ -339,6 +332,27 @@ impl Mirror {
             display,
             bytes,
         }
+    }
+}
+
+/// The commit as the audit history records it.
+fn commit_info(commit: &git2::Commit<'_>) -> CommitInfo {
+    let signature = |s: git2::Signature<'_>| {
+        format!("{} <{}>", s.name().unwrap_or("?"), s.email().unwrap_or("?"))
+    };
+    CommitInfo {
+        id: commit.id().to_string(),
+        author: signature(commit.author()),
+        committer: signature(commit.committer()),
+        message: commit
+            .summary()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string(),
+        time: jiff::Timestamp::from_second(commit.time().seconds())
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -605,20 +619,62 @@ impl GitSync {
             .ask_store(GetMeta(HEAD_META.into()))
             .await?
             .and_then(|v| v.as_str().and_then(|s| Oid::from_str(s).ok()));
-        let (source_url, snapshot, rewritten) = tokio::task::block_in_place(|| {
+        let statuses: Vec<ApplicationStatus> = self
+            .ask_store(ListMeta(APP_META_PREFIX.into()))
+            .await?
+            .into_values()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        // At the commit already synced nothing can differ unless an application was resumed or
+        // a store conflict left it to retry (both OutOfSync with no message) or emptying is now
+        // allowed: otherwise the poll stops after the fetch, reading and validating nothing.
+        let settled = !options.allow_empty
+            && statuses
+                .iter()
+                .all(|s| s.suspended || s.sync != SyncState::OutOfSync || !s.message.is_empty());
+        let fetched = tokio::task::block_in_place(|| {
             let mirror = self
                 .mirror
                 .lock()
                 .map_err(|_| GitError("the mirror lock is poisoned".into()))?;
             mirror.fetch()?;
             let target = mirror.resolve()?;
+            if settled && previous == Some(target) {
+                return Ok::<_, GitError>(Err(mirror.commit_info(target)?));
+            }
             let rewritten = previous.is_some_and(|old| mirror.is_rewrite(old, target));
-            Ok::<_, GitError>((
+            Ok(Ok((
                 mirror.source.url.clone(),
                 mirror.snapshot(target)?,
                 rewritten,
-            ))
+            )))
         })?;
+        let (source_url, snapshot, rewritten) = match fetched {
+            Ok(full) => full,
+            Err(commit) => {
+                let applications = statuses
+                    .iter()
+                    .map(|s| {
+                        let outcome = if s.suspended {
+                            Outcome::Suspended
+                        } else if s.sync == SyncState::Failed {
+                            Outcome::Failed(s.problems.clone())
+                        } else if s.sync == SyncState::OutOfSync {
+                            Outcome::Held(s.objects)
+                        } else {
+                            Outcome::Unchanged
+                        };
+                        (s.application.clone(), outcome)
+                    })
+                    .collect();
+                self.expire_events().await?;
+                return Ok(SyncReport {
+                    commit,
+                    rewritten: false,
+                    applications,
+                });
+            }
+        };
         let commit = snapshot.commit.clone();
 
         let all_files: Vec<SourceFile> = snapshot
@@ -1006,6 +1062,19 @@ impl GitSync {
             }),
             // Something changed under the plan: the next sync decides again on a fresh read.
             Err(SyncError::Store(StoreError::Conflict { key, reason })) => {
+                // Left OutOfSync (with no message), so the next poll re-plans it even at the same
+                // commit.
+                status.sync = SyncState::OutOfSync;
+                status.digest = None;
+                status.message.clear();
+                let retry = Batch {
+                    writes: vec![Write::SetMeta {
+                        key: status_key(name),
+                        value: serde_json::to_value(&status).unwrap_or(Value::Null),
+                    }],
+                    audit: None,
+                };
+                self.ask_store(Apply(retry)).await?;
                 Ok(Outcome::Retry(format!("{key}: {reason}")))
             }
             Err(other) => Err(other),
@@ -1021,6 +1090,13 @@ impl GitSync {
                 ..Default::default()
             });
         status.suspended = suspended;
+        if !suspended {
+            // Commits may have arrived while it was suspended: the next sync re-plans it.
+            status.sync = SyncState::OutOfSync;
+            status.digest = None;
+            status.message.clear();
+            status.problems.clear();
+        }
         status.updated = jiff::Timestamp::now().to_string();
         let batch = Batch {
             writes: vec![Write::SetMeta {

@@ -385,3 +385,54 @@ async fn follows_a_file_url_and_a_tag() {
         "the tag, not the branch head"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_application_catches_up_at_an_unchanged_commit() {
+    let cluster = Cluster::new();
+    cluster.sync(false).await;
+    cluster
+        .sync
+        .ask(Suspend {
+            application: "web".into(),
+            suspended: true,
+        })
+        .await
+        .expect("suspends");
+    write(
+        &cluster.repo,
+        "apps/web/page.yaml",
+        &config_map("page", "v9", ""),
+    );
+    commit(&cluster.repo, "while suspended");
+    let report = cluster.sync(false).await;
+    assert!(
+        report
+            .applications
+            .contains(&("web".into(), Outcome::Suspended)),
+        "{report:?}"
+    );
+    assert_eq!(cluster.value("page").await.as_deref(), Some("v1"));
+    // Nothing new is committed; resuming alone must bring web to the commit it missed.
+    let idle = cluster.sync(false).await;
+    assert!(
+        idle.applications
+            .contains(&("web".into(), Outcome::Suspended)),
+        "{idle:?}"
+    );
+    cluster
+        .sync
+        .ask(Suspend {
+            application: "web".into(),
+            suspended: false,
+        })
+        .await
+        .expect("resumes");
+    let report = cluster.sync(false).await;
+    assert!(
+        report
+            .applications
+            .contains(&("web".into(), applied(0, 1, 0, 1))),
+        "{report:?}"
+    );
+    assert_eq!(cluster.value("page").await.as_deref(), Some("v9"));
+}
