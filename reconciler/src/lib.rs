@@ -6,6 +6,12 @@
 //! it needs and returns the actions to take, each carrying the precondition (resourceVersion)
 //! it was decided on, so a decision made on a stale view is refused by the store, not applied.
 //!
+//! - [`decision`]: the shape of every answer (actions, when to look again) and seeded names.
 //! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
+//! - [`replicaset`]: create or delete pods to match replicas; status.
+//! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
 
+pub mod decision;
+pub mod deployment;
 pub mod gitops;
+pub mod replicaset;
