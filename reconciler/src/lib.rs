@@ -10,8 +10,10 @@
 //! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
 //! - [`replicaset`]: create or delete pods to match replicas; status.
 //! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
+//! - [`scheduler`]: which node a pod goes to, or Kubernetes' reason why none can take it.
 
 pub mod decision;
 pub mod deployment;
 pub mod gitops;
 pub mod replicaset;
+pub mod scheduler;
