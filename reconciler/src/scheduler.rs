@@ -158,11 +158,9 @@ pub fn schedule(pod: &PodRequest, nodes: &[NodeView]) -> Result<String, String> 
         }
         // Least allocated: the larger share left free (in thousandths, cpu and memory averaged).
         let free = |total: u64, used: u64| {
-            if total == 0 {
-                0
-            } else {
-                (total - used.min(total)) * 1000 / total
-            }
+            ((total - used.min(total)) * 1000)
+                .checked_div(total)
+                .unwrap_or(0)
         };
         let score = free(node.cpu_milli, node.used_cpu_milli + pod.cpu_milli)
             + free(node.memory, node.used_memory + pod.memory);
