@@ -99,6 +99,8 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Model-check the reconciliation core: every interleaving and fault within the bounds.
+    Verify,
     /// Measure the control plane (and etcd 3.4 beside it, for the ratio); prints figures.
     Bench(bench::BenchArgs),
     /// The audit log.
@@ -121,6 +123,37 @@ enum Format {
     Text,
     /// One JSON document for tools.
     Json,
+}
+
+/// `shipshape verify`: runs every model, prints what it explored and the verdict.
+fn verify() -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for (name, model) in shipshape_model::verify::standard_models() {
+        let verdict = shipshape_model::verify::check(&name, model);
+        println!(
+            "{}: {} states in {:.1} s: {}",
+            verdict.name,
+            verdict.states,
+            verdict.elapsed.as_secs_f64(),
+            if verdict.passed() {
+                "every property holds"
+            } else {
+                "VIOLATED"
+            }
+        );
+        for (property, steps) in &verdict.violations {
+            failed = true;
+            println!("  property violated: {property}\n  shortest trace:");
+            for step in steps {
+                println!("  {step}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> ExitCode {
@@ -169,6 +202,7 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify,
         } => inspect::audit_verify(data_dir),
         Command::Bench(args) => bench::run(&args),
+        Command::Verify => verify(),
     };
     match result {
         Ok(code) => code,

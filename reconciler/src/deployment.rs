@@ -273,10 +273,15 @@ fn rolling(
     new_revision: u64,
 ) -> Vec<DeploymentAction> {
     let (max_surge, max_unavailable) = budgets(view.strategy, view.replicas);
+    // Pods count toward the surge for as long as they run: a ReplicaSet just scaled down still
+    // holds its extra pods until its controller removes them. (Kubernetes counts only desired
+    // replicas here, which lets a lagging scale-down exceed maxSurge for a moment.)
+    let running = |rs: &ReplicaSetSummary| rs.replicas.max(rs.active);
+    let old_running: u32 = old.iter().map(|rs| running(rs)).sum();
     let old_replicas: u32 = old.iter().map(|rs| rs.replicas).sum();
     let max_total = view.replicas + max_surge;
     let Some(new) = new else {
-        let room = max_total.saturating_sub(old_replicas);
+        let room = max_total.saturating_sub(old_running);
         return vec![create(view, room.min(view.replicas), new_revision)];
     };
 
@@ -284,11 +289,12 @@ fn rolling(
     if new.replicas > view.replicas {
         return vec![scale(new, view.replicas, new_revision)];
     }
-    let all_replicas = old_replicas + new.replicas;
-    if new.replicas < view.replicas && all_replicas < max_total {
-        let target = (new.replicas + (max_total - all_replicas)).min(view.replicas);
+    let all_running = old_running + running(new);
+    if new.replicas < view.replicas && all_running < max_total {
+        let target = (new.replicas + (max_total - all_running)).min(view.replicas);
         return vec![scale(new, target, new_revision)];
     }
+    let all_replicas = old_replicas + new.replicas;
 
     // Then the old ones, never below the availability budget.
     if old_replicas == 0 {
