@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
-use shipshape_api::ObjectKey;
+use shipshape_api::{Kind, ObjectKey};
 
 /// Annotation that protects a live object from pruning.
 pub const PRUNE_ANNOTATION: &str = "shipshape.dev/prune";
@@ -161,11 +161,17 @@ pub fn plan_application(
                 desired: want.clone(),
             }),
             Some(current) if current.applied == want.manifest => plan.unchanged += 1,
-            Some(current) => applies.push(Action::Update {
-                desired: want.clone(),
-                resource_version: current.resource_version,
-                changes: field_changes(&current.applied, &want.manifest),
-            }),
+            Some(current) => {
+                let mut changes = field_changes(&current.applied, &want.manifest);
+                if want.key.kind == Kind::Secret {
+                    redact_secret_values(&mut changes);
+                }
+                applies.push(Action::Update {
+                    desired: want.clone(),
+                    resource_version: current.resource_version,
+                    changes,
+                });
+            }
         }
     }
     let mut prunes = Vec::new();
@@ -201,6 +207,18 @@ fn prune_disabled(manifest: &Value) -> bool {
         == Some("disabled")
 }
 
+/// A Secret's values never reach the audit history: which keys changed is recorded, what they
+/// hold is not (Kubernetes' audit guidance logs Secrets at metadata level for the same reason).
+fn redact_secret_values(changes: &mut [FieldChange]) {
+    for change in changes {
+        if change.path.starts_with("/data") || change.path.starts_with("/stringData") {
+            let hidden = || Value::String("(redacted)".into());
+            change.before = change.before.as_ref().map(|_| hidden());
+            change.after = change.after.as_ref().map(|_| hidden());
+        }
+    }
+}
+
 /// The fields that differ between two manifests, with their values before and after.
 pub fn field_changes(before: &Value, after: &Value) -> Vec<FieldChange> {
     json_patch::diff(before, after)
@@ -229,7 +247,6 @@ pub fn field_changes(before: &Value, after: &Value) -> Vec<FieldChange> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use shipshape_api::Kind;
 
     fn key(kind: Kind, name: &str) -> ObjectKey {
         ObjectKey {
@@ -319,6 +336,39 @@ mod tests {
                 before: Some(json!(2)),
                 after: Some(json!(3)),
             }]
+        );
+    }
+
+    #[test]
+    fn never_records_a_secrets_values() {
+        let plan = plan_application(
+            &[desired(
+                Kind::Secret,
+                "db",
+                json!({"data": {"password": "bmV3"}, "metadata": {"labels": {"a": "2"}}}),
+            )],
+            &[managed(
+                Kind::Secret,
+                "db",
+                4,
+                json!({"data": {"password": "b2xk"}, "metadata": {"labels": {"a": "1"}}}),
+            )],
+            &[],
+            false,
+        )
+        .expect("plans");
+        let Action::Update { changes, .. } = &plan.actions[0] else {
+            panic!("an update");
+        };
+        let text = serde_json::to_string(changes).expect("serialises");
+        assert!(!text.contains("bmV3") && !text.contains("b2xk"), "{text}");
+        assert!(
+            text.contains("/data/password") && text.contains("(redacted)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"after\":\"2\""),
+            "labels are not secret: {text}"
         );
     }
 
