@@ -15,6 +15,7 @@ use shipshape_actors::store_actor::Apply;
 use shipshape_actors::{
     GitRef, GitSource, GitSync, Mirror, Store, StoreActor, SyncNow, SyncOptions, SyncReport, Write,
 };
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::data;
 
@@ -283,9 +284,14 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         let mut last_error = None;
         let mut ticker = tokio::time::interval(args.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Listening once, before the loop, keeps a Ctrl-C (or a service manager's SIGTERM) that
+        // arrives during a sync: a listener made afresh each turn would miss it.
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
                 _ = ticker.tick() => {
                     match plane.sync(SyncOptions::default()).await {
                         Ok(report) => {

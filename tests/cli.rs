@@ -243,6 +243,16 @@ mod gitops {
         dir: tempfile::TempDir,
     }
 
+    /// A running `shipshape up`, killed if the test ends (or fails) before stopping it.
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     impl Repo {
         fn new() -> Self {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -268,7 +278,7 @@ mod gitops {
                 .expect("runs")
         }
 
-        fn up(&self) -> (Child, PathBuf) {
+        fn up(&self) -> (Running, PathBuf) {
             let log = self
                 .dir
                 .path()
@@ -291,7 +301,7 @@ mod gitops {
                 .stderr(std::fs::File::create(&log).expect("log"))
                 .spawn()
                 .expect("starts");
-            (child, log)
+            (Running(child), log)
         }
     }
 
@@ -332,14 +342,26 @@ mod gitops {
         }
     }
 
-    fn interrupt(mut child: Child) {
+    /// Ctrl-C, then a clean exit within 30 seconds.
+    fn interrupt(mut running: Running) {
+        let child = &mut running.0;
         let status = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
-        let status = child.wait().expect("exits");
-        assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("waits") {
+                assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shipshape up did not stop within 30 s of Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn items(repo: &Repo, namespace: &str) -> Vec<serde_json::Value> {
@@ -498,10 +520,10 @@ mod gitops {
         write(&repo.path(), "apps/bulk/objects.yaml", &bulk);
         commit(&repo.path(), "a thousand objects");
         for delay_ms in [150, 300, 450, 600, 900] {
-            let (mut child, _) = repo.up();
+            let (mut running, _) = repo.up();
             std::thread::sleep(Duration::from_millis(delay_ms));
-            child.kill().expect("kill -9");
-            child.wait().expect("reaped");
+            running.0.kill().expect("kill -9");
+            running.0.wait().expect("reaped");
             let count = items(&repo, "bulk").len();
             assert!(
                 count == 0 || count == 1000,
@@ -537,21 +559,23 @@ mod gitops {
     fn up_defaults_to_this_repository_and_its_examples() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("up.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-            .args([
-                "up",
-                "--interval",
-                "1s",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("starts");
+        let child = Running(
+            Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args([
+                    "up",
+                    "--interval",
+                    "1s",
+                    "--api-listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                ])
+                .arg(dir.path().join("data"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("starts"),
+        );
         let progress = wait_for(&log, "web Synced");
         let project = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).expect("path");
         assert!(
@@ -747,6 +771,27 @@ mod gitops {
                 "{}",
                 text(&refused)
             );
+            let uid = |kubeconfig: &Path, cache: &Path| {
+                String::from_utf8_lossy(
+                    &kubectl(
+                        kubeconfig,
+                        cache,
+                        &[
+                            "get",
+                            "pod",
+                            "debug",
+                            "-n",
+                            "demo",
+                            "-o",
+                            "jsonpath={.metadata.uid}",
+                        ],
+                    )
+                    .stdout,
+                )
+                .into_owned()
+            };
+            let first_uid = uid(&kubeconfig, &cache);
+            assert!(!first_uid.is_empty());
             let deleted = kubectl(
                 &kubeconfig,
                 &cache,
@@ -758,6 +803,25 @@ mod gitops {
                 "{}",
                 text(&deleted)
             );
+            // Git declares that pod: GitSync, its controller, brings it back on the next poll.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let back = kubectl(&kubeconfig, &cache, &["get", "pod", "debug", "-n", "demo"]);
+                if back.status.success() {
+                    assert_ne!(
+                        uid(&kubeconfig, &cache),
+                        first_uid,
+                        "a new pod, not the old one"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the pod never came back: {}",
+                    text(&back)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
 
             let stranger = repo.dir.path().join("stranger");
             let config = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");

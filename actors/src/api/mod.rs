@@ -728,11 +728,27 @@ async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Respon
         Ok(None) => return not_found(&target, &name),
         Err(error) => return store_failure(error),
     };
+    let mut writes = vec![Write::Delete {
+        key: key.clone(),
+        precondition: Precondition::Uid(stored.uid().to_string()),
+    }];
+    // A pod Git declares is replaced by its controller, GitSync: leaving its application
+    // OutOfSync in the same transaction makes the next poll re-plan it and create the pod again.
+    if let Some(application) = &stored.application {
+        let status_key = format!("app/{application}");
+        if let Ok(Some(value)) = state.store.ask(GetMeta(status_key.clone())).await
+            && let Ok(mut app) = serde_json::from_value::<ApplicationStatus>(value)
+        {
+            app.sync = crate::gitsync::SyncState::OutOfSync;
+            app.digest = None;
+            writes.push(Write::SetMeta {
+                key: status_key,
+                value: serde_json::to_value(&app).unwrap_or(Value::Null),
+            });
+        }
+    }
     let batch = Batch {
-        writes: vec![Write::Delete {
-            key: key.clone(),
-            precondition: Precondition::Uid(stored.uid().to_string()),
-        }],
+        writes,
         audit: Some(AuditEntry {
             actor: requester(headers),
             action: "delete".into(),
