@@ -235,7 +235,7 @@ mod gitops {
 
     fn config_map(name: &str, value: &str) -> String {
         format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n name: {name}\n namespace: demo\ndata:\n value: \"{value}\"\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: demo\ndata:\n  value: \"{value}\"\n"
         )
     }
 
@@ -377,7 +377,7 @@ mod gitops {
         write(
             &repo.path(),
             "apps/namespaces.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n name: demo\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
         );
         write(
             &repo.path(),
@@ -404,7 +404,7 @@ mod gitops {
         write(
             &repo.path(),
             "apps/api/broken.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n name: x\ndata:\n n: 1\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  n: 1\n",
         );
         commit(&repo.path(), "say goodbye");
         let progress = wait_for(&log, "web Synced 1 updated");
@@ -515,7 +515,7 @@ mod gitops {
     fn kill_9_while_applying_a_large_commit_loses_nothing_and_duplicates_nothing() {
         let repo = Repo::new();
         let bulk: String = (0..1000)
-            .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n name: cm-{i}\n namespace: bulk\ndata:\n i: \"{i}\"\n"))
+            .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\n  namespace: bulk\ndata:\n  i: \"{i}\"\n"))
             .collect();
         write(&repo.path(), "apps/bulk/objects.yaml", &bulk);
         commit(&repo.path(), "a thousand objects");
