@@ -243,7 +243,7 @@ mod gitops {
         dir: tempfile::TempDir,
     }
 
-    /// A running `shipshape up`, killed if the test ends (or fails) before stopping it.
+    /// A process a test started (`shipshape up`, a watch), killed when the test ends or fails.
     struct Running(Child);
 
     impl Drop for Running {
@@ -685,25 +685,29 @@ mod gitops {
             assert!(describe.contains("Port: 8080/TCP"), "{describe}");
 
             let watch_log = repo.dir.path().join("watch.log");
-            let mut watch = Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .arg("--cache-dir")
-                .arg(&cache)
-                .args(["get", "configmaps", "-n", "demo", "-w"])
-                .stdout(std::fs::File::create(&watch_log).expect("log"))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("kubectl watches");
+            let watch = Running(
+                Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .args(["get", "configmaps", "-n", "demo", "-w"])
+                    .stdout(std::fs::File::create(&watch_log).expect("log"))
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("kubectl watches"),
+            );
             wait_for(&watch_log, "page 1");
             let own_watch_log = repo.dir.path().join("own-watch.log");
-            let mut own_watch = Command::new(env!("CARGO_BIN_EXE_shipshape"))
-                .args(["get", "configmaps", "-n", "demo", "-w", "--data-dir"])
-                .arg(repo.data())
-                .stdout(std::fs::File::create(&own_watch_log).expect("log"))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("shipshape watches");
+            let own_watch = Running(
+                Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                    .args(["get", "configmaps", "-n", "demo", "-w", "--data-dir"])
+                    .arg(repo.data())
+                    .stdout(std::fs::File::create(&own_watch_log).expect("log"))
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("shipshape watches"),
+            );
             wait_for(&own_watch_log, "page web");
             write(
                 &repo.path(),
@@ -718,10 +722,8 @@ mod gitops {
                     .any(|l| l.starts_with("extra web") && l.ends_with("added")),
                 "{seen}"
             );
-            let _ = own_watch.kill();
-            let _ = own_watch.wait();
-            let _ = watch.kill();
-            let _ = watch.wait();
+            drop(own_watch);
+            drop(watch);
 
             let metrics = String::from_utf8_lossy(
                 &kubectl(&kubeconfig, &cache, &["get", "--raw", "/metrics"]).stdout,
