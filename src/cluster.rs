@@ -18,6 +18,7 @@ use shipshape_actors::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::data;
+use crate::validate::plural;
 
 /// Flags of `shipshape up` (those this build acts on).
 #[derive(Args)]
@@ -232,14 +233,6 @@ fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
     }
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("{n} {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
 pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let source = resolve_source(args)?;
     let data_dir = data::data_dir(data_dir)?;
@@ -445,11 +438,11 @@ pub fn set_suspended(
         data::Cluster::Stopped(store) => store,
     };
     let source = recorded_source(&store)?;
-    if store.get_meta(&format!("app/{application}"))?.is_none() {
+    if store.get_meta(&gitsync::status_key(application))?.is_none() {
         let known: Vec<String> = store
-            .list_meta("app/")?
+            .list_meta(gitsync::APP_META_PREFIX)?
             .keys()
-            .filter_map(|k| k.strip_prefix("app/").map(str::to_string))
+            .filter_map(|k| k.strip_prefix(gitsync::APP_META_PREFIX).map(str::to_string))
             .collect();
         bail!(
             "no application {application:?} (known: {})",

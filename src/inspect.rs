@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::Value;
 use shipshape_actors::GitSource;
-use shipshape_actors::gitsync::{ApplicationStatus, SyncState};
+use shipshape_actors::gitsync::{self, ApplicationStatus, SyncState};
 use shipshape_actors::store::{AuditRecord, verify_audit};
 use shipshape_api::{Kind, ObjectKey};
 
@@ -38,10 +38,10 @@ fn status_data(
                 .get_meta(GitSource::META_KEY)?
                 .and_then(|v| serde_json::from_value(v).ok());
             let head = store
-                .get_meta("git/head")?
+                .get_meta(gitsync::HEAD_META)?
                 .and_then(|v| v.as_str().map(str::to_string));
             let statuses = store
-                .list_meta("app/")?
+                .list_meta(gitsync::APP_META_PREFIX)?
                 .into_values()
                 .filter_map(|v| serde_json::from_value(v).ok())
                 .collect();

@@ -8,7 +8,7 @@
 //! manifest is rejected whole and stays on its last good commit; the others proceed. Only
 //! applications whose files changed since they were last applied are re-planned.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use git2::{FetchOptions, FetchPrune, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -33,8 +33,10 @@ pub const APPLICATION_ANNOTATION: &str = "shipshape.dev/application";
 /// Annotation naming the file that declares the object.
 pub const SOURCE_ANNOTATION: &str = "shipshape.dev/source";
 
-const HEAD_META: &str = "git/head";
-const APP_META_PREFIX: &str = "app/";
+/// Where the store keeps the newest commit synced.
+pub const HEAD_META: &str = "git/head";
+/// Where the store keeps each application's [`ApplicationStatus`] (`app/NAME`).
+pub const APP_META_PREFIX: &str = "app/";
 
 /// Which commit to follow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,7 +475,8 @@ pub enum SyncError {
     StoreGone,
 }
 
-fn status_key(application: &str) -> String {
+/// Where the store keeps one application's status.
+pub fn status_key(application: &str) -> String {
     format!("{APP_META_PREFIX}{application}")
 }
 
@@ -685,25 +688,26 @@ impl GitSync {
         let loaded = load::load(&all_files);
         let failed = loaded.failed_applications();
 
-        let known: BTreeSet<String> = self
-            .ask_store(ListMeta(APP_META_PREFIX.into()))
-            .await?
-            .keys()
-            .filter_map(|k| k.strip_prefix(APP_META_PREFIX).map(str::to_string))
+        // The statuses read at the start are current: only this actor writes them.
+        let mut known: BTreeMap<String, ApplicationStatus> = statuses
+            .into_iter()
+            .map(|status| (status.application.clone(), status))
             .collect();
-        let mut names: Vec<String> = snapshot.applications.keys().cloned().chain(known).collect();
+        let mut names: Vec<String> = snapshot
+            .applications
+            .keys()
+            .chain(known.keys())
+            .cloned()
+            .collect();
         names.sort_by_key(|name| (name != ROOT_APPLICATION, name.clone()));
         names.dedup();
 
         let mut outcomes = Vec::new();
         for name in names {
-            let status = self
-                .status(&name)
-                .await?
-                .unwrap_or_else(|| ApplicationStatus {
-                    application: name.clone(),
-                    ..Default::default()
-                });
+            let status = known.remove(&name).unwrap_or_else(|| ApplicationStatus {
+                application: name.clone(),
+                ..Default::default()
+            });
             let digest = snapshot.applications.get(&name).map(|a| a.digest.clone());
             let outcome = if status.suspended {
                 Outcome::Suspended

@@ -735,7 +735,7 @@ async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Respon
     // A pod Git declares is replaced by its controller, GitSync: leaving its application
     // OutOfSync in the same transaction makes the next poll re-plan it and create the pod again.
     if let Some(application) = &stored.application {
-        let status_key = format!("app/{application}");
+        let status_key = crate::gitsync::status_key(application);
         if let Ok(Some(value)) = state.store.ask(GetMeta(status_key.clone())).await
             && let Ok(mut app) = serde_json::from_value::<ApplicationStatus>(value)
         {
@@ -830,12 +830,12 @@ async fn cluster_status(state: &ApiState) -> Response {
         .map_err(store_failure);
     let head = state
         .store
-        .ask(GetMeta("git/head".into()))
+        .ask(GetMeta(crate::gitsync::HEAD_META.into()))
         .await
         .map_err(store_failure);
     let applications = state
         .store
-        .ask(ListMeta("app/".into()))
+        .ask(ListMeta(crate::gitsync::APP_META_PREFIX.into()))
         .await
         .map_err(store_failure);
     match (source, head, applications) {
@@ -852,7 +852,11 @@ async fn cluster_status(state: &ApiState) -> Response {
 }
 
 async fn suspend(state: &ApiState, application: String, suspended: bool) -> Response {
-    match state.store.ask(GetMeta(format!("app/{application}"))).await {
+    match state
+        .store
+        .ask(GetMeta(crate::gitsync::status_key(&application)))
+        .await
+    {
         Ok(Some(_)) => {}
         Ok(None) => {
             return status(
