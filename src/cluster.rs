@@ -47,6 +47,95 @@ pub struct UpArgs {
     /// Where the Kubernetes API (HTTPS) listens; port 0 picks a free one.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
     api_listen: std::net::SocketAddr,
+    /// How many nodes run in this process.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    nodes: usize,
+    /// What runs the pods: `simulated` nodes report pods Running without running anything
+    /// (scale tests, trying shipshape without root); `containerd` is not in this build yet.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Simulated)]
+    runtime: RuntimeKind,
+    /// The block each node's /24 of pod addresses comes from.
+    #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
+    pod_cidr: shipshape_node::Cidr,
+    /// Each node's cpu (e.g. 2, 500m; default: the host's cpus split between the nodes).
+    #[arg(long, value_name = "N")]
+    node_cpu: Option<shipshape_api::quantity::Quantity>,
+    /// Each node's memory (e.g. 4Gi; default: the host's memory split between the nodes).
+    #[arg(long, value_name = "Q")]
+    node_memory: Option<shipshape_api::quantity::Quantity>,
+    /// How long a node's lease lasts (it renews every quarter of it); a node silent for longer
+    /// is marked NotReady.
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_interval)]
+    lease_duration: Duration,
+    /// Simulated runtime: how long a bound pod takes to report Running.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_interval)]
+    pod_start_delay: Duration,
+}
+
+/// The runtimes `--runtime` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Real containers on containerd.
+    Containerd,
+    /// Nodes that only pretend to run pods.
+    Simulated,
+}
+
+/// The host's cpus (millicores) and memory (bytes), for splitting between in-process nodes.
+fn host_resources() -> (u64, u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(4 << 30, |kib| kib * 1024);
+    (cpus * 1000, memory)
+}
+
+impl UpArgs {
+    /// The simulated nodes these flags describe.
+    fn simulated(&self) -> anyhow::Result<shipshape_node::SimulatedConfig> {
+        let nodes = self.nodes.max(1) as u64;
+        let (host_cpu, host_memory) = host_resources();
+        let cpu_milli = match &self.node_cpu {
+            Some(q) => u64::try_from(q.milli()).context("--node-cpu must not be negative")?,
+            None => (host_cpu / nodes).max(1),
+        };
+        let memory = match &self.node_memory {
+            Some(q) => u64::try_from(q.units()).context("--node-memory must not be negative")?,
+            None => (host_memory / nodes).max(1 << 20),
+        };
+        if self
+            .pod_cidr
+            .node_subnet(self.nodes.saturating_sub(1))
+            .is_none()
+        {
+            bail!(
+                "--pod-cidr {} holds {} node subnets (/24 each), fewer than --nodes {}: pass a larger block",
+                self.pod_cidr,
+                1usize << (24 - self.pod_cidr.prefix),
+                self.nodes
+            );
+        }
+        Ok(shipshape_node::SimulatedConfig {
+            nodes: self.nodes,
+            cpu_milli,
+            memory,
+            max_pods: 110,
+            pod_cidr: self.pod_cidr,
+            start_delay: self.pod_start_delay,
+            lease_duration: self.lease_duration,
+        })
+    }
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -130,6 +219,7 @@ fn resolve_source(args: &UpArgs) -> anyhow::Result<GitSource> {
 pub(crate) struct ControlPlane {
     store: ActorRef<StoreActor>,
     sync: ActorRef<GitSync>,
+    workloads: Option<crate::workloads::Workloads>,
 }
 
 impl ControlPlane {
@@ -137,7 +227,17 @@ impl ControlPlane {
         let mirror = Mirror::open(&gitsync::mirror_dir(data_dir), source)?;
         let store = StoreActor::spawn(StoreActor::new(store));
         let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
-        Ok(Self { store, sync })
+        Ok(Self {
+            store,
+            sync,
+            workloads: None,
+        })
+    }
+
+    /// Starts the controllers, the scheduler and the nodes: what turns stored objects into
+    /// running pods.
+    pub(crate) fn start_workloads(&mut self, nodes: shipshape_node::SimulatedConfig) {
+        self.workloads = Some(crate::workloads::Workloads::start(&self.store, nodes));
     }
 
     pub(crate) async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
@@ -149,6 +249,9 @@ impl ControlPlane {
     }
 
     pub(crate) async fn stop(self) {
+        if let Some(workloads) = self.workloads {
+            workloads.stop().await;
+        }
         let _ = self.sync.stop_gracefully().await;
         self.sync.wait_for_shutdown().await;
         let _ = self.store.stop_gracefully().await;
@@ -234,11 +337,17 @@ fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
 }
 
 pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if args.runtime == RuntimeKind::Containerd {
+        bail!(
+            "the containerd runtime is not in this build yet: run with --runtime simulated (nodes that report pods Running without running them)"
+        );
+    }
+    let nodes = args.simulated()?;
     let source = resolve_source(args)?;
     let data_dir = data::data_dir(data_dir)?;
     let store = data::open_store(&data_dir)?;
     runtime()?.block_on(async move {
-        let plane = ControlPlane::start(&data_dir, store, source.clone())?;
+        let mut plane = ControlPlane::start(&data_dir, store, source.clone())?;
         let remember = Batch {
             writes: vec![Write::SetMeta {
                 key: GitSource::META_KEY.into(),
@@ -273,6 +382,15 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             api.address,
             kubeconfig.display()
         );
+        eprintln!(
+            "nodes: {} simulated (node-1 … node-{}), {} cpu and {} MiB each; pods report Running after {:?} without running",
+            nodes.nodes,
+            nodes.nodes,
+            shipshape_api::quantity::Quantity::from_milli(i64::try_from(nodes.cpu_milli).unwrap_or(i64::MAX)),
+            nodes.memory >> 20,
+            nodes.start_delay
+        );
+        plane.start_workloads(nodes);
         let mut seen = BTreeMap::new();
         let mut last_error = None;
         let mut ticker = tokio::time::interval(args.interval);

@@ -7,6 +7,7 @@ mod data;
 mod inspect;
 mod remote;
 mod validate;
+mod workloads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +46,7 @@ enum Command {
     /// Follows a branch, tag or commit of the repository, polls it, and applies each changed
     /// application as one transaction; Ctrl-C stops it, and the next `up` resumes from the data
     /// directory.
-    Up(cluster::UpArgs),
+    Up(Box<cluster::UpArgs>),
     /// Each application's sync state and the commit it is on.
     Status {
         /// Output format.

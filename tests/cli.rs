@@ -279,6 +279,10 @@ mod gitops {
         }
 
         fn up(&self) -> (Running, PathBuf) {
+            self.up_with(&[])
+        }
+
+        fn up_with(&self, extra: &[&str]) -> (Running, PathBuf) {
             let log = self
                 .dir
                 .path()
@@ -297,6 +301,7 @@ mod gitops {
                 .arg(self.path())
                 .arg("--data-dir")
                 .arg(self.data())
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log"))
                 .spawn()
@@ -324,6 +329,22 @@ mod gitops {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ))
+    }
+
+    /// Polls `check` until it returns something, for at most a minute; `what` says what was
+    /// awaited, and the last attempt's text is shown if it never comes.
+    fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match check() {
+                Ok(value) => return value,
+                Err(last) => assert!(
+                    Instant::now() < deadline,
+                    "{what} never happened; last seen:\n{last}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until the log holds `needle` (a process's progress output).
@@ -624,6 +645,234 @@ mod gitops {
                 .expect("kubectl runs (scripts/setup installs it)")
         }
 
+        fn deployment(image: &str, cpu: &str) -> String {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  replicas: 3\n  strategy:\n    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n        resources:\n          requests: {{cpu: {cpu}}}\n        ports:\n        - {{name: http, containerPort: 8080}}\n"
+            )
+        }
+
+        /// `(name, status, ip, node)` of each pod, from `kubectl get pods -o wide`.
+        fn pods(kubeconfig: &Path, cache: &Path) -> Result<Vec<Vec<String>>, String> {
+            let output = kubectl(
+                kubeconfig,
+                cache,
+                &["get", "pods", "-n", "demo", "-o", "wide", "--no-headers"],
+            );
+            if !output.status.success() {
+                return Err(text(&output));
+            }
+            Ok(String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|line| {
+                    let cells: Vec<&str> = line.split_whitespace().collect();
+                    [0, 2, 5, 6]
+                        .iter()
+                        .map(|i| cells.get(*i).unwrap_or(&"").to_string())
+                        .collect()
+                })
+                .collect())
+        }
+
+        fn jsonpath(kubeconfig: &Path, cache: &Path, args: &[&str], path: &str) -> String {
+            let mut all = args.to_vec();
+            let expression = format!("jsonpath={path}");
+            all.extend(["-o", &expression]);
+            String::from_utf8_lossy(&kubectl(kubeconfig, cache, &all).stdout).into_owned()
+        }
+
+        #[test]
+        fn deployments_roll_out_on_simulated_nodes_and_roll_back_on_revert() {
+            let repo = Repo::new();
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(
+                &repo.path(),
+                "apps/web/deploy.yaml",
+                &deployment("busybox:1.35", "100m"),
+            );
+            write(
+                &repo.path(),
+                "apps/web/service.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n",
+            );
+            commit(&repo.path(), "first");
+            let (_child, log) = repo.up_with(&[
+                "--runtime",
+                "simulated",
+                "--nodes",
+                "2",
+                "--node-cpu",
+                "1",
+                "--pod-start-delay",
+                "200ms",
+            ]);
+            wait_for(&log, "web Synced");
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+
+            let nodes = text(&kubectl(&kubeconfig, &cache, &["get", "nodes"]));
+            assert!(nodes.contains("node-1 Ready <none>"), "{nodes}");
+            assert!(nodes.contains("node-2 Ready <none>"), "{nodes}");
+
+            // Three pods, Running, each with an address from its node's /24, spread over both.
+            let first = eventually("three Running pods", || {
+                let pods = pods(&kubeconfig, &cache)?;
+                let running = pods.iter().filter(|p| p[1] == "Running").count();
+                if pods.len() == 3 && running == 3 {
+                    Ok(pods)
+                } else {
+                    Err(format!("{pods:?}"))
+                }
+            });
+            for pod in &first {
+                let subnet = if pod[3] == "node-1" {
+                    "10.244.0."
+                } else {
+                    "10.244.1."
+                };
+                assert!(pod[2].starts_with(subnet), "{pod:?}");
+            }
+            assert!(
+                first.iter().any(|p| p[3] == "node-1") && first.iter().any(|p| p[3] == "node-2")
+            );
+            let first_set = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "replicasets", "-n", "demo"],
+                "{.items[0].metadata.name}",
+            );
+            assert!(first_set.starts_with("web-"), "{first_set}");
+            // Every pod is traceable to the commit that asked for it.
+            let commits = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "pods", "-n", "demo"],
+                "{.items[*].metadata.annotations.shipshape\\.dev/commit}",
+            );
+            assert_eq!(commits.split_whitespace().count(), 3, "{commits}");
+
+            // The Service's Endpoints list the ready pods, on the named target port.
+            eventually("endpoints for the three pods", || {
+                let endpoints = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &[
+                        "get",
+                        "endpoints",
+                        "web",
+                        "-n",
+                        "demo",
+                        "-o",
+                        "jsonpath={.subsets[0].addresses[*].ip} {.subsets[0].ports[0].port}",
+                    ],
+                ));
+                let ips: Vec<&str> = endpoints.split_whitespace().collect();
+                if ips.len() == 4 && ips[3] == "8080" {
+                    Ok(())
+                } else {
+                    Err(endpoints)
+                }
+            });
+
+            // A template change rolls out; kubectl follows it to the end.
+            write(
+                &repo.path(),
+                "apps/web/deploy.yaml",
+                &deployment("busybox:1.36", "100m"),
+            );
+            commit(&repo.path(), "busybox 1.36");
+            let rollout = kubectl(
+                &kubeconfig,
+                &cache,
+                &[
+                    "rollout",
+                    "status",
+                    "deployment/web",
+                    "-n",
+                    "demo",
+                    "--timeout=60s",
+                ],
+            );
+            assert!(rollout.status.success(), "{}", text(&rollout));
+            assert!(
+                text(&rollout).contains("successfully rolled out"),
+                "{}",
+                text(&rollout)
+            );
+            eventually("every pod on the new template", || {
+                let images = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pods", "-n", "demo"],
+                    "{.items[*].spec.containers[0].image}",
+                );
+                let images: Vec<&str> = images.split_whitespace().collect();
+                if images == ["busybox:1.36"; 3] {
+                    Ok(())
+                } else {
+                    Err(format!("{images:?}"))
+                }
+            });
+            let described = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["describe", "deployment", "web", "-n", "demo"],
+            ));
+            assert!(described.contains("ScalingReplicaSet"), "{described}");
+
+            // Rollback is a Git revert: the old ReplicaSet comes back into service.
+            super::git(&repo.path(), &["revert", "--no-edit", "HEAD"]);
+            eventually("the first ReplicaSet serving again", || {
+                let sets = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "replicasets", "-n", "demo", "--no-headers"],
+                ));
+                let serving: Vec<&str> = sets
+                    .lines()
+                    .filter(|l| l.split(' ').nth(1) == Some("3"))
+                    .filter_map(|l| l.split(' ').next())
+                    .collect();
+                if serving == [first_set.as_str()] && sets.lines().count() == 2 {
+                    Ok(())
+                } else {
+                    Err(sets)
+                }
+            });
+
+            // A pod that fits nowhere says why, in Kubernetes' words.
+            write(
+                &repo.path(),
+                "apps/web/deploy.yaml",
+                &deployment("busybox:1.35", "64"),
+            );
+            commit(&repo.path(), "too big");
+            eventually("a FailedScheduling event", || {
+                let events = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "events", "-n", "demo"],
+                ));
+                if events.contains("FailedScheduling")
+                    && events.contains("0/2 nodes are available: 2 Insufficient cpu.")
+                {
+                    Ok(())
+                } else {
+                    Err(events)
+                }
+            });
+            // maxUnavailable 0: the old pods keep serving while the new one cannot start.
+            let running = pods(&kubeconfig, &cache).unwrap_or_default();
+            assert_eq!(
+                running.iter().filter(|p| p[1] == "Running").count(),
+                3,
+                "{running:?}"
+            );
+        }
+
         #[test]
         fn kubectl_reads_watches_and_is_told_where_desired_state_lives() {
             let repo = Repo::new();
@@ -653,13 +902,17 @@ mod gitops {
             let kubeconfig = repo.data().join("kubeconfig");
             let cache = repo.dir.path().join("kube-cache");
 
-            let deployments = kubectl(&kubeconfig, &cache, &["get", "deployments", "-n", "demo"]);
-            assert!(deployments.status.success(), "{}", text(&deployments));
-            let table = squash(&String::from_utf8_lossy(&deployments.stdout));
-            assert!(
-                table.starts_with("NAME READY UP-TO-DATE AVAILABLE AGE\nweb 0/2 0 0 "),
-                "{table}"
-            );
+            // The controllers, scheduler and (simulated) nodes bring the Deployment up.
+            eventually("the Deployment becoming available", || {
+                let deployments =
+                    kubectl(&kubeconfig, &cache, &["get", "deployments", "-n", "demo"]);
+                let table = squash(&String::from_utf8_lossy(&deployments.stdout));
+                if table.starts_with("NAME READY UP-TO-DATE AVAILABLE AGE\nweb 2/2 2 2 ") {
+                    Ok(())
+                } else {
+                    Err(text(&deployments))
+                }
+            });
 
             let yaml = String::from_utf8_lossy(
                 &kubectl(

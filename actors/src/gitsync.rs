@@ -514,41 +514,7 @@ pub const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// A Kubernetes Event about `object` (which must carry its uid), written by GitSync.
 fn event(object: &Value, kind: &str, reason: &str, message: String, now: jiff::Timestamp) -> Write {
-    let metadata = &object["metadata"];
-    let name = metadata["name"].as_str().unwrap_or("object");
-    // Events of cluster-scoped objects live in `default`, as in Kubernetes.
-    let namespace = metadata["namespace"].as_str().unwrap_or("default");
-    let time = jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string();
-    Write::Create {
-        object: json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": format!("{name}.{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
-                "namespace": namespace,
-            },
-            "involvedObject": {
-                "apiVersion": object["apiVersion"],
-                "kind": object["kind"],
-                "name": name,
-                "namespace": metadata["namespace"],
-                "uid": metadata["uid"],
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message,
-            "source": {"component": "shipshape-gitsync"},
-            "reportingComponent": "shipshape-gitsync",
-            "reportingInstance": "shipshape",
-            "firstTimestamp": time,
-            "lastTimestamp": time,
-            "count": 1,
-        }),
-        applied: None,
-        application: None,
-    }
+    crate::events::event("shipshape-gitsync", object, kind, reason, message, now)
 }
 
 fn set_uid(object: &mut Value, uid: &str) {
@@ -582,7 +548,8 @@ impl GitSync {
 
     async fn ask_store<M, T>(&self, message: M) -> Result<T, SyncError>
     where
-        StoreActor: Message<M, Reply = Result<T, StoreError>>,
+        StoreActor: Message<M>,
+        <StoreActor as Message<M>>::Reply: kameo::Reply<Ok = T, Error = StoreError>,
         M: Send + 'static,
         T: Send + 'static,
     {

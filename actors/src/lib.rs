@@ -5,6 +5,9 @@
 //! `shipshape_reconciler::gitops` what to do and sends the answer to the Store as one batch.
 
 pub mod api;
+pub mod controller;
+pub mod controllers;
+pub mod events;
 pub mod gitsync;
 pub mod metrics;
 pub mod store;

@@ -22,6 +22,13 @@ pub struct SyncLabels {
     pub result: String,
 }
 
+/// Labels of a controller's figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// replicaset, deployment, scheduler, …
+    pub controller: String,
+}
+
 /// Every figure the control plane keeps.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +46,12 @@ pub struct Metrics {
     pub resource_version: Gauge,
     /// Live watchers of the store.
     pub watchers: Gauge,
+    /// Time a controller spent deciding one key.
+    pub reconcile_seconds: Family<ControllerLabels, Histogram>,
+    /// Time from a pod's creation to its binding.
+    pub scheduling_seconds: Histogram,
+    /// Pods bound to nodes.
+    pub pods_scheduled: Counter,
 }
 
 fn seconds() -> Histogram {
@@ -57,6 +70,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         store_write_seconds: seconds(),
         resource_version: Gauge::default(),
         watchers: Gauge::default(),
+        reconcile_seconds: Family::new_with_constructor(seconds),
+        scheduling_seconds: seconds(),
+        pods_scheduled: Counter::default(),
     };
     registry.register(
         "syncs",
@@ -93,6 +109,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Live watchers of the store",
         metrics.watchers.clone(),
     );
+    registry.register(
+        "reconcile_duration_seconds",
+        "Time a controller spent deciding one object",
+        metrics.reconcile_seconds.clone(),
+    );
+    registry.register(
+        "scheduling_duration_seconds",
+        "Time from a pod's creation to its binding",
+        metrics.scheduling_seconds.clone(),
+    );
+    registry.register(
+        "pods_scheduled",
+        "Pods bound to nodes",
+        metrics.pods_scheduled.clone(),
+    );
     Metrics {
         registry,
         ..metrics
@@ -117,6 +148,15 @@ impl Metrics {
         self.store_write_seconds.observe(took.as_secs_f64());
         self.resource_version
             .set(i64::try_from(resource_version).unwrap_or(i64::MAX));
+    }
+
+    /// Records one reconcile.
+    pub fn reconciled(&self, controller: &str, took: Duration) {
+        self.reconcile_seconds
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// The text exposition.

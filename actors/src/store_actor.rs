@@ -4,8 +4,12 @@
 //! durably, then publishes the resulting events to watchers. Reads are messages too, so every
 //! caller sees a state that some committed transaction produced.
 
+use std::sync::Arc;
+use std::sync::mpsc;
+
 use kameo::Actor;
 use kameo::message::{Context, Message};
+use kameo::reply::{DelegatedReply, ReplySender};
 use serde_json::Value;
 use shipshape_api::{Kind, ObjectKey};
 use tokio::sync::broadcast;
@@ -13,20 +17,93 @@ use tokio::sync::broadcast;
 use crate::store::{Batch, Store, StoreError, StoredObject, WatchEvent};
 
 /// How many events a live watcher may fall behind before it must relist.
-const WATCH_BUFFER: usize = 16_384;
+const WATCH_BUFFER: usize = 65_536;
+
+/// The most batches one transaction commits together.
+const GROUP_LIMIT: usize = 1024;
+
+type ApplyReply = Result<Vec<WatchEvent>, StoreError>;
+
+/// A batch waiting for the committer, and whom to tell (nobody, for a `tell`).
+type Pending = (Batch, Option<ReplySender<ApplyReply>>);
 
 /// Owns the [`Store`] and fans out its changes.
+///
+/// Writes go to one committer thread that takes every batch waiting and commits them in one
+/// transaction (group commit): each batch is acknowledged only once durable, yet many writers
+/// share one fsync. Reads run on the actor against redb's snapshot isolation, never waiting for
+/// a commit.
 #[derive(Actor)]
 pub struct StoreActor {
-    store: Store,
-    events: broadcast::Sender<WatchEvent>,
+    store: Arc<Store>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+    committer: mpsc::Sender<Pending>,
 }
 
 impl StoreActor {
-    /// Wraps an opened store.
+    /// Wraps an opened store and starts its committer thread (which ends with the actor).
     pub fn new(store: Store) -> Self {
         let (events, _) = broadcast::channel(WATCH_BUFFER);
-        Self { store, events }
+        let store = Arc::new(store);
+        let (committer, queue) = mpsc::channel();
+        let (thread_store, thread_events) = (store.clone(), events.clone());
+        let spawned = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(move || commit_loop(&thread_store, &thread_events, &queue));
+        if let Err(error) = spawned {
+            // Without the thread every write answers "database unavailable" (its queue is gone).
+            tracing::error!(%error, "cannot start the store's committer thread");
+        }
+        Self {
+            store,
+            events,
+            committer,
+        }
+    }
+}
+
+fn commit_loop(
+    store: &Store,
+    events: &broadcast::Sender<Arc<WatchEvent>>,
+    queue: &mpsc::Receiver<Pending>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_LIMIT {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
+        let count = batches.len();
+        let started = std::time::Instant::now();
+        let results = match store.apply_group(batches, jiff::Timestamp::now()) {
+            Ok(results) => results,
+            Err(error) => vec![Err(error); count],
+        };
+        let metrics = &crate::metrics::METRICS;
+        let written: Vec<&WatchEvent> = results.iter().flatten().flatten().collect();
+        if let Some(last) = written.last() {
+            metrics.store_write(written.len(), started.elapsed(), last.resource_version);
+        }
+        metrics
+            .watchers
+            .set(i64::try_from(events.receiver_count()).unwrap_or(i64::MAX));
+        for event in written {
+            // No receiver is not an error: nobody is watching yet.
+            let _ = events.send(Arc::new(event.clone()));
+        }
+        for (result, reply) in results.into_iter().zip(replies) {
+            match reply {
+                Some(reply) => reply.send(result),
+                None => {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "a store write nobody waited for was refused");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -34,29 +111,21 @@ impl StoreActor {
 pub struct Apply(pub Batch);
 
 impl Message<Apply> for StoreActor {
-    type Reply = Result<Vec<WatchEvent>, StoreError>;
+    type Reply = DelegatedReply<ApplyReply>;
 
     async fn handle(
         &mut self,
         Apply(batch): Apply,
-        _: &mut Context<Self, Self::Reply>,
+        ctx: &mut Context<Self, Self::Reply>,
     ) -> Self::Reply {
-        // redb commits with fsync: let the runtime move other tasks off this thread meanwhile.
-        let started = std::time::Instant::now();
-        let events =
-            tokio::task::block_in_place(|| self.store.apply(batch, jiff::Timestamp::now()))?;
-        let metrics = &crate::metrics::METRICS;
-        if let Some(last) = events.last() {
-            metrics.store_write(events.len(), started.elapsed(), last.resource_version);
+        // A `tell` has no reply sender: the write still happens, nobody hears of it.
+        let (delegated, reply) = ctx.reply_sender();
+        if let Err(mpsc::SendError((_, Some(reply)))) = self.committer.send((batch, reply)) {
+            reply.send(Err(StoreError::Database(
+                "the store's committer has stopped".into(),
+            )));
         }
-        metrics
-            .watchers
-            .set(i64::try_from(self.events.receiver_count()).unwrap_or(i64::MAX));
-        for event in &events {
-            // No receiver is not an error: nobody is watching yet.
-            let _ = self.events.send(event.clone());
-        }
-        Ok(events)
+        delegated
     }
 }
 
@@ -144,7 +213,7 @@ pub struct WatchStart {
     pub replay: Vec<WatchEvent>,
     /// Later changes. Skip those at or below the last replayed resourceVersion; a `Lagged`
     /// error means the watcher fell too far behind and must list again.
-    pub live: broadcast::Receiver<WatchEvent>,
+    pub live: broadcast::Receiver<Arc<WatchEvent>>,
 }
 
 impl Message<Watch> for StoreActor {
@@ -155,6 +224,39 @@ impl Message<Watch> for StoreActor {
         let live = self.events.subscribe();
         let replay = self.store.events_since(watch.after)?;
         Ok(WatchStart { replay, live })
+    }
+}
+
+/// List every object of some kinds and follow their changes: the consistent start of a
+/// controller's cache.
+pub struct ListWatch(pub Vec<Kind>);
+
+/// The objects of a [`ListWatch`] and the watch that continues from them.
+pub struct ListWatchStart {
+    /// The resourceVersion the list is at: live events at or below it are already in it.
+    pub resource_version: u64,
+    /// The objects, in key order.
+    pub objects: Vec<(ObjectKey, StoredObject)>,
+    /// Every later change (of every kind: filter).
+    pub live: broadcast::Receiver<Arc<WatchEvent>>,
+}
+
+impl Message<ListWatch> for StoreActor {
+    type Reply = Result<ListWatchStart, StoreError>;
+
+    async fn handle(
+        &mut self,
+        ListWatch(kinds): ListWatch,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        // Subscribe before reading, so no change falls between the two.
+        let live = self.events.subscribe();
+        let (resource_version, objects) = self.store.snapshot(&kinds)?;
+        Ok(ListWatchStart {
+            resource_version,
+            objects,
+            live,
+        })
     }
 }
 

@@ -232,6 +232,8 @@ impl RolloutModel {
                     memory: 1 << 30,
                     used_cpu_milli: bound.len() as u64 * POD_CPU_MILLI,
                     used_memory: 0,
+                    max_pods: 110,
+                    used_pods: bound.len() as u32,
                     pods_by_owner,
                 }
             })

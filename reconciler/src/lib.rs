@@ -11,9 +11,11 @@
 //! - [`replicaset`]: create or delete pods to match replicas; status.
 //! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
 //! - [`scheduler`]: which node a pod goes to, or Kubernetes' reason why none can take it.
+//! - [`endpoints`]: which pod addresses and ports back a Service.
 
 pub mod decision;
 pub mod deployment;
+pub mod endpoints;
 pub mod gitops;
 pub mod replicaset;
 pub mod scheduler;

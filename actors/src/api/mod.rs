@@ -728,9 +728,26 @@ async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Respon
         Ok(None) => return not_found(&target, &name),
         Err(error) => return store_failure(error),
     };
-    let mut writes = vec![Write::Delete {
-        key: key.clone(),
-        precondition: Precondition::Uid(stored.uid().to_string()),
+    // A pod on a node stops gracefully: it shows Terminating until its kubelet has stopped it
+    // and removed it. A pod never scheduled has nothing to stop.
+    let bound = stored.object["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let grace = stored.object["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(30);
+    let precondition = Precondition::Uid(stored.uid().to_string());
+    let mut writes = vec![if bound && grace > 0 {
+        Write::MarkDeleting {
+            key: key.clone(),
+            precondition,
+            grace_seconds: grace,
+        }
+    } else {
+        Write::Delete {
+            key: key.clone(),
+            precondition,
+        }
     }];
     // A pod Git declares is replaced by its controller, GitSync: leaving its application
     // OutOfSync in the same transaction makes the next poll re-plan it and create the pod again.

@@ -77,6 +77,10 @@ fn kind_columns(kind: Kind) -> Vec<Value> {
             column("Data", "integer", 0, "Number of keys"),
         ],
         Kind::Namespace => vec![column("Status", "string", 0, "The namespace's phase")],
+        Kind::Node => vec![
+            column("Status", "string", 0, "Ready, NotReady, SchedulingDisabled"),
+            column("Roles", "string", 0, "The node's roles"),
+        ],
         Kind::Job => vec![column(
             "Completions",
             "string",
@@ -120,9 +124,17 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
             let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
             let restarts: i64 =
                 statuses.map_or(0, |s| s.iter().map(|c| count(&c["restartCount"])).sum());
+            let phase = status["phase"].as_str().unwrap_or("Pending");
+            let shown = if object["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else if phase == "Pending" && spec["nodeName"].is_string() {
+                "ContainerCreating"
+            } else {
+                phase
+            };
             vec![
                 json!(format!("{ready}/{containers}")),
-                json!(status["phase"].as_str().unwrap_or("Pending")),
+                json!(shown),
                 json!(restarts),
             ]
         }
@@ -166,6 +178,23 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
             json!(object["data"].as_object().map_or(0, |m| m.len())),
         ],
         Kind::Namespace => vec![json!(status["phase"].as_str().unwrap_or("Active"))],
+        Kind::Node => {
+            let ready = status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| match c["status"].as_str() {
+                    Some("True") => "Ready",
+                    Some("False") => "NotReady",
+                    _ => "Unknown",
+                })
+                .unwrap_or("Unknown");
+            let status = if spec["unschedulable"] == true {
+                format!("{ready},SchedulingDisabled")
+            } else {
+                ready.to_string()
+            };
+            vec![json!(status), json!("<none>")]
+        }
         Kind::Job => vec![json!(format!(
             "{}/{}",
             count(&status["succeeded"]),
@@ -175,6 +204,47 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
             json!(text(&spec["schedule"])),
             json!(spec["suspend"].as_bool().unwrap_or(false)),
         ],
+        _ => Vec::new(),
+    }
+}
+
+/// Columns after Age, as kubectl prints them (most only with `-o wide`).
+fn after_age_columns(kind: Kind) -> Vec<Value> {
+    match kind {
+        Kind::Pod => vec![
+            column("IP", "string", 1, "The pod's address"),
+            column("Node", "string", 1, "The node it runs on"),
+        ],
+        Kind::Node => vec![
+            column("Version", "string", 0, "The kubelet's version"),
+            column("Internal-IP", "string", 1, "The node's address"),
+            column("OS-Image", "string", 1, "The node's operating system"),
+            column("Container-Runtime", "string", 1, "What runs its pods"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn after_age_cells(kind: Kind, object: &Value) -> Vec<Value> {
+    let status = &object["status"];
+    match kind {
+        Kind::Pod => vec![
+            json!(text(&status["podIP"])),
+            json!(text(&object["spec"]["nodeName"])),
+        ],
+        Kind::Node => {
+            let internal = status["addresses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+                .map_or(Value::Null, |a| a["address"].clone());
+            let info = &status["nodeInfo"];
+            vec![
+                json!(text(&info["kubeletVersion"])),
+                json!(text(&internal)),
+                json!(text(&info["osImage"])),
+                json!(text(&info["containerRuntimeVersion"])),
+            ]
+        }
         _ => Vec::new(),
     }
 }
@@ -228,6 +298,7 @@ pub fn table(kind: Kind, objects: &[&Value], resource_version: u64, now: jiff::T
     let mut columns = vec![column("Name", "string", 0, "The object's name")];
     columns.extend(kind_columns(kind));
     columns.push(column("Age", "string", 0, "Time since creation"));
+    columns.extend(after_age_columns(kind));
     columns.push(column(
         "Application",
         "string",
@@ -242,6 +313,7 @@ pub fn table(kind: Kind, objects: &[&Value], resource_version: u64, now: jiff::T
             let mut cells = vec![json!(text(&metadata["name"]))];
             cells.extend(kind_cells(kind, object));
             cells.push(json!(age(metadata["creationTimestamp"].as_str(), now)));
+            cells.extend(after_age_cells(kind, object));
             let annotations = &metadata["annotations"];
             cells.push(json!(text(&annotations["shipshape.dev/application"])));
             let commit = annotations["shipshape.dev/commit"]

@@ -1,0 +1,468 @@
+//! The machinery every controller shares: follow the store's watch, keep a cache of what the
+//! controller needs, reconcile the keys that changed, write the decided batches, and look again
+//! when a decision asks to.
+//!
+//! A [`Controller`] only projects objects into its views and turns a pure decision from
+//! `shipshape_reconciler` into store writes; [`ControllerActor`] does the rest. Nothing here
+//! is progress state a crash could lose: a restarted controller lists again and re-derives
+//! everything (level-triggered, as the design asks).
+//!
+//! Read-your-writes: the events a batch produced are fed back into the cache as soon as the
+//! store acknowledges it, so the next decision never repeats a write it already made (the
+//! ReplicaSet controller would otherwise create a pod twice). The same events arriving later
+//! through the watch are recognised by resourceVersion and skipped, and a deletion leaves a
+//! tombstone so that an older event cannot bring the object back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kameo::Actor;
+use kameo::actor::{ActorRef, WeakActorRef};
+use kameo::error::ActorStopReason;
+use kameo::message::{Context, Message};
+use shipshape_api::Kind;
+use tokio::sync::broadcast::error::TryRecvError;
+use tracing::Instrument;
+
+use crate::store::{Batch, EventType, StoreError, WatchEvent, parse_storage_key};
+use crate::store_actor::{Apply, ListWatch, StoreActor};
+
+/// How many watch events are handed to a controller at once.
+const EVENT_BATCH: usize = 4096;
+
+/// Tombstones kept before the old ones are dropped.
+const TOMBSTONE_LIMIT: usize = 50_000;
+
+/// What one reconcile decided.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Batches to write, each all or nothing on its own.
+    pub batches: Vec<Batch>,
+    /// Look at this key again after this long, even if nothing changes.
+    pub requeue_after: Option<Duration>,
+}
+
+/// A controller: a cache of projected objects and a pure decision per key.
+pub trait Controller: Send + 'static {
+    /// Its name in logs, spans, events and the audit log (`replicaset`, `scheduler`).
+    fn name(&self) -> &'static str;
+
+    /// The kinds whose changes it follows.
+    fn kinds(&self) -> Vec<Kind>;
+
+    /// Forgets everything: a full list follows.
+    fn reset(&mut self);
+
+    /// Takes in one change (never an older one than the cache holds) and marks the keys that
+    /// must be reconciled because of it, with why.
+    fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty);
+
+    /// Called after a full list has been observed: mark what must be looked at even though
+    /// no object announced it (a kubelet registering its node).
+    fn listed(&mut self, _dirty: &mut Dirty) {}
+
+    /// Decides for one key.
+    fn reconcile(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled;
+
+    /// A batch decided for `key` was refused or failed: undo whatever the controller assumed
+    /// would happen (the scheduler's assumed binding). The key is reconciled again shortly.
+    fn write_failed(&mut self, _key: &str) {}
+}
+
+/// Keys waiting to be reconciled, each with the reason it was first marked.
+#[derive(Debug, Default)]
+pub struct Dirty(BTreeMap<String, String>);
+
+impl Dirty {
+    /// Marks `key`, keeping the first reason given.
+    pub fn mark(&mut self, key: impl Into<String>, reason: impl FnOnce() -> String) {
+        self.0.entry(key.into()).or_insert_with(reason);
+    }
+
+    fn take(&mut self) -> BTreeMap<String, String> {
+        std::mem::take(&mut self.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The reason a watch event gives: `Pod demo/web-x modified`.
+pub fn because(event: &WatchEvent) -> String {
+    let what = match event.kind {
+        EventType::Added => "added",
+        EventType::Modified => "modified",
+        EventType::Deleted => "deleted",
+    };
+    format!("{} {what}", event.key)
+}
+
+/// Runs a [`Controller`] as an actor fed by the store's watch.
+pub struct ControllerActor<C: Controller> {
+    controller: C,
+    store: ActorRef<StoreActor>,
+    dirty: Dirty,
+    /// The newest resourceVersion applied per live object.
+    versions: HashMap<String, u64>,
+    /// The resourceVersion each object was deleted at.
+    tombstones: HashMap<String, u64>,
+    /// Keys with a wake-up pending, and when.
+    timers: HashMap<String, Instant>,
+    run_pending: bool,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<C: Controller> ControllerActor<C> {
+    /// A controller over `store`; it lists and starts watching once spawned.
+    pub fn new(controller: C, store: ActorRef<StoreActor>) -> Self {
+        Self {
+            controller,
+            store,
+            dirty: Dirty::default(),
+            versions: HashMap::new(),
+            tombstones: HashMap::new(),
+            timers: HashMap::new(),
+            run_pending: false,
+            pump: None,
+        }
+    }
+
+    /// Feeds one event to the controller unless the cache already has it (or newer).
+    fn observe(&mut self, event: &WatchEvent) {
+        let seen = self
+            .versions
+            .get(&event.key)
+            .or_else(|| self.tombstones.get(&event.key));
+        if seen.is_some_and(|seen| *seen >= event.resource_version) {
+            return;
+        }
+        if event.kind == EventType::Deleted {
+            self.versions.remove(&event.key);
+            self.tombstones
+                .insert(event.key.clone(), event.resource_version);
+        } else {
+            self.tombstones.remove(&event.key);
+            self.versions
+                .insert(event.key.clone(), event.resource_version);
+        }
+        self.controller.observe(event, &mut self.dirty);
+    }
+
+    /// Drops tombstones the watch has passed: the watch is ordered, so no older event for
+    /// them can still arrive.
+    fn forget_tombstones(&mut self, watched_up_to: u64) {
+        if self.tombstones.len() >= TOMBSTONE_LIMIT {
+            self.tombstones.retain(|_, rv| *rv > watched_up_to);
+        }
+    }
+
+    fn schedule(&mut self, key: &str, after: Duration, me: &ActorRef<Self>) {
+        let at = Instant::now() + after;
+        if self.timers.get(key).is_some_and(|pending| *pending <= at) {
+            return;
+        }
+        self.timers.insert(key.to_string(), at);
+        let (me, key) = (me.downgrade(), key.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(me) = me.upgrade() {
+                let _ = me.tell(Wake(key)).await;
+            }
+        });
+    }
+
+    /// Reconciles every dirty key, writes what was decided, and takes in the results.
+    async fn run(&mut self, me: &ActorRef<Self>) {
+        let keys = self.dirty.take();
+        if keys.is_empty() {
+            return;
+        }
+        let name = self.controller.name();
+        let now = jiff::Timestamp::now();
+        let mut writes = Vec::new();
+        for (key, reason) in keys {
+            let span = tracing::debug_span!("reconcile", controller = name, object = %key, %reason);
+            let started = Instant::now();
+            let decided = span.in_scope(|| self.controller.reconcile(&key, now));
+            crate::metrics::METRICS.reconciled(name, started.elapsed());
+            span.in_scope(|| {
+                tracing::debug!(
+                    batches = decided.batches.len(),
+                    requeue_after = ?decided.requeue_after,
+                    "decided"
+                );
+            });
+            if let Some(after) = decided.requeue_after {
+                self.schedule(&key, after, me);
+            }
+            for batch in decided.batches {
+                writes.push((key.clone(), batch, span.clone()));
+            }
+        }
+        // Every batch goes to the store at once: the store commits them together.
+        let store = self.store.clone();
+        let results =
+            futures_util::future::join_all(writes.into_iter().map(|(key, batch, span)| {
+                let store = store.clone();
+                async move { (key, store.ask(Apply(batch)).await) }.instrument(span)
+            }))
+            .await;
+        for (key, result) in results {
+            match result {
+                Ok(events) => {
+                    for event in &events {
+                        self.observe(event);
+                    }
+                }
+                Err(kameo::error::SendError::HandlerError(
+                    error @ (StoreError::Conflict { .. }
+                    | StoreError::NotFound(_)
+                    | StoreError::AlreadyExists(_)),
+                )) => {
+                    // Decided on a stale view: the change that made it stale is on its way
+                    // through the watch; look again shortly in case it already came.
+                    tracing::debug!(controller = name, object = %key, %error, "stale decision");
+                    self.controller.write_failed(&key);
+                    self.schedule(&key, Duration::from_millis(200), me);
+                }
+                Err(error) => {
+                    tracing::warn!(controller = name, object = %key, %error, "write failed");
+                    self.controller.write_failed(&key);
+                    self.schedule(&key, Duration::from_secs(2), me);
+                }
+            }
+        }
+        if !self.dirty.is_empty() && !self.run_pending {
+            self.run_pending = true;
+            let _ = me.tell(Run).await;
+        }
+    }
+}
+
+impl<C: Controller> Actor for ControllerActor<C> {
+    type Args = Self;
+    type Error = std::convert::Infallible;
+
+    fn name() -> &'static str {
+        "ControllerActor"
+    }
+
+    async fn on_start(mut state: Self, me: ActorRef<Self>) -> Result<Self, Self::Error> {
+        let kinds = state.controller.kinds();
+        let store = state.store.clone();
+        let name = state.controller.name();
+        state.pump = Some(tokio::spawn(pump(name, kinds, store, me.downgrade())));
+        Ok(state)
+    }
+
+    async fn on_stop(
+        &mut self,
+        _: WeakActorRef<Self>,
+        _: ActorStopReason,
+    ) -> Result<(), Self::Error> {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        Ok(())
+    }
+}
+
+/// Lists, then follows the watch, handing events to the actor in batches; lists again when the
+/// watch falls too far behind.
+async fn pump<C: Controller>(
+    name: &'static str,
+    kinds: Vec<Kind>,
+    store: ActorRef<StoreActor>,
+    me: WeakActorRef<ControllerActor<C>>,
+) {
+    let wanted = |event: &WatchEvent| {
+        parse_storage_key(&event.key).is_some_and(|key| kinds.contains(&key.kind))
+    };
+    'relist: loop {
+        let start = match store.ask(ListWatch(kinds.clone())).await {
+            Ok(start) => start,
+            Err(error) => {
+                tracing::warn!(controller = name, %error, "cannot list; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(actor) = me.upgrade() else { return };
+        let listed = start.resource_version;
+        if actor
+            .ask(Listed {
+                resource_version: listed,
+                objects: start
+                    .objects
+                    .into_iter()
+                    .map(|(key, stored)| WatchEvent {
+                        resource_version: stored.resource_version(),
+                        kind: EventType::Added,
+                        key: crate::store::storage_key(&key),
+                        object: stored.object,
+                    })
+                    .collect(),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        drop(actor);
+        let mut live = start.live;
+        loop {
+            let first = match live.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        controller = name,
+                        missed,
+                        "fell behind the watch; listing again"
+                    );
+                    continue 'relist;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let mut events = Vec::new();
+            let mut last = first.resource_version;
+            if first.resource_version > listed && wanted(&first) {
+                events.push(first);
+            }
+            while events.len() < EVENT_BATCH {
+                match live.try_recv() {
+                    Ok(event) => {
+                        last = last.max(event.resource_version);
+                        if event.resource_version > listed && wanted(&event) {
+                            events.push(event);
+                        }
+                    }
+                    Err(TryRecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            controller = name,
+                            missed,
+                            "fell behind the watch; listing again"
+                        );
+                        continue 'relist;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if events.is_empty() {
+                continue;
+            }
+            let Some(actor) = me.upgrade() else { return };
+            if actor.ask(Observed { events, last }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A fresh list: the cache starts over from it.
+struct Listed {
+    resource_version: u64,
+    objects: Vec<WatchEvent>,
+}
+
+impl<C: Controller> Message<Listed> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, listed: Listed, ctx: &mut Context<Self, Self::Reply>) {
+        self.controller.reset();
+        self.versions.clear();
+        self.tombstones.clear();
+        for event in &listed.objects {
+            self.observe(event);
+        }
+        self.controller.listed(&mut self.dirty);
+        tracing::debug!(
+            controller = self.controller.name(),
+            objects = listed.objects.len(),
+            resource_version = listed.resource_version,
+            "listed"
+        );
+        let me = ctx.actor_ref().clone();
+        self.run(&me).await;
+    }
+}
+
+/// Changes from the watch, in order.
+struct Observed {
+    events: Vec<Arc<WatchEvent>>,
+    last: u64,
+}
+
+impl<C: Controller> Message<Observed> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, observed: Observed, ctx: &mut Context<Self, Self::Reply>) {
+        for event in &observed.events {
+            self.observe(event);
+        }
+        self.forget_tombstones(observed.last);
+        let me = ctx.actor_ref().clone();
+        self.run(&me).await;
+    }
+}
+
+/// A timer a decision asked for.
+struct Wake(String);
+
+impl<C: Controller> Message<Wake> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, Wake(key): Wake, ctx: &mut Context<Self, Self::Reply>) {
+        if self
+            .timers
+            .get(&key)
+            .is_some_and(|at| *at <= Instant::now() + Duration::from_millis(5))
+        {
+            self.timers.remove(&key);
+        }
+        self.dirty.mark(key, || "timer".into());
+        let me = ctx.actor_ref().clone();
+        self.run(&me).await;
+    }
+}
+
+/// Continue with keys that became dirty from the controller's own writes.
+struct Run;
+
+impl<C: Controller> Message<Run> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Run, ctx: &mut Context<Self, Self::Reply>) {
+        self.run_pending = false;
+        let me = ctx.actor_ref().clone();
+        self.run(&me).await;
+    }
+}
+
+/// A change made to the controller itself from outside (a test instrument telling the
+/// simulated kubelet to crash a pod); the keys it marks are reconciled at once.
+pub struct Poke<C>(pub Change<C>);
+
+/// A change to a controller's state, marking what it affects.
+pub type Change<C> = Box<dyn FnOnce(&mut C, &mut Dirty) + Send>;
+
+impl<C: Controller> Message<Poke<C>> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, Poke(change): Poke<C>, ctx: &mut Context<Self, Self::Reply>) {
+        change(&mut self.controller, &mut self.dirty);
+        let me = ctx.actor_ref().clone();
+        self.run(&me).await;
+    }
+}
+
+/// Asks a controller for nothing, answering once every message sent before has been handled:
+/// tests and benchmarks use it to wait for quiet.
+pub struct Ping;
+
+impl<C: Controller> Message<Ping> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Ping, _: &mut Context<Self, Self::Reply>) {}
+}

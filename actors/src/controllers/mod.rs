@@ -1,0 +1,174 @@
+//! The controllers and the scheduler: each projects stored objects into the small views of
+//! its decision in `shipshape_reconciler`, and turns the decided actions into store writes.
+//! [`crate::controller::ControllerActor`] runs each of them.
+//!
+//! - [`replicaset`]: pods for each ReplicaSet.
+//! - [`deployment`]: ReplicaSets for each Deployment; rollouts; status.
+//! - [`scheduler`]: a node for each pod.
+//! - [`endpoints`]: Endpoints and EndpointSlices for each Service.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod replicaset;
+pub mod scheduler;
+
+use serde_json::Value;
+use shipshape_reconciler::replicaset::{PodPhase, PodView};
+
+/// The label a ReplicaSet and its pods carry with the pod-template hash (Kubernetes' name).
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+
+/// The annotation holding a ReplicaSet's revision (Kubernetes' name).
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// The annotation tying an object to the commit that asked for it (copied from owner to owned).
+pub use crate::gitsync::COMMIT_ANNOTATION;
+
+/// Seconds since the epoch of an RFC 3339 time, as decisions take time.
+pub fn seconds(time: Option<&Value>) -> Option<i64> {
+    time.and_then(Value::as_str)
+        .and_then(|text| text.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second())
+}
+
+/// An RFC 3339 time from seconds, as objects carry it.
+pub fn rfc3339(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+/// The text at a JSON pointer.
+pub fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
+    object.pointer(pointer).and_then(Value::as_str)
+}
+
+/// The number at a JSON pointer.
+pub fn number(object: &Value, pointer: &str) -> Option<i64> {
+    object.pointer(pointer).and_then(Value::as_i64)
+}
+
+/// The uid of an object's controlling owner of `kind` (the ownerReference with
+/// `controller: true`).
+pub fn controller_uid<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
+    object
+        .pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|owner| {
+            owner.get("controller").and_then(Value::as_bool) == Some(true)
+                && owner.get("kind").and_then(Value::as_str) == Some(kind)
+        })
+        .and_then(|owner| owner.get("uid").and_then(Value::as_str))
+}
+
+/// An ownerReference to `owner`, marking it as the controller.
+pub fn owner_reference(owner: &Value) -> Value {
+    serde_json::json!({
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// The `Ready` condition of a pod: whether it is true, and since when.
+fn ready_condition(pod: &Value) -> (bool, Option<i64>) {
+    let condition = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        });
+    match condition {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
+            (true, seconds(c.get("lastTransitionTime")))
+        }
+        _ => (false, None),
+    }
+}
+
+/// A pod as the workload decisions see it.
+pub fn pod_view(pod: &Value) -> PodView {
+    let phase = match text(pod, "/status/phase") {
+        Some("Running") => PodPhase::Running,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        Some("Unknown") => PodPhase::Unknown,
+        _ => PodPhase::Pending,
+    };
+    let (ready, ready_since) = ready_condition(pod);
+    let restarts = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(|statuses| {
+            statuses
+                .iter()
+                .filter_map(|s| s.get("restartCount").and_then(Value::as_u64))
+                .sum::<u64>()
+        })
+        .unwrap_or(0);
+    PodView {
+        name: text(pod, "/metadata/name").unwrap_or_default().to_string(),
+        uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
+        node: text(pod, "/spec/nodeName")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string),
+        phase,
+        ready,
+        ready_since,
+        restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
+        created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
+        terminating: pod.pointer("/metadata/deletionTimestamp").is_some(),
+    }
+}
+
+/// A seed for a decision's names from what the decision is about: the same state gives the
+/// same names (so a replayed decision is the same decision), a new state new ones.
+pub fn seed(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn projects_a_pod_as_the_decisions_see_it() {
+        let pod = json!({
+            "metadata": {"name": "web-abcde", "uid": "u1",
+                         "creationTimestamp": "2026-11-21T10:00:00Z",
+                         "ownerReferences": [{"kind": "ReplicaSet", "uid": "rs1", "controller": true}]},
+            "spec": {"nodeName": "node-1"},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "Ready", "status": "True",
+                                       "lastTransitionTime": "2026-11-21T10:00:05Z"}],
+                       "containerStatuses": [{"restartCount": 2}, {"restartCount": 1}]},
+        });
+        let view = pod_view(&pod);
+        assert_eq!(view.node.as_deref(), Some("node-1"));
+        assert_eq!(view.phase, PodPhase::Running);
+        assert!(view.ready);
+        assert_eq!(view.ready_since, Some(view.created + 5));
+        assert_eq!(view.restarts, 3);
+        assert!(!view.terminating);
+        assert_eq!(controller_uid(&pod, "ReplicaSet"), Some("rs1"));
+        assert_eq!(controller_uid(&pod, "Job"), None);
+        assert_eq!(
+            seconds(Some(&json!(rfc3339(1_800_000_000)))),
+            Some(1_800_000_000)
+        );
+    }
+}

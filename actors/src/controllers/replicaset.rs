@@ -1,0 +1,323 @@
+//! The ReplicaSet controller: keeps each set's pods at its replicas and reports its status,
+//! deciding with [`shipshape_reconciler::replicaset::decide_replica_set`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipshape_api::Kind;
+use shipshape_reconciler::replicaset::{
+    PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
+};
+
+use super::{COMMIT_ANNOTATION, controller_uid, number, owner_reference, pod_view, seed, text};
+use crate::controller::{Controller, Dirty, Reconciled, because};
+use crate::events::event;
+use crate::store::{
+    AuditEntry, Batch, EventType, Precondition, WatchEvent, key_of, parse_storage_key,
+};
+use crate::{Write, store};
+
+const COMPONENT: &str = "replicaset-controller";
+
+/// Kubernetes' default grace period for a pod's containers to stop.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+struct CachedPod {
+    view: PodView,
+    owner: Option<String>,
+}
+
+/// The ReplicaSet controller's cache: the sets, and their pods by owner uid.
+#[derive(Default)]
+pub struct ReplicaSetController {
+    sets: HashMap<String, Value>,
+    set_by_uid: HashMap<String, String>,
+    pods: HashMap<String, CachedPod>,
+    pods_by_owner: HashMap<String, BTreeSet<String>>,
+}
+
+impl ReplicaSetController {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn forget_pod(&mut self, key: &str) -> Option<CachedPod> {
+        let pod = self.pods.remove(key)?;
+        if let Some(owner) = &pod.owner
+            && let Some(keys) = self.pods_by_owner.get_mut(owner)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.pods_by_owner.remove(owner);
+            }
+        }
+        Some(pod)
+    }
+}
+
+/// The status a ReplicaSet reports, as written by [`status_json`].
+fn parse_status(set: &Value) -> ReplicaSetStatus {
+    let count = |field: &str| {
+        number(set, &format!("/status/{field}"))
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    ReplicaSetStatus {
+        replicas: count("replicas"),
+        ready: count("readyReplicas"),
+        available: count("availableReplicas"),
+        observed_generation: number(set, "/status/observedGeneration").unwrap_or(0),
+    }
+}
+
+fn status_json(status: &ReplicaSetStatus, labelled: u32) -> Value {
+    json!({
+        "replicas": status.replicas,
+        "fullyLabeledReplicas": labelled,
+        "readyReplicas": status.ready,
+        "availableReplicas": status.available,
+        "observedGeneration": status.observed_generation,
+    })
+}
+
+/// The pod a ReplicaSet's template describes, named `name`.
+fn pod_from_template(set: &Value, name: &str) -> Value {
+    let template = &set["spec"]["template"];
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(map) = metadata.as_object_mut() {
+        map.insert("name".into(), name.into());
+        map.insert("namespace".into(), set["metadata"]["namespace"].clone());
+        map.insert(
+            "generateName".into(),
+            format!("{}-", set["metadata"]["name"].as_str().unwrap_or_default()).into(),
+        );
+        map.insert("ownerReferences".into(), json!([owner_reference(set)]));
+        if let Some(commit) = set.pointer(&format!(
+            "/metadata/annotations/{}",
+            COMMIT_ANNOTATION.replace('/', "~1")
+        )) {
+            let annotations = map.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+            }
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+        "status": {"phase": "Pending", "qosClass": "BestEffort"},
+    })
+}
+
+fn list(names: &[String]) -> String {
+    match names {
+        [one] => format!("pod: {one}"),
+        many => format!("pods: {}", many.join(", ")),
+    }
+}
+
+impl Controller for ReplicaSetController {
+    fn name(&self) -> &'static str {
+        "replicaset"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::ReplicaSet, Kind::Pod]
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
+        let Some(key) = parse_storage_key(&event.key) else {
+            return;
+        };
+        match key.kind {
+            Kind::ReplicaSet => {
+                let uid = text(&event.object, "/metadata/uid")
+                    .unwrap_or_default()
+                    .to_string();
+                if event.kind == EventType::Deleted {
+                    self.sets.remove(&event.key);
+                    self.set_by_uid.remove(&uid);
+                } else {
+                    self.sets.insert(event.key.clone(), event.object.clone());
+                    self.set_by_uid.insert(uid, event.key.clone());
+                    dirty.mark(event.key.clone(), || because(event));
+                }
+            }
+            Kind::Pod => {
+                let previous = self.forget_pod(&event.key);
+                let owner = if event.kind == EventType::Deleted {
+                    previous.and_then(|p| p.owner)
+                } else {
+                    let owner = controller_uid(&event.object, "ReplicaSet").map(str::to_string);
+                    if let Some(owner) = &owner {
+                        self.pods_by_owner
+                            .entry(owner.clone())
+                            .or_default()
+                            .insert(event.key.clone());
+                    }
+                    self.pods.insert(
+                        event.key.clone(),
+                        CachedPod {
+                            view: pod_view(&event.object),
+                            owner: owner.clone(),
+                        },
+                    );
+                    owner
+                };
+                if let Some(set) = owner.and_then(|uid| self.set_by_uid.get(&uid)) {
+                    dirty.mark(set.clone(), || because(event));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
+        let Some(set) = self.sets.get(key) else {
+            return Reconciled::default();
+        };
+        if set.pointer("/metadata/deletionTimestamp").is_some() {
+            return Reconciled::default();
+        }
+        let uid = text(set, "/metadata/uid").unwrap_or_default();
+        let rv = text(set, "/metadata/resourceVersion").unwrap_or_default();
+        let pods: Vec<PodView> = self
+            .pods_by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|pod| self.pods.get(pod))
+            .map(|pod| pod.view.clone())
+            .collect();
+        let view = ReplicaSetView {
+            name: text(set, "/metadata/name").unwrap_or_default().to_string(),
+            replicas: number(set, "/spec/replicas")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+            min_ready_seconds: number(set, "/spec/minReadySeconds").unwrap_or(0),
+            generation: number(set, "/metadata/generation").unwrap_or(1),
+            status: parse_status(set),
+            pods,
+        };
+        let decision = decide_replica_set(&view, now.as_second(), seed(&[uid, rv]));
+        let Ok(set_key) = key_of(set) else {
+            return Reconciled::default();
+        };
+        let namespace = set_key.namespace.clone();
+        let mut created = Vec::new();
+        let mut deleted = Vec::new();
+        let mut creates = Vec::new();
+        let mut deletes = Vec::new();
+        let mut status = Vec::new();
+        for action in decision.actions {
+            match action {
+                ReplicaSetAction::CreatePod { name } => {
+                    creates.push(Write::Create {
+                        object: pod_from_template(set, &name),
+                        applied: None,
+                        application: None,
+                    });
+                    created.push(name);
+                }
+                ReplicaSetAction::DeletePod { name, uid } => {
+                    let pod_key = shipshape_api::ObjectKey {
+                        kind: Kind::Pod,
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    };
+                    let bound = self
+                        .pods
+                        .get(&store::storage_key(&pod_key))
+                        .is_some_and(|pod| pod.view.node.is_some());
+                    // A pod on a node stops gracefully (its kubelet removes it); one never
+                    // scheduled has nothing to stop.
+                    deletes.push(if bound {
+                        Write::MarkDeleting {
+                            key: pod_key,
+                            precondition: Precondition::Uid(uid),
+                            grace_seconds: number(
+                                set,
+                                "/spec/template/spec/terminationGracePeriodSeconds",
+                            )
+                            .unwrap_or(DEFAULT_GRACE_SECONDS),
+                        }
+                    } else {
+                        Write::Delete {
+                            key: pod_key,
+                            precondition: Precondition::Uid(uid),
+                        }
+                    });
+                    deleted.push(name);
+                }
+                ReplicaSetAction::UpdateStatus(new) => {
+                    status.push(Write::UpdateStatus {
+                        key: set_key.clone(),
+                        precondition: rv.parse().ok().map(Precondition::ResourceVersion),
+                        status: status_json(&new, new.replicas),
+                    });
+                }
+            }
+        }
+        let mut batches = Vec::new();
+        for (mut writes, names, action, reason, verb) in [
+            (
+                creates,
+                created,
+                "create-pods",
+                "SuccessfulCreate",
+                "Created",
+            ),
+            (
+                deletes,
+                deleted,
+                "delete-pods",
+                "SuccessfulDelete",
+                "Deleted",
+            ),
+        ] {
+            if writes.is_empty() {
+                continue;
+            }
+            writes.push(event(
+                COMPONENT,
+                set,
+                "Normal",
+                reason,
+                format!("{verb} {}", list(&names)),
+                now,
+            ));
+            batches.push(Batch {
+                writes,
+                audit: Some(AuditEntry {
+                    actor: "controller/replicaset".into(),
+                    action: action.into(),
+                    subject: key.to_string(),
+                    details: json!({ "pods": names }),
+                }),
+            });
+        }
+        if !status.is_empty() {
+            batches.push(Batch {
+                writes: status,
+                audit: None,
+            });
+        }
+        Reconciled {
+            batches,
+            requeue_after: decision
+                .requeue_after
+                .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(1))),
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! The scheduler: binds each pending pod to a node chosen by
+//! [`shipshape_reconciler::scheduler::schedule_from`], or marks it unschedulable with
+//! Kubernetes' reason and tries again when nodes or pods change.
+//!
+//! A binding is assumed in the cache as soon as it is decided (as Kubernetes' scheduler
+//! cache does), so the next pod in the same pass sees the node's new usage; a binding the
+//! store refuses is forgotten again. The binding itself carries the pod's resourceVersion, so a
+//! pod can never be bound twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipshape_api::Kind;
+use shipshape_api::quantity::Quantity;
+use shipshape_reconciler::scheduler::{
+    NodeView, PodRequest, Taint, Toleration, feasible_nodes_to_find, schedule_from,
+};
+
+use super::{rfc3339, seconds, text};
+use crate::Write;
+use crate::controller::{Controller, Dirty, Reconciled, because};
+use crate::events::event;
+use crate::store::{AuditEntry, Batch, EventType, Precondition, WatchEvent, parse_storage_key};
+
+const COMPONENT: &str = "default-scheduler";
+
+/// How long an unschedulable pod waits before trying again when nothing else wakes it.
+const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(30);
+
+struct CachedPod {
+    object_rv: u64,
+    node: Option<String>,
+    /// Counts toward its node's usage (not finished).
+    active: bool,
+    request: PodRequest,
+    created: i64,
+    /// The message of its PodScheduled=False condition, if any.
+    unschedulable: Option<String>,
+    /// Enough of the pod to write an Event about it.
+    reference: Value,
+}
+
+/// The scheduler's cache: nodes with their usage, and pods.
+#[derive(Default)]
+pub struct Scheduler {
+    nodes: Vec<NodeView>,
+    node_index: HashMap<String, usize>,
+    pods: HashMap<String, CachedPod>,
+    pending: BTreeSet<String>,
+    cursor: usize,
+}
+
+impl Scheduler {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add_usage(&mut self, pod: &CachedPod, sign: i64) {
+        let (Some(node), true) = (&pod.node, pod.active) else {
+            return;
+        };
+        let Some(view) = self.node_index.get(node).map(|i| &mut self.nodes[*i]) else {
+            return;
+        };
+        let apply = |value: u64, delta: u64| {
+            if sign > 0 {
+                value.saturating_add(delta)
+            } else {
+                value.saturating_sub(delta)
+            }
+        };
+        view.used_cpu_milli = apply(view.used_cpu_milli, pod.request.cpu_milli);
+        view.used_memory = apply(view.used_memory, pod.request.memory);
+        view.used_pods = u32::try_from(apply(u64::from(view.used_pods), 1)).unwrap_or(u32::MAX);
+        let siblings = view
+            .pods_by_owner
+            .entry(pod.request.owner.clone())
+            .or_insert(0);
+        *siblings = u32::try_from(apply(u64::from(*siblings), 1)).unwrap_or(u32::MAX);
+        if *siblings == 0 {
+            view.pods_by_owner.remove(&pod.request.owner);
+        }
+    }
+
+    fn set_pod(&mut self, key: &str, pod: Option<CachedPod>) {
+        if let Some(old) = self.pods.remove(key) {
+            self.add_usage(&old, -1);
+        }
+        self.pending.remove(key);
+        if let Some(pod) = pod {
+            self.add_usage(&pod, 1);
+            if pod.node.is_none() && pod.active {
+                self.pending.insert(key.to_string());
+            }
+            self.pods.insert(key.to_string(), pod);
+        }
+    }
+
+    fn mark_pending(&self, dirty: &mut Dirty, reason: &str) {
+        for key in &self.pending {
+            dirty.mark(key.clone(), || reason.to_string());
+        }
+    }
+
+    fn set_node(&mut self, name: &str, node: Option<NodeView>) {
+        match (self.node_index.get(name).copied(), node) {
+            (Some(index), Some(mut view)) => {
+                let old = &self.nodes[index];
+                view.used_cpu_milli = old.used_cpu_milli;
+                view.used_memory = old.used_memory;
+                view.used_pods = old.used_pods;
+                view.pods_by_owner = std::mem::take(&mut self.nodes[index].pods_by_owner);
+                self.nodes[index] = view;
+            }
+            (None, Some(mut view)) => {
+                // Pods already bound to it (listed before the node) count from now on.
+                for pod in self.pods.values() {
+                    if pod.node.as_deref() == Some(name) && pod.active {
+                        view.used_cpu_milli += pod.request.cpu_milli;
+                        view.used_memory += pod.request.memory;
+                        view.used_pods += 1;
+                        *view
+                            .pods_by_owner
+                            .entry(pod.request.owner.clone())
+                            .or_insert(0) += 1;
+                    }
+                }
+                self.node_index.insert(name.to_string(), self.nodes.len());
+                self.nodes.push(view);
+            }
+            (Some(index), None) => {
+                self.nodes.swap_remove(index);
+                self.node_index.remove(name);
+                if let Some(moved) = self.nodes.get(index) {
+                    self.node_index.insert(moved.name.clone(), index);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+fn quantity(value: Option<&Value>) -> Option<Quantity> {
+    match value? {
+        Value::String(text) => text.parse().ok(),
+        Value::Number(n) => n.as_i64().map(Quantity::from_units),
+        _ => None,
+    }
+}
+
+fn milli(value: Option<&Value>) -> u64 {
+    quantity(value).map_or(0, |q| u64::try_from(q.milli()).unwrap_or(0))
+}
+
+fn units(value: Option<&Value>) -> u64 {
+    quantity(value).map_or(0, |q| u64::try_from(q.units()).unwrap_or(0))
+}
+
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a pod asks of a node.
+pub fn pod_request(pod: &Value) -> PodRequest {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let sum = |resource: &str, read: fn(Option<&Value>) -> u64| -> u64 {
+        containers
+            .iter()
+            .map(|c| read(c.pointer(&format!("/resources/requests/{resource}"))))
+            .sum()
+    };
+    let owner = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|owners| {
+            owners
+                .iter()
+                .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        })
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                o.get("name").and_then(Value::as_str).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|t| Toleration {
+                    key: text(t, "/key").unwrap_or_default().to_string(),
+                    operator: text(t, "/operator").unwrap_or("Equal").to_string(),
+                    value: text(t, "/value").unwrap_or_default().to_string(),
+                    effect: text(t, "/effect").unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PodRequest {
+        owner,
+        cpu_milli: sum("cpu", milli),
+        memory: sum("memory", units),
+        node_selector: string_map(pod.pointer("/spec/nodeSelector")),
+        tolerations,
+    }
+}
+
+/// A node as the scheduler sees it (usage filled in from the pods bound to it).
+pub fn node_view(node: &Value) -> NodeView {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        })
+        .and_then(|c| c.get("status").and_then(Value::as_str))
+        == Some("True");
+    let taints = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|t| Taint {
+                    key: text(t, "/key").unwrap_or_default().to_string(),
+                    value: text(t, "/value").unwrap_or_default().to_string(),
+                    effect: text(t, "/effect").unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    NodeView {
+        name: text(node, "/metadata/name").unwrap_or_default().to_string(),
+        ready,
+        unschedulable: node
+            .pointer("/spec/unschedulable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        labels: string_map(node.pointer("/metadata/labels")),
+        taints,
+        cpu_milli: milli(node.pointer("/status/allocatable/cpu")),
+        memory: units(node.pointer("/status/allocatable/memory")),
+        used_cpu_milli: 0,
+        used_memory: 0,
+        max_pods: u32::try_from(units(node.pointer("/status/allocatable/pods"))).unwrap_or(110),
+        used_pods: 0,
+        pods_by_owner: BTreeMap::new(),
+    }
+}
+
+/// The part of a NodeView that decides schedulability (usage aside).
+fn same_shape(a: &NodeView, b: &NodeView) -> bool {
+    (
+        a.ready,
+        a.unschedulable,
+        &a.labels,
+        &a.taints,
+        a.cpu_milli,
+        a.memory,
+        a.max_pods,
+    ) == (
+        b.ready,
+        b.unschedulable,
+        &b.labels,
+        &b.taints,
+        b.cpu_milli,
+        b.memory,
+        b.max_pods,
+    )
+}
+
+fn unschedulable_message(pod: &Value) -> Option<String> {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| {
+            c.get("type").and_then(Value::as_str) == Some("PodScheduled")
+                && c.get("status").and_then(Value::as_str) == Some("False")
+        })
+        .and_then(|c| c.get("message").and_then(Value::as_str))
+        .map(str::to_string)
+}
+
+impl Controller for Scheduler {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::Node, Kind::Pod]
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
+        let Some(key) = parse_storage_key(&event.key) else {
+            return;
+        };
+        match key.kind {
+            Kind::Node => {
+                if event.kind == EventType::Deleted {
+                    self.set_node(&key.name, None);
+                    return;
+                }
+                let view = node_view(&event.object);
+                let changed = self
+                    .node_index
+                    .get(&key.name)
+                    .is_none_or(|i| !same_shape(&self.nodes[*i], &view));
+                self.set_node(&key.name, Some(view));
+                if changed {
+                    self.mark_pending(dirty, &because(event));
+                }
+            }
+            Kind::Pod => {
+                if event.kind == EventType::Deleted {
+                    let freed = self.pods.get(&event.key).is_some_and(|p| p.node.is_some());
+                    self.set_pod(&event.key, None);
+                    if freed {
+                        self.mark_pending(dirty, &because(event));
+                    }
+                    return;
+                }
+                let pod = &event.object;
+                let finished = matches!(
+                    text(pod, "/status/phase"),
+                    Some("Succeeded") | Some("Failed")
+                );
+                let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+                let cached = CachedPod {
+                    object_rv: event.resource_version,
+                    node: text(pod, "/spec/nodeName")
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string),
+                    active: !finished,
+                    request: pod_request(pod),
+                    created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
+                    unschedulable: unschedulable_message(pod),
+                    reference: json!({
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": key.name,
+                            "namespace": key.namespace,
+                            "uid": pod.pointer("/metadata/uid"),
+                        },
+                    }),
+                };
+                let freed = finished
+                    && self
+                        .pods
+                        .get(&event.key)
+                        .is_some_and(|p| p.active && p.node.is_some());
+                let wants_node = cached.node.is_none() && cached.active && !terminating;
+                self.set_pod(&event.key, Some(cached));
+                if !wants_node {
+                    self.pending.remove(&event.key);
+                } else {
+                    dirty.mark(event.key.clone(), || because(event));
+                }
+                if freed {
+                    self.mark_pending(dirty, &because(event));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
+        if !self.pending.contains(key) {
+            return Reconciled::default();
+        }
+        let Some(pod) = self.pods.get(key) else {
+            return Reconciled::default();
+        };
+        let Some(pod_key) = parse_storage_key(key) else {
+            return Reconciled::default();
+        };
+        let enough = feasible_nodes_to_find(self.nodes.len());
+        let start = if self.nodes.is_empty() {
+            0
+        } else {
+            self.cursor % self.nodes.len()
+        };
+        let (verdict, next) = schedule_from(&pod.request, &self.nodes, start, enough);
+        self.cursor = next;
+        let precondition = Some(Precondition::ResourceVersion(pod.object_rv));
+        match verdict {
+            Ok(node) => {
+                let waited = now.as_second() - pod.created;
+                crate::metrics::METRICS
+                    .scheduling_seconds
+                    .observe(waited.max(0) as f64);
+                crate::metrics::METRICS.pods_scheduled.inc();
+                if let Some(mut assumed) = self.pods.remove(key) {
+                    assumed.node = Some(node.clone());
+                    self.add_usage(&assumed, 1);
+                    self.pods.insert(key.to_string(), assumed);
+                }
+                self.pending.remove(key);
+                let time = rfc3339(now.as_second());
+                Reconciled {
+                    batches: vec![Batch {
+                        writes: vec![Write::Patch {
+                            key: pod_key,
+                            precondition,
+                            patch: json!({
+                                "spec": {"nodeName": node},
+                                "status": {"conditions": [{
+                                    "type": "PodScheduled", "status": "True",
+                                    "lastTransitionTime": time, "lastProbeTime": null,
+                                }]},
+                            }),
+                        }],
+                        audit: Some(AuditEntry {
+                            actor: "scheduler".into(),
+                            action: "bind".into(),
+                            subject: key.to_string(),
+                            details: json!({ "node": node }),
+                        }),
+                    }],
+                    requeue_after: None,
+                }
+            }
+            Err(message) => {
+                if pod.unschedulable.as_deref() == Some(message.as_str()) {
+                    // Already said; wait for a change (or the retry timer).
+                    return Reconciled {
+                        batches: Vec::new(),
+                        requeue_after: Some(UNSCHEDULABLE_RETRY),
+                    };
+                }
+                let time = rfc3339(now.as_second());
+                let reference = pod.reference.clone();
+                Reconciled {
+                    batches: vec![Batch {
+                        writes: vec![
+                            Write::Patch {
+                                key: pod_key,
+                                precondition,
+                                patch: json!({"status": {"conditions": [{
+                                    "type": "PodScheduled", "status": "False",
+                                    "reason": "Unschedulable", "message": message,
+                                    "lastTransitionTime": time, "lastProbeTime": null,
+                                }]}}),
+                            },
+                            event(
+                                COMPONENT,
+                                &reference,
+                                "Warning",
+                                "FailedScheduling",
+                                message,
+                                now,
+                            ),
+                        ],
+                        audit: None,
+                    }],
+                    requeue_after: Some(UNSCHEDULABLE_RETRY),
+                }
+            }
+        }
+    }
+
+    fn write_failed(&mut self, key: &str) {
+        // The binding did not happen: forget the assumed node.
+        if let Some(mut pod) = self.pods.remove(key) {
+            if pod.node.is_some() {
+                self.add_usage(&pod, -1);
+                pod.node = None;
+            }
+            if pod.active {
+                self.pending.insert(key.to_string());
+            }
+            self.pods.insert(key.to_string(), pod);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_requests_and_allocatable_as_kubernetes_quantities() {
+        let pod = json!({
+            "metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "web-1", "controller": true}]},
+            "spec": {"containers": [
+                {"resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
+                {"resources": {"requests": {"cpu": 1}}},
+            ], "nodeSelector": {"disk": "ssd"}},
+        });
+        let request = pod_request(&pod);
+        assert_eq!(request.cpu_milli, 1250);
+        assert_eq!(request.memory, 64 << 20);
+        assert_eq!(request.owner, "ReplicaSet/web-1");
+        assert_eq!(
+            request.node_selector.get("disk").map(String::as_str),
+            Some("ssd")
+        );
+        let node = json!({
+            "metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        let view = node_view(&node);
+        assert!(view.ready);
+        assert_eq!(
+            (view.cpu_milli, view.memory, view.max_pods),
+            (2000, 4 << 30, 110)
+        );
+    }
+}

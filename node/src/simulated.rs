@@ -1,0 +1,609 @@
+//! The simulated kubelet: nodes that register, renew their leases, and report the pods bound
+//! to them Running (and Ready) after a delay, without running anything. A test instrument for
+//! scale tests and for trying shipshape without root; it can be told to crash a pod or to let
+//! a node vanish (stop renewing its lease and reporting), which is how node loss is tested.
+//!
+//! One [`SimulatedNodes`] serves many nodes: five thousand kubelets each following every pod
+//! would cost five thousand copies of the pod stream for nothing, since a simulated node does
+//! no work of its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shipshape_actors::Write;
+use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
+use shipshape_actors::store::{Batch, EventType, Precondition, WatchEvent, parse_storage_key};
+use shipshape_api::{Kind, ObjectKey};
+
+/// The namespace node leases live in (Kubernetes' name).
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The version nodes report (the API server's, as a kubelet of the same release would).
+const KUBELET_VERSION: &str = "v1.37.0-shipshape";
+
+/// A block of addresses: `10.244.0.0/16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The first address.
+    pub base: Ipv4Addr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a CIDR (e.g. 10.244.0.0/16)"))?;
+        let base: Ipv4Addr = address
+            .parse()
+            .map_err(|_| format!("{address:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 24)
+            .ok_or_else(|| format!("{text:?}: the prefix must be a number up to 24"))?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Ok(Cidr {
+            base: Ipv4Addr::from(u32::from(base) & mask),
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+impl Cidr {
+    /// The `index`th /24 inside this block (one per node), if there is one.
+    pub fn node_subnet(&self, index: usize) -> Option<Cidr> {
+        let subnets = 1usize << (24 - self.prefix);
+        if index >= subnets {
+            return None;
+        }
+        let base = u32::from(self.base) + (u32::try_from(index).ok()? << 8);
+        Some(Cidr {
+            base: Ipv4Addr::from(base),
+            prefix: 24,
+        })
+    }
+
+    fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + n)
+    }
+}
+
+/// How the simulated nodes behave.
+#[derive(Clone, Debug)]
+pub struct SimulatedConfig {
+    /// How many nodes (`node-1` … `node-N`).
+    pub nodes: usize,
+    /// Each node's allocatable cpu in millicores.
+    pub cpu_milli: u64,
+    /// Each node's allocatable memory in bytes.
+    pub memory: u64,
+    /// Pods per node (Kubernetes' default is 110).
+    pub max_pods: u32,
+    /// The pod CIDR the nodes' /24s come from.
+    pub pod_cidr: Cidr,
+    /// How long a bound pod takes to become Running.
+    pub start_delay: Duration,
+    /// How long a lease is valid (Kubernetes: 40 s); nodes renew at a quarter of it.
+    pub lease_duration: Duration,
+}
+
+struct SimNode {
+    subnet: Option<Cidr>,
+    /// The Node object as last seen (None until registered).
+    object: Option<Value>,
+    lease_rv: Option<u64>,
+    vanished: bool,
+    used_ips: BTreeSet<u32>,
+}
+
+struct SimPod {
+    node: String,
+    uid: String,
+    object_rv: u64,
+    seen_bound: Instant,
+    /// The readiness last reported (None: not reported Running yet).
+    reported: Option<bool>,
+    terminating: bool,
+    ip: Option<u32>,
+    crashes: u32,
+    crashed_until: Option<Instant>,
+    containers: Vec<(String, String)>,
+}
+
+/// The simulated kubelets of a set of nodes.
+pub struct SimulatedNodes {
+    config: SimulatedConfig,
+    nodes: BTreeMap<String, SimNode>,
+    pods: HashMap<String, SimPod>,
+}
+
+fn node_key(name: &str) -> String {
+    format!("Node//{name}")
+}
+
+impl SimulatedNodes {
+    /// `config.nodes` nodes, registered once the actor lists the store.
+    pub fn new(config: SimulatedConfig) -> Self {
+        let mut this = Self {
+            config,
+            nodes: BTreeMap::new(),
+            pods: HashMap::new(),
+        };
+        this.reset();
+        this
+    }
+
+    /// The node names.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Makes a node vanish: it stops renewing its lease and reporting its pods, as a machine
+    /// that lost power would.
+    pub fn vanish(&mut self, node: &str) {
+        if let Some(node) = self.nodes.get_mut(node) {
+            node.vanished = true;
+        }
+    }
+
+    /// Crashes a pod's containers once: it turns not ready, counts a restart, and is ready
+    /// again after the start delay.
+    pub fn crash(&mut self, pod_key: &str, dirty: &mut Dirty) {
+        if let Some(pod) = self.pods.get_mut(pod_key)
+            && pod.reported.is_some()
+        {
+            pod.crashes += 1;
+            pod.crashed_until = Some(Instant::now() + self.config.start_delay);
+            dirty.mark(pod_key.to_string(), || "crash requested".into());
+        }
+    }
+
+    fn node_object(&self, name: &str, node: &SimNode, now: &str) -> Value {
+        let cpu = format!("{}m", self.config.cpu_milli);
+        let memory = format!("{}Ki", self.config.memory / 1024);
+        let pods = self.config.max_pods.to_string();
+        let mut spec = json!({});
+        let mut addresses = vec![json!({"type": "Hostname", "address": name})];
+        if let Some(subnet) = node.subnet {
+            spec = json!({"podCIDR": subnet.to_string(), "podCIDRs": [subnet.to_string()]});
+            addresses.insert(
+                0,
+                json!({"type": "InternalIP", "address": subnet.host(1).to_string()}),
+            );
+        }
+        json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": std::env::consts::ARCH,
+                    "node.kubernetes.io/instance-type": "shipshape-simulated",
+                },
+            },
+            "spec": spec,
+            "status": {
+                "capacity": {"cpu": cpu, "memory": memory, "pods": pods},
+                "allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
+                "conditions": [ready_condition(now)],
+                "addresses": addresses,
+                "nodeInfo": {
+                    "machineID": name, "systemUUID": name, "bootID": name,
+                    "kernelVersion": "simulated", "osImage": "shipshape simulated node",
+                    "containerRuntimeVersion": "simulated://1", "kubeletVersion": KUBELET_VERSION,
+                    "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux",
+                    "architecture": std::env::consts::ARCH,
+                },
+            },
+        })
+    }
+
+    fn reconcile_node(&mut self, name: &str, now: jiff::Timestamp) -> Reconciled {
+        let renew = self.config.lease_duration / 4;
+        let Some(node) = self.nodes.get(name) else {
+            return Reconciled::default();
+        };
+        if node.vanished {
+            return Reconciled::default();
+        }
+        let time = seconds_text(now);
+        let mut writes = Vec::new();
+        match &node.object {
+            None => writes.push(Write::Create {
+                object: self.node_object(name, node, &time),
+                applied: None,
+                application: None,
+            }),
+            Some(object) if !is_ready(object) => {
+                // Back after an absence (or marked NotReady by the node lifecycle controller):
+                // report ready again.
+                let mut status = object.get("status").cloned().unwrap_or_else(|| json!({}));
+                status["conditions"] = json!([ready_condition(&time)]);
+                writes.push(Write::UpdateStatus {
+                    key: object_key(Kind::Node, "", name),
+                    precondition: None,
+                    status,
+                });
+            }
+            Some(_) => {}
+        }
+        let lease_key = object_key(Kind::Lease, LEASE_NAMESPACE, name);
+        let micro = now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        writes.push(match node.lease_rv {
+            None => Write::Create {
+                object: json!({
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
+                    "spec": {
+                        "holderIdentity": name,
+                        "leaseDurationSeconds": self.config.lease_duration.as_secs(),
+                        "renewTime": micro,
+                    },
+                }),
+                applied: None,
+                application: None,
+            },
+            Some(rv) => Write::Patch {
+                key: lease_key,
+                precondition: Some(Precondition::ResourceVersion(rv)),
+                patch: json!({"spec": {"renewTime": micro}}),
+            },
+        });
+        // Leases and heartbeats are not audit records (DESIGN.md).
+        Reconciled {
+            batches: vec![Batch {
+                writes,
+                audit: None,
+            }],
+            requeue_after: Some(renew),
+        }
+    }
+
+    fn reconcile_pod(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
+        let start_delay = self.config.start_delay;
+        let Some(pod) = self.pods.get_mut(key) else {
+            return Reconciled::default();
+        };
+        let Some(node) = self.nodes.get_mut(&pod.node) else {
+            return Reconciled::default();
+        };
+        if node.vanished {
+            return Reconciled::default();
+        }
+        let Some(pod_key) = parse_storage_key(key) else {
+            return Reconciled::default();
+        };
+        if pod.terminating {
+            // Nothing runs, so nothing needs its grace period: the pod is gone at once.
+            return Reconciled {
+                batches: vec![Batch {
+                    writes: vec![Write::Delete {
+                        key: pod_key,
+                        precondition: Precondition::Uid(pod.uid.clone()),
+                    }],
+                    audit: None,
+                }],
+                requeue_after: None,
+            };
+        }
+        let now_instant = Instant::now();
+        let crashed = pod.crashed_until.filter(|until| *until > now_instant);
+        if crashed.is_none() {
+            pod.crashed_until = None;
+        }
+        let started_at = pod.seen_bound + start_delay;
+        let (ready, wait) = match crashed {
+            Some(until) => (false, Some(until - now_instant)),
+            None if pod.reported.is_none() && started_at > now_instant => {
+                // Still "pulling and starting": report nothing yet.
+                return Reconciled {
+                    batches: Vec::new(),
+                    requeue_after: Some(started_at - now_instant),
+                };
+            }
+            None => (true, None),
+        };
+        if pod.reported == Some(ready) {
+            return Reconciled {
+                batches: Vec::new(),
+                requeue_after: wait,
+            };
+        }
+        let ip = match (pod.ip, node.subnet) {
+            (Some(ip), _) => Some(ip),
+            (None, Some(_)) => {
+                let free = (2..255).find(|n| !node.used_ips.contains(n));
+                if let Some(n) = free {
+                    node.used_ips.insert(n);
+                    pod.ip = Some(n);
+                }
+                free
+            }
+            (None, None) => None,
+        };
+        let time = seconds_text(now);
+        let pod_ip = node.subnet.zip(ip).map(|(s, n)| s.host(n).to_string());
+        let host_ip = node.subnet.map(|s| s.host(1).to_string());
+        let ready_text = if ready { "True" } else { "False" };
+        let containers: Vec<Value> = pod
+            .containers
+            .iter()
+            .map(|(name, image)| {
+                let mut status = json!({
+                    "name": name, "image": image, "imageID": "",
+                    "containerID": format!("simulated://{}-{name}", pod.uid),
+                    "ready": ready, "started": true, "restartCount": pod.crashes,
+                    "state": {"running": {"startedAt": time}},
+                });
+                if pod.crashes > 0 {
+                    status["lastState"] = json!({"terminated": {
+                        "exitCode": 137, "reason": "Error",
+                        "startedAt": time, "finishedAt": time,
+                    }});
+                }
+                status
+            })
+            .collect();
+        let mut status = json!({
+            "phase": "Running",
+            "startTime": time,
+            "qosClass": "BestEffort",
+            "conditions": [
+                {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": time},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": time},
+                {"type": "Ready", "status": ready_text, "lastTransitionTime": time},
+                {"type": "ContainersReady", "status": ready_text, "lastTransitionTime": time},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": time},
+            ],
+            "containerStatuses": containers,
+        });
+        if let (Some(pod_ip), Some(host_ip)) = (pod_ip, host_ip) {
+            status["podIP"] = json!(pod_ip);
+            status["podIPs"] = json!([{"ip": pod_ip}]);
+            status["hostIP"] = json!(host_ip);
+            status["hostIPs"] = json!([{"ip": host_ip}]);
+        }
+        pod.reported = Some(ready);
+        Reconciled {
+            batches: vec![Batch {
+                writes: vec![Write::UpdateStatus {
+                    key: pod_key,
+                    precondition: Some(Precondition::Uid(pod.uid.clone())),
+                    status,
+                }],
+                audit: None,
+            }],
+            requeue_after: wait,
+        }
+    }
+}
+
+fn object_key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
+fn seconds_text(now: jiff::Timestamp) -> String {
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+fn ready_condition(now: &str) -> Value {
+    json!({
+        "type": "Ready", "status": "True", "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": now, "lastTransitionTime": now,
+    })
+}
+
+fn is_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+impl Controller for SimulatedNodes {
+    fn name(&self) -> &'static str {
+        "kubelet-simulated"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::Node, Kind::Lease, Kind::Pod]
+    }
+
+    fn reset(&mut self) {
+        let vanished: BTreeSet<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.vanished)
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.nodes = (0..self.config.nodes)
+            .map(|i| {
+                let name = format!("node-{}", i + 1);
+                let node = SimNode {
+                    subnet: self.config.pod_cidr.node_subnet(i),
+                    object: None,
+                    lease_rv: None,
+                    vanished: vanished.contains(&name),
+                    used_ips: BTreeSet::new(),
+                };
+                (name, node)
+            })
+            .collect();
+        self.pods.clear();
+    }
+
+    fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
+        let Some(key) = parse_storage_key(&event.key) else {
+            return;
+        };
+        match key.kind {
+            Kind::Node => {
+                if let Some(node) = self.nodes.get_mut(&key.name) {
+                    node.object = (event.kind != EventType::Deleted).then(|| event.object.clone());
+                    let ready = node.object.as_ref().is_some_and(is_ready);
+                    if !ready {
+                        dirty.mark(node_key(&key.name), || because(event));
+                    }
+                }
+            }
+            Kind::Lease if key.namespace == LEASE_NAMESPACE => {
+                if let Some(node) = self.nodes.get_mut(&key.name) {
+                    node.lease_rv =
+                        (event.kind != EventType::Deleted).then_some(event.resource_version);
+                    if event.kind == EventType::Deleted {
+                        dirty.mark(node_key(&key.name), || because(event));
+                    }
+                }
+            }
+            Kind::Pod => {
+                let object = &event.object;
+                let bound = object
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .filter(|n| self.nodes.contains_key(*n));
+                if event.kind == EventType::Deleted || bound.is_none() {
+                    if let Some(pod) = self.pods.remove(&event.key)
+                        && let (Some(ip), Some(node)) = (pod.ip, self.nodes.get_mut(&pod.node))
+                    {
+                        node.used_ips.remove(&ip);
+                    }
+                    return;
+                }
+                let Some(node_name) = bound else { return };
+                let ip = object
+                    .pointer("/status/podIP")
+                    .and_then(Value::as_str)
+                    .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+                let terminating = object.pointer("/metadata/deletionTimestamp").is_some();
+                let running =
+                    object.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+                let ready = object
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|conditions| {
+                        conditions.iter().any(|c| {
+                            c.get("type").and_then(Value::as_str) == Some("Ready")
+                                && c.get("status").and_then(Value::as_str) == Some("True")
+                        })
+                    });
+                let pod = self
+                    .pods
+                    .entry(event.key.clone())
+                    .or_insert_with(|| SimPod {
+                        node: node_name.to_string(),
+                        uid: String::new(),
+                        object_rv: 0,
+                        seen_bound: Instant::now(),
+                        reported: None,
+                        terminating: false,
+                        ip: None,
+                        crashes: 0,
+                        crashed_until: None,
+                        containers: Vec::new(),
+                    });
+                pod.uid = object
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                pod.object_rv = event.resource_version;
+                pod.terminating = terminating;
+                if pod.reported.is_none() && running {
+                    pod.reported = Some(ready);
+                }
+                pod.containers = object
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .map(|list| {
+                        list.iter()
+                            .map(|c| {
+                                let field = |f: &str| {
+                                    c.get(f)
+                                        .and_then(Value::as_str)
+                                        .unwrap_or_default()
+                                        .to_string()
+                                };
+                                (field("name"), field("image"))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if pod.ip.is_none()
+                    && let (Some(ip), Some(node)) = (ip, self.nodes.get_mut(node_name))
+                    && let Some(subnet) = node.subnet
+                {
+                    let n = u32::from(ip).wrapping_sub(u32::from(subnet.base));
+                    if n < 256 {
+                        node.used_ips.insert(n);
+                        pod.ip = Some(n);
+                    }
+                }
+                if terminating || pod.reported.is_none() {
+                    dirty.mark(event.key.clone(), || because(event));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn listed(&mut self, dirty: &mut Dirty) {
+        // Register (or re-register) every node, and start renewing its lease.
+        for name in self.nodes.keys() {
+            dirty.mark(node_key(name), || "registering".into());
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
+        match key.strip_prefix("Node//") {
+            Some(name) => self.reconcile_node(name, now),
+            None => self.reconcile_pod(key, now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gives_each_node_its_own_slash_24() {
+        let cidr: Cidr = "10.244.0.0/16".parse().expect("cidr");
+        assert_eq!(
+            cidr.node_subnet(0).map(|c| c.to_string()),
+            Some("10.244.0.0/24".into())
+        );
+        assert_eq!(
+            cidr.node_subnet(3).map(|c| c.to_string()),
+            Some("10.244.3.0/24".into())
+        );
+        assert_eq!(cidr.node_subnet(256), None, "a /16 holds 256 nodes");
+        assert!("10.244.0.0".parse::<Cidr>().is_err());
+        assert!("10.244.0.0/28".parse::<Cidr>().is_err());
+    }
+}

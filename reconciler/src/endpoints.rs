@@ -1,0 +1,204 @@
+//! The Endpoints decision: which pod addresses and ports back a Service.
+//!
+//! As Kubernetes' endpoints controller: the pods the Service selects that have an address;
+//! ready ones serve, not-ready ones are listed apart (`notReadyAddresses`) unless the Service
+//! publishes them anyway; terminating pods are left out. A Service port's `targetPort` may name a
+//! container port, and pods may resolve that name to different numbers, so addresses are grouped
+//! into subsets by the ports they resolve to.
+
+use std::collections::BTreeMap;
+
+/// Where a Service port sends traffic on the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetPort {
+    /// A port number.
+    Number(i32),
+    /// A container port's name.
+    Named(String),
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServicePort {
+    /// The port's name (may be empty when there is one port).
+    pub name: String,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    /// Where it goes on the pod.
+    pub target: TargetPort,
+}
+
+/// A pod as the Endpoints decision sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointPod {
+    /// The pod's name.
+    pub name: String,
+    /// Its address, once it has one.
+    pub ip: Option<String>,
+    /// The node it runs on.
+    pub node: Option<String>,
+    /// Whether its Ready condition is true.
+    pub ready: bool,
+    /// Whether it is being deleted.
+    pub terminating: bool,
+    /// Its containers' named ports: name → (number, protocol).
+    pub named_ports: BTreeMap<String, (i32, String)>,
+}
+
+/// An address in an Endpoints subset.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    /// The pod's IP.
+    pub ip: String,
+    /// The pod's name.
+    pub pod: String,
+    /// Its node.
+    pub node: Option<String>,
+}
+
+/// A resolved port: (name, number, protocol).
+pub type ResolvedPort = (String, i32, String);
+
+/// Addresses that share the same resolved ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Subset {
+    /// Ready addresses, by IP.
+    pub ready: Vec<Address>,
+    /// Addresses not ready yet, by IP.
+    pub not_ready: Vec<Address>,
+    /// The ports, by name.
+    pub ports: Vec<ResolvedPort>,
+}
+
+/// The subsets a Service's Endpoints should hold, given the pods its selector matches.
+pub fn endpoints_for(
+    ports: &[ServicePort],
+    pods: &[EndpointPod],
+    publish_not_ready: bool,
+) -> Vec<Subset> {
+    let mut groups: BTreeMap<Vec<ResolvedPort>, Subset> = BTreeMap::new();
+    for pod in pods {
+        let Some(ip) = &pod.ip else { continue };
+        if pod.terminating {
+            continue;
+        }
+        let mut resolved: Vec<ResolvedPort> = ports
+            .iter()
+            .filter_map(|port| match &port.target {
+                TargetPort::Number(n) => Some((port.name.clone(), *n, port.protocol.clone())),
+                TargetPort::Named(name) => pod
+                    .named_ports
+                    .get(name)
+                    .filter(|(_, protocol)| *protocol == port.protocol)
+                    .map(|(n, _)| (port.name.clone(), *n, port.protocol.clone())),
+            })
+            .collect();
+        if resolved.is_empty() {
+            continue;
+        }
+        resolved.sort();
+        let subset = groups.entry(resolved.clone()).or_default();
+        subset.ports = resolved;
+        let address = Address {
+            ip: ip.clone(),
+            pod: pod.name.clone(),
+            node: pod.node.clone(),
+        };
+        if pod.ready || publish_not_ready {
+            subset.ready.push(address);
+        } else {
+            subset.not_ready.push(address);
+        }
+    }
+    groups
+        .into_values()
+        .map(|mut subset| {
+            subset.ready.sort();
+            subset.not_ready.sort();
+            subset
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ip: Option<&str>, ready: bool, http: i32) -> EndpointPod {
+        EndpointPod {
+            name: name.into(),
+            ip: ip.map(str::to_string),
+            node: Some("node-1".into()),
+            ready,
+            terminating: false,
+            named_ports: [("http".to_string(), (http, "TCP".to_string()))].into(),
+        }
+    }
+
+    fn port(target: TargetPort) -> ServicePort {
+        ServicePort {
+            name: "web".into(),
+            protocol: "TCP".into(),
+            target,
+        }
+    }
+
+    #[test]
+    fn ready_pods_serve_and_others_wait_apart() {
+        let pods = [
+            pod("b", Some("10.244.0.3"), true, 8080),
+            pod("a", Some("10.244.0.2"), false, 8080),
+            pod("c", None, true, 8080),
+        ];
+        let subsets = endpoints_for(&[port(TargetPort::Number(8080))], &pods, false);
+        assert_eq!(subsets.len(), 1);
+        assert_eq!(
+            subsets[0]
+                .ready
+                .iter()
+                .map(|a| a.pod.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(
+            subsets[0]
+                .not_ready
+                .iter()
+                .map(|a| a.pod.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        let published = endpoints_for(&[port(TargetPort::Number(8080))], &pods, true);
+        assert_eq!(
+            published[0].ready.len(),
+            2,
+            "publishNotReadyAddresses lists both as ready"
+        );
+        let mut leaving = pods.clone();
+        leaving[0].terminating = true;
+        let subsets = endpoints_for(&[port(TargetPort::Number(8080))], &leaving, false);
+        assert!(
+            subsets[0].ready.is_empty(),
+            "a terminating pod stops receiving traffic"
+        );
+    }
+
+    #[test]
+    fn named_target_ports_group_pods_by_what_they_resolve_to() {
+        let pods = [
+            pod("a", Some("10.244.0.2"), true, 8080),
+            pod("b", Some("10.244.0.3"), true, 9090),
+            pod("c", Some("10.244.0.4"), true, 8080),
+        ];
+        let subsets = endpoints_for(&[port(TargetPort::Named("http".into()))], &pods, false);
+        assert_eq!(subsets.len(), 2);
+        assert_eq!(
+            subsets[0].ports,
+            vec![("web".to_string(), 8080, "TCP".to_string())]
+        );
+        assert_eq!(subsets[0].ready.len(), 2);
+        assert_eq!(subsets[1].ports[0].1, 9090);
+        let none = endpoints_for(&[port(TargetPort::Named("grpc".into()))], &pods, false);
+        assert!(none.is_empty(), "a name no pod declares resolves nowhere");
+    }
+}
