@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// is marked NotReady.
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_interval)]
     lease_duration: Duration,
+    /// How long a node may stay unreachable before its pods are evicted and replaced
+    /// elsewhere (Kubernetes' default tolerationSeconds).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
+    eviction_timeout: Duration,
     /// Simulated runtime: how long a bound pod takes to report Running.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_interval)]
     pod_start_delay: Duration,
@@ -236,8 +240,16 @@ impl ControlPlane {
 
     /// Starts the controllers, the scheduler and the nodes: what turns stored objects into
     /// running pods.
-    pub(crate) fn start_workloads(&mut self, nodes: shipshape_node::SimulatedConfig) {
-        self.workloads = Some(crate::workloads::Workloads::start(&self.store, nodes));
+    pub(crate) fn start_workloads(
+        &mut self,
+        nodes: shipshape_node::SimulatedConfig,
+        eviction_timeout: Duration,
+    ) {
+        self.workloads = Some(crate::workloads::Workloads::start(
+            &self.store,
+            nodes,
+            eviction_timeout,
+        ));
     }
 
     pub(crate) async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
@@ -390,7 +402,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             nodes.memory >> 20,
             nodes.start_delay
         );
-        plane.start_workloads(nodes);
+        plane.start_workloads(nodes, args.eviction_timeout);
         let mut seen = BTreeMap::new();
         let mut last_error = None;
         let mut ticker = tokio::time::interval(args.interval);

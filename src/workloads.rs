@@ -6,6 +6,8 @@ use shipshape_actors::StoreActor;
 use shipshape_actors::controller::{Controller, ControllerActor};
 use shipshape_actors::controllers::deployment::DeploymentController;
 use shipshape_actors::controllers::endpoints::EndpointsController;
+use shipshape_actors::controllers::gc::GarbageCollector;
+use shipshape_actors::controllers::nodes::NodeLifecycle;
 use shipshape_actors::controllers::replicaset::ReplicaSetController;
 use shipshape_actors::controllers::scheduler::Scheduler;
 use shipshape_node::{SimulatedConfig, SimulatedNodes};
@@ -16,6 +18,8 @@ pub(crate) struct Workloads {
     replica_set: ActorRef<ControllerActor<ReplicaSetController>>,
     scheduler: ActorRef<ControllerActor<Scheduler>>,
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
+    garbage: ActorRef<ControllerActor<GarbageCollector>>,
+    lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
     /// The simulated kubelets (tests reach them to crash pods or make nodes vanish).
     pub(crate) nodes: ActorRef<ControllerActor<SimulatedNodes>>,
 }
@@ -34,12 +38,21 @@ async fn stop<C: Controller>(actor: ActorRef<ControllerActor<C>>) {
 
 impl Workloads {
     /// Starts every controller, the scheduler and the nodes.
-    pub(crate) fn start(store: &ActorRef<StoreActor>, nodes: SimulatedConfig) -> Self {
+    pub(crate) fn start(
+        store: &ActorRef<StoreActor>,
+        nodes: SimulatedConfig,
+        eviction_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             deployment: spawn(DeploymentController::new(), store),
             replica_set: spawn(ReplicaSetController::new(), store),
             scheduler: spawn(Scheduler::new(), store),
             endpoints: spawn(EndpointsController::new(), store),
+            garbage: spawn(GarbageCollector::new(), store),
+            lifecycle: spawn(
+                NodeLifecycle::new(nodes.lease_duration, eviction_timeout),
+                store,
+            ),
             nodes: spawn(SimulatedNodes::new(nodes), store),
         }
     }
@@ -49,6 +62,8 @@ impl Workloads {
         stop(self.nodes).await;
         stop(self.scheduler).await;
         stop(self.endpoints).await;
+        stop(self.lifecycle).await;
+        stop(self.garbage).await;
         stop(self.replica_set).await;
         stop(self.deployment).await;
     }

@@ -7,7 +7,9 @@
 //! it was decided on, so a decision made on a stale view is refused by the store, not applied.
 //!
 //! - [`decision`]: the shape of every answer (actions, when to look again) and seeded names.
+//! - [`gc`]: what must go because its owner or namespace is gone.
 //! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
+//! - [`nodes`]: node lifecycle: unreachable nodes are marked, then emptied.
 //! - [`replicaset`]: create or delete pods to match replicas; status.
 //! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
 //! - [`scheduler`]: which node a pod goes to, or Kubernetes' reason why none can take it.
@@ -16,6 +18,8 @@
 pub mod decision;
 pub mod deployment;
 pub mod endpoints;
+pub mod gc;
 pub mod gitops;
+pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;

@@ -6,9 +6,13 @@
 //! - [`deployment`]: ReplicaSets for each Deployment; rollouts; status.
 //! - [`scheduler`]: a node for each pod.
 //! - [`endpoints`]: Endpoints and EndpointSlices for each Service.
+//! - [`gc`]: owner-reference and namespace cascades.
+//! - [`nodes`]: node lifecycle: unreachable nodes marked, their pods evicted.
 
 pub mod deployment;
 pub mod endpoints;
+pub mod gc;
+pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;
 

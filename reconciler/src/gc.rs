@@ -1,0 +1,102 @@
+//! Garbage collection: what must go because what it belonged to is gone.
+//!
+//! Two rules, as Kubernetes applies them: an object whose owner references all point at
+//! objects that no longer exist is deleted (deleting a Deployment removes its ReplicaSets, and
+//! through them their pods); and an object in a Namespace that was deleted is deleted with it.
+//! Objects Git declares are exempt from the namespace rule: their application prunes them, and
+//! deleting them here would fight the next sync.
+
+use std::collections::HashSet;
+
+/// An object as the garbage collector sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Collectable {
+    /// Its namespace (empty for cluster-scoped objects).
+    pub namespace: String,
+    /// The uids of its owners.
+    pub owners: Vec<String>,
+    /// Whether Git manages it.
+    pub from_git: bool,
+}
+
+/// Why an object is garbage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Garbage {
+    /// Every owner is gone.
+    OwnersGone,
+    /// Its Namespace is gone.
+    NamespaceGone,
+}
+
+/// Namespaces that exist without a Namespace object (Kubernetes creates them itself).
+pub const BUILT_IN_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Whether `object` is garbage, given the uids of every live object and the live namespaces.
+pub fn garbage(
+    object: &Collectable,
+    live_uids: &HashSet<String>,
+    live_namespaces: &HashSet<String>,
+) -> Option<Garbage> {
+    if !object.owners.is_empty() && object.owners.iter().all(|uid| !live_uids.contains(uid)) {
+        return Some(Garbage::OwnersGone);
+    }
+    let namespace_gone = !object.namespace.is_empty()
+        && !BUILT_IN_NAMESPACES.contains(&object.namespace.as_str())
+        && !live_namespaces.contains(&object.namespace);
+    (namespace_gone && !object.from_git).then_some(Garbage::NamespaceGone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> HashSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn collects_orphans_and_the_contents_of_deleted_namespaces() {
+        let pod = Collectable {
+            namespace: "demo".into(),
+            owners: vec!["rs-1".into()],
+            from_git: false,
+        };
+        let live = set(&["rs-1"]);
+        let namespaces = set(&["demo"]);
+        assert_eq!(garbage(&pod, &live, &namespaces), None);
+        assert_eq!(
+            garbage(&pod, &set(&[]), &namespaces),
+            Some(Garbage::OwnersGone)
+        );
+        let two_owners = Collectable {
+            owners: vec!["rs-1".into(), "other".into()],
+            ..pod.clone()
+        };
+        assert_eq!(
+            garbage(&two_owners, &set(&["other"]), &namespaces),
+            None,
+            "one owner left keeps it"
+        );
+        assert_eq!(
+            garbage(&pod, &live, &set(&[])),
+            Some(Garbage::NamespaceGone)
+        );
+        let declared = Collectable {
+            owners: Vec::new(),
+            from_git: true,
+            ..pod.clone()
+        };
+        assert_eq!(
+            garbage(&declared, &live, &set(&[])),
+            None,
+            "Git prunes its own"
+        );
+        let in_default = Collectable {
+            namespace: "default".into(),
+            owners: Vec::new(),
+            from_git: false,
+        };
+        assert_eq!(garbage(&in_default, &live, &set(&[])), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Node lifecycle: a node that stops renewing its lease is marked NotReady (its Ready
+//! condition Unknown, and the `node.kubernetes.io/unreachable:NoExecute` taint so nothing new
+//! lands there), and once it has been gone for the eviction timeout its pods are evicted so
+//! their controllers replace them elsewhere. A node that comes back loses the taint.
+//!
+//! Kubernetes spreads this over the node lifecycle controller and the taint manager, with
+//! `node-monitor-grace-period` (40 s) and the default `tolerationSeconds` of 300 s; both are
+//! arguments here, so tests shorten them.
+
+/// The taint a node that stopped reporting carries (Kubernetes' name).
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
+/// A node's health as the lifecycle decision sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeHealth {
+    /// Whether its Ready condition is True.
+    pub ready: bool,
+    /// When the Ready condition last changed (seconds).
+    pub ready_changed: i64,
+    /// When its lease was last renewed (seconds), if it has one.
+    pub lease_renewed: Option<i64>,
+    /// Whether it carries the unreachable taint.
+    pub tainted: bool,
+}
+
+/// A pod on the node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodOnNode {
+    /// The pod's name (with its namespace).
+    pub name: String,
+    /// Its uid (the eviction's precondition).
+    pub uid: String,
+    /// Already being deleted.
+    pub terminating: bool,
+    /// Tolerates the unreachable taint forever (a toleration without tolerationSeconds).
+    pub tolerates_forever: bool,
+}
+
+/// One step of the node lifecycle controller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NodeAction {
+    /// Set Ready to Unknown and add the unreachable taint.
+    MarkUnreachable,
+    /// The node reports again: remove the taint.
+    ClearUnreachable,
+    /// Delete a pod so its controller replaces it elsewhere.
+    Evict {
+        /// The pod.
+        name: String,
+        /// Its uid.
+        uid: String,
+    },
+}
+
+/// Decides what happens to one node at `now`, with the lease `grace` and `eviction_timeout`
+/// in seconds.
+pub fn decide_node(
+    node: &NodeHealth,
+    pods: &[PodOnNode],
+    now: i64,
+    grace: i64,
+    eviction_timeout: i64,
+) -> crate::decision::Decision<NodeAction> {
+    let mut decision = crate::decision::Decision::idle();
+    let silent_since = node.lease_renewed.unwrap_or(node.ready_changed);
+    let lapsed = now - silent_since > grace;
+    if node.ready {
+        if lapsed {
+            decision.actions.push(NodeAction::MarkUnreachable);
+            decision.requeue_after = Some(eviction_timeout.max(1));
+        } else {
+            if node.tainted {
+                decision.actions.push(NodeAction::ClearUnreachable);
+            }
+            // Look again when the lease would lapse, since a silent node sends no event.
+            decision.requeue_after = Some((silent_since + grace + 1 - now).max(1));
+        }
+        return decision;
+    }
+    if !lapsed {
+        // The kubelet renews but reports NotReady itself: not ours to handle.
+        if node.tainted {
+            decision.actions.push(NodeAction::ClearUnreachable);
+        }
+        decision.requeue_after = Some((silent_since + grace + 1 - now).max(1));
+        return decision;
+    }
+    if !node.tainted {
+        decision.actions.push(NodeAction::MarkUnreachable);
+    }
+    let gone_for = now - node.ready_changed;
+    if gone_for >= eviction_timeout {
+        decision.actions.extend(
+            pods.iter()
+                .filter(|p| !p.terminating && !p.tolerates_forever)
+                .map(|p| NodeAction::Evict {
+                    name: p.name.clone(),
+                    uid: p.uid.clone(),
+                }),
+        );
+    } else {
+        decision.requeue_after = Some((eviction_timeout - gone_for).max(1));
+    }
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> PodOnNode {
+        PodOnNode {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            terminating: false,
+            tolerates_forever: false,
+        }
+    }
+
+    #[test]
+    fn a_silent_node_is_marked_then_emptied_after_the_timeout() {
+        let healthy = NodeHealth {
+            ready: true,
+            ready_changed: 0,
+            lease_renewed: Some(100),
+            tainted: false,
+        };
+        let quiet = decide_node(&healthy, &[pod("a")], 120, 40, 300);
+        assert!(quiet.actions.is_empty());
+        assert_eq!(
+            quiet.requeue_after,
+            Some(21),
+            "looks again when the lease would lapse"
+        );
+
+        let lapsed = decide_node(&healthy, &[pod("a")], 141, 40, 300);
+        assert_eq!(lapsed.actions, vec![NodeAction::MarkUnreachable]);
+
+        let marked = NodeHealth {
+            ready: false,
+            ready_changed: 141,
+            tainted: true,
+            ..healthy.clone()
+        };
+        let waiting = decide_node(&marked, &[pod("a")], 200, 40, 300);
+        assert!(waiting.actions.is_empty(), "pods stay until the timeout");
+        assert_eq!(waiting.requeue_after, Some(241));
+
+        let mut tolerant = pod("agent");
+        tolerant.tolerates_forever = true;
+        let mut leaving = pod("old");
+        leaving.terminating = true;
+        let evicting = decide_node(&marked, &[pod("a"), tolerant, leaving], 441, 40, 300);
+        assert_eq!(
+            evicting.actions,
+            vec![NodeAction::Evict {
+                name: "a".into(),
+                uid: "uid-a".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_node_that_reports_again_loses_the_taint() {
+        let back = NodeHealth {
+            ready: true,
+            ready_changed: 500,
+            lease_renewed: Some(500),
+            tainted: true,
+        };
+        let decision = decide_node(&back, &[], 505, 40, 300);
+        assert_eq!(decision.actions, vec![NodeAction::ClearUnreachable]);
+    }
+}
