@@ -32,6 +32,12 @@ pub struct BenchArgs {
     /// Watchers for the fan-out figure.
     #[arg(long, default_value_t = 100)]
     watchers: usize,
+    /// Simulated nodes for the scheduling benchmark (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    scale_nodes: usize,
+    /// Pods for the scheduling benchmark (in Deployments of 100 replicas).
+    #[arg(long, default_value_t = 150_000)]
+    scale_pods: usize,
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -345,6 +351,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ms(figures.fan_out),
             rate(args.watchers * args.writes, figures.fan_out, "deliveries")
         );
+        if args.scale_nodes > 0 && args.scale_pods > 0 {
+            let scale = runtime.block_on(crate::scale::run(
+                &root.path,
+                args.scale_nodes,
+                args.scale_pods,
+            ))?;
+            scale.print();
+        }
         match start_etcd(&root.path)? {
             Some(etcd) => {
                 let etcd_time = etcd_writes(&etcd, args.writes)?;

@@ -6,6 +6,7 @@ mod cluster;
 mod data;
 mod inspect;
 mod remote;
+mod scale;
 mod validate;
 mod workloads;
 
@@ -159,6 +160,14 @@ fn verify() -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings and errors by default; SHIPSHAPE_LOG (e.g. `debug`, `shipshape_actors=debug`)
+    // shows more, down to a span per reconcile.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIPSHAPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let data_dir = cli.data_dir.as_deref();
     let result = match cli.command {
         Command::Validate { paths, output } => validate::run(&paths, output),

@@ -1,7 +1,7 @@
 //! The part of the control plane that runs workloads: controllers, the scheduler and the
 //! nodes, each a [`ControllerActor`] over the store's watch.
 
-use kameo::actor::{ActorRef, Spawn};
+use kameo::actor::ActorRef;
 use shipshape_actors::StoreActor;
 use shipshape_actors::controller::{Controller, ControllerActor};
 use shipshape_actors::controllers::deployment::DeploymentController;
@@ -28,7 +28,7 @@ fn spawn<C: Controller>(
     controller: C,
     store: &ActorRef<StoreActor>,
 ) -> ActorRef<ControllerActor<C>> {
-    ControllerActor::spawn(ControllerActor::new(controller, store.clone()))
+    ControllerActor::start(controller, store.clone())
 }
 
 async fn stop<C: Controller>(actor: ActorRef<ControllerActor<C>>) {

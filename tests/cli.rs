@@ -1143,6 +1143,10 @@ mod gitops {
                 "30",
                 "--watchers",
                 "3",
+                "--scale-nodes",
+                "20",
+                "--scale-pods",
+                "300",
             ])
             .output()
             .expect("runs");
@@ -1160,6 +1164,12 @@ mod gitops {
             out.contains("watch fan-out: 3 watchers x 30 events"),
             "{out}"
         );
+        assert!(
+            out.contains("scale: 20 simulated nodes, 300 pods in 3 Deployments of 100"),
+            "{out}"
+        );
+        assert!(out.contains("all pods scheduled"), "{out}");
+        assert!(out.contains("converged (all Running)"), "{out}");
         assert!(
             out.contains("ratio shipshape / etcd") || out.contains("etcd: not installed"),
             "{out}"

@@ -22,7 +22,6 @@ use kameo::actor::{ActorRef, WeakActorRef};
 use kameo::error::ActorStopReason;
 use kameo::message::{Context, Message};
 use shipshape_api::Kind;
-use tokio::sync::broadcast::error::TryRecvError;
 use tracing::Instrument;
 
 use crate::store::{Batch, EventType, StoreError, WatchEvent, parse_storage_key};
@@ -127,6 +126,14 @@ impl<C: Controller> ControllerActor<C> {
             run_pending: false,
             pump: None,
         }
+    }
+
+    /// Spawns a controller over `store`. Its mailbox is unbounded: it sends itself messages
+    /// from inside its handlers (continue with what its own writes made dirty) and receives
+    /// its timers' wake-ups, and a bounded mailbox that filled up would wait on itself forever.
+    pub fn start(controller: C, store: ActorRef<StoreActor>) -> ActorRef<Self> {
+        use kameo::actor::Spawn;
+        Self::spawn_with_mailbox(Self::new(controller, store), kameo::mailbox::unbounded())
     }
 
     /// Feeds one event to the controller unless the cache already has it (or newer).
@@ -269,14 +276,26 @@ impl<C: Controller> Actor for ControllerActor<C> {
     }
 }
 
-/// Lists, then follows the watch, handing events to the actor in batches; lists again when the
-/// watch falls too far behind.
+/// What the pump hands the feeder, in order.
+enum Feed {
+    /// A fresh list, at a resourceVersion.
+    Listed(Listed),
+    /// One change after it.
+    Event(Arc<WatchEvent>),
+}
+
+/// Lists, then follows the watch, queueing the changes of the controller's kinds; lists again
+/// when the watch falls too far behind. The pump only filters, so it keeps up with the store
+/// however long the controller takes over a batch: the queue, not the shared watch buffer,
+/// absorbs the difference.
 async fn pump<C: Controller>(
     name: &'static str,
     kinds: Vec<Kind>,
     store: ActorRef<StoreActor>,
     me: WeakActorRef<ControllerActor<C>>,
 ) {
+    let (queue, feed) = tokio::sync::mpsc::unbounded_channel();
+    let feeder = tokio::spawn(feeder(feed, me));
     let wanted = |event: &WatchEvent| {
         parse_storage_key(&event.key).is_some_and(|key| kinds.contains(&key.kind))
     };
@@ -289,32 +308,37 @@ async fn pump<C: Controller>(
                 continue;
             }
         };
-        let Some(actor) = me.upgrade() else { return };
         let listed = start.resource_version;
-        if actor
-            .ask(Listed {
-                resource_version: listed,
-                objects: start
-                    .objects
-                    .into_iter()
-                    .map(|(key, stored)| WatchEvent {
-                        resource_version: stored.resource_version(),
-                        kind: EventType::Added,
-                        key: crate::store::storage_key(&key),
-                        object: stored.object,
-                    })
-                    .collect(),
+        let objects = start
+            .objects
+            .into_iter()
+            .map(|(key, stored)| WatchEvent {
+                resource_version: stored.resource_version(),
+                kind: EventType::Added,
+                key: crate::store::storage_key(&key),
+                object: stored.object,
             })
-            .await
+            .collect();
+        if queue
+            .send(Feed::Listed(Listed {
+                resource_version: listed,
+                objects,
+            }))
             .is_err()
         {
-            return;
+            break;
         }
-        drop(actor);
         let mut live = start.live;
         loop {
-            let first = match live.recv().await {
-                Ok(event) => event,
+            match live.recv().await {
+                Ok(event) => {
+                    if event.resource_version > listed
+                        && wanted(&event)
+                        && queue.send(Feed::Event(event)).is_err()
+                    {
+                        break 'relist;
+                    }
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         controller = name,
@@ -323,38 +347,53 @@ async fn pump<C: Controller>(
                     );
                     continue 'relist;
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            };
-            let mut events = Vec::new();
-            let mut last = first.resource_version;
-            if first.resource_version > listed && wanted(&first) {
-                events.push(first);
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break 'relist,
             }
-            while events.len() < EVENT_BATCH {
-                match live.try_recv() {
-                    Ok(event) => {
-                        last = last.max(event.resource_version);
-                        if event.resource_version > listed && wanted(&event) {
-                            events.push(event);
-                        }
-                    }
-                    Err(TryRecvError::Lagged(missed)) => {
-                        tracing::warn!(
-                            controller = name,
-                            missed,
-                            "fell behind the watch; listing again"
-                        );
-                        continue 'relist;
-                    }
-                    Err(_) => break,
+        }
+    }
+    feeder.abort();
+}
+
+/// Hands queued changes to the actor, as many at a time as have gathered.
+async fn feeder<C: Controller>(
+    mut feed: tokio::sync::mpsc::UnboundedReceiver<Feed>,
+    me: WeakActorRef<ControllerActor<C>>,
+) {
+    let mut pending = None;
+    loop {
+        let first = match pending.take() {
+            Some(first) => first,
+            None => match feed.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let Some(actor) = me.upgrade() else { return };
+        match first {
+            Feed::Listed(listed) => {
+                if actor.ask(listed).await.is_err() {
+                    return;
                 }
             }
-            if events.is_empty() {
-                continue;
-            }
-            let Some(actor) = me.upgrade() else { return };
-            if actor.ask(Observed { events, last }).await.is_err() {
-                return;
+            Feed::Event(event) => {
+                let mut last = event.resource_version;
+                let mut events = vec![event];
+                while events.len() < EVENT_BATCH {
+                    match feed.try_recv() {
+                        Ok(Feed::Event(event)) => {
+                            last = event.resource_version;
+                            events.push(event);
+                        }
+                        Ok(listed @ Feed::Listed(_)) => {
+                            pending = Some(listed);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if actor.ask(Observed { events, last }).await.is_err() {
+                    return;
+                }
             }
         }
     }

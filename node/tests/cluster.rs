@@ -22,7 +22,7 @@ fn spawn<C: Controller>(
     controller: C,
     store: &ActorRef<StoreActor>,
 ) -> ActorRef<ControllerActor<C>> {
-    ControllerActor::spawn(ControllerActor::new(controller, store.clone()))
+    ControllerActor::start(controller, store.clone())
 }
 
 async fn create(store: &ActorRef<StoreActor>, object: Value) {

@@ -1,0 +1,261 @@
+//! The scale benchmark: Kubernetes' published limits (5,000 nodes, 150,000 pods) on simulated
+//! nodes, through the real store, controllers and scheduler. Prints scheduling throughput, time
+//! to converge and peak memory; every write is durable before it is acknowledged.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kameo::actor::{ActorRef, Spawn};
+use serde_json::json;
+use shipshape_actors::controller::{Controller, ControllerActor};
+use shipshape_actors::controllers::deployment::DeploymentController;
+use shipshape_actors::controllers::replicaset::ReplicaSetController;
+use shipshape_actors::controllers::scheduler::Scheduler;
+use shipshape_actors::store::{Batch, EventType, Write};
+use shipshape_actors::store_actor::{Apply, Watch};
+use shipshape_actors::{Store, StoreActor};
+use shipshape_node::{SimulatedConfig, SimulatedNodes};
+
+/// Replicas per Deployment in the benchmark.
+const REPLICAS: usize = 100;
+
+/// What the scale benchmark measured.
+pub(crate) struct ScaleFigures {
+    nodes: usize,
+    pods: usize,
+    registered: Duration,
+    scheduled: Duration,
+    converged: Duration,
+    peak_rss: Option<u64>,
+}
+
+impl ScaleFigures {
+    pub(crate) fn print(&self) {
+        let throughput = self.pods as f64 / self.scheduled.as_secs_f64().max(1e-9);
+        println!(
+            "scale: {} simulated nodes, {} pods in {} Deployments of {REPLICAS} (every write durable):",
+            self.nodes,
+            self.pods,
+            self.pods.div_ceil(REPLICAS)
+        );
+        println!(
+            "  nodes registered          {:>9.1} s",
+            self.registered.as_secs_f64()
+        );
+        println!(
+            "  all pods scheduled        {:>9.1} s   {throughput:.0} pods/s (target 10000: {:.2}x)",
+            self.scheduled.as_secs_f64(),
+            throughput / 10_000.0
+        );
+        println!(
+            "  converged (all Running)   {:>9.1} s   (target under 60 s)",
+            self.converged.as_secs_f64()
+        );
+        match self.peak_rss {
+            Some(bytes) => println!(
+                "  peak memory (RSS)         {:>9.0} MiB (target under 4096 MiB)",
+                bytes as f64 / (1024.0 * 1024.0)
+            ),
+            None => println!("  peak memory: unknown (no /proc/self/status)"),
+        }
+    }
+}
+
+fn spawn<C: Controller>(
+    controller: C,
+    store: &ActorRef<StoreActor>,
+) -> ActorRef<ControllerActor<C>> {
+    ControllerActor::start(controller, store.clone())
+}
+
+/// The process's peak resident memory, from the kernel.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Counts, from the watch, nodes registered, pods bound and pods running.
+#[derive(Default)]
+struct Counts {
+    nodes: usize,
+    bound: usize,
+    running: usize,
+}
+
+pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Result<ScaleFigures> {
+    let data = root.join("scale");
+    std::fs::create_dir_all(&data)?;
+    let store = StoreActor::spawn(StoreActor::new(Store::open(&data.join("shipshape.redb"))?));
+    let cidr_prefix = 24 - (usize::BITS - nodes.max(1).saturating_sub(1).leading_zeros()).min(16);
+    let config = SimulatedConfig {
+        nodes,
+        cpu_milli: 32_000,
+        memory: 256 << 30,
+        max_pods: 110,
+        // Simulated nodes send no traffic: a block large enough for 5,000 /24s is only numbers.
+        pod_cidr: format!("10.0.0.0/{cidr_prefix}")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?,
+        start_delay: Duration::ZERO,
+        lease_duration: Duration::from_secs(40),
+    };
+    let watch = store
+        .ask(Watch {
+            after: u64::MAX / 2,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("watch: {e}"))?;
+    let (counts_tx, mut counts_rx) = tokio::sync::watch::channel((0usize, 0usize, 0usize));
+    let counter = tokio::spawn(async move {
+        let mut live = watch.live;
+        let mut counts = Counts::default();
+        let mut bound = std::collections::HashSet::new();
+        let mut running = std::collections::HashSet::new();
+        loop {
+            let event = match live.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    return Err("the benchmark's own watcher fell behind");
+                }
+                Err(_) => return Ok(()),
+            };
+            if event.key.starts_with("Node/") && event.kind == EventType::Added {
+                counts.nodes += 1;
+            } else if event.key.starts_with("Pod/") && event.kind != EventType::Deleted {
+                if event.object["spec"]["nodeName"].is_string() && bound.insert(event.key.clone()) {
+                    counts.bound += 1;
+                }
+                if event.object["status"]["phase"] == "Running" && running.insert(event.key.clone())
+                {
+                    counts.running += 1;
+                }
+            } else {
+                continue;
+            }
+            let _ = counts_tx.send((counts.nodes, counts.bound, counts.running));
+        }
+    });
+
+    let started = Instant::now();
+    let kubelets = spawn(SimulatedNodes::new(config), &store);
+    let wait = async |counts_rx: &mut tokio::sync::watch::Receiver<(usize, usize, usize)>,
+                      done: &dyn Fn(&(usize, usize, usize)) -> bool|
+           -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
+        loop {
+            if done(&counts_rx.borrow()) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, counts_rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => bail!("the benchmark's watcher stopped"),
+                Err(_) => bail!(
+                    "no convergence within 15 minutes: {:?}",
+                    *counts_rx.borrow()
+                ),
+            }
+        }
+    };
+    wait(&mut counts_rx, &|c| c.0 >= nodes).await?;
+    let registered = started.elapsed();
+
+    let deployments = spawn(DeploymentController::new(), &store);
+    let sets = spawn(ReplicaSetController::new(), &store);
+    let scheduler = spawn(Scheduler::new(), &store);
+    store
+        .ask(Apply(Batch {
+            writes: vec![Write::Create {
+                object: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "scale"}}),
+                applied: None,
+                application: None,
+            }],
+            audit: None,
+        }))
+        .await
+        .context("namespace")?;
+    let started = Instant::now();
+    let count = pods.div_ceil(REPLICAS);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+        let writes = chunk
+            .iter()
+            .map(|i| {
+                let replicas = REPLICAS.min(pods - i * REPLICAS);
+                Write::Create {
+                    object: json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": format!("app-{i}"), "namespace": "scale"},
+                        "spec": {
+                            "replicas": replicas,
+                            "selector": {"matchLabels": {"app": format!("app-{i}")}},
+                            "template": {
+                                "metadata": {"labels": {"app": format!("app-{i}")}},
+                                "spec": {"containers": [{
+                                    "name": "app", "image": "busybox:1.35",
+                                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                                }]},
+                            },
+                        },
+                    }),
+                    applied: None,
+                    application: None,
+                }
+            })
+            .collect();
+        store
+            .ask(Apply(Batch {
+                writes,
+                audit: None,
+            }))
+            .await
+            .context("creating the benchmark's Deployments")?;
+    }
+    wait(&mut counts_rx, &|c| c.1 >= pods).await?;
+    let scheduled = started.elapsed();
+    wait(&mut counts_rx, &|c| c.2 >= pods).await?;
+    let converged = started.elapsed();
+    let peak_rss = peak_rss();
+
+    for stop in [
+        kubelets
+            .stop_gracefully()
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        scheduler
+            .stop_gracefully()
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        sets.stop_gracefully().await.err().map(|e| e.to_string()),
+        deployments
+            .stop_gracefully()
+            .await
+            .err()
+            .map(|e| e.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        tracing::debug!(%stop, "stopping a benchmark actor");
+    }
+    let _ = store.stop_gracefully().await;
+    store.wait_for_shutdown().await;
+    counter.abort();
+    Ok(ScaleFigures {
+        nodes,
+        pods,
+        registered,
+        scheduled,
+        converged,
+        peak_rss,
+    })
+}
