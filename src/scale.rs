@@ -84,7 +84,7 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// Counts, from the watch, nodes registered, pods bound and pods running.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 struct Counts {
     nodes: usize,
     bound: usize,
@@ -114,10 +114,10 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
         })
         .await
         .map_err(|e| anyhow::anyhow!("watch: {e}"))?;
-    let (counts_tx, mut counts_rx) = tokio::sync::watch::channel((0usize, 0usize, 0usize));
+    let (counts_tx, mut counts_rx) = tokio::sync::watch::channel(Counts::default());
     let counter = tokio::spawn(async move {
         let mut live = watch.live;
-        let mut counts = Counts::default();
+        let mut nodes_seen = 0;
         let mut bound = std::collections::HashSet::new();
         let mut running = std::collections::HashSet::new();
         loop {
@@ -129,26 +129,29 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
                 Err(_) => return Ok(()),
             };
             if event.key.starts_with("Node/") && event.kind == EventType::Added {
-                counts.nodes += 1;
+                nodes_seen += 1;
             } else if event.key.starts_with("Pod/") && event.kind != EventType::Deleted {
-                if event.object["spec"]["nodeName"].is_string() && bound.insert(event.key.clone()) {
-                    counts.bound += 1;
+                if event.object["spec"]["nodeName"].is_string() {
+                    bound.insert(event.key.clone());
                 }
-                if event.object["status"]["phase"] == "Running" && running.insert(event.key.clone())
-                {
-                    counts.running += 1;
+                if event.object["status"]["phase"] == "Running" {
+                    running.insert(event.key.clone());
                 }
             } else {
                 continue;
             }
-            let _ = counts_tx.send((counts.nodes, counts.bound, counts.running));
+            let _ = counts_tx.send(Counts {
+                nodes: nodes_seen,
+                bound: bound.len(),
+                running: running.len(),
+            });
         }
     });
 
     let started = Instant::now();
     let kubelets = spawn(SimulatedNodes::new(config), &store);
-    let wait = async |counts_rx: &mut tokio::sync::watch::Receiver<(usize, usize, usize)>,
-                      done: &dyn Fn(&(usize, usize, usize)) -> bool|
+    let wait = async |counts_rx: &mut tokio::sync::watch::Receiver<Counts>,
+                      done: &dyn Fn(&Counts) -> bool|
            -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
         loop {
@@ -165,7 +168,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
             }
         }
     };
-    wait(&mut counts_rx, &|c| c.0 >= nodes).await?;
+    wait(&mut counts_rx, &|c| c.nodes >= nodes).await?;
     let registered = started.elapsed();
 
     let deployments = spawn(DeploymentController::new(), &store);
@@ -218,9 +221,9 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
             .await
             .context("creating the benchmark's Deployments")?;
     }
-    wait(&mut counts_rx, &|c| c.1 >= pods).await?;
+    wait(&mut counts_rx, &|c| c.bound >= pods).await?;
     let scheduled = started.elapsed();
-    wait(&mut counts_rx, &|c| c.2 >= pods).await?;
+    wait(&mut counts_rx, &|c| c.running >= pods).await?;
     let converged = started.elapsed();
     let peak_rss = peak_rss();
 

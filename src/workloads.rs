@@ -20,8 +20,7 @@ pub(crate) struct Workloads {
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
-    /// The simulated kubelets (tests reach them to crash pods or make nodes vanish).
-    pub(crate) nodes: ActorRef<ControllerActor<SimulatedNodes>>,
+    nodes: ActorRef<ControllerActor<SimulatedNodes>>,
 }
 
 fn spawn<C: Controller>(

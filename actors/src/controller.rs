@@ -495,13 +495,3 @@ impl<C: Controller> Message<Poke<C>> for ControllerActor<C> {
         self.run(&me).await;
     }
 }
-
-/// Asks a controller for nothing, answering once every message sent before has been handled:
-/// tests and benchmarks use it to wait for quiet.
-pub struct Ping;
-
-impl<C: Controller> Message<Ping> for ControllerActor<C> {
-    type Reply = ();
-
-    async fn handle(&mut self, _: Ping, _: &mut Context<Self, Self::Reply>) {}
-}

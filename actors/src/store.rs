@@ -138,6 +138,28 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// Deletes an object, gracefully when something runs it: a pod on a node is marked
+    /// (`deletionTimestamp`) so its kubelet can stop it within `grace_seconds` and then remove
+    /// it; anything else (a pod never scheduled has nothing to stop) goes at once.
+    pub fn delete(
+        key: ObjectKey,
+        precondition: Precondition,
+        graceful: bool,
+        grace_seconds: i64,
+    ) -> Write {
+        if graceful {
+            Write::MarkDeleting {
+                key,
+                precondition,
+                grace_seconds,
+            }
+        } else {
+            Write::Delete { key, precondition }
+        }
+    }
+}
+
 /// Who asked for a change and what it was, for the audit history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

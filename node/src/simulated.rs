@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shipshape_actors::Write;
 use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
+use shipshape_actors::controllers::condition_is_true;
 use shipshape_actors::store::{Batch, EventType, Precondition, WatchEvent, parse_storage_key};
 use shipshape_api::{Kind, ObjectKey};
 
@@ -143,11 +144,6 @@ impl SimulatedNodes {
         };
         this.reset();
         this
-    }
-
-    /// The node names.
-    pub fn node_names(&self) -> Vec<String> {
-        self.nodes.keys().cloned().collect()
     }
 
     /// Makes a node vanish: it stops renewing its lease and reporting its pods, as a machine
@@ -415,15 +411,8 @@ fn ready_condition(now: &str) -> Value {
     })
 }
 
-fn is_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|conditions| {
-            conditions.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            })
-        })
+fn is_ready(object: &Value) -> bool {
+    condition_is_true(object, "Ready")
 }
 
 impl Controller for SimulatedNodes {
@@ -503,15 +492,7 @@ impl Controller for SimulatedNodes {
                 let terminating = object.pointer("/metadata/deletionTimestamp").is_some();
                 let running =
                     object.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
-                let ready = object
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|conditions| {
-                        conditions.iter().any(|c| {
-                            c.get("type").and_then(Value::as_str) == Some("Ready")
-                                && c.get("status").and_then(Value::as_str) == Some("True")
-                        })
-                    });
+                let ready = is_ready(object);
                 let pod = self
                     .pods
                     .entry(event.key.clone())

@@ -736,19 +736,12 @@ async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Respon
     let grace = stored.object["spec"]["terminationGracePeriodSeconds"]
         .as_i64()
         .unwrap_or(30);
-    let precondition = Precondition::Uid(stored.uid().to_string());
-    let mut writes = vec![if bound && grace > 0 {
-        Write::MarkDeleting {
-            key: key.clone(),
-            precondition,
-            grace_seconds: grace,
-        }
-    } else {
-        Write::Delete {
-            key: key.clone(),
-            precondition,
-        }
-    }];
+    let mut writes = vec![Write::delete(
+        key.clone(),
+        Precondition::Uid(stored.uid().to_string()),
+        bound && grace > 0,
+        grace,
+    )];
     // A pod Git declares is replaced by its controller, GitSync: leaving its application
     // OutOfSync in the same transaction makes the next poll re-plan it and create the pod again.
     if let Some(application) = &stored.application {

@@ -12,8 +12,8 @@ use shipshape_reconciler::deployment::{
 };
 
 use super::{
-    COMMIT_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, controller_uid, number,
-    owner_reference, rfc3339, seconds, text,
+    COMMIT_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition, condition_is_true,
+    controller_uid, number, owner_reference, rfc3339, seconds, text,
 };
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
@@ -82,14 +82,6 @@ pub fn deployment_template_hash(deployment: &Value) -> String {
     template_hash(&serde_json::to_vec(&template).unwrap_or_default())
 }
 
-fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
-    object
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
-}
-
 /// The status a Deployment reports, as written by [`status_json`]; `None` before the first.
 fn parse_status(deployment: &Value) -> Option<DeploymentStatus> {
     let status = deployment.get("status")?;
@@ -111,10 +103,7 @@ fn parse_status(deployment: &Value) -> Option<DeploymentStatus> {
         ready: count("readyReplicas"),
         available: count("availableReplicas"),
         unavailable: count("unavailableReplicas"),
-        minimum_available: condition(deployment, "Available")
-            .and_then(|c| c.get("status"))
-            .and_then(Value::as_str)
-            == Some("True"),
+        minimum_available: condition_is_true(deployment, "Available"),
         progress: match progressing.get("reason").and_then(Value::as_str) {
             Some("NewReplicaSetAvailable") => Progress::Complete,
             Some("ProgressDeadlineExceeded") => Progress::DeadlineExceeded,

@@ -11,7 +11,7 @@ use shipshape_reconciler::endpoints::{
     Address, EndpointPod, ServicePort, Subset, TargetPort, endpoints_for,
 };
 
-use super::{owner_reference, text};
+use super::{condition_is_true, owner_reference, string_map, text};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::gitsync::MANAGED_BY_LABEL;
@@ -85,17 +85,6 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
-    value
-        .and_then(Value::as_object)
-        .map(|map| {
-            map.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn service_ports(service: &Value) -> Vec<ServicePort> {
     service
         .pointer("/spec/ports")
@@ -124,15 +113,7 @@ fn service_ports(service: &Value) -> Vec<ServicePort> {
 }
 
 fn endpoint_pod(pod: &Value) -> EndpointPod {
-    let ready = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|conditions| {
-            conditions.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            })
-        });
+    let ready = condition_is_true(pod, "Ready");
     let named_ports = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -255,6 +236,110 @@ fn written(event: &WatchEvent, content: Value) -> Written {
         content,
         ours: labels.get(MANAGED_LABEL).map(String::as_str) == Some(MANAGER)
             && !labels.contains_key(MANAGED_BY_LABEL),
+    }
+}
+
+/// An object to write, with the part compared against what is stored.
+type Desired = (Value, Value);
+
+/// The one write that makes a stored Endpoints or EndpointSlice what is desired, if any: create
+/// what is missing, update what this controller owns and differs, delete what it owns and is no
+/// longer wanted. Objects someone else wrote are never touched.
+fn converge(existing: Option<&Written>, key: ObjectKey, desired: Option<Desired>) -> Option<Write> {
+    match (existing, desired) {
+        (None, Some((object, _))) => Some(Write::Create {
+            object,
+            applied: None,
+            application: None,
+        }),
+        (Some(existing), Some((object, content)))
+            if existing.ours && existing.content != content =>
+        {
+            Some(Write::Update {
+                key,
+                resource_version: existing.resource_version,
+                object,
+                applied: None,
+            })
+        }
+        (Some(existing), None) if existing.ours => Some(Write::Delete {
+            key,
+            precondition: Precondition::ResourceVersion(existing.resource_version),
+        }),
+        _ => None,
+    }
+}
+
+impl EndpointsController {
+    /// The Endpoints and the EndpointSlices (by name) a selecting Service should have.
+    fn desired(
+        &self,
+        key: &str,
+        service_key: &ObjectKey,
+    ) -> Option<(Desired, BTreeMap<String, Desired>)> {
+        let service = self
+            .services
+            .get(key)
+            .filter(|service| !service.selector.is_empty())?;
+        let namespace = &service_key.namespace;
+        let pods: Vec<EndpointPod> = self
+            .pods_by_namespace
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+            .filter(|pod| selects(&service.selector, &pod.labels))
+            .map(|pod| pod.view.clone())
+            .collect();
+        let subsets = endpoints_for(&service.ports, &pods, service.publish_not_ready);
+        let mut labels = service
+            .object
+            .pointer("/metadata/labels")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        if let Some(map) = labels.as_object_mut() {
+            // Git's provenance belongs to the Service, not to what is derived from it.
+            map.remove(MANAGED_BY_LABEL);
+            map.insert(MANAGED_LABEL.into(), MANAGER.into());
+        }
+        let content = subsets_json(&subsets, namespace);
+        let content = if content.as_array().is_some_and(Vec::is_empty) {
+            Value::Null
+        } else {
+            content
+        };
+        let mut endpoints = json!({
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": service_key.name, "namespace": namespace, "labels": labels},
+        });
+        if !content.is_null() {
+            endpoints["subsets"] = content.clone();
+        }
+        // One slice per distinct set of ports.
+        let slices = subsets
+            .iter()
+            .map(|subset| {
+                let name = slice_name(&service_key.name, subset);
+                let content = slice_content(subset, namespace);
+                let mut slice_labels = labels.clone();
+                slice_labels[SERVICE_NAME_LABEL] = json!(service_key.name);
+                let mut object = json!({
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": name, "namespace": namespace, "labels": slice_labels,
+                        "ownerReferences": [owner_reference(&service.object)],
+                    },
+                    "addressType": "IPv4",
+                });
+                object["endpoints"] = content["endpoints"].clone();
+                object["ports"] = content["ports"].clone();
+                (name, (object, content))
+            })
+            .collect();
+        Some(((endpoints, content), slices))
     }
 }
 
@@ -386,152 +471,38 @@ impl Controller for EndpointsController {
         let Some(service_key) = parse_storage_key(key) else {
             return Reconciled::default();
         };
-        let namespace = service_key.namespace.clone();
         let endpoints_key = ObjectKey {
             kind: Kind::Endpoints,
             ..service_key.clone()
         };
-        let endpoints_text = crate::store::storage_key(&endpoints_key);
-        let mut writes = Vec::new();
-        let existing = self.endpoints.get(&endpoints_text);
-        let slices = self.slices.get(key);
-        let service = self
-            .services
-            .get(key)
-            .filter(|service| !service.selector.is_empty());
-        let Some(service) = service else {
-            // No Service (or one without a selector): remove what this controller wrote for it.
-            if let Some(existing) = existing.filter(|e| e.ours) {
-                writes.push(Write::Delete {
-                    key: endpoints_key,
-                    precondition: Precondition::ResourceVersion(existing.resource_version),
-                });
-            }
-            for (name, slice) in slices.into_iter().flatten().filter(|(_, s)| s.ours) {
-                writes.push(Write::Delete {
-                    key: ObjectKey {
-                        kind: Kind::EndpointSlice,
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                    },
-                    precondition: Precondition::ResourceVersion(slice.resource_version),
-                });
-            }
-            return Reconciled {
-                batches: if writes.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Batch {
-                        writes,
-                        audit: None,
-                    }]
-                },
-                requeue_after: None,
-            };
-        };
-        let pods: Vec<EndpointPod> = self
-            .pods_by_namespace
-            .get(&namespace)
+        // No Service (or one without a selector): nothing is wanted, so what this controller
+        // wrote for it is removed.
+        let (endpoints, mut wanted_slices) = self
+            .desired(key, &service_key)
+            .map_or((None, BTreeMap::new()), |(e, s)| (Some(e), s));
+        let existing = self
+            .endpoints
+            .get(&crate::store::storage_key(&endpoints_key));
+        let mut writes: Vec<Write> = converge(existing, endpoints_key, endpoints)
             .into_iter()
-            .flatten()
-            .filter_map(|k| self.pods.get(k))
-            .filter(|pod| selects(&service.selector, &pod.labels))
-            .map(|pod| pod.view.clone())
             .collect();
-        let subsets = endpoints_for(&service.ports, &pods, service.publish_not_ready);
-        let mut labels = service
-            .object
-            .pointer("/metadata/labels")
-            .cloned()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        if let Some(map) = labels.as_object_mut() {
-            // Git's provenance belongs to the Service, not to what is derived from it.
-            map.remove(MANAGED_BY_LABEL);
-            map.insert(MANAGED_LABEL.into(), MANAGER.into());
-        }
-        let content = subsets_json(&subsets, &namespace);
-        let content = if content.as_array().is_some_and(Vec::is_empty) {
-            Value::Null
-        } else {
-            content
-        };
-        let mut object = json!({
-            "apiVersion": "v1",
-            "kind": "Endpoints",
-            "metadata": {"name": service_key.name, "namespace": namespace, "labels": labels},
-        });
-        if !content.is_null() {
-            object["subsets"] = content.clone();
-        }
-        match existing {
-            None => writes.push(Write::Create {
-                object,
-                applied: None,
-                application: None,
-            }),
-            Some(existing) if existing.ours && existing.content != content => {
-                writes.push(Write::Update {
-                    key: endpoints_key,
-                    resource_version: existing.resource_version,
-                    object,
-                    applied: None,
-                })
-            }
-            Some(_) => {}
-        }
-        // One slice per distinct set of ports.
-        let mut wanted = BTreeSet::new();
-        for subset in &subsets {
-            let name = slice_name(&service_key.name, subset);
-            let content = slice_content(subset, &namespace);
-            let mut slice_labels = labels.clone();
-            slice_labels[SERVICE_NAME_LABEL] = json!(service_key.name);
-            let mut object = json!({
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": name, "namespace": namespace, "labels": slice_labels,
-                    "ownerReferences": [owner_reference(&service.object)],
-                },
-                "addressType": "IPv4",
-            });
-            object["endpoints"] = content["endpoints"].clone();
-            object["ports"] = content["ports"].clone();
+        let slices = self.slices.get(key);
+        let names: BTreeSet<String> = slices
+            .into_iter()
+            .flat_map(|s| s.keys().cloned())
+            .chain(wanted_slices.keys().cloned())
+            .collect();
+        for name in names {
             let slice_key = ObjectKey {
                 kind: Kind::EndpointSlice,
-                namespace: namespace.clone(),
+                namespace: service_key.namespace.clone(),
                 name: name.clone(),
             };
-            match slices.and_then(|s| s.get(&name)) {
-                None => writes.push(Write::Create {
-                    object,
-                    applied: None,
-                    application: None,
-                }),
-                Some(slice) if slice.ours && slice.content != content => {
-                    writes.push(Write::Update {
-                        key: slice_key,
-                        resource_version: slice.resource_version,
-                        object,
-                        applied: None,
-                    })
-                }
-                Some(_) => {}
-            }
-            wanted.insert(name);
-        }
-        for (name, slice) in slices.into_iter().flatten() {
-            if slice.ours && !wanted.contains(name) {
-                writes.push(Write::Delete {
-                    key: ObjectKey {
-                        kind: Kind::EndpointSlice,
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                    },
-                    precondition: Precondition::ResourceVersion(slice.resource_version),
-                });
-            }
+            writes.extend(converge(
+                slices.and_then(|s| s.get(&name)),
+                slice_key,
+                wanted_slices.remove(&name),
+            ));
         }
         Reconciled {
             batches: if writes.is_empty() {

@@ -153,19 +153,12 @@ impl Controller for GarbageCollector {
         let Some(reason) = garbage(&cached.collectable, &self.live_uids, &self.namespaces) else {
             return Reconciled::default();
         };
-        let precondition = Precondition::Uid(cached.uid.clone());
-        let write = if cached.bound_pod {
-            Write::MarkDeleting {
-                key: object_key,
-                precondition,
-                grace_seconds: 30,
-            }
-        } else {
-            Write::Delete {
-                key: object_key,
-                precondition,
-            }
-        };
+        let write = Write::delete(
+            object_key,
+            Precondition::Uid(cached.uid.clone()),
+            cached.bound_pod,
+            30,
+        );
         let why = match reason {
             Garbage::OwnersGone => "its owners are gone",
             Garbage::NamespaceGone => "its namespace is gone",

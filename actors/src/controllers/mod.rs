@@ -78,17 +78,47 @@ pub fn owner_reference(owner: &Value) -> Value {
     })
 }
 
+/// An object's status condition of this type (`Ready`, `Progressing`, `PodScheduled`).
+pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+}
+
+/// Whether an object's condition of this type is `True`.
+pub fn condition_is_true(object: &Value, kind: &str) -> bool {
+    condition(object, kind)
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str)
+        == Some("True")
+}
+
+/// A `{string: string}` map (labels, a selector), empty if absent.
+pub fn string_map(value: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|map| {
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Enough of a pod to write an Event about it (what `kubectl describe pod` matches on).
+pub fn pod_reference(namespace: &str, name: &str, uid: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+    })
+}
+
 /// The `Ready` condition of a pod: whether it is true, and since when.
 fn ready_condition(pod: &Value) -> (bool, Option<i64>) {
-    let condition = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|conditions| {
-            conditions
-                .iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        });
-    match condition {
+    match condition(pod, "Ready") {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
             (true, seconds(c.get("lastTransitionTime")))
         }

@@ -15,7 +15,7 @@ use shipshape_reconciler::nodes::{
     NodeAction, NodeHealth, PodOnNode, UNREACHABLE_TAINT, decide_node,
 };
 
-use super::{rfc3339, seconds, text};
+use super::{condition, pod_reference, rfc3339, seconds, text};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
@@ -51,13 +51,6 @@ impl NodeLifecycle {
             pods_by_node: HashMap::new(),
         }
     }
-}
-
-fn ready_condition(node: &Value) -> Option<&Value> {
-    node.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
 }
 
 fn taints(node: &Value) -> Vec<Value> {
@@ -176,7 +169,7 @@ impl Controller for NodeLifecycle {
         let Some(node) = self.nodes.get(name) else {
             return Reconciled::default();
         };
-        let condition = ready_condition(&node.object);
+        let condition = condition(&node.object, "Ready");
         let ready = condition
             .and_then(|c| c.get("status"))
             .and_then(Value::as_str)
@@ -277,10 +270,7 @@ impl Controller for NodeLifecycle {
                     let Some(pod_key) = parse_storage_key(&pod) else {
                         continue;
                     };
-                    let reference = json!({
-                        "apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": pod_key.name, "namespace": pod_key.namespace, "uid": uid},
-                    });
+                    let reference = pod_reference(&pod_key.namespace, &pod_key.name, &uid);
                     batches.push(Batch {
                         writes: vec![
                             Write::MarkDeleting {

@@ -240,24 +240,13 @@ impl Controller for ReplicaSetController {
                         .pods
                         .get(&store::storage_key(&pod_key))
                         .is_some_and(|pod| pod.view.node.is_some());
-                    // A pod on a node stops gracefully (its kubelet removes it); one never
-                    // scheduled has nothing to stop.
-                    deletes.push(if bound {
-                        Write::MarkDeleting {
-                            key: pod_key,
-                            precondition: Precondition::Uid(uid),
-                            grace_seconds: number(
-                                set,
-                                "/spec/template/spec/terminationGracePeriodSeconds",
-                            )
+                    deletes.push(Write::delete(
+                        pod_key,
+                        Precondition::Uid(uid),
+                        bound,
+                        number(set, "/spec/template/spec/terminationGracePeriodSeconds")
                             .unwrap_or(DEFAULT_GRACE_SECONDS),
-                        }
-                    } else {
-                        Write::Delete {
-                            key: pod_key,
-                            precondition: Precondition::Uid(uid),
-                        }
-                    });
+                    ));
                     deleted.push(name);
                 }
                 ReplicaSetAction::UpdateStatus(new) => {

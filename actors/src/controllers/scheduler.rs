@@ -17,7 +17,7 @@ use shipshape_reconciler::scheduler::{
     NodeView, PodRequest, Taint, Toleration, feasible_nodes_to_find, schedule_from,
 };
 
-use super::{rfc3339, seconds, text};
+use super::{condition, condition_is_true, pod_reference, rfc3339, seconds, string_map, text};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
@@ -37,8 +37,8 @@ struct CachedPod {
     created: i64,
     /// The message of its PodScheduled=False condition, if any.
     unschedulable: Option<String>,
-    /// Enough of the pod to write an Event about it.
-    reference: Value,
+    /// Its uid, for Events about it.
+    uid: String,
 }
 
 /// The scheduler's cache: nodes with their usage, and pods.
@@ -158,17 +158,6 @@ fn units(value: Option<&Value>) -> u64 {
     quantity(value).map_or(0, |q| u64::try_from(q.units()).unwrap_or(0))
 }
 
-fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
-    value
-        .and_then(Value::as_object)
-        .map(|map| {
-            map.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What a pod asks of a node.
 pub fn pod_request(pod: &Value) -> PodRequest {
     let containers = pod
@@ -223,16 +212,7 @@ pub fn pod_request(pod: &Value) -> PodRequest {
 
 /// A node as the scheduler sees it (usage filled in from the pods bound to it).
 pub fn node_view(node: &Value) -> NodeView {
-    let ready = node
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|conditions| {
-            conditions
-                .iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        })
-        .and_then(|c| c.get("status").and_then(Value::as_str))
-        == Some("True");
+    let ready = condition_is_true(node, "Ready");
     let taints = node
         .pointer("/spec/taints")
         .and_then(Value::as_array)
@@ -287,13 +267,8 @@ fn same_shape(a: &NodeView, b: &NodeView) -> bool {
 }
 
 fn unschedulable_message(pod: &Value) -> Option<String> {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|c| {
-            c.get("type").and_then(Value::as_str) == Some("PodScheduled")
-                && c.get("status").and_then(Value::as_str) == Some("False")
-        })
+    condition(pod, "PodScheduled")
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some("False"))
         .and_then(|c| c.get("message").and_then(Value::as_str))
         .map(str::to_string)
 }
@@ -355,15 +330,7 @@ impl Controller for Scheduler {
                     request: pod_request(pod),
                     created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
                     unschedulable: unschedulable_message(pod),
-                    reference: json!({
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "metadata": {
-                            "name": key.name,
-                            "namespace": key.namespace,
-                            "uid": pod.pointer("/metadata/uid"),
-                        },
-                    }),
+                    uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
                 };
                 let freed = finished
                     && self
@@ -450,7 +417,7 @@ impl Controller for Scheduler {
                     };
                 }
                 let time = rfc3339(now.as_second());
-                let reference = pod.reference.clone();
+                let reference = pod_reference(&pod_key.namespace, &pod_key.name, &pod.uid);
                 Reconciled {
                     batches: vec![Batch {
                         writes: vec![
