@@ -12,8 +12,8 @@ use shipshape_reconciler::deployment::{
 };
 
 use super::{
-    COMMIT_ANNOTATION, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition, condition_is_true,
-    controller_uid, number, owner_reference, rfc3339, seconds, text,
+    COMMIT_ANNOTATION, Owners, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition,
+    condition_is_true, controller_uid, number, owner_reference, rfc3339, seconds, text,
 };
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
@@ -27,8 +27,7 @@ const COMPONENT: &str = "deployment-controller";
 /// The Deployment controller's cache: Deployments and their ReplicaSets by owner uid.
 #[derive(Default)]
 pub struct DeploymentController {
-    deployments: HashMap<String, Value>,
-    deployment_by_uid: HashMap<String, String>,
+    deployments: Owners,
     sets: HashMap<String, (Option<String>, Value)>,
     sets_by_owner: HashMap<String, BTreeSet<String>>,
 }
@@ -271,20 +270,7 @@ impl Controller for DeploymentController {
             return;
         };
         match key.kind {
-            Kind::Deployment => {
-                let uid = text(&event.object, "/metadata/uid")
-                    .unwrap_or_default()
-                    .to_string();
-                if event.kind == EventType::Deleted {
-                    self.deployments.remove(&event.key);
-                    self.deployment_by_uid.remove(&uid);
-                } else {
-                    self.deployments
-                        .insert(event.key.clone(), event.object.clone());
-                    self.deployment_by_uid.insert(uid, event.key.clone());
-                    dirty.mark(event.key.clone(), || because(event));
-                }
-            }
+            Kind::Deployment => self.deployments.observe(event, dirty),
             Kind::ReplicaSet => {
                 if let Some((Some(owner), _)) = self.sets.remove(&event.key)
                     && let Some(keys) = self.sets_by_owner.get_mut(&owner)
@@ -302,7 +288,7 @@ impl Controller for DeploymentController {
                     self.sets
                         .insert(event.key.clone(), (owner.clone(), event.object.clone()));
                 }
-                if let Some(deployment) = owner.and_then(|uid| self.deployment_by_uid.get(&uid)) {
+                if let Some(deployment) = owner.and_then(|uid| self.deployments.key_of(&uid)) {
                     dirty.mark(deployment.clone(), || because(event));
                 }
             }

@@ -66,6 +66,45 @@ pub fn controller_uid<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
         .and_then(|owner| owner.get("uid").and_then(Value::as_str))
 }
 
+/// The objects a controller reconciles (Deployments, ReplicaSets), by key and by uid: what it
+/// owns names it by uid in an owner reference.
+#[derive(Default)]
+pub struct Owners {
+    objects: std::collections::HashMap<String, Value>,
+    by_uid: std::collections::HashMap<String, String>,
+}
+
+impl Owners {
+    /// Takes in a change to one of them; marks it dirty unless it was deleted.
+    pub fn observe(
+        &mut self,
+        event: &crate::store::WatchEvent,
+        dirty: &mut crate::controller::Dirty,
+    ) {
+        let uid = text(&event.object, "/metadata/uid")
+            .unwrap_or_default()
+            .to_string();
+        if event.kind == crate::store::EventType::Deleted {
+            self.objects.remove(&event.key);
+            self.by_uid.remove(&uid);
+        } else {
+            self.objects.insert(event.key.clone(), event.object.clone());
+            self.by_uid.insert(uid, event.key.clone());
+            dirty.mark(event.key.clone(), || crate::controller::because(event));
+        }
+    }
+
+    /// One of them, by key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.objects.get(key)
+    }
+
+    /// The key of the one with this uid.
+    pub fn key_of(&self, uid: &str) -> Option<&String> {
+        self.by_uid.get(uid)
+    }
+}
+
 /// An ownerReference to `owner`, marking it as the controller.
 pub fn owner_reference(owner: &Value) -> Value {
     serde_json::json!({

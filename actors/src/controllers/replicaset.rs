@@ -10,7 +10,9 @@ use shipshape_reconciler::replicaset::{
     PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
 
-use super::{COMMIT_ANNOTATION, controller_uid, number, owner_reference, pod_view, seed, text};
+use super::{
+    COMMIT_ANNOTATION, Owners, controller_uid, number, owner_reference, pod_view, seed, text,
+};
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
 use crate::store::{
@@ -31,8 +33,7 @@ struct CachedPod {
 /// The ReplicaSet controller's cache: the sets, and their pods by owner uid.
 #[derive(Default)]
 pub struct ReplicaSetController {
-    sets: HashMap<String, Value>,
-    set_by_uid: HashMap<String, String>,
+    sets: Owners,
     pods: HashMap<String, CachedPod>,
     pods_by_owner: HashMap<String, BTreeSet<String>>,
 }
@@ -141,19 +142,7 @@ impl Controller for ReplicaSetController {
             return;
         };
         match key.kind {
-            Kind::ReplicaSet => {
-                let uid = text(&event.object, "/metadata/uid")
-                    .unwrap_or_default()
-                    .to_string();
-                if event.kind == EventType::Deleted {
-                    self.sets.remove(&event.key);
-                    self.set_by_uid.remove(&uid);
-                } else {
-                    self.sets.insert(event.key.clone(), event.object.clone());
-                    self.set_by_uid.insert(uid, event.key.clone());
-                    dirty.mark(event.key.clone(), || because(event));
-                }
-            }
+            Kind::ReplicaSet => self.sets.observe(event, dirty),
             Kind::Pod => {
                 let previous = self.forget_pod(&event.key);
                 let owner = if event.kind == EventType::Deleted {
@@ -175,7 +164,7 @@ impl Controller for ReplicaSetController {
                     );
                     owner
                 };
-                if let Some(set) = owner.and_then(|uid| self.set_by_uid.get(&uid)) {
+                if let Some(set) = owner.and_then(|uid| self.sets.key_of(&uid)) {
                     dirty.mark(set.clone(), || because(event));
                 }
             }
