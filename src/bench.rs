@@ -133,7 +133,7 @@ async fn commit_to_applied(root: &Path, objects: usize) -> anyhow::Result<(Durat
         }
         timings.push(elapsed);
     }
-    plane.stop().await;
+    plane.stop(true).await;
     Ok((timings[0], timings[1]))
 }
 

@@ -50,10 +50,29 @@ pub struct UpArgs {
     /// How many nodes run in this process.
     #[arg(long, value_name = "N", default_value_t = 3)]
     nodes: usize,
-    /// What runs the pods: `simulated` nodes report pods Running without running anything
-    /// (scale tests, trying shipshape without root); `containerd` is not in this build yet.
-    #[arg(long, value_enum, default_value_t = RuntimeKind::Simulated)]
+    /// What runs the pods: `containerd` runs real containers (needs root, containerd, runc and
+    /// the CNI plugins: `scripts/setup`); `simulated` nodes report pods Running without running
+    /// anything (scale tests, trying shipshape without root).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
     runtime: RuntimeKind,
+    /// containerd's socket (default: the system's if it answers, else shipshape starts and
+    /// supervises its own with root, state and socket in the data directory).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) containerd_socket: Option<PathBuf>,
+    /// Import an image archive (OCI image layout or `docker save`) into every node at start;
+    /// it is kept in the data directory and imported again at every later start. Repeatable.
+    #[arg(long = "import", value_name = "FILE.tar")]
+    pub(crate) imports: Vec<PathBuf>,
+    /// On stop, leave the pods' containers running; the next `up` adopts them. Without it,
+    /// stopping removes every container, network namespace and bridge the nodes made.
+    #[arg(long)]
+    keep_workloads: bool,
+    /// The cluster's DNS domain (pods' resolv.conf search path).
+    #[arg(long, value_name = "D", default_value = "cluster.local")]
+    pub(crate) cluster_domain: String,
+    /// The block Service addresses come from; the cluster DNS is its tenth address.
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/16")]
+    pub(crate) service_cidr: shipshape_node::Cidr,
     /// The block each node's /24 of pod addresses comes from.
     #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
     pod_cidr: shipshape_node::Cidr,
@@ -242,12 +261,14 @@ impl ControlPlane {
     /// running pods.
     pub(crate) fn start_workloads(
         &mut self,
-        nodes: shipshape_node::SimulatedConfig,
+        nodes: crate::workloads::Nodes,
+        lease_duration: Duration,
         eviction_timeout: Duration,
     ) {
         self.workloads = Some(crate::workloads::Workloads::start(
             &self.store,
             nodes,
+            lease_duration,
             eviction_timeout,
         ));
     }
@@ -260,9 +281,10 @@ impl ControlPlane {
         }
     }
 
-    pub(crate) async fn stop(self) {
+    /// Stops everything; real nodes remove their pods' containers unless `keep_workloads`.
+    pub(crate) async fn stop(self, keep_workloads: bool) {
         if let Some(workloads) = self.workloads {
-            workloads.stop().await;
+            workloads.stop(keep_workloads).await;
         }
         let _ = self.sync.stop_gracefully().await;
         self.sync.wait_for_shutdown().await;
@@ -349,16 +371,20 @@ fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
 }
 
 pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    if args.runtime == RuntimeKind::Containerd {
-        bail!(
-            "the containerd runtime is not in this build yet: run with --runtime simulated (nodes that report pods Running without running them)"
-        );
-    }
     let nodes = args.simulated()?;
     let source = resolve_source(args)?;
+    // Before anything starts: a host that cannot run pods is one line naming what is missing.
+    let cni_dir = match args.runtime {
+        RuntimeKind::Containerd => Some(shipshape_node::containerd::check_host()?),
+        RuntimeKind::Simulated => None,
+    };
     let data_dir = data::data_dir(data_dir)?;
     let store = data::open_store(&data_dir)?;
     runtime()?.block_on(async move {
+        // Listening once, first, keeps a Ctrl-C (or a service manager's SIGTERM) that arrives
+        // while starting or during a sync: the loop below sees it, and stopping cleans up.
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut plane = ControlPlane::start(&data_dir, store, source.clone())?;
         let remember = Batch {
             writes: vec![Write::SetMeta {
@@ -373,10 +399,10 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot record the Git source: {e}"))?;
         let credentials = shipshape_actors::api::tls::prepare(&data_dir)?;
-        let api = match shipshape_actors::api::serve(args.api_listen, &credentials, plane.store.clone(), plane.sync.clone()).await {
+        let api = match shipshape_actors::api::serve(args.api_listen, &credentials, plane.store.clone(), plane.sync.clone(), Some(&data_dir)).await {
             Ok(api) => api,
             Err(error) => {
-                plane.stop().await;
+                plane.stop(true).await;
                 return Err(error.into());
             }
         };
@@ -394,23 +420,45 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             api.address,
             kubeconfig.display()
         );
-        eprintln!(
-            "nodes: {} simulated (node-1 … node-{}), {} cpu and {} MiB each; pods report Running after {:?} without running",
-            nodes.nodes,
-            nodes.nodes,
-            shipshape_api::quantity::Quantity::from_milli(i64::try_from(nodes.cpu_milli).unwrap_or(i64::MAX)),
-            nodes.memory >> 20,
-            nodes.start_delay
-        );
-        plane.start_workloads(nodes, args.eviction_timeout);
+        let cpu = shipshape_api::quantity::Quantity::from_milli(i64::try_from(nodes.cpu_milli).unwrap_or(i64::MAX));
+        let containerd = match cni_dir {
+            None => {
+                eprintln!(
+                    "nodes: {} simulated (node-1 … node-{}), {cpu} cpu and {} MiB each; pods report Running after {:?} without running",
+                    nodes.nodes,
+                    nodes.nodes,
+                    nodes.memory >> 20,
+                    nodes.start_delay
+                );
+                plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args.lease_duration, args.eviction_timeout);
+                None
+            }
+            Some(cni_dir) => {
+                let started = crate::images::start_containerd(args, &nodes, &data_dir, cni_dir).await;
+                let (containerd, real) = match started {
+                    Ok(started) => started,
+                    Err(error) => {
+                        api.stop().await;
+                        plane.stop(true).await;
+                        return Err(error);
+                    }
+                };
+                eprintln!(
+                    "nodes: {} on containerd {} ({}; namespaces shipshape-node-1 …), {cpu} cpu and {} MiB each, pod subnets from {}",
+                    nodes.nodes,
+                    containerd.version(),
+                    containerd.socket().display(),
+                    nodes.memory >> 20,
+                    nodes.pod_cidr,
+                );
+                plane.start_workloads(real, args.lease_duration, args.eviction_timeout);
+                Some(containerd)
+            }
+        };
         let mut seen = BTreeMap::new();
         let mut last_error = None;
         let mut ticker = tokio::time::interval(args.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Listening once, before the loop, keeps a Ctrl-C (or a service manager's SIGTERM) that
-        // arrives during a sync: a listener made afresh each turn would miss it.
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         loop {
             tokio::select! {
                 _ = interrupt.recv() => break,
@@ -432,9 +480,17 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        eprintln!("shipshape up: stopping");
+        if containerd.is_some() && !args.keep_workloads {
+            eprintln!("shipshape up: stopping (removing the pods' containers; --keep-workloads leaves them running)");
+        } else {
+            eprintln!("shipshape up: stopping");
+        }
         api.stop().await;
-        plane.stop().await;
+        plane.stop(args.keep_workloads).await;
+        if let Some(containerd) = containerd {
+            crate::images::forget_runtime(&data_dir);
+            containerd.stop().await;
+        }
         eprintln!(
             "shipshape up: stopped. {} keeps the cluster's state; `shipshape up` resumes from it.",
             data_dir.display()
@@ -514,7 +570,7 @@ pub fn sync_once(allow_empty: bool, data_dir: Option<&Path>) -> anyhow::Result<E
     runtime()?.block_on(async move {
         let plane = ControlPlane::start(&data_dir, store, source)?;
         let result = plane.sync(SyncOptions { allow_empty }).await;
-        plane.stop().await;
+        plane.stop(true).await;
         let report = result?;
         print_report(&report, &mut BTreeMap::new());
         let failed = report
@@ -588,7 +644,7 @@ pub fn set_suspended(
                 suspended,
             })
             .await;
-        plane.stop().await;
+        plane.stop(true).await;
         result.map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok::<(), anyhow::Error>(())
     })?;

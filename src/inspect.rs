@@ -479,3 +479,45 @@ pub fn audit_verify(data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// `shipshape logs`: a container's output through the running cluster's API server.
+pub fn logs(
+    pod: &str,
+    container: Option<&str>,
+    follow: bool,
+    previous: bool,
+    tail: Option<usize>,
+    namespace: Option<&str>,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = data::data_dir(data_dir)?;
+    let remote = match data::connect(&data_dir)? {
+        Cluster::Running(remote) => remote,
+        Cluster::Stopped(_) => {
+            anyhow::bail!(
+                "the cluster in {} is not running: logs are read from a running cluster (`shipshape up`)",
+                data_dir.display()
+            )
+        }
+    };
+    let namespace = namespace.unwrap_or("default");
+    let mut query = Vec::new();
+    if let Some(container) = container {
+        query.push(format!("container={container}"));
+    }
+    if follow {
+        query.push("follow=true".into());
+    }
+    if previous {
+        query.push("previous=true".into());
+    }
+    if let Some(tail) = tail {
+        query.push(format!("tailLines={tail}"));
+    }
+    let path = format!(
+        "/api/v1/namespaces/{namespace}/pods/{pod}/log?{}",
+        query.join("&")
+    );
+    remote.copy_text(&path, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod data;
+mod images;
 mod inspect;
 mod remote;
 mod scale;
@@ -110,6 +111,52 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print a container's output (stdout and stderr), as `kubectl logs` does.
+    Logs {
+        /// The pod.
+        pod: String,
+        /// The container (needed when the pod has several).
+        #[arg(short, long, value_name = "CONTAINER")]
+        container: Option<String>,
+        /// Keep printing what the container writes until it stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// The previous run of a restarted container.
+        #[arg(short, long)]
+        previous: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// The namespace (default: default).
+        #[arg(short, long, value_name = "NS")]
+        namespace: Option<String>,
+    },
+    /// Container images: build one from a directory, import archives into the nodes.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import an OCI image layout or `docker save` archive into every node (kept in the data
+    /// directory, so later starts have it too).
+    Import {
+        /// The archive.
+        file: PathBuf,
+    },
+    /// Build an OCI archive from a root filesystem directory (one layer).
+    Pack {
+        /// The root filesystem.
+        dir: PathBuf,
+        /// The image name, as pods refer to it (busybox:1.35).
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: String,
+        /// Where to write the archive.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +260,28 @@ fn main() -> ExitCode {
         } => inspect::audit_verify(data_dir),
         Command::Bench(args) => bench::run(&args),
         Command::Verify => verify(),
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            previous,
+            tail,
+            namespace,
+        } => inspect::logs(
+            &pod,
+            container.as_deref(),
+            follow,
+            previous,
+            tail,
+            namespace.as_deref(),
+            data_dir,
+        ),
+        Command::Image {
+            command: ImageCommand::Import { file },
+        } => images::import(&file, data_dir),
+        Command::Image {
+            command: ImageCommand::Pack { dir, tag, output },
+        } => images::pack(&dir, &tag, &output),
     };
     match result {
         Ok(code) => code,

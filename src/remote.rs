@@ -127,4 +127,28 @@ impl Remote {
         }
         Ok(())
     }
+
+    /// GETs a plain-text path and copies the answer to `out` as it arrives (a followed log).
+    pub fn copy_text(&self, path: &str, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+        use std::io::Read as _;
+        let response = self
+            .agent
+            .get(format!("{}{path}", self.server))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .with_context(|| format!("cannot reach the API server at {}", self.server))?;
+        if !response.status().is_success() {
+            return self.answer(Ok(response)).map(|_| ());
+        }
+        let mut reader = response.into_body().into_reader();
+        let mut buffer = [0u8; 8192];
+        loop {
+            let n = reader.read(&mut buffer).context("the log stream broke")?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write_all(&buffer[..n])?;
+            out.flush()?;
+        }
+    }
 }

@@ -10,7 +10,27 @@ use shipshape_actors::controllers::gc::GarbageCollector;
 use shipshape_actors::controllers::nodes::NodeLifecycle;
 use shipshape_actors::controllers::replicaset::ReplicaSetController;
 use shipshape_actors::controllers::scheduler::Scheduler;
+use shipshape_node::containerd::Containerd;
+use shipshape_node::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
 use shipshape_node::{SimulatedConfig, SimulatedNodes};
+
+/// What runs the pods.
+pub(crate) enum Nodes {
+    /// Simulated nodes (one actor serves them all).
+    Simulated(SimulatedConfig),
+    /// One kubelet per node on containerd.
+    Containerd {
+        /// The connection every kubelet shares.
+        containerd: Containerd,
+        /// One per node.
+        kubelets: Vec<KubeletConfig>,
+    },
+}
+
+enum NodeActors {
+    Simulated(ActorRef<ControllerActor<SimulatedNodes>>),
+    Kubelets(Vec<(ActorRef<ControllerActor<Kubelet>>, KubeletHandle)>),
+}
 
 /// The running controllers, scheduler and nodes.
 pub(crate) struct Workloads {
@@ -20,7 +40,7 @@ pub(crate) struct Workloads {
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
-    nodes: ActorRef<ControllerActor<SimulatedNodes>>,
+    nodes: NodeActors,
 }
 
 fn spawn<C: Controller>(
@@ -39,31 +59,59 @@ impl Workloads {
     /// Starts every controller, the scheduler and the nodes.
     pub(crate) fn start(
         store: &ActorRef<StoreActor>,
-        nodes: SimulatedConfig,
+        nodes: Nodes,
+        lease_duration: std::time::Duration,
         eviction_timeout: std::time::Duration,
     ) -> Self {
+        let nodes = match nodes {
+            Nodes::Simulated(config) => {
+                NodeActors::Simulated(spawn(SimulatedNodes::new(config), store))
+            }
+            Nodes::Containerd {
+                containerd,
+                kubelets,
+            } => NodeActors::Kubelets(
+                kubelets
+                    .into_iter()
+                    .map(|config| {
+                        let (kubelet, handle) =
+                            Kubelet::new(config, containerd.clone(), store.clone());
+                        (spawn(kubelet, store), handle)
+                    })
+                    .collect(),
+            ),
+        };
         Self {
             deployment: spawn(DeploymentController::new(), store),
             replica_set: spawn(ReplicaSetController::new(), store),
             scheduler: spawn(Scheduler::new(), store),
             endpoints: spawn(EndpointsController::new(), store),
             garbage: spawn(GarbageCollector::new(), store),
-            lifecycle: spawn(
-                NodeLifecycle::new(nodes.lease_duration, eviction_timeout),
-                store,
-            ),
-            nodes: spawn(SimulatedNodes::new(nodes), store),
+            lifecycle: spawn(NodeLifecycle::new(lease_duration, eviction_timeout), store),
+            nodes,
         }
     }
 
-    /// Stops them all (the store keeps what they wrote).
-    pub(crate) async fn stop(self) {
-        stop(self.nodes).await;
+    /// Stops them all (the store keeps what they wrote). Real nodes stop their pods' containers
+    /// and remove them, unless `keep_workloads` leaves them running for the next start.
+    pub(crate) async fn stop(self, keep_workloads: bool) {
         stop(self.scheduler).await;
         stop(self.endpoints).await;
         stop(self.lifecycle).await;
         stop(self.garbage).await;
         stop(self.replica_set).await;
         stop(self.deployment).await;
+        match self.nodes {
+            NodeActors::Simulated(actor) => stop(actor).await,
+            NodeActors::Kubelets(kubelets) => {
+                let shutdowns = kubelets
+                    .iter()
+                    .map(|(_, handle)| handle.shutdown(keep_workloads));
+                futures_util::future::join_all(shutdowns).await;
+                for (actor, _) in kubelets {
+                    stop(actor).await;
+                }
+            }
+        }
     }
 }

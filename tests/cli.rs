@@ -302,6 +302,13 @@ mod gitops {
                 .arg("--data-dir")
                 .arg(self.data())
                 .args(extra)
+                // Real containers only where a test asks for them (they need root and own
+                // the host's bridges); everything else runs on simulated nodes.
+                .args(if extra.contains(&"--runtime") {
+                    &[][..]
+                } else {
+                    &["--runtime", "simulated"][..]
+                })
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log"))
                 .spawn()
@@ -584,6 +591,8 @@ mod gitops {
             Command::new(env!("CARGO_BIN_EXE_shipshape"))
                 .args([
                     "up",
+                    "--runtime",
+                    "simulated",
                     "--interval",
                     "1s",
                     "--api-listen",
@@ -1129,6 +1138,577 @@ mod gitops {
             let history = text(&repo.shipshape(&["history", "--object", "pod/demo/debug"]));
             assert!(history.contains("client/admin (kubectl"), "{history}");
             assert!(history.contains("deleted Pod demo/debug"), "{history}");
+        }
+    }
+
+    mod containerd {
+        //! Real pods: `up --runtime containerd` on this machine's containerd, runc and CNI
+        //! plugins, with real kubectl. Runs as root (CI does); everything it creates is removed
+        //! even when an assertion fails.
+
+        use super::*;
+
+        fn is_root() -> bool {
+            std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|ids| ids.split_whitespace().nth(1).map(|id| id == "0"))
+                    .unwrap_or(false)
+            })
+        }
+
+        fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
+            Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(args)
+                .output()
+                .expect("kubectl runs (scripts/setup installs it)")
+        }
+
+        fn pod_list(kubeconfig: &Path) -> Result<Vec<serde_json::Value>, String> {
+            let output = kubectl(kubeconfig, &["get", "pods", "-n", "demo", "-o", "json"]);
+            if !output.status.success() {
+                return Err(text(&output));
+            }
+            let list: serde_json::Value =
+                serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+            Ok(list["items"].as_array().cloned().unwrap_or_default())
+        }
+
+        fn pod(kubeconfig: &Path, name: &str) -> Result<serde_json::Value, String> {
+            pod_list(kubeconfig)?
+                .into_iter()
+                .find(|p| p["metadata"]["name"] == name)
+                .ok_or_else(|| format!("no pod {name}"))
+        }
+
+        fn web_pods(kubeconfig: &Path) -> Result<Vec<serde_json::Value>, String> {
+            let pods: Vec<_> = pod_list(kubeconfig)?
+                .into_iter()
+                .filter(|p| p["metadata"]["labels"]["app"] == "web")
+                .collect();
+            let ready = |p: &serde_json::Value| {
+                p["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            };
+            if pods.len() == 2 && pods.iter().all(ready) {
+                Ok(pods)
+            } else {
+                Err(serde_json::to_string_pretty(&pods).unwrap_or_default())
+            }
+        }
+
+        /// A plain HTTP GET to a pod address (inside the bridges the cluster made).
+        fn http_get(address: &str) -> Result<String, String> {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect_timeout(
+                &address.parse().map_err(|e| format!("{address}: {e}"))?,
+                Duration::from_secs(2),
+            )
+            .map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .map_err(|e| e.to_string())?;
+            write!(stream, "GET / HTTP/1.0\r\nHost: {address}\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            stream
+                .read_to_string(&mut answer)
+                .map_err(|e| e.to_string())?;
+            Ok(answer)
+        }
+
+        /// Builds busybox:1.35 from Debian's static busybox with `shipshape image pack`.
+        fn busybox_image(dir: &Path) -> PathBuf {
+            let root = dir.join("rootfs");
+            for sub in ["bin", "tmp", "etc", "proc", "sys", "dev"] {
+                std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+            }
+            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("busybox-static is installed (scripts/setup)");
+            std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+            let list = Command::new(busybox)
+                .arg("--list")
+                .output()
+                .expect("busybox --list");
+            for applet in String::from_utf8_lossy(&list.stdout).lines() {
+                if applet != "busybox" {
+                    std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+                        .expect("symlink");
+                }
+            }
+            let archive = dir.join("busybox.tar");
+            let output = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(["image", "pack"])
+                .arg(&root)
+                .args(["--tag", "busybox:1.35", "-o"])
+                .arg(&archive)
+                .output()
+                .expect("pack runs");
+            assert!(output.status.success(), "{}", text(&output));
+            archive
+        }
+
+        /// Removes whatever a failed run left: processes, mounts, namespaces, bridges, cgroups.
+        struct Cleanup {
+            data: PathBuf,
+        }
+
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let data = self.data.display().to_string();
+                // Our containerd and its shims name the data directory on their command line.
+                for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                    if cmdline.contains(&data)
+                        && (cmdline.contains("containerd") || cmdline.contains("shipshape"))
+                    {
+                        let _ = Command::new("kill")
+                            .args(["-9", &entry.file_name().to_string_lossy()])
+                            .status();
+                    }
+                }
+                // With their shims gone, the containers' processes are only found by cgroup.
+                let procs = Command::new("sh")
+                    .args(["-c", "cat $(find /sys/fs/cgroup -path '*/shipshape/*' -name cgroup.procs) 2>/dev/null"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                for pid in procs.split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+                let mut ours: Vec<&str> = mounts
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().nth(1))
+                    .filter(|m| m.starts_with(&data))
+                    .collect();
+                ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+                for mount in ours {
+                    let _ = Command::new("umount").args(["-l", mount]).status();
+                }
+                for name in std::fs::read_dir("/run/netns")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let name = name.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("shipshape-") {
+                        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+                    }
+                }
+                for bridge in ["ship-node-1", "ship-node-2"] {
+                    if Path::new("/sys/class/net").join(bridge).exists() {
+                        let _ = Command::new("ip").args(["link", "delete", bridge]).status();
+                    }
+                }
+                let _ = Command::new("sh")
+                    .args(["-c", "find /sys/fs/cgroup -depth -type d -path '*/shipshape*' -exec rmdir {} + 2>/dev/null"])
+                    .status();
+            }
+        }
+
+        fn shims_of(data: &Path) -> usize {
+            let socket = data
+                .join("containerd/containerd.sock")
+                .display()
+                .to_string();
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| {
+                    let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                    let cmdline = String::from_utf8_lossy(&cmdline);
+                    cmdline.contains("containerd-shim") && cmdline.contains(&socket)
+                })
+                .count()
+        }
+
+        const DEPLOYMENT: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: demo}
+data: {GREETING: hello-from-configmap}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: page, namespace: demo}
+data: {index.html: "<h1>served by busybox</h1>"}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: httpd
+        image: busybox:1.35
+        command: ["sh", "-c", "echo greeting=$GREETING; trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
+        env:
+        - name: GREETING
+          valueFrom:
+            configMapKeyRef: {name: settings, key: GREETING}
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+        volumeMounts: [{name: page, mountPath: /www}]
+      volumes:
+      - name: page
+        configMap: {name: page}
+"#;
+
+        const TROUBLE: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: never-ready, namespace: demo, labels: {app: never-ready}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: never-ready, namespace: demo}
+spec:
+  selector: {app: never-ready}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: forgetful, namespace: demo}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe:
+      exec: {command: ["cat", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog, namespace: demo}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done"]
+    resources:
+      limits: {memory: 16Mi}
+"#;
+
+        #[test]
+        fn pods_run_on_containerd_reach_each_other_restart_and_are_adopted() {
+            if !is_root() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs as root: the containerd tests must run there"
+                );
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            let repo = Repo::new();
+            let cleanup = Cleanup { data: repo.data() };
+            let image = busybox_image(repo.dir.path());
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(&repo.path(), "apps/web/web.yaml", DEPLOYMENT);
+            write(&repo.path(), "apps/trouble/pods.yaml", TROUBLE);
+            commit(&repo.path(), "web and trouble");
+            let image_arg = image.display().to_string();
+            let flags = [
+                "--runtime",
+                "containerd",
+                "--nodes",
+                "2",
+                "--keep-workloads",
+                "--import",
+                &image_arg,
+            ];
+            let (child, log) = repo.up_with(&flags);
+            let kubeconfig = repo.data().join("kubeconfig");
+            wait_for(&log, "images: docker.io/library/busybox:1.35");
+
+            // Both replicas run, one per node, each with an address in its node's /24, and
+            // answer from their ConfigMap volume; the environment came from a ConfigMap.
+            let pods = eventually("two ready web pods", || web_pods(&kubeconfig));
+            let mut nodes: Vec<String> = pods
+                .iter()
+                .map(|p| {
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            nodes.sort();
+            assert_eq!(nodes, vec!["node-1", "node-2"]);
+            let first = &pods[0];
+            let first_name = first["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string();
+            let first_ip = first["status"]["podIP"]
+                .as_str()
+                .expect("pod IP")
+                .to_string();
+            let first_node = first["spec"]["nodeName"]
+                .as_str()
+                .expect("node")
+                .to_string();
+            let subnet = if first_node == "node-1" {
+                "10.244.0."
+            } else {
+                "10.244.1."
+            };
+            assert!(first_ip.starts_with(subnet), "{first_ip} on {first_node}");
+            let page = eventually("the page", || http_get(&format!("{first_ip}:8080")));
+            assert!(page.contains("served by busybox"), "{page}");
+            let logs = text(&kubectl(&kubeconfig, &["logs", "-n", "demo", &first_name]));
+            assert!(logs.contains("greeting=hello-from-configmap"), "{logs}");
+
+            // A pod on the other node reaches it by address.
+            let other = if first_node == "node-1" {
+                "node-2"
+            } else {
+                "node-1"
+            };
+            write(
+                &repo.path(),
+                "apps/client/pod.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: demo}}\nspec:\n  nodeName: {other}\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox:1.35\n    command: [\"wget\", \"-qO-\", \"http://{first_ip}:8080/\"]\n"
+                ),
+            );
+            commit(&repo.path(), "client");
+            eventually("the client's fetch, across nodes", || {
+                let client = pod(&kubeconfig, "client")?;
+                if client["status"]["phase"] != "Succeeded" {
+                    return Err(client["status"].to_string());
+                }
+                let logs = text(&kubectl(&kubeconfig, &["logs", "-n", "demo", "client"]));
+                logs.contains("served by busybox").then_some(()).ok_or(logs)
+            });
+
+            // Endpoints list the ready web pods and keep the never-ready pod out.
+            eventually("endpoints", || {
+                let web = jsonpath(
+                    &kubeconfig,
+                    &["get", "endpoints", "-n", "demo", "web"],
+                    "{.subsets[0].addresses[*].ip}",
+                );
+                let never = jsonpath(
+                    &kubeconfig,
+                    &["get", "endpoints", "-n", "demo", "never-ready"],
+                    "{.subsets[0].notReadyAddresses[*].ip}",
+                );
+                let never_ready = jsonpath(
+                    &kubeconfig,
+                    &["get", "endpoints", "-n", "demo", "never-ready"],
+                    "{.subsets[0].addresses}",
+                );
+                (web.split_whitespace().count() == 2
+                    && web.contains(&first_ip)
+                    && !never.is_empty()
+                    && never_ready.is_empty())
+                .then_some(())
+                .ok_or(format!("web: {web}; never-ready: {never} / {never_ready}"))
+            });
+
+            // A failing liveness probe restarts its container; a memory hog is OOMKilled.
+            eventually("a liveness restart", || {
+                let p = pod(&kubeconfig, "forgetful")?;
+                (p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1))
+                    .then_some(())
+                    .ok_or(p["status"].to_string())
+            });
+            eventually("the hog OOMKilled", || {
+                let p = pod(&kubeconfig, "hog")?;
+                let state = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+                (state["reason"] == "OOMKilled" && p["status"]["phase"] == "Failed")
+                    .then_some(())
+                    .ok_or(p["status"].to_string())
+            });
+
+            // A killed container process is restarted and counted.
+            let container_id = first["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .expect("container ID")
+                .trim_start_matches("containerd://")
+                .to_string();
+            let socket = repo.data().join("containerd/containerd.sock");
+            let tasks = Command::new("ctr")
+                .arg("--address")
+                .arg(&socket)
+                .args(["-n", &format!("shipshape-{first_node}"), "task", "ls"])
+                .output()
+                .expect("ctr runs");
+            let tasks = String::from_utf8_lossy(&tasks.stdout).into_owned();
+            let pid = tasks
+                .lines()
+                .find(|l| l.starts_with(&container_id))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_else(|| panic!("{container_id} in {tasks}"))
+                .to_string();
+            assert!(
+                Command::new("kill")
+                    .args(["-9", &pid])
+                    .status()
+                    .expect("kill")
+                    .success()
+            );
+            eventually("the restart", || {
+                let p = pod(&kubeconfig, &first_name)?;
+                let status = &p["status"]["containerStatuses"][0];
+                (status["restartCount"] == 1 && status["ready"] == true)
+                    .then_some(())
+                    .ok_or(p["status"].to_string())
+            });
+
+            // A deleted pod is replaced.
+            let deleted = kubectl(&kubeconfig, &["delete", "pod", "-n", "demo", &first_name]);
+            assert!(deleted.status.success(), "{}", text(&deleted));
+            let replaced = eventually("a replacement", || {
+                let pods = web_pods(&kubeconfig)?;
+                pods.iter()
+                    .all(|p| p["metadata"]["name"] != first_name.as_str())
+                    .then_some(pods)
+                    .ok_or_else(|| "the deleted pod is still listed".to_string())
+            });
+            let ids = |pods: &[serde_json::Value]| {
+                let mut ids: Vec<String> = pods
+                    .iter()
+                    .map(|p| p["status"]["containerStatuses"][0]["containerID"].to_string())
+                    .collect();
+                ids.sort();
+                ids
+            };
+            let before = ids(&replaced);
+
+            // Pruning pods from Git stops and removes them.
+            let leftover =
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: NAME, namespace: demo}\n";
+            std::fs::remove_file(repo.path().join("apps/trouble/pods.yaml")).expect("rm");
+            std::fs::remove_file(repo.path().join("apps/client/pod.yaml")).expect("rm");
+            write(
+                &repo.path(),
+                "apps/trouble/config.yaml",
+                &leftover.replace("NAME", "trouble"),
+            );
+            write(
+                &repo.path(),
+                "apps/client/config.yaml",
+                &leftover.replace("NAME", "client"),
+            );
+            commit(&repo.path(), "only web");
+            eventually("only the web pods", || {
+                let names: Vec<String> = pod_list(&kubeconfig)?
+                    .iter()
+                    .map(|p| {
+                        p["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .collect();
+                (names.len() == 2 && shims_of(&repo.data()) == 2)
+                    .then_some(())
+                    .ok_or(format!("{names:?}, {} shims", shims_of(&repo.data())))
+            });
+
+            // Stopped with --keep-workloads, the containers keep running; the next start adopts
+            // them: same containers, no duplicates, no restarts.
+            let running = shims_of(&repo.data());
+            let versions: Vec<String> = replaced
+                .iter()
+                .map(|p| p["metadata"]["resourceVersion"].to_string())
+                .collect();
+            interrupt(child);
+            assert_eq!(shims_of(&repo.data()), running, "containers keep running");
+            let (child, log) = repo.up_with(&["--runtime", "containerd", "--nodes", "2"]);
+            wait_for(&log, "nodes: 2 on containerd");
+            // Adopted: the new kubelets reported on the same containers.
+            let adopted = eventually("adopted pods", || {
+                let pods = web_pods(&kubeconfig)?;
+                let reported = pods
+                    .iter()
+                    .all(|p| !versions.contains(&p["metadata"]["resourceVersion"].to_string()));
+                (reported && ids(&pods) == before)
+                    .then_some(pods)
+                    .ok_or_else(|| {
+                        format!(
+                            "not yet: {:?} vs {before:?}",
+                            ids(&web_pods(&kubeconfig).unwrap_or_default())
+                        )
+                    })
+            });
+            for p in &adopted {
+                assert_eq!(
+                    p["status"]["containerStatuses"][0]["restartCount"], 0,
+                    "{p}"
+                );
+            }
+            assert_eq!(shims_of(&repo.data()), running, "no duplicate containers");
+
+            // Without --keep-workloads, stopping removes everything the nodes made.
+            interrupt(child);
+            assert_eq!(shims_of(&repo.data()), 0, "no container left running");
+            let netns: Vec<String> = std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("shipshape-"))
+                .collect();
+            assert!(netns.is_empty(), "network namespaces left: {netns:?}");
+            assert!(
+                !Path::new("/sys/class/net/ship-node-1").exists(),
+                "bridge left"
+            );
+            assert!(
+                !Path::new("/sys/class/net/ship-node-2").exists(),
+                "bridge left"
+            );
+            drop(cleanup);
+        }
+
+        fn jsonpath(kubeconfig: &Path, args: &[&str], path: &str) -> String {
+            let mut all = args.to_vec();
+            let expression = format!("jsonpath={path}");
+            all.extend(["-o", &expression]);
+            String::from_utf8_lossy(&kubectl(kubeconfig, &all).stdout).into_owned()
         }
     }
 

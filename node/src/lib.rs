@@ -3,6 +3,16 @@
 //! - [`simulated`]: nodes that register, renew leases and report pods Running without running
 //!   anything (scale tests, trying shipshape without root). The containerd runtime is next.
 
+pub mod containerd;
+pub mod image;
+pub mod kubelet;
+pub mod network;
+pub mod pod_worker;
+pub mod probe;
+pub mod registration;
+pub mod runtime;
 pub mod simulated;
+pub mod spec;
+pub mod volumes;
 
 pub use simulated::{Cidr, SimulatedConfig, SimulatedNodes};

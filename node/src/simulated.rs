@@ -14,15 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shipshape_actors::Write;
 use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
-use shipshape_actors::controllers::condition_is_true;
 use shipshape_actors::store::{Batch, EventType, Precondition, WatchEvent, parse_storage_key};
-use shipshape_api::{Kind, ObjectKey};
+use shipshape_api::Kind;
 
-/// The namespace node leases live in (Kubernetes' name).
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-
-/// The version nodes report (the API server's, as a kubelet of the same release would).
-const KUBELET_VERSION: &str = "v1.37.0-shipshape";
+use crate::registration::{LEASE_NAMESPACE, NodeInfo, heartbeat, is_ready, seconds_text};
 
 /// A block of addresses: `10.244.0.0/16`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,108 +161,31 @@ impl SimulatedNodes {
         }
     }
 
-    fn node_object(&self, name: &str, node: &SimNode, now: &str) -> Value {
-        let cpu = format!("{}m", self.config.cpu_milli);
-        let memory = format!("{}Ki", self.config.memory / 1024);
-        let pods = self.config.max_pods.to_string();
-        let mut spec = json!({});
-        let mut addresses = vec![json!({"type": "Hostname", "address": name})];
-        if let Some(subnet) = node.subnet {
-            spec = json!({"podCIDR": subnet.to_string(), "podCIDRs": [subnet.to_string()]});
-            addresses.insert(
-                0,
-                json!({"type": "InternalIP", "address": subnet.host(1).to_string()}),
-            );
-        }
-        json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": std::env::consts::ARCH,
-                    "node.kubernetes.io/instance-type": "shipshape-simulated",
-                },
-            },
-            "spec": spec,
-            "status": {
-                "capacity": {"cpu": cpu, "memory": memory, "pods": pods},
-                "allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
-                "conditions": [ready_condition(now)],
-                "addresses": addresses,
-                "nodeInfo": {
-                    "machineID": name, "systemUUID": name, "bootID": name,
-                    "kernelVersion": "simulated", "osImage": "shipshape simulated node",
-                    "containerRuntimeVersion": "simulated://1", "kubeletVersion": KUBELET_VERSION,
-                    "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux",
-                    "architecture": std::env::consts::ARCH,
-                },
-            },
-        })
-    }
-
     fn reconcile_node(&mut self, name: &str, now: jiff::Timestamp) -> Reconciled {
-        let renew = self.config.lease_duration / 4;
         let Some(node) = self.nodes.get(name) else {
             return Reconciled::default();
         };
         if node.vanished {
             return Reconciled::default();
         }
-        let time = seconds_text(now);
-        let mut writes = Vec::new();
-        match &node.object {
-            None => writes.push(Write::Create {
-                object: self.node_object(name, node, &time),
-                applied: None,
-                application: None,
-            }),
-            Some(object) if !is_ready(object) => {
-                // Back after an absence (or marked NotReady by the node lifecycle controller):
-                // report ready again.
-                let mut status = object.get("status").cloned().unwrap_or_else(|| json!({}));
-                status["conditions"] = json!([ready_condition(&time)]);
-                writes.push(Write::UpdateStatus {
-                    key: object_key(Kind::Node, "", name),
-                    precondition: None,
-                    status,
-                });
-            }
-            Some(_) => {}
-        }
-        let lease_key = object_key(Kind::Lease, LEASE_NAMESPACE, name);
-        let micro = now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-        writes.push(match node.lease_rv {
-            None => Write::Create {
-                object: json!({
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
-                    "spec": {
-                        "holderIdentity": name,
-                        "leaseDurationSeconds": self.config.lease_duration.as_secs(),
-                        "renewTime": micro,
-                    },
-                }),
-                applied: None,
-                application: None,
-            },
-            Some(rv) => Write::Patch {
-                key: lease_key,
-                precondition: Some(Precondition::ResourceVersion(rv)),
-                patch: json!({"spec": {"renewTime": micro}}),
-            },
-        });
-        // Leases and heartbeats are not audit records (DESIGN.md).
-        Reconciled {
-            batches: vec![Batch {
-                writes,
-                audit: None,
-            }],
-            requeue_after: Some(renew),
-        }
+        let info = NodeInfo {
+            name: name.to_string(),
+            subnet: node.subnet,
+            cpu_milli: self.config.cpu_milli,
+            memory: self.config.memory,
+            max_pods: self.config.max_pods,
+            instance_type: "shipshape-simulated",
+            kernel: "simulated".into(),
+            os_image: "shipshape simulated node".into(),
+            runtime: "simulated://1".into(),
+        };
+        heartbeat(
+            &info,
+            node.object.as_ref(),
+            node.lease_rv,
+            self.config.lease_duration,
+            now,
+        )
     }
 
     fn reconcile_pod(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
@@ -387,32 +305,6 @@ impl SimulatedNodes {
             requeue_after: wait,
         }
     }
-}
-
-fn object_key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
-    ObjectKey {
-        kind,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-    }
-}
-
-fn seconds_text(now: jiff::Timestamp) -> String {
-    jiff::Timestamp::from_second(now.as_second())
-        .unwrap_or(now)
-        .to_string()
-}
-
-fn ready_condition(now: &str) -> Value {
-    json!({
-        "type": "Ready", "status": "True", "reason": "KubeletReady",
-        "message": "kubelet is posting ready status",
-        "lastHeartbeatTime": now, "lastTransitionTime": now,
-    })
-}
-
-fn is_ready(object: &Value) -> bool {
-    condition_is_true(object, "Ready")
 }
 
 impl Controller for SimulatedNodes {

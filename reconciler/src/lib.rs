@@ -9,6 +9,7 @@
 //! - [`decision`]: the shape of every answer (actions, when to look again) and seeded names.
 //! - [`gc`]: what must go because its owner or namespace is gone.
 //! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
+//! - [`kubelet`]: restart policy and back-off for a pod's containers; the pod's phase.
 //! - [`nodes`]: node lifecycle: unreachable nodes are marked, then emptied.
 //! - [`replicaset`]: create or delete pods to match replicas; status.
 //! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
@@ -20,6 +21,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod gitops;
+pub mod kubelet;
 pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;

@@ -8,6 +8,7 @@
 //! object, except deleting a pod, which its controller replaces; the deletion is audited.
 //! Every request but the health and version probes needs the bearer token.
 
+pub mod logs;
 pub mod tables;
 pub mod tls;
 
@@ -45,6 +46,8 @@ pub struct ApiState {
     store: ActorRef<StoreActor>,
     sync: ActorRef<GitSync>,
     token: Arc<str>,
+    /// The data directory, where container logs are (None: no nodes keep logs here).
+    data_dir: Option<Arc<std::path::Path>>,
 }
 
 /// A running API server.
@@ -83,12 +86,14 @@ pub enum ServeError {
     Tls(std::io::Error),
 }
 
-/// Starts the API server on `address` (port 0 picks a free one).
+/// Starts the API server on `address` (port 0 picks a free one). `data_dir` is where the
+/// nodes keep container logs (for pods/log).
 pub async fn serve(
     address: SocketAddr,
     credentials: &tls::Credentials,
     store: ActorRef<StoreActor>,
     sync: ActorRef<GitSync>,
+    data_dir: Option<&std::path::Path>,
 ) -> Result<ApiServer, ServeError> {
     // One process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -110,6 +115,7 @@ pub async fn serve(
         store,
         sync,
         token: Arc::from(credentials.token.as_str()),
+        data_dir: data_dir.map(Arc::from),
     };
     let app = router(state);
     let handle = axum_server::Handle::new();
@@ -300,11 +306,15 @@ enum Route {
     Status,
     History,
     Suspend(String, bool),
+    PodLog(String, String),
 }
 
 fn parse_route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segments.as_slice() {
+        ["api", "v1", "namespaces", namespace, "pods", name, "log"] => {
+            return Some(Route::PodLog(namespace.to_string(), name.to_string()));
+        }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", "shipshape.dev", "v1", "sync"] => return Some(Route::Sync),
         ["apis", "shipshape.dev", "v1", "status"] => return Some(Route::Status),
@@ -501,6 +511,9 @@ async fn dispatch(
     };
     match (route, method) {
         (Route::Discovery(list), Method::GET) => Json(list).into_response(),
+        (Route::PodLog(namespace, name), Method::GET) => {
+            logs::pod_log(&state, namespace, name, request.uri().query()).await
+        }
         (Route::Sync, Method::POST) => sync_now(&state, query.allow_empty).await,
         (Route::Status, Method::GET) => cluster_status(&state).await,
         (Route::History, Method::GET) => match state.store.ask(AuditLog).await {

@@ -124,14 +124,7 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
             let ready = statuses.map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
             let restarts: i64 =
                 statuses.map_or(0, |s| s.iter().map(|c| count(&c["restartCount"])).sum());
-            let phase = status["phase"].as_str().unwrap_or("Pending");
-            let shown = if object["metadata"]["deletionTimestamp"].is_string() {
-                "Terminating"
-            } else if phase == "Pending" && spec["nodeName"].is_string() {
-                "ContainerCreating"
-            } else {
-                phase
-            };
+            let shown = pod_status_column(object);
             vec![
                 json!(format!("{ready}/{containers}")),
                 json!(shown),
@@ -337,4 +330,53 @@ pub fn table(kind: Kind, objects: &[&Value], resource_version: u64, now: jiff::T
         "columnDefinitions": columns,
         "rows": rows,
     })
+}
+
+/// The STATUS column of `kubectl get pods`, as Kubernetes' printer derives it: the phase, or
+/// the reason a container waits or ended (CrashLoopBackOff, ErrImageNeverPull, Error,
+/// Completed, OOMKilled), `Init:…` while init containers run, Terminating when deleted.
+fn pod_status_column(pod: &Value) -> String {
+    let status = &pod["status"];
+    let phase = status["phase"].as_str().unwrap_or("Pending");
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        return "Terminating".into();
+    }
+    let waiting_or_ended = |c: &Value| {
+        c["state"]["waiting"]["reason"]
+            .as_str()
+            .or_else(|| c["state"]["terminated"]["reason"].as_str())
+            .map(str::to_string)
+    };
+    let init = status["initContainerStatuses"].as_array();
+    let total = pod["spec"]["initContainers"].as_array().map_or(0, Vec::len);
+    if let Some(init) = init {
+        for (index, c) in init.iter().enumerate() {
+            if c["state"]["terminated"]["exitCode"] == 0 {
+                continue;
+            }
+            return match c["state"]["waiting"]["reason"].as_str() {
+                Some(reason) if reason != "PodInitializing" => format!("Init:{reason}"),
+                _ => match c["state"]["terminated"]["reason"].as_str() {
+                    Some(reason) => format!("Init:{reason}"),
+                    None => format!("Init:{index}/{total}"),
+                },
+            };
+        }
+    }
+    let mut shown = phase.to_string();
+    if let Some(statuses) = status["containerStatuses"].as_array() {
+        for c in statuses.iter().rev() {
+            if let Some(reason) = waiting_or_ended(c) {
+                shown = reason;
+            }
+        }
+        let running = statuses.iter().any(|c| c["state"]["running"].is_object());
+        if shown == "Completed" && running {
+            shown = "Running".into();
+        }
+    }
+    if shown == "Pending" && pod["spec"]["nodeName"].is_string() {
+        shown = "ContainerCreating".into();
+    }
+    shown
 }

@@ -1,0 +1,1523 @@
+//! One pod on a real node: a task that owns the pod's network namespace and containers, starts
+//! them in order (init containers first, each to completion), restarts them as restartPolicy
+//! and the back-off in `shipshape_reconciler::kubelet` decide, writes the pod's status, and on
+//! deletion stops them gracefully (SIGTERM, the grace period, SIGKILL) and removes every trace
+//! before it removes the pod object, so a pod shows Terminating until its containers are gone.
+//!
+//! Nothing the worker knows is only in memory: on a restart of shipshape it adopts the
+//! containers labelled with its pod's uid and the namespace it already wired.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shipshape_actors::Write;
+use shipshape_actors::events::event;
+use shipshape_actors::store::{Batch, Precondition};
+use shipshape_actors::store_actor::{Apply, Get};
+use shipshape_api::Kind;
+use shipshape_reconciler::kubelet::{
+    AfterExit, ContainerNow, Exit, InitProgress, Phase, RestartPolicy, Tally, after_exit,
+    exit_reason, pod_phase, tally,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::containerd::RuntimeError;
+use crate::image::{ResolvedImage, normalize, resolve};
+use crate::kubelet::{Shared, Stop};
+use crate::network::netns_path;
+use crate::probe::{self, Probe, ProbeKind};
+use crate::registration::{object_key, seconds_text};
+use crate::runtime::{TaskState, oom_killed, remove_cgroups};
+use crate::spec::{BindMount, plan, runtime_spec};
+
+/// Labels on every containerd container, so a restarted kubelet knows whose it is.
+pub const POD_UID_LABEL: &str = "io.shipshape.pod.uid";
+const CONTAINER_NAME_LABEL: &str = "io.shipshape.container.name";
+const RESTARTS_LABEL: &str = "io.shipshape.restart-count";
+const STARTED_LABEL: &str = "io.shipshape.started-at";
+
+/// How often a container waiting for its image looks again.
+const IMAGE_RECHECK: Duration = Duration::from_secs(2);
+
+/// How often ConfigMap and Secret volumes are brought up to date while the pod runs.
+const VOLUME_REFRESH: Duration = Duration::from_secs(10);
+
+/// The component name on events.
+const COMPONENT: &str = "kubelet";
+
+/// The network namespace name of pod `uid`.
+pub fn netns_name(uid: &str) -> String {
+    format!("shipshape-{uid}")
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Current {
+    Waiting { reason: String, message: String },
+    Running { started_at: jiff::Timestamp },
+    Exited(Terminated),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Terminated {
+    code: i32,
+    reason: &'static str,
+    started_at: jiff::Timestamp,
+    finished_at: jiff::Timestamp,
+}
+
+#[derive(Debug)]
+struct Record {
+    id: String,
+    restarts: u32,
+    current: Current,
+    last: Option<Terminated>,
+    image_id: String,
+    /// Bumped at every start so a late exit of an earlier run is not taken for this one.
+    generation: u64,
+    cgroup: String,
+    /// When the last exit was seen (for the back-off clock).
+    exited_seen: Option<Instant>,
+    /// The probe loops of the current run.
+    probes: Vec<tokio::task::JoinHandle<()>>,
+    /// The startup probe passed (or there is none).
+    started: bool,
+    /// Consecutive startup probe failures.
+    startup_failures: u32,
+    /// The readiness verdict (None: no readiness probe, ready when running).
+    ready: Option<Tally>,
+    /// The liveness verdict.
+    live: Tally,
+}
+
+impl Record {
+    fn stop_probes(&mut self) {
+        for probe in self.probes.drain(..) {
+            probe.abort();
+        }
+    }
+}
+
+/// A container exit reported by its waiter: container name, generation, exit status.
+type ExitNotice = (String, u64, u32);
+
+/// A probe result: container name, generation, which probe, passed, why not.
+type ProbeNotice = (String, u64, ProbeKind, bool, String);
+
+struct PodState {
+    shared: Arc<Shared>,
+    uid: String,
+    namespace: String,
+    name: String,
+    ip: Option<Ipv4Addr>,
+    sandbox_error: Option<String>,
+    records: BTreeMap<String, Record>,
+    images: HashMap<String, ResolvedImage>,
+    start_time: jiff::Timestamp,
+    last_status: Option<Value>,
+    exits: mpsc::UnboundedSender<ExitNotice>,
+    probes: mpsc::UnboundedSender<ProbeNotice>,
+    events: Vec<Write>,
+    pod: Value,
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Runs pod `uid` until it is deleted (or the kubelet stops), following `pods`.
+pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Option<Value>>) {
+    let (exits, mut exit_rx) = mpsc::unbounded_channel();
+    let (probes, mut probe_rx) = mpsc::unbounded_channel();
+    let Some(first) = pods.borrow_and_update().clone() else {
+        return;
+    };
+    let mut state = PodState {
+        shared: shared.clone(),
+        uid: uid.clone(),
+        namespace: text(&first, "/metadata/namespace").to_string(),
+        name: text(&first, "/metadata/name").to_string(),
+        ip: None,
+        sandbox_error: None,
+        records: BTreeMap::new(),
+        images: HashMap::new(),
+        start_time: jiff::Timestamp::now(),
+        last_status: None,
+        exits,
+        probes,
+        events: Vec::new(),
+        pod: first,
+    };
+    state.adopt().await;
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let wanted = *stop.borrow_and_update();
+        match wanted {
+            Stop::Keep => return,
+            Stop::Teardown => {
+                state.stop_all(Duration::from_secs(5)).await;
+                state.teardown().await;
+                return;
+            }
+            Stop::Run => {}
+        }
+        let pod = pods.borrow_and_update().clone();
+        let wake = match pod {
+            None => {
+                // Gone from the store without a graceful deletion (forced): stop it briefly.
+                state.stop_all(Duration::from_secs(2)).await;
+                state.teardown().await;
+                return;
+            }
+            Some(pod) if pod.pointer("/metadata/deletionTimestamp").is_some() => {
+                state.pod = pod.clone();
+                let grace = pod
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(30);
+                state.stop_all(Duration::from_secs(grace)).await;
+                state.teardown().await;
+                state.finish_deletion().await;
+                return;
+            }
+            Some(pod) => {
+                state.pod = pod;
+                state.sync().await
+            }
+        };
+        let sleep = tokio::time::sleep(wake.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            changed = pods.changed() => {
+                if changed.is_err() {
+                    // The kubelet is gone (shutdown): leave the containers to the next one.
+                    return;
+                }
+            }
+            Some(notice) = exit_rx.recv() => state.exited(notice),
+            Some(notice) = probe_rx.recv() => state.probed(notice).await,
+            _ = stop.changed() => {}
+            _ = sleep => {}
+        }
+        // Take every exit that arrived meanwhile before deciding again.
+        while let Ok(notice) = exit_rx.try_recv() {
+            state.exited(notice);
+        }
+    }
+}
+
+impl PodState {
+    fn pod_dir(&self) -> PathBuf {
+        self.shared.config.data_dir.join("pods").join(&self.uid)
+    }
+
+    fn log_path(&self, container: &str, restarts: u32) -> PathBuf {
+        shipshape_actors::api::logs::pod_log_path(
+            &self.shared.config.data_dir,
+            &self.uid,
+            container,
+            u64::from(restarts),
+        )
+    }
+
+    fn pod_cgroup(&self) -> String {
+        format!("/shipshape/{}/{}", self.shared.config.node, self.uid)
+    }
+
+    fn policy(&self) -> RestartPolicy {
+        RestartPolicy::parse(
+            self.pod
+                .pointer("/spec/restartPolicy")
+                .and_then(Value::as_str),
+        )
+    }
+
+    fn note(&mut self, kind: &str, reason: &str, message: String) {
+        self.events.push(event(
+            COMPONENT,
+            &self.pod,
+            kind,
+            reason,
+            message,
+            jiff::Timestamp::now(),
+        ));
+    }
+
+    /// Takes over what a previous kubelet left: the namespace's address and our containers.
+    async fn adopt(&mut self) {
+        let netns = netns_name(&self.uid);
+        if netns_path(&netns).exists() {
+            self.ip = crate::network::address_in(&netns).await;
+        }
+        let runtime = &self.shared.runtime;
+        let Ok(containers) = runtime.list().await else {
+            return;
+        };
+        for container in containers {
+            if container.labels.get(POD_UID_LABEL) != Some(&self.uid) {
+                continue;
+            }
+            let Some(name) = container.labels.get(CONTAINER_NAME_LABEL).cloned() else {
+                continue;
+            };
+            let restarts = container
+                .labels
+                .get(RESTARTS_LABEL)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            let started_at = container
+                .labels
+                .get(STARTED_LABEL)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(jiff::Timestamp::now);
+            let current = match runtime.state(&container.id).await {
+                Ok(TaskState::Running(_)) => Current::Running { started_at },
+                Ok(TaskState::Exited(code)) => Current::Exited(Terminated {
+                    code: code as i32,
+                    reason: exit_reason(code as i32, false),
+                    started_at,
+                    finished_at: jiff::Timestamp::now(),
+                }),
+                _ => continue,
+            };
+            let running = matches!(current, Current::Running { .. });
+            let record = Record {
+                id: container.id.clone(),
+                restarts,
+                current,
+                last: None,
+                image_id: String::new(),
+                generation: 1,
+                cgroup: String::new(),
+                exited_seen: (!running).then(Instant::now),
+                probes: Vec::new(),
+                started: true,
+                startup_failures: 0,
+                ready: None,
+                live: Tally::starting(true),
+            };
+            let mut record = record;
+            if running {
+                self.watch_exit(&name, &record);
+                if let Some(spec) = self.container_spec(&name) {
+                    match self.parse_probes(&spec) {
+                        Ok(probes) => self.start_probes(&name, &mut record, probes),
+                        Err(message) => tracing::warn!(pod = %self.name, %message, "probes"),
+                    }
+                }
+            }
+            tracing::info!(pod = %self.name, container = %name, "adopted a running container");
+            self.records.insert(name, record);
+        }
+    }
+
+    fn watch_exit(&self, name: &str, record: &Record) {
+        let runtime = self.shared.runtime.clone();
+        let exits = self.exits.clone();
+        let id = record.id.clone();
+        let generation = record.generation;
+        let name = name.to_string();
+        tokio::spawn(async move {
+            // A failed wait (containerd restarting) is reported as an unknown exit: the
+            // worker looks at the task again.
+            let status = runtime.wait(&id).await.unwrap_or(255);
+            let _ = exits.send((name, generation, status));
+        });
+    }
+
+    fn exited(&mut self, (name, generation, status): ExitNotice) {
+        let Some(record) = self.records.get_mut(&name) else {
+            return;
+        };
+        if record.generation != generation {
+            return;
+        }
+        let Current::Running { started_at } = record.current else {
+            return;
+        };
+        record.stop_probes();
+        let code = status as i32;
+        let oom = !record.cgroup.is_empty() && oom_killed(&record.cgroup);
+        let reason = exit_reason(code, oom);
+        record.current = Current::Exited(Terminated {
+            code,
+            reason,
+            started_at,
+            finished_at: jiff::Timestamp::now(),
+        });
+        record.exited_seen = Some(Instant::now());
+        if oom {
+            let message = format!("Container {name} was OOMKilled (memory limit)");
+            self.note("Warning", "OOMKilled", message);
+        }
+    }
+
+    /// Brings the pod one step closer to its spec; returns when to look again.
+    async fn sync(&mut self) -> Option<Duration> {
+        let mut wake: Option<Duration> = None;
+        let soon = |d: Duration, wake: &mut Option<Duration>| {
+            *wake = Some(wake.map_or(d, |w| w.min(d)));
+        };
+        if self.ip.is_none() {
+            match self.sandbox().await {
+                Ok(ip) => {
+                    self.ip = Some(ip);
+                    self.sandbox_error = None;
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if self.sandbox_error.as_deref() != Some(&message) {
+                        self.note("Warning", "FailedCreatePodSandBox", message.clone());
+                    }
+                    self.sandbox_error = Some(message);
+                    soon(Duration::from_secs(5), &mut wake);
+                }
+            }
+        }
+        if self.ip.is_some() {
+            let policy = self.policy();
+            let init: Vec<Value> = self
+                .pod
+                .pointer("/spec/initContainers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let containers: Vec<Value> = self
+                .pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            // Init containers restart on failure unless the pod never restarts.
+            let init_policy = match policy {
+                RestartPolicy::Never => RestartPolicy::Never,
+                _ => RestartPolicy::OnFailure,
+            };
+            let mut progress = InitProgress::Done;
+            for (index, container) in init.iter().enumerate() {
+                let name = text(container, "/name").to_string();
+                let done = matches!(
+                    self.records.get(&name).map(|r| &r.current),
+                    Some(Current::Exited(t)) if t.code == 0
+                );
+                if done {
+                    continue;
+                }
+                let step = self
+                    .step(container, &format!("i{index}"), init_policy)
+                    .await;
+                progress = match step {
+                    Step::Stays => InitProgress::Failed,
+                    Step::Wake(d) => {
+                        soon(d, &mut wake);
+                        InitProgress::InProgress
+                    }
+                    Step::Fine => InitProgress::InProgress,
+                };
+                break;
+            }
+            if progress == InitProgress::Done {
+                for (index, container) in containers.iter().enumerate() {
+                    if let Step::Wake(d) = self.step(container, &format!("c{index}"), policy).await
+                    {
+                        soon(d, &mut wake);
+                    }
+                }
+            }
+        }
+        // ConfigMap and Secret volumes follow their objects while the pod runs.
+        let projected = self
+            .pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .is_some_and(|v| {
+                v.iter()
+                    .any(|v| v.get("configMap").is_some() || v.get("secret").is_some())
+            });
+        let running = self
+            .records
+            .values()
+            .any(|r| matches!(r.current, Current::Running { .. }));
+        if projected && running {
+            if let Err(message) = self.prepare_volumes().await {
+                tracing::warn!(pod = %self.name, %message, "refreshing volumes failed");
+            }
+            soon(VOLUME_REFRESH, &mut wake);
+        }
+        self.write_status().await;
+        wake
+    }
+
+    /// Starts, restarts or leaves one container.
+    async fn step(&mut self, container: &Value, suffix: &str, policy: RestartPolicy) -> Step {
+        let name = text(container, "/name").to_string();
+        let (restarts, exit) = match self.records.get(&name) {
+            None => (0, None),
+            Some(record) => match &record.current {
+                Current::Running { .. } => return Step::Fine,
+                Current::Waiting { .. } => (record.restarts, None),
+                Current::Exited(t) => {
+                    let ran_for = (t.finished_at - t.started_at)
+                        .try_into()
+                        .unwrap_or(Duration::ZERO);
+                    let ago = record.exited_seen.map_or(Duration::ZERO, |s| s.elapsed());
+                    (
+                        record.restarts,
+                        Some(Exit {
+                            code: t.code,
+                            ran_for,
+                            ago,
+                        }),
+                    )
+                }
+            },
+        };
+        let restarts = match exit {
+            None => restarts,
+            Some(exit) => match after_exit(policy, restarts, exit) {
+                AfterExit::Stay => return Step::Stays,
+                AfterExit::BackOff(wait) => {
+                    let message = format!(
+                        "back-off {}s restarting failed container={name} pod={}_{}({})",
+                        shipshape_reconciler::kubelet::back_off(restarts, exit.ran_for).as_secs(),
+                        self.name,
+                        self.namespace,
+                        self.uid
+                    );
+                    if let Some(record) = self.records.get_mut(&name)
+                        && !matches!(record.current, Current::Waiting { .. })
+                    {
+                        if let Current::Exited(t) = &record.current {
+                            record.last = Some(t.clone());
+                        }
+                        record.current = Current::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: message.clone(),
+                        };
+                        self.note("Warning", "BackOff", message);
+                    }
+                    return Step::Wake(wait);
+                }
+                AfterExit::Restart => restarts + 1,
+            },
+        };
+        // A container waiting in back-off has its exit in `last`; keep the clock running.
+        if let Some(record) = self.records.get(&name)
+            && let Current::Waiting { reason, .. } = &record.current
+            && reason == "CrashLoopBackOff"
+            && let Some(last) = &record.last
+        {
+            let ran_for = (last.finished_at - last.started_at)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            let ago = record.exited_seen.map_or(Duration::ZERO, |s| s.elapsed());
+            if let AfterExit::BackOff(wait) = after_exit(
+                policy,
+                record.restarts,
+                Exit {
+                    code: last.code,
+                    ran_for,
+                    ago,
+                },
+            ) {
+                return Step::Wake(wait);
+            }
+            return self.start(container, suffix, record.restarts + 1).await;
+        }
+        self.start(container, suffix, restarts).await
+    }
+
+    async fn start(&mut self, container: &Value, suffix: &str, restarts: u32) -> Step {
+        let name = text(container, "/name").to_string();
+        let id = format!("{}-{suffix}", self.uid);
+        let image_text = text(container, "/image");
+        let waiting = |reason: &str, message: String| Current::Waiting {
+            reason: reason.into(),
+            message,
+        };
+        let normalized = match normalize(image_text) {
+            Ok(n) => n,
+            Err(error) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("InvalidImageName", error.to_string()),
+                );
+                return Step::Stays;
+            }
+        };
+        let image = match self.image(&normalized).await {
+            Ok(Some(image)) => image,
+            Ok(None) => {
+                let message = format!(
+                    "image {normalized} is not present on {} and registry pulls are not supported yet: import it with `shipshape image import FILE`",
+                    self.shared.config.node
+                );
+                self.set_waiting(&name, &id, restarts, waiting("ErrImageNeverPull", message));
+                return Step::Wake(IMAGE_RECHECK);
+            }
+            Err(error) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("ImageInspectError", error.to_string()),
+                );
+                return Step::Wake(Duration::from_secs(5));
+            }
+        };
+        if container
+            .pointer("/imagePullPolicy")
+            .and_then(Value::as_str)
+            == Some("Always")
+            && restarts == 0
+            && !self.records.contains_key(&name)
+        {
+            self.note(
+                "Normal",
+                "Pulled",
+                format!("imagePullPolicy Always: using the local image {normalized} (registry pulls are not supported yet)"),
+            );
+        }
+        let env = match self.environment(container).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("CreateContainerConfigError", message),
+                );
+                return Step::Wake(Duration::from_secs(5));
+            }
+        };
+        let plan = match plan(&self.pod, container, &image, &env) {
+            Ok(plan) => plan,
+            Err(message) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("CreateContainerConfigError", message.clone()),
+                );
+                self.note("Warning", "Failed", format!("Error: {message}"));
+                return Step::Wake(Duration::from_secs(10));
+            }
+        };
+        if let Err(message) = self.prepare_volumes().await {
+            self.set_waiting(
+                &name,
+                &id,
+                restarts,
+                waiting("CreateContainerConfigError", message),
+            );
+            return Step::Wake(Duration::from_secs(5));
+        }
+        let volume_mounts = match self.volume_mounts(container) {
+            Ok(mounts) => mounts,
+            Err(message) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("CreateContainerConfigError", message),
+                );
+                return Step::Wake(Duration::from_secs(10));
+            }
+        };
+        let cgroup = format!("{}/{suffix}", self.pod_cgroup());
+        let dir = self.pod_dir();
+        let mut mounts = vec![
+            BindMount {
+                destination: "/etc/resolv.conf".into(),
+                source: dir.join("resolv.conf"),
+                read_only: true,
+            },
+            BindMount {
+                destination: "/etc/hosts".into(),
+                source: dir.join("hosts"),
+                read_only: true,
+            },
+            BindMount {
+                destination: "/etc/hostname".into(),
+                source: dir.join("hostname"),
+                read_only: true,
+            },
+        ];
+        mounts.extend(volume_mounts);
+        let netns = netns_path(&netns_name(&self.uid));
+        let spec = match runtime_spec(&plan, &netns, &cgroup, &mounts) {
+            Ok(spec) => spec,
+            Err(message) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("CreateContainerConfigError", message),
+                );
+                return Step::Wake(Duration::from_secs(10));
+            }
+        };
+        let probes = match self.parse_probes(container) {
+            Ok(probes) => probes,
+            Err(message) => {
+                self.set_waiting(
+                    &name,
+                    &id,
+                    restarts,
+                    waiting("CreateContainerConfigError", message),
+                );
+                return Step::Wake(Duration::from_secs(10));
+            }
+        };
+        let runtime = self.shared.runtime.clone();
+        if let Some(old) = self.records.get_mut(&name) {
+            old.stop_probes();
+        }
+        if let Err(error) = runtime.remove(&id).await {
+            tracing::warn!(%error, %id, "removing the previous run failed");
+        }
+        let started_at = jiff::Timestamp::now();
+        let labels = HashMap::from([
+            (POD_UID_LABEL.to_string(), self.uid.clone()),
+            (CONTAINER_NAME_LABEL.to_string(), name.clone()),
+            (RESTARTS_LABEL.to_string(), restarts.to_string()),
+            (STARTED_LABEL.to_string(), started_at.to_string()),
+            ("io.kubernetes.pod.name".to_string(), self.name.clone()),
+            (
+                "io.kubernetes.pod.namespace".to_string(),
+                self.namespace.clone(),
+            ),
+        ]);
+        let log = self.log_path(&name, restarts);
+        match runtime.run(&id, &image, &spec, labels, &log).await {
+            Ok(_) => {}
+            Err(error) => {
+                let message = error.to_string();
+                self.note("Warning", "Failed", format!("Error: {message}"));
+                let _ = runtime.remove(&id).await;
+                self.set_waiting(&name, &id, restarts, waiting("RunContainerError", message));
+                return Step::Wake(Duration::from_secs(10));
+            }
+        }
+        let generation = self.records.get(&name).map_or(1, |r| r.generation + 1);
+        let last = self.records.get(&name).and_then(|r| match &r.current {
+            Current::Exited(t) => Some(t.clone()),
+            _ => r.last.clone(),
+        });
+        let record = Record {
+            id: id.clone(),
+            restarts,
+            current: Current::Running { started_at },
+            last,
+            image_id: image.id.clone(),
+            generation,
+            cgroup,
+            exited_seen: None,
+            probes: Vec::new(),
+            started: true,
+            startup_failures: 0,
+            ready: None,
+            live: Tally::starting(true),
+        };
+        let mut record = record;
+        self.watch_exit(&name, &record);
+        self.start_probes(&name, &mut record, probes);
+        self.records.insert(name.clone(), record);
+        self.note("Normal", "Started", format!("Started container {name}"));
+        Step::Fine
+    }
+
+    fn container_spec(&self, name: &str) -> Option<Value> {
+        ["/spec/containers", "/spec/initContainers"]
+            .iter()
+            .filter_map(|p| self.pod.pointer(p).and_then(Value::as_array))
+            .flatten()
+            .find(|c| text(c, "/name") == name)
+            .cloned()
+    }
+
+    fn parse_probes(&self, container: &Value) -> Result<Vec<Probe>, String> {
+        let mut probes = Vec::new();
+        for kind in [
+            ProbeKind::Startup,
+            ProbeKind::Readiness,
+            ProbeKind::Liveness,
+        ] {
+            if let Some(probe) = probe::parse(container, kind)? {
+                probes.push(probe);
+            }
+        }
+        Ok(probes)
+    }
+
+    /// Starts one loop per probe of a container's run; each reports to the worker.
+    fn start_probes(&self, name: &str, record: &mut Record, probes: Vec<Probe>) {
+        let Some(ip) = self.ip else { return };
+        record.started = !probes.iter().any(|p| p.kind == ProbeKind::Startup);
+        record.ready = probes
+            .iter()
+            .any(|p| p.kind == ProbeKind::Readiness)
+            .then(|| Tally::starting(false));
+        record.live = Tally::starting(true);
+        record.startup_failures = 0;
+        for probe in probes {
+            let runtime = self.shared.runtime.clone();
+            let notices = self.probes.clone();
+            let id = record.id.clone();
+            let generation = record.generation;
+            let name = name.to_string();
+            let scratch = self.pod_dir();
+            record.probes.push(tokio::spawn(async move {
+                tokio::time::sleep(probe.initial_delay).await;
+                loop {
+                    let (passed, why) = probe::run(&probe, ip, &runtime, &id, &scratch).await;
+                    if notices
+                        .send((name.clone(), generation, probe.kind, passed, why))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(probe.period).await;
+                }
+            }));
+        }
+    }
+
+    /// Takes one probe result: readiness changes the status, a failed liveness (or startup)
+    /// probe restarts the container.
+    async fn probed(&mut self, (name, generation, kind, passed, why): ProbeNotice) {
+        let Some(spec) = self.container_spec(&name) else {
+            return;
+        };
+        let Ok(Some(probe)) = probe::parse(&spec, kind) else {
+            return;
+        };
+        let Some(record) = self.records.get_mut(&name) else {
+            return;
+        };
+        if record.generation != generation || !matches!(record.current, Current::Running { .. }) {
+            return;
+        }
+        let mut kill = None;
+        let mut unready = false;
+        match kind {
+            ProbeKind::Startup if !record.started => {
+                if passed {
+                    record.started = true;
+                } else {
+                    record.startup_failures += 1;
+                    if record.startup_failures >= probe.thresholds.failure {
+                        kill = Some("failed startup probe");
+                    }
+                }
+            }
+            ProbeKind::Startup => {}
+            // Readiness and liveness wait for the startup probe, as in Kubernetes.
+            _ if !record.started => {}
+            ProbeKind::Readiness => {
+                let before = record.ready.unwrap_or(Tally::starting(false));
+                let after = tally(probe.thresholds, before, passed);
+                record.ready = Some(after);
+                if before.passing && !after.passing {
+                    unready = true;
+                }
+            }
+            ProbeKind::Liveness => {
+                let after = tally(probe.thresholds, record.live, passed);
+                if record.live.passing && !after.passing {
+                    kill = Some("failed liveness probe");
+                }
+                record.live = after;
+            }
+        }
+        let id = record.id.clone();
+        if kill.is_some() {
+            record.stop_probes();
+        }
+        if unready {
+            self.note(
+                "Warning",
+                "Unhealthy",
+                format!("Readiness probe failed: {why}"),
+            );
+        }
+        if let Some(reason) = kill {
+            self.note(
+                "Warning",
+                "Unhealthy",
+                format!("{} probe failed: {why}", kind.word()),
+            );
+            self.note(
+                "Normal",
+                "Killing",
+                format!("Container {name} {reason}, will be restarted"),
+            );
+            let grace = self
+                .pod
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(30);
+            let runtime = self.shared.runtime.clone();
+            tokio::spawn(async move {
+                let _ = runtime.kill(&id, 15).await;
+                tokio::time::sleep(Duration::from_secs(grace)).await;
+                if let Ok(TaskState::Running(_)) = runtime.state(&id).await {
+                    let _ = runtime.kill(&id, 9).await;
+                }
+            });
+        }
+        self.write_status().await;
+    }
+
+    fn set_waiting(&mut self, name: &str, id: &str, restarts: u32, current: Current) {
+        let record = self
+            .records
+            .entry(name.to_string())
+            .or_insert_with(|| Record {
+                id: id.to_string(),
+                restarts,
+                current: current.clone(),
+                last: None,
+                image_id: String::new(),
+                generation: 0,
+                cgroup: String::new(),
+                exited_seen: None,
+                probes: Vec::new(),
+                started: false,
+                startup_failures: 0,
+                ready: None,
+                live: Tally::starting(true),
+            });
+        if let Current::Exited(t) = &record.current {
+            record.last = Some(t.clone());
+        }
+        record.current = current;
+    }
+
+    async fn image(&mut self, name: &str) -> Result<Option<ResolvedImage>, RuntimeError> {
+        if let Some(image) = self.images.get(name) {
+            return Ok(Some(image.clone()));
+        }
+        let found = resolve(
+            self.shared.runtime.containerd(),
+            self.shared.runtime.namespace(),
+            name,
+        )
+        .await?;
+        if let Some(image) = &found {
+            self.images.insert(name.to_string(), image.clone());
+        }
+        Ok(found)
+    }
+
+    /// The container's environment: literal values, ConfigMap and Secret keys (env and
+    /// envFrom), and the pod fields Kubernetes offers through fieldRef.
+    async fn environment(&self, container: &Value) -> Result<Vec<(String, String)>, String> {
+        let mut env = Vec::new();
+        for source in container
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let prefix = text(source, "/prefix");
+            let (kind, reference) = match (source.get("configMapRef"), source.get("secretRef")) {
+                (Some(r), _) => (Kind::ConfigMap, r),
+                (_, Some(r)) => (Kind::Secret, r),
+                _ => continue,
+            };
+            let optional = reference.get("optional").and_then(Value::as_bool) == Some(true);
+            let object_name = text(reference, "/name");
+            match self.data_of(kind, object_name).await? {
+                Some(data) => {
+                    for (key, value) in data {
+                        env.push((format!("{prefix}{key}"), value));
+                    }
+                }
+                None if optional => {}
+                None => return Err(missing(kind, &self.namespace, object_name)),
+            }
+        }
+        for var in container
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = text(var, "/name").to_string();
+            if let Some(value) = var.get("value").and_then(Value::as_str) {
+                env.push((name, expand(value, &env)));
+                continue;
+            }
+            let Some(from) = var.get("valueFrom") else {
+                env.push((name, String::new()));
+                continue;
+            };
+            let key_ref = from
+                .get("configMapKeyRef")
+                .map(|r| (Kind::ConfigMap, r))
+                .or_else(|| from.get("secretKeyRef").map(|r| (Kind::Secret, r)));
+            if let Some((kind, reference)) = key_ref {
+                let optional = reference.get("optional").and_then(Value::as_bool) == Some(true);
+                let object_name = text(reference, "/name");
+                let key = text(reference, "/key");
+                match self.data_of(kind, object_name).await? {
+                    Some(data) => match data.get(key) {
+                        Some(value) => env.push((name, value.clone())),
+                        None if optional => {}
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {key} in {} {}/{object_name}",
+                                kind.info().kind,
+                                self.namespace
+                            ));
+                        }
+                    },
+                    None if optional => {}
+                    None => return Err(missing(kind, &self.namespace, object_name)),
+                }
+            } else if let Some(field) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str)
+            {
+                let value = match field {
+                    "metadata.name" => self.name.clone(),
+                    "metadata.namespace" => self.namespace.clone(),
+                    "metadata.uid" => self.uid.clone(),
+                    "spec.nodeName" => self.shared.config.node.clone(),
+                    "spec.serviceAccountName" => text(&self.pod, "/spec/serviceAccountName").into(),
+                    "status.podIP" => self.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    "status.hostIP" => self.shared.network.gateway().to_string(),
+                    other => {
+                        return Err(format!("env {name}: fieldRef {other} is not supported"));
+                    }
+                };
+                env.push((name, value));
+            }
+        }
+        Ok(env)
+    }
+
+    /// The data of ConfigMap or Secret `name` in the pod's namespace, as text (for env).
+    async fn data_of(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        Ok(self.bytes_of(kind, name).await?.map(|data| {
+            data.into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        }))
+    }
+
+    /// The data of ConfigMap or Secret `name` in the pod's namespace (Secrets decoded,
+    /// ConfigMaps' binaryData included).
+    async fn bytes_of(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let key = object_key(kind, &self.namespace, name);
+        let stored = self
+            .shared
+            .store
+            .ask(Get(key))
+            .await
+            .map_err(|e| format!("reading {} {name}: {e}", kind.info().kind))?;
+        Ok(stored.map(|stored| crate::volumes::object_data(kind, &stored.object)))
+    }
+
+    /// Creates or refreshes every volume's directory (ConfigMap and Secret contents follow
+    /// their objects); returns the first problem, which keeps the containers waiting.
+    async fn prepare_volumes(&self) -> Result<(), String> {
+        let volumes = self
+            .pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for volume in &volumes {
+            let name = text(volume, "/name");
+            let dir = self.volume_dir(name);
+            let projected = match (volume.get("configMap"), volume.get("secret")) {
+                (Some(source), _) => Some((Kind::ConfigMap, source, text(source, "/name"))),
+                (_, Some(source)) => Some((Kind::Secret, source, text(source, "/secretName"))),
+                _ => None,
+            };
+            if let Some((kind, source, object_name)) = projected {
+                let optional = source.get("optional").and_then(Value::as_bool) == Some(true);
+                let data = match self.bytes_of(kind, object_name).await? {
+                    Some(data) => data,
+                    None if optional => BTreeMap::new(),
+                    None => return Err(missing(kind, &self.namespace, object_name)),
+                };
+                let files = crate::volumes::files(source, &data)
+                    .map_err(|e| format!("volume {name}: {e}"))?;
+                crate::volumes::write_files(&dir, &files)
+                    .await
+                    .map_err(|e| format!("volume {name}: {e}"))?;
+            } else if volume.get("emptyDir").is_some() {
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| format!("volume {name}: {e}"))?;
+            } else if let Some(host) = volume.get("hostPath") {
+                crate::volumes::check_host_path(host)
+                    .await
+                    .map_err(|e| format!("volume {name}: {e}"))?;
+            } else {
+                return Err(format!(
+                    "volume {name}: only emptyDir, hostPath, configMap and secret volumes are supported"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn volume_dir(&self, name: &str) -> PathBuf {
+        self.pod_dir().join("volumes").join(name)
+    }
+
+    /// The bind mounts of a container's volumeMounts.
+    fn volume_mounts(&self, container: &Value) -> Result<Vec<BindMount>, String> {
+        let volumes = self
+            .pod
+            .pointer("/spec/volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut mounts = Vec::new();
+        for mount in container
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = text(mount, "/name");
+            let volume = volumes
+                .iter()
+                .find(|v| text(v, "/name") == name)
+                .ok_or_else(|| format!("volumeMount {name}: no volume of that name in the pod"))?;
+            let mut source = match volume.pointer("/hostPath/path").and_then(Value::as_str) {
+                Some(path) => PathBuf::from(path),
+                None => self.volume_dir(name),
+            };
+            let projected = volume.get("configMap").is_some() || volume.get("secret").is_some();
+            if let Some(sub) = mount
+                .get("subPath")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                if sub.split('/').any(|part| part == "..") || sub.starts_with('/') {
+                    return Err(format!(
+                        "volumeMount {name}: subPath {sub:?} must be a relative path inside the volume"
+                    ));
+                }
+                source = source.join(sub);
+            }
+            mounts.push(BindMount {
+                destination: text(mount, "/mountPath").to_string(),
+                source,
+                // ConfigMap and Secret volumes are always read-only, as in Kubernetes.
+                read_only: projected
+                    || mount.get("readOnly").and_then(Value::as_bool) == Some(true),
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// Creates the network namespace and the files every container mounts.
+    async fn sandbox(&mut self) -> Result<Ipv4Addr, RuntimeError> {
+        let ip = self
+            .shared
+            .network
+            .add_pod(&self.uid, &netns_name(&self.uid))
+            .await?;
+        let dir = self.pod_dir();
+        let config = &self.shared.config;
+        let domain = &config.cluster_domain;
+        let namespace = &self.namespace;
+        let files = [
+            (
+                "resolv.conf",
+                format!(
+                    "search {namespace}.svc.{domain} svc.{domain} {domain}\nnameserver {}\noptions ndots:5\n",
+                    config.cluster_dns
+                ),
+            ),
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{}\n",
+                    self.name
+                ),
+            ),
+            ("hostname", format!("{}\n", self.name)),
+        ];
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        for (file, contents) in files {
+            let path = dir.join(file);
+            tokio::fs::write(&path, contents)
+                .await
+                .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))?;
+        }
+        Ok(ip)
+    }
+
+    /// Stops every running container: SIGTERM, up to `grace` to exit, then SIGKILL.
+    async fn stop_all(&mut self, grace: Duration) {
+        for record in self.records.values_mut() {
+            record.stop_probes();
+        }
+        let runtime = self.shared.runtime.clone();
+        let running: Vec<(String, String)> = self
+            .records
+            .iter()
+            .filter(|(_, r)| matches!(r.current, Current::Running { .. }))
+            .map(|(name, r)| (name.clone(), r.id.clone()))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        for (name, id) in &running {
+            self.note("Normal", "Killing", format!("Stopping container {name}"));
+            let _ = runtime.kill(id, 15).await;
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut alive = Vec::new();
+            for (_, id) in &running {
+                if let Ok(TaskState::Running(_)) = runtime.state(id).await {
+                    alive.push(id.clone());
+                }
+            }
+            if alive.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for id in alive {
+                    let _ = runtime.kill(&id, 9).await;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.flush_events().await;
+    }
+
+    /// Removes the containers, the network namespace, the cgroups and the pod's files.
+    async fn teardown(&mut self) {
+        let runtime = self.shared.runtime.clone();
+        let mut ids: Vec<String> = self.records.values().map(|r| r.id.clone()).collect();
+        // Containers this worker never recorded (created by a run that crashed half-way).
+        if let Ok(all) = runtime.list().await {
+            ids.extend(
+                all.into_iter()
+                    .filter(|c| c.labels.get(POD_UID_LABEL) == Some(&self.uid))
+                    .map(|c| c.id),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            if let Err(error) = runtime.remove(&id).await {
+                tracing::warn!(%error, %id, "removing a container failed");
+            }
+        }
+        if let Err(error) = self
+            .shared
+            .network
+            .remove_pod(&self.uid, &netns_name(&self.uid))
+            .await
+        {
+            tracing::warn!(%error, pod = %self.name, "removing the pod's network failed");
+        }
+        remove_cgroups(&self.pod_cgroup());
+        let _ = tokio::fs::remove_dir_all(self.pod_dir()).await;
+    }
+
+    /// The containers are gone: remove the pod object (conditioned on its uid).
+    async fn finish_deletion(&mut self) {
+        let key = object_key(Kind::Pod, &self.namespace, &self.name);
+        let mut writes = std::mem::take(&mut self.events);
+        writes.push(Write::Delete {
+            key,
+            precondition: Precondition::Uid(self.uid.clone()),
+        });
+        let _ = self
+            .shared
+            .store
+            .ask(Apply(Batch {
+                writes,
+                audit: None,
+            }))
+            .await;
+    }
+
+    async fn flush_events(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        let writes = std::mem::take(&mut self.events);
+        let _ = self
+            .shared
+            .store
+            .ask(Apply(Batch {
+                writes,
+                audit: None,
+            }))
+            .await;
+    }
+
+    fn container_status(&self, container: &Value) -> (Value, ContainerNow, bool) {
+        let name = text(container, "/name");
+        let image = text(container, "/image");
+        let Some(record) = self.records.get(name) else {
+            let status = json!({
+                "name": name, "image": image, "imageID": "", "ready": false,
+                "started": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            });
+            return (status, ContainerNow::Waiting { ran_before: false }, false);
+        };
+        let terminated = |t: &Terminated| {
+            json!({"terminated": {
+                "exitCode": t.code, "reason": t.reason,
+                "startedAt": seconds_text(t.started_at), "finishedAt": seconds_text(t.finished_at),
+                "containerID": format!("containerd://{}", record.id),
+            }})
+        };
+        let (state, now, running) = match &record.current {
+            Current::Waiting { reason, message } => (
+                json!({"waiting": {"reason": reason, "message": message}}),
+                ContainerNow::Waiting {
+                    ran_before: record.last.is_some(),
+                },
+                false,
+            ),
+            Current::Running { started_at } => (
+                json!({"running": {"startedAt": seconds_text(*started_at)}}),
+                ContainerNow::Running,
+                record.started && record.ready.is_none_or(|t| t.passing),
+            ),
+            Current::Exited(t) => (terminated(t), ContainerNow::Exited(t.code), false),
+        };
+        let mut status = json!({
+            "name": name, "image": image, "imageID": record.image_id,
+            "containerID": format!("containerd://{}", record.id),
+            "ready": running,
+            "started": matches!(record.current, Current::Running { .. }) && record.started,
+            "restartCount": record.restarts,
+            "state": state,
+        });
+        if let Some(last) = &record.last {
+            status["lastState"] = terminated(last);
+        }
+        (status, now, running)
+    }
+
+    async fn write_status(&mut self) {
+        let now = jiff::Timestamp::now();
+        let time = seconds_text(now);
+        let list = |field: &str| -> Vec<Value> {
+            self.pod
+                .pointer(field)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let init = list("/spec/initContainers");
+        let containers = list("/spec/containers");
+        let init_statuses: Vec<(Value, ContainerNow, bool)> =
+            init.iter().map(|c| self.container_status(c)).collect();
+        let statuses: Vec<(Value, ContainerNow, bool)> = containers
+            .iter()
+            .map(|c| self.container_status(c))
+            .collect();
+        let init_done = init_statuses
+            .iter()
+            .all(|(_, now, _)| *now == ContainerNow::Exited(0));
+        let init_failed = self.policy() == RestartPolicy::Never
+            && init_statuses
+                .iter()
+                .any(|(_, now, _)| matches!(now, ContainerNow::Exited(c) if *c != 0));
+        let progress = if init_failed {
+            InitProgress::Failed
+        } else if init_done {
+            InitProgress::Done
+        } else {
+            InitProgress::InProgress
+        };
+        let nows: Vec<ContainerNow> = statuses.iter().map(|(_, now, _)| *now).collect();
+        let phase = pod_phase(self.policy(), progress, &nows);
+        let all_ready = !statuses.is_empty() && statuses.iter().all(|(_, _, ready)| *ready);
+        let ready = all_ready && phase == Phase::Running;
+        let truth = |b: bool| if b { "True" } else { "False" };
+        // Conditions keep their transition time while their status is unchanged.
+        let previous = self.last_status.clone().unwrap_or(Value::Null);
+        let condition = |kind: &str, status: bool, reason: Option<&str>| {
+            let status = truth(status);
+            let since = previous
+                .get("conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c["type"] == kind && c["status"] == status)
+                })
+                .and_then(|c| c.get("lastTransitionTime").cloned())
+                .unwrap_or_else(|| json!(time));
+            let mut c = json!({"type": kind, "status": status, "lastTransitionTime": since});
+            if let Some(reason) = reason {
+                c["reason"] = json!(reason);
+            }
+            c
+        };
+        let not_ready_reason = (!ready).then_some("ContainersNotReady");
+        let mut status = json!({
+            "phase": phase.as_str(),
+            "startTime": seconds_text(self.start_time),
+            "qosClass": qos_class(&containers),
+            "conditions": [
+                condition("PodReadyToStartContainers", self.ip.is_some(), None),
+                condition("Initialized", init_done, (!init_done).then_some("ContainersNotInitialized")),
+                condition("Ready", ready, not_ready_reason),
+                condition("ContainersReady", all_ready, not_ready_reason),
+                condition("PodScheduled", true, None),
+            ],
+            "containerStatuses": statuses.iter().map(|(s, _, _)| s.clone()).collect::<Vec<_>>(),
+            "hostIP": self.shared.network.gateway().to_string(),
+            "hostIPs": [{"ip": self.shared.network.gateway().to_string()}],
+        });
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(
+                init_statuses
+                    .iter()
+                    .map(|(s, _, _)| s.clone())
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Some(ip) = self.ip {
+            status["podIP"] = json!(ip.to_string());
+            status["podIPs"] = json!([{"ip": ip.to_string()}]);
+        }
+        if let Some(message) = &self.sandbox_error {
+            status["message"] = json!(message);
+        }
+        let mut writes = std::mem::take(&mut self.events);
+        if self.last_status.as_ref() != Some(&status) {
+            writes.push(Write::UpdateStatus {
+                key: object_key(Kind::Pod, &self.namespace, &self.name),
+                precondition: Some(Precondition::Uid(self.uid.clone())),
+                status: status.clone(),
+            });
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let written = self
+            .shared
+            .store
+            .ask(Apply(Batch {
+                writes,
+                audit: None,
+            }))
+            .await;
+        match written {
+            Ok(_) => self.last_status = Some(status),
+            Err(error) => tracing::warn!(pod = %self.name, %error, "writing pod status failed"),
+        }
+    }
+}
+
+/// What one container step leaves to do.
+enum Step {
+    /// Nothing until something changes.
+    Fine,
+    /// Look again after this long.
+    Wake(Duration),
+    /// It stays as it is (exited for good, or an error only a new spec can fix).
+    Stays,
+}
+
+fn missing(kind: Kind, namespace: &str, name: &str) -> String {
+    format!(
+        "{} \"{name}\" not found in namespace {namespace}",
+        kind.info().kind.to_lowercase()
+    )
+}
+
+/// Expands `$(NAME)` references to variables defined earlier, as Kubernetes does; `$$` escapes.
+fn expand(value: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(&format!("$({name})")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Kubernetes' QoS class: Guaranteed when every container's cpu and memory limits equal its
+/// requests, BestEffort when nothing is requested or limited, Burstable otherwise.
+fn qos_class(containers: &[Value]) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in containers {
+        for resource in ["cpu", "memory"] {
+            let limit = container.pointer(&format!("/resources/limits/{resource}"));
+            let request = container
+                .pointer(&format!("/resources/requests/{resource}"))
+                .or(limit);
+            any |= limit.is_some() || request.is_some();
+            guaranteed &= limit.is_some() && limit == request;
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_earlier_variables_as_kubernetes_does() {
+        let env = vec![("A".to_string(), "x".to_string())];
+        assert_eq!(expand("$(A)-$(B)-$$(A)", &env), "x-$(B)-$(A)");
+        assert_eq!(expand("plain $ sign", &env), "plain $ sign");
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(qos_class(&[json!({})]), "BestEffort");
+        let g = json!({"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}});
+        assert_eq!(qos_class(&[g]), "Guaranteed");
+        let b = json!({"resources": {"requests": {"cpu": "100m"}}});
+        assert_eq!(qos_class(&[b]), "Burstable");
+    }
+}

@@ -1,0 +1,357 @@
+//! Container probes: parsing Kubernetes' probe fields (named ports resolved against the
+//! container's ports) and running one probe: an HTTP GET or a TCP connect to the pod's address,
+//! or a command through containerd's exec. What a run of results means (the thresholds) is
+//! decided in `shipshape_reconciler::kubelet::tally`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use shipshape_reconciler::kubelet::Thresholds;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::runtime::NodeRuntime;
+
+/// Which probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// Holds the other two back until the container has started.
+    Startup,
+    /// Gates the Ready condition (and so Service endpoints).
+    Readiness,
+    /// Restarts the container when it fails.
+    Liveness,
+}
+
+impl ProbeKind {
+    /// The field in a container spec.
+    pub fn field(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "startupProbe",
+            ProbeKind::Readiness => "readinessProbe",
+            ProbeKind::Liveness => "livenessProbe",
+        }
+    }
+
+    /// Kubernetes' word in events (`Readiness probe failed: …`).
+    pub fn word(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Readiness => "Readiness",
+            ProbeKind::Liveness => "Liveness",
+        }
+    }
+}
+
+/// What a probe does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// GET `path` on `port`; 200–399 passes.
+    Http {
+        /// The port.
+        port: u16,
+        /// The path and query.
+        path: String,
+        /// Extra request headers.
+        headers: Vec<(String, String)>,
+    },
+    /// Connect to `port`.
+    Tcp {
+        /// The port.
+        port: u16,
+    },
+    /// Run a command in the container; exit 0 passes.
+    Exec {
+        /// The command.
+        command: Vec<String>,
+    },
+}
+
+/// One probe of one container, with Kubernetes' timing fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Which probe.
+    pub kind: ProbeKind,
+    /// What it does.
+    pub action: Action,
+    /// Wait this long after the container starts.
+    pub initial_delay: Duration,
+    /// Then probe this often.
+    pub period: Duration,
+    /// Each attempt may take this long.
+    pub timeout: Duration,
+    /// When the verdict flips.
+    pub thresholds: Thresholds,
+}
+
+fn seconds(probe: &Value, field: &str, default: u64) -> Duration {
+    Duration::from_secs(probe.get(field).and_then(Value::as_u64).unwrap_or(default))
+}
+
+fn port(value: Option<&Value>, container: &Value, kind: ProbeKind) -> Result<u16, String> {
+    match value {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{}: port {n} is not a port number", kind.field())),
+        Some(Value::String(name)) => {
+            if let Ok(number) = name.parse::<u16>() {
+                return Ok(number);
+            }
+            container
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{}: port {name:?} is not a named port of the container",
+                        kind.field()
+                    )
+                })
+        }
+        _ => Err(format!("{}: a port is required", kind.field())),
+    }
+}
+
+/// The container's `kind` probe, if it has one.
+pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String> {
+    let Some(probe) = container.get(kind.field()) else {
+        return Ok(None);
+    };
+    let action = if let Some(http) = probe.get("httpGet") {
+        if http.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
+            return Err(format!(
+                "{}: HTTPS probes are not supported yet",
+                kind.field()
+            ));
+        }
+        Action::Http {
+            port: port(http.get("port"), container, kind)?,
+            path: http
+                .get("path")
+                .and_then(Value::as_str)
+                .unwrap_or("/")
+                .to_string(),
+            headers: http
+                .get("httpHeaders")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|h| {
+                    Some((
+                        h.get("name")?.as_str()?.to_string(),
+                        h.get("value")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect(),
+        }
+    } else if let Some(tcp) = probe.get("tcpSocket") {
+        Action::Tcp {
+            port: port(tcp.get("port"), container, kind)?,
+        }
+    } else if let Some(exec) = probe.get("exec") {
+        let command: Vec<String> = exec
+            .get("command")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        if command.is_empty() {
+            return Err(format!("{}: exec needs a command", kind.field()));
+        }
+        Action::Exec { command }
+    } else {
+        return Err(format!(
+            "{}: only httpGet, tcpSocket and exec probes are supported",
+            kind.field()
+        ));
+    };
+    Ok(Some(Probe {
+        kind,
+        action,
+        initial_delay: seconds(probe, "initialDelaySeconds", 0),
+        period: seconds(probe, "periodSeconds", 10).max(Duration::from_secs(1)),
+        timeout: seconds(probe, "timeoutSeconds", 1).max(Duration::from_secs(1)),
+        thresholds: Thresholds {
+            success: probe
+                .get("successThreshold")
+                .and_then(Value::as_u64)
+                .map_or(1, |n| n as u32),
+            failure: probe
+                .get("failureThreshold")
+                .and_then(Value::as_u64)
+                .map_or(3, |n| n as u32),
+        },
+    }))
+}
+
+/// Runs `probe` once against the pod at `ip` (container `id` for exec); the verdict and, on
+/// failure, why.
+pub async fn run(
+    probe: &Probe,
+    ip: Ipv4Addr,
+    runtime: &NodeRuntime,
+    id: &str,
+    scratch: &Path,
+) -> (bool, String) {
+    match &probe.action {
+        Action::Tcp { port } => {
+            let address = SocketAddr::from((ip, *port));
+            match tokio::time::timeout(probe.timeout, tokio::net::TcpStream::connect(address)).await
+            {
+                Ok(Ok(_)) => (true, String::new()),
+                Ok(Err(e)) => (false, format!("dial tcp {address}: {e}")),
+                Err(_) => (false, format!("dial tcp {address}: i/o timeout")),
+            }
+        }
+        Action::Http {
+            port,
+            path,
+            headers,
+        } => {
+            let address = SocketAddr::from((ip, *port));
+            match tokio::time::timeout(probe.timeout, http_get(address, path, headers)).await {
+                Ok(Ok(code)) if (200..400).contains(&code) => (true, String::new()),
+                Ok(Ok(code)) => (false, format!("HTTP probe failed with statuscode: {code}")),
+                Ok(Err(e)) => (false, format!("Get \"http://{address}{path}\": {e}")),
+                Err(_) => (
+                    false,
+                    format!(
+                        "Get \"http://{address}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                    ),
+                ),
+            }
+        }
+        Action::Exec { command } => {
+            let output = scratch.join(format!("probe-{}.out", uuid::Uuid::new_v4().simple()));
+            let result = runtime.exec(id, command, &output, probe.timeout).await;
+            let said = tokio::fs::read_to_string(&output).await.unwrap_or_default();
+            let _ = tokio::fs::remove_file(&output).await;
+            match result {
+                Ok(Some(0)) => (true, String::new()),
+                Ok(Some(code)) => (
+                    false,
+                    format!("command {command:?} exited with {code}: {}", said.trim()),
+                ),
+                Ok(None) => (
+                    false,
+                    format!("command {command:?} timed out after {:?}", probe.timeout),
+                ),
+                Err(error) => (false, error.to_string()),
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET: the status code.
+async fn http_get(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = stream.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_kubernetes_probe_fields_and_named_ports() {
+        let container = json!({
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2,
+                               "failureThreshold": 1},
+            "livenessProbe": {"tcpSocket": {"port": 8080}, "initialDelaySeconds": 5},
+            "startupProbe": {"exec": {"command": ["cat", "/tmp/ready"]}},
+        });
+        let ready = parse(&container, ProbeKind::Readiness)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            ready.action,
+            Action::Http {
+                port: 8080,
+                path: "/healthz".into(),
+                headers: vec![]
+            }
+        );
+        assert_eq!(ready.period, Duration::from_secs(2));
+        assert_eq!(
+            ready.thresholds,
+            Thresholds {
+                success: 1,
+                failure: 1
+            }
+        );
+        let live = parse(&container, ProbeKind::Liveness)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(live.action, Action::Tcp { port: 8080 });
+        assert_eq!(live.initial_delay, Duration::from_secs(5));
+        assert_eq!(live.period, Duration::from_secs(10));
+        let startup = parse(&container, ProbeKind::Startup)
+            .expect("ok")
+            .expect("some");
+        assert!(matches!(startup.action, Action::Exec { .. }));
+        let bad = json!({"livenessProbe": {"tcpSocket": {"port": "nope"}}});
+        assert!(parse(&bad, ProbeKind::Liveness).is_err());
+        assert_eq!(parse(&json!({}), ProbeKind::Liveness), Ok(None));
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_probes_against_a_local_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let n = socket.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
+                let code = if request.starts_with("GET /ok ") {
+                    200
+                } else {
+                    503
+                };
+                let _ = socket
+                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(http_get(address, "/ok", &[]).await.expect("get"), 200);
+        assert_eq!(http_get(address, "/bad", &[]).await.expect("get"), 503);
+    }
+}

@@ -1,0 +1,187 @@
+//! Images and the containerd side of `up`: `shipshape image pack` and `image import`, starting
+//! (or finding) containerd for the nodes, and importing the data directory's images into every
+//! node's namespace at each start.
+//!
+//! Imported archives are kept in `DATA/images/`, so they survive a containerd that is not ours
+//! (the system's, whose content store we do not own) and a data directory moved elsewhere.
+//! A running cluster records its containerd socket and node namespaces in `DATA/runtime.json`,
+//! which is how `shipshape image import` reaches it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use shipshape_node::containerd::Containerd;
+use shipshape_node::image;
+use shipshape_node::kubelet::{KubeletConfig, containerd_namespace};
+
+use crate::cluster::UpArgs;
+use crate::workloads::Nodes;
+
+/// What a running cluster's nodes use, for `image import`.
+#[derive(Serialize, Deserialize)]
+struct RuntimeRecord {
+    socket: PathBuf,
+    namespaces: Vec<String>,
+}
+
+const RUNTIME_RECORD: &str = "runtime.json";
+
+fn images_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
+}
+
+/// `shipshape image pack DIR --tag NAME:TAG -o FILE`.
+pub fn pack(dir: &Path, tag: &str, out: &Path) -> anyhow::Result<ExitCode> {
+    let packed = image::pack(dir, tag, out)?;
+    println!(
+        "packed {} into {} ({} KiB, manifest {}); import it with `shipshape image import {}` or `up --import {}`",
+        packed.name,
+        out.display(),
+        packed.size / 1024,
+        packed.digest,
+        out.display(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies `file` into the data directory's images (if it is not there already).
+fn keep(file: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = images_dir(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} is not a file", file.display()))?;
+    let kept = dir.join(name);
+    let same = std::fs::canonicalize(file).ok() == std::fs::canonicalize(&kept).ok();
+    if !same {
+        std::fs::copy(file, &kept)
+            .with_context(|| format!("cannot copy {} into {}", file.display(), dir.display()))?;
+    }
+    Ok(kept)
+}
+
+/// `shipshape image import FILE`: keeps the archive and imports it into every node of the
+/// running cluster (a stopped cluster imports it at its next start).
+pub fn import(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if !file.is_file() {
+        bail!("{}: no such file", file.display());
+    }
+    let data_dir = crate::data::data_dir(data_dir)?;
+    let kept = keep(file, &data_dir)?;
+    let record: Option<RuntimeRecord> = std::fs::read(data_dir.join(RUNTIME_RECORD))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let answering = match &record {
+            Some(record) => {
+                shipshape_node::containerd::probe(&record.socket, std::time::Duration::from_secs(3))
+                    .await
+                    .is_some()
+            }
+            None => false,
+        };
+        let Some(record) = record.filter(|_| answering) else {
+            println!(
+                "kept {} in {}; no cluster is running on containerd, so it is imported at the next `shipshape up --runtime containerd`",
+                file.display(),
+                images_dir(&data_dir).display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        };
+        let containerd = Containerd::connect_or_start(Some(&record.socket), &data_dir).await?;
+        let imported = image::import(&containerd, &record.namespaces, &kept).await?;
+        println!(
+            "imported {} into {} node{} ({} KiB)",
+            imported.names.join(", "),
+            record.namespaces.len(),
+            if record.namespaces.len() == 1 { "" } else { "s" },
+            imported.bytes / 1024
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Starts (or finds) containerd, imports the kept and `--import`ed images into every node's
+/// namespace, records the runtime for `image import`, and describes the kubelets to run.
+pub(crate) async fn start_containerd(
+    args: &UpArgs,
+    nodes: &shipshape_node::SimulatedConfig,
+    data_dir: &Path,
+    cni_dir: PathBuf,
+) -> anyhow::Result<(Containerd, Nodes)> {
+    let containerd =
+        Containerd::connect_or_start(args.containerd_socket.as_deref(), data_dir).await?;
+    let names: Vec<String> = (1..=nodes.nodes).map(|i| format!("node-{i}")).collect();
+    let namespaces: Vec<String> = names.iter().map(|n| containerd_namespace(n)).collect();
+    for file in &args.imports {
+        if !file.is_file() {
+            bail!("--import {}: no such file", file.display());
+        }
+        keep(file, data_dir)?;
+    }
+    let mut archives: Vec<PathBuf> = std::fs::read_dir(images_dir(data_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    archives.sort();
+    for archive in archives {
+        let imported = image::import(&containerd, &namespaces, &archive)
+            .await
+            .with_context(|| format!("importing {}", archive.display()))?;
+        eprintln!(
+            "images: {} ({})",
+            imported.names.join(", "),
+            archive.display()
+        );
+    }
+    let record = RuntimeRecord {
+        socket: containerd.socket().to_path_buf(),
+        namespaces,
+    };
+    std::fs::write(
+        data_dir.join(RUNTIME_RECORD),
+        serde_json::to_vec_pretty(&record)?,
+    )
+    .context("cannot record the runtime in the data directory")?;
+    let dns = std::net::Ipv4Addr::from(u32::from(args.service_cidr.base) + 10);
+    let kubelets = names
+        .iter()
+        .enumerate()
+        .filter_map(|(index, name)| {
+            Some(KubeletConfig {
+                node: name.clone(),
+                subnet: nodes.pod_cidr.node_subnet(index)?,
+                cpu_milli: nodes.cpu_milli,
+                memory: nodes.memory,
+                max_pods: nodes.max_pods,
+                lease_duration: nodes.lease_duration,
+                data_dir: data_dir.to_path_buf(),
+                cni_dir: cni_dir.clone(),
+                cluster_dns: dns,
+                cluster_domain: args.cluster_domain.clone(),
+            })
+        })
+        .collect();
+    Ok((
+        containerd.clone(),
+        Nodes::Containerd {
+            containerd,
+            kubelets,
+        },
+    ))
+}
+
+/// The cluster stopped: `image import` must not look for it any more.
+pub(crate) fn forget_runtime(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(RUNTIME_RECORD));
+}
