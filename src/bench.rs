@@ -38,6 +38,12 @@ pub struct BenchArgs {
     /// Pods for the scheduling benchmark (in Deployments of 100 replicas).
     #[arg(long, default_value_t = 150_000)]
     scale_pods: usize,
+    /// Pod start latency runs on real containerd, against `ctr run` (0 skips; needs root).
+    #[arg(long, default_value_t = 5)]
+    pod_runs: usize,
+    /// Pods started on one node at once, on real containerd (0 skips).
+    #[arg(long, default_value_t = 100)]
+    parallel_pods: usize,
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -73,7 +79,7 @@ fn rate(count: usize, elapsed: Duration, unit: &str) -> String {
     )
 }
 
-fn ms(elapsed: Duration) -> String {
+pub(crate) fn ms(elapsed: Duration) -> String {
     format!("{:.0} ms", elapsed.as_secs_f64() * 1000.0)
 }
 
@@ -358,6 +364,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 args.scale_pods,
             ))?;
             scale.print();
+        }
+        if args.pod_runs > 0
+            && let Some(pods) = runtime.block_on(crate::podbench::run(
+                &root.path,
+                args.pod_runs,
+                args.parallel_pods,
+            ))?
+        {
+            pods.print();
         }
         match start_etcd(&root.path)? {
             Some(etcd) => {

@@ -452,6 +452,9 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.pod_cidr,
                 );
                 plane.start_workloads(real, args.lease_duration, args.eviction_timeout);
+                if let Some(exec) = plane.workloads.as_ref().and_then(|w| w.exec(&data_dir)) {
+                    api.provide_exec(exec);
+                }
                 Some(containerd)
             }
         };

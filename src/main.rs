@@ -4,8 +4,10 @@
 mod bench;
 mod cluster;
 mod data;
+mod exec;
 mod images;
 mod inspect;
+mod podbench;
 mod remote;
 mod scale;
 mod validate;
@@ -130,6 +132,23 @@ enum Command {
         /// The namespace (default: default).
         #[arg(short, long, value_name = "NS")]
         namespace: Option<String>,
+    },
+    /// Run a command in a running container, exiting with its exit code.
+    Exec {
+        /// The pod.
+        pod: String,
+        /// The container (default: the first).
+        #[arg(short, long, value_name = "CONTAINER")]
+        container: Option<String>,
+        /// Pass this process's stdin to the command (for a terminal, use `kubectl exec -it`).
+        #[arg(short, long)]
+        stdin: bool,
+        /// The namespace (default: default).
+        #[arg(short, long, value_name = "NS")]
+        namespace: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Container images: build one from a directory, import archives into the nodes.
     Image {
@@ -274,6 +293,20 @@ fn main() -> ExitCode {
             previous,
             tail,
             namespace.as_deref(),
+            data_dir,
+        ),
+        Command::Exec {
+            pod,
+            container,
+            stdin,
+            namespace,
+            command,
+        } => exec::run(
+            &pod,
+            container.as_deref(),
+            namespace.as_deref(),
+            stdin,
+            &command,
             data_dir,
         ),
         Command::Image {

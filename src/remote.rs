@@ -13,6 +13,8 @@ pub struct Remote {
     agent: ureq::Agent,
     server: String,
     token: String,
+    /// The cluster CA (PEM), for connections ureq does not make (WebSocket).
+    ca: Vec<u8>,
 }
 
 impl Remote {
@@ -44,6 +46,7 @@ impl Remote {
         let ca = base64::engine::general_purpose::STANDARD
             .decode(field("/clusters/0/cluster/certificate-authority-data")?)
             .context("the kubeconfig's CA is not base64")?;
+        let ca_pem = ca.clone();
         let certificate = ureq::tls::Certificate::from_pem(&ca)
             .map_err(|e| anyhow::anyhow!("the kubeconfig's CA is not a certificate: {e}"))?;
         let tls = ureq::tls::TlsConfig::builder()
@@ -58,6 +61,7 @@ impl Remote {
             agent,
             server,
             token,
+            ca: ca_pem,
         })
     }
 
@@ -151,4 +155,58 @@ impl Remote {
             out.flush()?;
         }
     }
+
+    /// Opens a WebSocket to `path` speaking `protocol` (pods/exec), over TLS with the
+    /// cluster's CA and the bearer token.
+    pub fn websocket(&self, path: &str, protocol: &str) -> anyhow::Result<ExecSocket> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        use tungstenite::client::IntoClientRequest as _;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(&self.ca) {
+            roots
+                .add(certificate.context("the kubeconfig's CA is not a certificate")?)
+                .context("the kubeconfig's CA is not usable")?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let address = self
+            .server
+            .strip_prefix("https://")
+            .context("the API server is not https")?
+            .trim_end_matches('/')
+            .to_string();
+        let host = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']'])
+            .to_string();
+        let name = ServerName::try_from(host).context("the API server's host is not a name")?;
+        let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
+        let tcp = std::net::TcpStream::connect(&address)
+            .with_context(|| format!("cannot reach the API server at {}", self.server))?;
+        let tls = rustls::StreamOwned::new(connection, tcp);
+        let mut request = format!("wss://{address}{path}").into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert("Authorization", format!("Bearer {}", self.token).parse()?);
+        headers.insert("Sec-WebSocket-Protocol", protocol.parse()?);
+        match tungstenite::client(request, tls) {
+            Ok((socket, _)) => Ok(socket),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                let message = serde_json::from_slice::<Value>(body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("the API server answered {}", response.status()));
+                bail!("{message}")
+            }
+            Err(error) => Err(anyhow::anyhow!("WebSocket to the API server: {error}")),
+        }
+    }
 }
+
+/// A WebSocket to the API server.
+pub type ExecSocket =
+    tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>;

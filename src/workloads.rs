@@ -92,6 +92,23 @@ impl Workloads {
         }
     }
 
+    /// Runs commands in containers (for pods/exec), when the nodes are real.
+    pub(crate) fn exec(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Option<std::sync::Arc<dyn shipshape_actors::api::exec::PodExec>> {
+        match &self.nodes {
+            NodeActors::Simulated(_) => None,
+            NodeActors::Kubelets(kubelets) => Some(shipshape_node::exec::provider(
+                kubelets
+                    .iter()
+                    .map(|(_, handle)| (handle.node().to_string(), handle.runtime()))
+                    .collect(),
+                data_dir,
+            )),
+        }
+    }
+
     /// Stops them all (the store keeps what they wrote). Real nodes stop their pods' containers
     /// and remove them, unless `keep_workloads` leaves them running for the next start.
     pub(crate) async fn stop(self, keep_workloads: bool) {

@@ -1276,7 +1276,7 @@ mod gitops {
                 }
                 // With their shims gone, the containers' processes are only found by cgroup.
                 let procs = Command::new("sh")
-                    .args(["-c", "cat $(find /sys/fs/cgroup -path '*/shipshape/*' -name cgroup.procs) 2>/dev/null"])
+                    .args(["-c", "cat $(find /sys/fs/cgroup -path '*/shipshape/node-*' -name cgroup.procs) 2>/dev/null"])
                     .output()
                     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                     .unwrap_or_default();
@@ -1499,6 +1499,69 @@ spec:
             let logs = text(&kubectl(&kubeconfig, &["logs", "-n", "demo", &first_name]));
             assert!(logs.contains("greeting=hello-from-configmap"), "{logs}");
 
+            // kubectl exec runs a command in the container: output, stdin, exit code.
+            let exec = kubectl(
+                &kubeconfig,
+                &[
+                    "exec",
+                    "-n",
+                    "demo",
+                    &first_name,
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo in-$HOSTNAME; exit 3",
+                ],
+            );
+            assert_eq!(exec.status.code(), Some(3), "{}", text(&exec));
+            assert!(
+                String::from_utf8_lossy(&exec.stdout).contains(&format!("in-{first_name}")),
+                "{}",
+                text(&exec)
+            );
+            let mut piped = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "exec",
+                    "-i",
+                    "-n",
+                    "demo",
+                    &first_name,
+                    "--",
+                    "sh",
+                    "-c",
+                    "tr a-z A-Z",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("kubectl exec");
+            {
+                use std::io::Write as _;
+                let mut input = piped.stdin.take().expect("stdin");
+                input.write_all(b"shouting\n").expect("write");
+            }
+            let piped = piped.wait_with_output().expect("kubectl exec -i");
+            assert_eq!(String::from_utf8_lossy(&piped.stdout), "SHOUTING\n");
+            // (--data-dir before the subcommand: after `--` everything is the command.)
+            let own = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .arg("--data-dir")
+                .arg(repo.data())
+                .args([
+                    "exec",
+                    "-n",
+                    "demo",
+                    &first_name,
+                    "--",
+                    "sh",
+                    "-c",
+                    "test -f /www/index.html && exit 7",
+                ])
+                .output()
+                .expect("runs");
+            assert_eq!(own.status.code(), Some(7), "{}", text(&own));
+
             // A pod on the other node reaches it by address.
             let other = if first_node == "node-1" {
                 "node-2"
@@ -1592,9 +1655,10 @@ spec:
             eventually("the restart", || {
                 let p = pod(&kubeconfig, &first_name)?;
                 let status = &p["status"]["containerStatuses"][0];
+                let events = text(&kubectl(&kubeconfig, &["get", "events", "-n", "demo"]));
                 (status["restartCount"] == 1 && status["ready"] == true)
                     .then_some(())
-                    .ok_or(p["status"].to_string())
+                    .ok_or(format!("{}\n{events}", p["status"]))
             });
 
             // A deleted pod is replaced.
@@ -1683,6 +1747,12 @@ spec:
             assert_eq!(shims_of(&repo.data()), running, "no duplicate containers");
 
             // Without --keep-workloads, stopping removes everything the nodes made.
+            let uids: Vec<String> = pod_list(&kubeconfig)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+                .collect();
+            assert_eq!(uids.len(), 2);
             interrupt(child);
             assert_eq!(shims_of(&repo.data()), 0, "no container left running");
             let netns: Vec<String> = std::fs::read_dir("/run/netns")
@@ -1690,7 +1760,7 @@ spec:
                 .flatten()
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("shipshape-"))
+                .filter(|n| uids.iter().any(|uid| n.ends_with(uid.as_str())))
                 .collect();
             assert!(netns.is_empty(), "network namespaces left: {netns:?}");
             assert!(
@@ -1727,6 +1797,10 @@ spec:
                 "20",
                 "--scale-pods",
                 "300",
+                "--pod-runs",
+                "1",
+                "--parallel-pods",
+                "3",
             ])
             .output()
             .expect("runs");
@@ -1750,6 +1824,11 @@ spec:
         );
         assert!(out.contains("all pods scheduled"), "{out}");
         assert!(out.contains("converged (all Running)"), "{out}");
+        assert!(
+            out.contains("3 pods bound to one node at once: all Running in")
+                || out.contains("pod start: skipped (the containerd runtime needs root"),
+            "{out}"
+        );
         assert!(
             out.contains("ratio shipshape / etcd") || out.contains("etcd: not installed"),
             "{out}"

@@ -93,6 +93,16 @@ pub struct Shared {
 pub struct KubeletHandle(Arc<Shared>);
 
 impl KubeletHandle {
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.0.config.node
+    }
+
+    /// The node's containerd namespace (for exec).
+    pub fn runtime(&self) -> crate::runtime::NodeRuntime {
+        self.0.runtime.clone()
+    }
+
     /// Stops the pod workers: with `keep_workloads` the containers keep running for the next
     /// start to adopt; otherwise every container, namespace and the bridge are removed.
     pub async fn shutdown(&self, keep_workloads: bool) {
@@ -244,7 +254,17 @@ impl Kubelet {
     /// Removes containers and namespaces of pods that are no longer bound to this node
     /// (deleted while shipshape was down).
     fn clean_orphans(&self) {
-        let known: HashSet<String> = self.uids.values().cloned().collect();
+        // Every pod bound here, whether or not its worker has started yet.
+        let known: HashSet<String> = self
+            .uids
+            .values()
+            .cloned()
+            .chain(self.pods.values().filter_map(|p| {
+                p.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }))
+            .collect();
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let runtime = &shared.runtime;

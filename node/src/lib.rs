@@ -4,6 +4,7 @@
 //!   anything (scale tests, trying shipshape without root). The containerd runtime is next.
 
 pub mod containerd;
+pub mod exec;
 pub mod image;
 pub mod kubelet;
 pub mod network;

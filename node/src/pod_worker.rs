@@ -89,6 +89,8 @@ struct Record {
     startup_failures: u32,
     /// The readiness verdict (None: no readiness probe, ready when running).
     ready: Option<Tally>,
+    /// Consecutive readiness failures (the first of a run is reported as an event).
+    unready_run: u32,
     /// The liveness verdict.
     live: Tally,
 }
@@ -297,6 +299,7 @@ impl PodState {
                 started: true,
                 startup_failures: 0,
                 ready: None,
+                unready_run: 0,
                 live: Tally::starting(true),
             };
             let mut record = record;
@@ -722,6 +725,7 @@ impl PodState {
             started: true,
             startup_failures: 0,
             ready: None,
+            unready_run: 0,
             live: Tally::starting(true),
         };
         let mut record = record;
@@ -823,7 +827,9 @@ impl PodState {
                 let before = record.ready.unwrap_or(Tally::starting(false));
                 let after = tally(probe.thresholds, before, passed);
                 record.ready = Some(after);
-                if before.passing && !after.passing {
+                record.unready_run = if passed { 0 } else { record.unready_run + 1 };
+                // Reported once per run of failures (and when it costs the pod its readiness).
+                if record.unready_run == 1 || (before.passing && !after.passing) {
                     unready = true;
                 }
             }
@@ -891,6 +897,7 @@ impl PodState {
                 started: false,
                 startup_failures: 0,
                 ready: None,
+                unready_run: 0,
                 live: Tally::starting(true),
             });
         if let Current::Exited(t) = &record.current {

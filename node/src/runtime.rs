@@ -13,9 +13,9 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    KillRequest, ListContainersRequest, ResizePtyRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
 use oci_spec::runtime::Spec;
@@ -271,16 +271,21 @@ impl NodeRuntime {
         ok_if_not_found(deleted)
     }
 
-    /// Runs `args` inside container `id`'s running task (its user, environment and working
-    /// directory), with stdout and stderr appended to `output`; gives up (killing it) after
-    /// `timeout`. Returns the exit code, or `None` on timeout.
-    pub async fn exec(
+    /// Starts `args` as process `exec_id` inside container `id`'s running task, with the
+    /// container's user, environment and working directory. `stdin`, `stdout` and `stderr` are
+    /// FIFO paths or `file://` URIs (empty: none); with `tty` the process gets a terminal and
+    /// everything it writes goes to stdout.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_exec(
         &self,
         id: &str,
+        exec_id: &str,
         args: &[String],
-        output: &Path,
-        timeout: std::time::Duration,
-    ) -> Result<Option<i32>, RuntimeError> {
+        tty: bool,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<(), RuntimeError> {
         let channel = self.containerd.channel();
         let container = ContainersClient::new(channel.clone())
             .get(self.req(GetContainerRequest { id: id.to_string() }))
@@ -299,64 +304,124 @@ impl NodeRuntime {
             .cloned()
             .ok_or_else(|| RuntimeError::Invalid(format!("container {id} has no process")))?;
         process["args"] = serde_json::json!(args);
-        process["terminal"] = serde_json::json!(false);
-        let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let uri = format!("file://{}", output.display());
+        process["terminal"] = serde_json::json!(tty);
+        if tty
+            && let Some(env) = process["env"].as_array_mut()
+            && !env
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+        {
+            env.push(serde_json::json!("TERM=xterm"));
+        }
         let mut tasks = TasksClient::new(channel);
         tasks
             .exec(self.req(ExecProcessRequest {
                 container_id: id.to_string(),
-                stdin: String::new(),
-                stdout: uri.clone(),
-                stderr: uri,
-                terminal: false,
+                stdin: stdin.to_string(),
+                stdout: stdout.to_string(),
+                stderr: stderr.to_string(),
+                terminal: tty,
                 spec: Some(prost_types::Any {
                     type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
                     value: process.to_string().into_bytes(),
                 }),
-                exec_id: exec_id.clone(),
+                exec_id: exec_id.to_string(),
             }))
             .await
             .map_err(|s| RuntimeError::call(format!("tasks.Exec {id}"), s))?;
-        let result = async {
-            tasks
-                .start(self.req(StartRequest {
-                    container_id: id.to_string(),
-                    exec_id: exec_id.clone(),
-                }))
-                .await
-                .map_err(|s| RuntimeError::call(format!("tasks.Start {id} {exec_id}"), s))?;
-            let waited = tokio::time::timeout(
-                timeout,
-                TasksClient::new(self.containerd.channel()).wait(self.req(WaitRequest {
-                    container_id: id.to_string(),
-                    exec_id: exec_id.clone(),
-                })),
-            )
-            .await;
-            match waited {
-                Ok(Ok(response)) => Ok(Some(response.into_inner().exit_status as i32)),
-                Ok(Err(s)) => Err(RuntimeError::call(format!("tasks.Wait {id} {exec_id}"), s)),
-                Err(_) => {
-                    let _ = tasks
-                        .kill(self.req(KillRequest {
-                            container_id: id.to_string(),
-                            exec_id: exec_id.clone(),
-                            signal: 9,
-                            all: false,
-                        }))
-                        .await;
-                    Ok(None)
-                }
-            }
+        let started = tasks
+            .start(self.req(StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+            .map_err(|s| RuntimeError::call(format!("tasks.Start {id} {exec_id}"), s));
+        if let Err(error) = started {
+            self.delete_exec(id, exec_id).await;
+            return Err(error);
         }
-        .await;
+        Ok(())
+    }
+
+    /// Waits for process `exec_id` in container `id`: its exit code.
+    pub async fn wait_exec(&self, id: &str, exec_id: &str) -> Result<i32, RuntimeError> {
+        TasksClient::new(self.containerd.channel())
+            .wait(self.req(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+            .map(|r| r.into_inner().exit_status as i32)
+            .map_err(|s| RuntimeError::call(format!("tasks.Wait {id} {exec_id}"), s))
+    }
+
+    /// Kills process `exec_id` in container `id`.
+    pub async fn kill_exec(&self, id: &str, exec_id: &str) {
+        let _ = TasksClient::new(self.containerd.channel())
+            .kill(self.req(KillRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                signal: 9,
+                all: false,
+            }))
+            .await;
+    }
+
+    /// Forgets process `exec_id` in container `id` (after it exited).
+    pub async fn delete_exec(&self, id: &str, exec_id: &str) {
         let _ = TasksClient::new(self.containerd.channel())
             .delete_process(self.req(DeleteProcessRequest {
                 container_id: id.to_string(),
-                exec_id,
+                exec_id: exec_id.to_string(),
             }))
             .await;
+    }
+
+    /// Closes process `exec_id`'s stdin: it reads end-of-file.
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) {
+        let _ = TasksClient::new(self.containerd.channel())
+            .close_io(self.req(CloseIoRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                stdin: true,
+            }))
+            .await;
+    }
+
+    /// Resizes process `exec_id`'s terminal.
+    pub async fn resize_exec(&self, id: &str, exec_id: &str, width: u16, height: u16) {
+        let _ = TasksClient::new(self.containerd.channel())
+            .resize_pty(self.req(ResizePtyRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                width: u32::from(width),
+                height: u32::from(height),
+            }))
+            .await;
+    }
+
+    /// Runs `args` in container `id` to completion (a probe), output appended to `output`;
+    /// gives up, killing it, after `timeout`. The exit code, or `None` on timeout.
+    pub async fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        output: &Path,
+        timeout: std::time::Duration,
+    ) -> Result<Option<i32>, RuntimeError> {
+        let exec_id = new_exec_id();
+        let uri = format!("file://{}", output.display());
+        self.start_exec(id, &exec_id, args, false, "", &uri, &uri)
+            .await?;
+        let result = match tokio::time::timeout(timeout, self.wait_exec(id, &exec_id)).await {
+            Ok(Ok(code)) => Ok(Some(code)),
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                self.kill_exec(id, &exec_id).await;
+                Ok(None)
+            }
+        };
+        self.delete_exec(id, &exec_id).await;
         result
     }
 
@@ -371,6 +436,11 @@ impl NodeRuntime {
             .into_inner()
             .containers)
     }
+}
+
+/// A fresh ID for a process run inside a container.
+pub fn new_exec_id() -> String {
+    format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Whether the memory cgroup at `cgroups_path` recorded an OOM kill (cgroup v1 and v2).

@@ -8,6 +8,7 @@
 //! object, except deleting a pod, which its controller replaces; the deletion is audited.
 //! Every request but the health and version probes needs the bearer token.
 
+pub mod exec;
 pub mod logs;
 pub mod tables;
 pub mod tls;
@@ -48,6 +49,8 @@ pub struct ApiState {
     token: Arc<str>,
     /// The data directory, where container logs are (None: no nodes keep logs here).
     data_dir: Option<Arc<std::path::Path>>,
+    /// How to run a command in a container, once the nodes are up.
+    exec: exec::ExecSlot,
 }
 
 /// A running API server.
@@ -56,9 +59,15 @@ pub struct ApiServer {
     pub address: SocketAddr,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    exec: exec::ExecSlot,
 }
 
 impl ApiServer {
+    /// Lets pods/exec run commands through the nodes (real nodes provide it once running).
+    pub fn provide_exec(&self, exec: Arc<dyn exec::PodExec>) {
+        let _ = self.exec.set(exec);
+    }
+
     /// Stops accepting requests and waits (briefly) for those in flight.
     pub async fn stop(self) {
         self.handle
@@ -116,7 +125,9 @@ pub async fn serve(
         sync,
         token: Arc::from(credentials.token.as_str()),
         data_dir: data_dir.map(Arc::from),
+        exec: exec::ExecSlot::default(),
     };
+    let exec = state.exec.clone();
     let app = router(state);
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, config)
@@ -127,6 +138,7 @@ pub async fn serve(
         address,
         handle,
         task,
+        exec,
     })
 }
 
@@ -307,6 +319,7 @@ enum Route {
     History,
     Suspend(String, bool),
     PodLog(String, String),
+    PodExec(String, String),
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -314,6 +327,9 @@ fn parse_route(path: &str) -> Option<Route> {
     let (group, version, rest) = match segments.as_slice() {
         ["api", "v1", "namespaces", namespace, "pods", name, "log"] => {
             return Some(Route::PodLog(namespace.to_string(), name.to_string()));
+        }
+        ["api", "v1", "namespaces", namespace, "pods", name, "exec"] => {
+            return Some(Route::PodExec(namespace.to_string(), name.to_string()));
         }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", "shipshape.dev", "v1", "sync"] => return Some(Route::Sync),
@@ -513,6 +529,15 @@ async fn dispatch(
         (Route::Discovery(list), Method::GET) => Json(list).into_response(),
         (Route::PodLog(namespace, name), Method::GET) => {
             logs::pod_log(&state, namespace, name, request.uri().query()).await
+        }
+        (Route::PodExec(namespace, name), Method::GET | Method::POST) => {
+            use axum::extract::FromRequestParts as _;
+            let raw = request.uri().query().map(str::to_string);
+            let (mut parts, _) = request.into_parts();
+            let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .ok();
+            exec::pod_exec(&state, namespace, name, raw.as_deref(), upgrade).await
         }
         (Route::Sync, Method::POST) => sync_now(&state, query.allow_empty).await,
         (Route::Status, Method::GET) => cluster_status(&state).await,
