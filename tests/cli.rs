@@ -1373,10 +1373,15 @@ spec:
         readinessProbe:
           httpGet: {path: /, port: http}
           periodSeconds: 1
-        volumeMounts: [{name: page, mountPath: /www}]
+        lifecycle:
+          preStop:
+            exec: {command: ["sh", "-c", "echo stopping > /hooks/$HOSTNAME"]}
+        volumeMounts: [{name: page, mountPath: /www}, {name: hooks, mountPath: /hooks}]
       volumes:
       - name: page
         configMap: {name: page}
+      - name: hooks
+        hostPath: {path: HOOKS, type: DirectoryOrCreate}
 "#;
 
         const TROUBLE: &str = r#"apiVersion: v1
@@ -1444,7 +1449,12 @@ spec:
                 "apps/namespaces.yaml",
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
             );
-            write(&repo.path(), "apps/web/web.yaml", DEPLOYMENT);
+            let hooks = repo.dir.path().join("hooks");
+            write(
+                &repo.path(),
+                "apps/web/web.yaml",
+                &DEPLOYMENT.replace("HOOKS", &hooks.display().to_string()),
+            );
             write(&repo.path(), "apps/trouble/pods.yaml", TROUBLE);
             commit(&repo.path(), "web and trouble");
             let image_arg = image.display().to_string();
@@ -1664,6 +1674,9 @@ spec:
             // A deleted pod is replaced.
             let deleted = kubectl(&kubeconfig, &["delete", "pod", "-n", "demo", &first_name]);
             assert!(deleted.status.success(), "{}", text(&deleted));
+            // Its preStop hook ran before it was stopped (into a hostPath volume).
+            let said = std::fs::read_to_string(hooks.join(&first_name)).unwrap_or_default();
+            assert_eq!(said, "stopping\n", "the preStop hook's file");
             let replaced = eventually("a replacement", || {
                 let pods = web_pods(&kubeconfig)?;
                 pods.iter()

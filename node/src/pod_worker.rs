@@ -43,7 +43,13 @@ const STARTED_LABEL: &str = "io.shipshape.started-at";
 /// How often a container waiting for its image looks again.
 const IMAGE_RECHECK: Duration = Duration::from_secs(2);
 
-/// How often ConfigMap and Secret volumes are brought up to date while the pod runs.
+/// A container log is rotated past this size (the kubelet's containerLogMaxSize, 10 MiB).
+const LOG_MAX_BYTES: u64 = 10 << 20;
+/// Rotated files kept besides the current one (containerLogMaxFiles 5, counting the current).
+const LOG_KEEP: u32 = 4;
+
+/// How often ConfigMap and Secret volumes (and log sizes) are brought up to date while the pod
+/// runs.
 const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 
 /// The component name on events.
@@ -444,10 +450,11 @@ impl PodState {
             .records
             .values()
             .any(|r| matches!(r.current, Current::Running { .. }));
-        if projected && running {
-            if let Err(message) = self.prepare_volumes().await {
+        if running {
+            if projected && let Err(message) = self.prepare_volumes().await {
                 tracing::warn!(pod = %self.name, %message, "refreshing volumes failed");
             }
+            self.rotate_logs().await;
             soon(VOLUME_REFRESH, &mut wake);
         }
         self.write_status().await;
@@ -697,8 +704,13 @@ impl PodState {
             ),
         ]);
         let log = self.log_path(&name, restarts);
+        self.note(
+            "Normal",
+            "Pulled",
+            format!("Container image \"{image_text}\" already present on machine"),
+        );
         match runtime.run(&id, &image, &spec, labels, &log).await {
-            Ok(_) => {}
+            Ok(_) => self.note("Normal", "Created", format!("Created container {name}")),
             Err(error) => {
                 let message = error.to_string();
                 self.note("Warning", "Failed", format!("Error: {message}"));
@@ -1038,6 +1050,33 @@ impl PodState {
         Ok(stored.map(|stored| crate::volumes::object_data(kind, &stored.object)))
     }
 
+    /// Rotates the running containers' logs past [`LOG_MAX_BYTES`], keeping [`LOG_KEEP`] older
+    /// files (`0.log.1` …) as the kubelet does. The shim appends, so copy-then-truncate is safe.
+    async fn rotate_logs(&self) {
+        for (name, record) in &self.records {
+            if !matches!(record.current, Current::Running { .. }) {
+                continue;
+            }
+            let path = self.log_path(name, record.restarts);
+            let big = tokio::fs::metadata(&path)
+                .await
+                .is_ok_and(|m| m.len() > LOG_MAX_BYTES);
+            if !big {
+                continue;
+            }
+            let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+            let _ = tokio::fs::remove_file(numbered(LOG_KEEP)).await;
+            for n in (1..LOG_KEEP).rev() {
+                let _ = tokio::fs::rename(numbered(n), numbered(n + 1)).await;
+            }
+            if tokio::fs::copy(&path, numbered(1)).await.is_ok()
+                && let Ok(file) = tokio::fs::OpenOptions::new().write(true).open(&path).await
+            {
+                let _ = file.set_len(0).await;
+            }
+        }
+    }
+
     /// Creates or refreshes every volume's directory (ConfigMap and Secret contents follow
     /// their objects); returns the first problem, which keeps the containers waiting.
     async fn prepare_volumes(&self) -> Result<(), String> {
@@ -1191,11 +1230,39 @@ impl PodState {
         if running.is_empty() {
             return;
         }
+        let deadline = Instant::now() + grace;
+        // preStop hooks first (all containers at once), within the grace period; then SIGTERM.
+        let ip = self.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let scratch = self.pod_dir();
+        let mut hooks = Vec::new();
+        for (name, id) in &running {
+            let hook = self
+                .container_spec(name)
+                .and_then(|spec| probe::hook(&spec, "preStop").ok().flatten());
+            if let Some(action) = hook {
+                let (runtime, id, scratch, name) =
+                    (runtime.clone(), id.clone(), scratch.clone(), name.clone());
+                hooks.push(tokio::spawn(async move {
+                    let (ok, why) =
+                        probe::run_action(&action, grace, ip, &runtime, &id, &scratch).await;
+                    (name, ok, why)
+                }));
+            }
+        }
+        for hook in hooks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok((name, false, why))) = tokio::time::timeout(left, hook).await {
+                self.note(
+                    "Warning",
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed for container {name}: {why}"),
+                );
+            }
+        }
         for (name, id) in &running {
             self.note("Normal", "Killing", format!("Stopping container {name}"));
             let _ = runtime.kill(id, 15).await;
         }
-        let deadline = Instant::now() + grace;
         loop {
             let mut alive = Vec::new();
             for (_, id) in &running {

@@ -66,6 +66,11 @@ pub enum Action {
         /// The command.
         command: Vec<String>,
     },
+    /// Wait (a lifecycle hook's `sleep`).
+    Sleep {
+        /// How long.
+        duration: Duration,
+    },
 }
 
 /// One probe of one container, with Kubernetes' timing fields.
@@ -89,13 +94,13 @@ fn seconds(probe: &Value, field: &str, default: u64) -> Duration {
     Duration::from_secs(probe.get(field).and_then(Value::as_u64).unwrap_or(default))
 }
 
-fn port(value: Option<&Value>, container: &Value, kind: ProbeKind) -> Result<u16, String> {
+fn port(value: Option<&Value>, container: &Value, field: &str) -> Result<u16, String> {
     match value {
         Some(Value::Number(n)) => n
             .as_u64()
             .and_then(|n| u16::try_from(n).ok())
             .filter(|n| *n > 0)
-            .ok_or_else(|| format!("{}: port {n} is not a port number", kind.field())),
+            .ok_or_else(|| format!("{field}: port {n} is not a port number")),
         Some(Value::String(name)) => {
             if let Ok(number) = name.parse::<u16>() {
                 return Ok(number);
@@ -109,30 +114,22 @@ fn port(value: Option<&Value>, container: &Value, kind: ProbeKind) -> Result<u16
                 .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
                 .and_then(|n| u16::try_from(n).ok())
                 .ok_or_else(|| {
-                    format!(
-                        "{}: port {name:?} is not a named port of the container",
-                        kind.field()
-                    )
+                    format!("{field}: port {name:?} is not a named port of the container")
                 })
         }
-        _ => Err(format!("{}: a port is required", kind.field())),
+        _ => Err(format!("{field}: a port is required")),
     }
 }
 
-/// The container's `kind` probe, if it has one.
-pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String> {
-    let Some(probe) = container.get(kind.field()) else {
-        return Ok(None);
-    };
-    let action = if let Some(http) = probe.get("httpGet") {
+/// The action of a probe or lifecycle hook at `value` (`field` names it in errors).
+fn action(value: &Value, container: &Value, field: &str) -> Result<Action, String> {
+    let probe = value;
+    if let Some(http) = probe.get("httpGet") {
         if http.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
-            return Err(format!(
-                "{}: HTTPS probes are not supported yet",
-                kind.field()
-            ));
+            return Err(format!("{}: HTTPS probes are not supported yet", field));
         }
-        Action::Http {
-            port: port(http.get("port"), container, kind)?,
+        Ok(Action::Http {
+            port: port(http.get("port"), container, field)?,
             path: http
                 .get("path")
                 .and_then(Value::as_str)
@@ -150,11 +147,11 @@ pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String
                     ))
                 })
                 .collect(),
-        }
+        })
     } else if let Some(tcp) = probe.get("tcpSocket") {
-        Action::Tcp {
-            port: port(tcp.get("port"), container, kind)?,
-        }
+        Ok(Action::Tcp {
+            port: port(tcp.get("port"), container, field)?,
+        })
     } else if let Some(exec) = probe.get("exec") {
         let command: Vec<String> = exec
             .get("command")
@@ -164,15 +161,26 @@ pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String
             .filter_map(|c| c.as_str().map(str::to_string))
             .collect();
         if command.is_empty() {
-            return Err(format!("{}: exec needs a command", kind.field()));
+            return Err(format!("{}: exec needs a command", field));
         }
-        Action::Exec { command }
+        Ok(Action::Exec { command })
+    } else if let Some(seconds) = probe.pointer("/sleep/seconds").and_then(Value::as_u64) {
+        Ok(Action::Sleep {
+            duration: Duration::from_secs(seconds),
+        })
     } else {
-        return Err(format!(
-            "{}: only httpGet, tcpSocket and exec probes are supported",
-            kind.field()
-        ));
+        Err(format!(
+            "{field}: only httpGet, tcpSocket, exec (and sleep, for hooks) are supported"
+        ))
+    }
+}
+
+/// The container's `kind` probe, if it has one.
+pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String> {
+    let Some(probe) = container.get(kind.field()) else {
+        return Ok(None);
     };
+    let action = action(probe, container, kind.field())?;
     Ok(Some(Probe {
         kind,
         action,
@@ -192,6 +200,14 @@ pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String
     }))
 }
 
+/// The container's `lifecycle.<hook>` handler (`preStop`, `postStart`), if it has one.
+pub fn hook(container: &Value, hook: &str) -> Result<Option<Action>, String> {
+    match container.pointer(&format!("/lifecycle/{hook}")) {
+        None => Ok(None),
+        Some(value) => action(value, container, &format!("lifecycle.{hook}")).map(Some),
+    }
+}
+
 /// Runs `probe` once against the pod at `ip` (container `id` for exec); the verdict and, on
 /// failure, why.
 pub async fn run(
@@ -201,11 +217,26 @@ pub async fn run(
     id: &str,
     scratch: &Path,
 ) -> (bool, String) {
-    match &probe.action {
+    run_action(&probe.action, probe.timeout, ip, runtime, id, scratch).await
+}
+
+/// Runs one action (a probe's or a hook's), giving it `timeout`.
+pub async fn run_action(
+    action: &Action,
+    timeout: Duration,
+    ip: Ipv4Addr,
+    runtime: &NodeRuntime,
+    id: &str,
+    scratch: &Path,
+) -> (bool, String) {
+    match action {
+        Action::Sleep { duration } => {
+            tokio::time::sleep((*duration).min(timeout)).await;
+            (true, String::new())
+        }
         Action::Tcp { port } => {
             let address = SocketAddr::from((ip, *port));
-            match tokio::time::timeout(probe.timeout, tokio::net::TcpStream::connect(address)).await
-            {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
                 Ok(Ok(_)) => (true, String::new()),
                 Ok(Err(e)) => (false, format!("dial tcp {address}: {e}")),
                 Err(_) => (false, format!("dial tcp {address}: i/o timeout")),
@@ -217,7 +248,7 @@ pub async fn run(
             headers,
         } => {
             let address = SocketAddr::from((ip, *port));
-            match tokio::time::timeout(probe.timeout, http_get(address, path, headers)).await {
+            match tokio::time::timeout(timeout, http_get(address, path, headers)).await {
                 Ok(Ok(code)) if (200..400).contains(&code) => (true, String::new()),
                 Ok(Ok(code)) => (false, format!("HTTP probe failed with statuscode: {code}")),
                 Ok(Err(e)) => (false, format!("Get \"http://{address}{path}\": {e}")),
@@ -231,7 +262,7 @@ pub async fn run(
         }
         Action::Exec { command } => {
             let output = scratch.join(format!("probe-{}.out", uuid::Uuid::new_v4().simple()));
-            let result = runtime.exec(id, command, &output, probe.timeout).await;
+            let result = runtime.exec(id, command, &output, timeout).await;
             let said = tokio::fs::read_to_string(&output).await.unwrap_or_default();
             let _ = tokio::fs::remove_file(&output).await;
             match result {
@@ -242,7 +273,7 @@ pub async fn run(
                 ),
                 Ok(None) => (
                     false,
-                    format!("command {command:?} timed out after {:?}", probe.timeout),
+                    format!("command {command:?} timed out after {:?}", timeout),
                 ),
                 Err(error) => (false, error.to_string()),
             }
