@@ -1420,6 +1420,39 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: pair, namespace: demo}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: prepare
+    image: busybox:1.35
+    command: ["sh", "-c", "echo from-init > /shared/index.html"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: server
+    image: busybox:1.35
+    command: ["httpd", "-f", "-p", "8081", "-h", "/shared"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  - name: client
+    image: busybox:1.35
+    command: ["sh", "-c", "until wget -qO- http://127.0.0.1:8081/; do sleep 0.2; done; exec sleep 3600"]
+    securityContext: {runAsUser: 1000, runAsNonRoot: true, readOnlyRootFilesystem: true}
+  volumes:
+  - name: shared
+    emptyDir: {}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: rooted, namespace: demo}
+spec:
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sleep", "3600"]
+    securityContext: {runAsNonRoot: true}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: hog, namespace: demo}
 spec:
   restartPolicy: Never
@@ -1618,6 +1651,50 @@ spec:
                     && never_ready.is_empty())
                 .then_some(())
                 .ok_or(format!("web: {web}; never-ready: {never} / {never_ready}"))
+            });
+
+            // Init containers run first; containers of a pod share its network namespace; the
+            // security context applies; a root image is refused under runAsNonRoot.
+            eventually("the pair's client fetching over localhost", || {
+                let logs = text(&kubectl(
+                    &kubeconfig,
+                    &["logs", "-n", "demo", "pair", "-c", "client"],
+                ));
+                logs.contains("from-init").then_some(()).ok_or(logs)
+            });
+            let uid = kubectl(
+                &kubeconfig,
+                &[
+                    "exec", "-n", "demo", "pair", "-c", "client", "--", "id", "-u",
+                ],
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&uid.stdout).trim(),
+                "1000",
+                "{}",
+                text(&uid)
+            );
+            let touched = kubectl(
+                &kubeconfig,
+                &[
+                    "exec", "-n", "demo", "pair", "-c", "client", "--", "touch", "/made",
+                ],
+            );
+            assert_ne!(
+                touched.status.code(),
+                Some(0),
+                "a read-only root filesystem: {}",
+                text(&touched)
+            );
+            eventually("runAsNonRoot refusing a root image", || {
+                let p = pod(&kubeconfig, "rooted")?;
+                let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+                (waiting["reason"] == "CreateContainerConfigError"
+                    && waiting["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("runAsNonRoot")))
+                .then_some(())
+                .ok_or(p["status"].to_string())
             });
 
             // A failing liveness probe restarts its container; a memory hog is OOMKilled.
