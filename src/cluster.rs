@@ -262,12 +262,18 @@ impl ControlPlane {
     pub(crate) fn start_workloads(
         &mut self,
         nodes: crate::workloads::Nodes,
+        service_cidr: shipshape_node::Cidr,
         lease_duration: Duration,
         eviction_timeout: Duration,
     ) {
+        let range = shipshape_reconciler::services::ServiceRange {
+            base: service_cidr.base,
+            prefix: service_cidr.prefix,
+        };
         self.workloads = Some(crate::workloads::Workloads::start(
             &self.store,
             nodes,
+            range,
             lease_duration,
             eviction_timeout,
         ));
@@ -430,7 +436,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.memory >> 20,
                     nodes.start_delay
                 );
-                plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args.lease_duration, args.eviction_timeout);
+                plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args.service_cidr, args.lease_duration, args.eviction_timeout);
                 None
             }
             Some(cni_dir) => {
@@ -451,7 +457,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.memory >> 20,
                     nodes.pod_cidr,
                 );
-                plane.start_workloads(real, args.lease_duration, args.eviction_timeout);
+                plane.start_workloads(real, args.service_cidr, args.lease_duration, args.eviction_timeout);
                 if let Some(exec) = plane.workloads.as_ref().and_then(|w| w.exec(&data_dir)) {
                     api.provide_exec(exec);
                 }

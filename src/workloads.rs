@@ -10,9 +10,11 @@ use shipshape_actors::controllers::gc::GarbageCollector;
 use shipshape_actors::controllers::nodes::NodeLifecycle;
 use shipshape_actors::controllers::replicaset::ReplicaSetController;
 use shipshape_actors::controllers::scheduler::Scheduler;
+use shipshape_actors::controllers::services::ServiceAllocator;
 use shipshape_node::containerd::Containerd;
 use shipshape_node::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
 use shipshape_node::{SimulatedConfig, SimulatedNodes};
+use shipshape_reconciler::services::ServiceRange;
 
 /// What runs the pods.
 pub(crate) enum Nodes {
@@ -40,6 +42,7 @@ pub(crate) struct Workloads {
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
+    services: ActorRef<ControllerActor<ServiceAllocator>>,
     nodes: NodeActors,
 }
 
@@ -60,6 +63,7 @@ impl Workloads {
     pub(crate) fn start(
         store: &ActorRef<StoreActor>,
         nodes: Nodes,
+        service_range: ServiceRange,
         lease_duration: std::time::Duration,
         eviction_timeout: std::time::Duration,
     ) -> Self {
@@ -88,6 +92,7 @@ impl Workloads {
             endpoints: spawn(EndpointsController::new(), store),
             garbage: spawn(GarbageCollector::new(), store),
             lifecycle: spawn(NodeLifecycle::new(lease_duration, eviction_timeout), store),
+            services: spawn(ServiceAllocator::new(service_range), store),
             nodes,
         }
     }
@@ -113,6 +118,7 @@ impl Workloads {
     /// and remove them, unless `keep_workloads` leaves them running for the next start.
     pub(crate) async fn stop(self, keep_workloads: bool) {
         stop(self.scheduler).await;
+        stop(self.services).await;
         stop(self.endpoints).await;
         stop(self.lifecycle).await;
         stop(self.garbage).await;

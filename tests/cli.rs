@@ -786,6 +786,32 @@ mod gitops {
                 }
             });
 
+            // The Service got a ClusterIP from the service CIDR; a change to it keeps it.
+            let cluster_ip = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "service", "web", "-n", "demo"],
+                "{.spec.clusterIP}",
+            );
+            assert!(cluster_ip.starts_with("10.96."), "{cluster_ip:?}");
+            write(
+                &repo.path(),
+                "apps/web/service.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: demo\n  labels: {tier: front}\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n",
+            );
+            commit(&repo.path(), "label the service");
+            eventually("the service relabelled, same address", || {
+                let seen = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "service", "web", "-n", "demo"],
+                    "{.metadata.labels.tier} {.spec.clusterIP}",
+                );
+                (seen == format!("front {cluster_ip}"))
+                    .then_some(())
+                    .ok_or(seen)
+            });
+
             // A template change rolls out; kubectl follows it to the end.
             write(
                 &repo.path(),

@@ -615,6 +615,44 @@ fn set_metadata(object: &mut Value, field: &str, value: Value) {
 }
 
 /// Everything but metadata and status: what `generation` counts changes of.
+/// Keeps what the cluster allocated and the new version leaves unset, as the Kubernetes API
+/// server does: a Service's ClusterIP(s) and each port's NodePort (matched by port and
+/// protocol). Git declares a Service without them; its next update must not take them away.
+fn keep_allocated(current: &Value, new: &mut Value) {
+    if current.get("kind").and_then(Value::as_str) != Some("Service") {
+        return;
+    }
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let old = &current["spec"];
+    for field in ["clusterIP", "clusterIPs"] {
+        if !spec.contains_key(field)
+            && let Some(value) = old.get(field)
+        {
+            spec.insert(field.to_string(), value.clone());
+        }
+    }
+    let old_ports = old["ports"].as_array().cloned().unwrap_or_default();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            if port.get("nodePort").is_some() {
+                continue;
+            }
+            let same = |p: &&Value| {
+                p["port"] == port["port"]
+                    && p["protocol"].as_str().unwrap_or("TCP")
+                        == port["protocol"].as_str().unwrap_or("TCP")
+            };
+            if let Some(node_port) = old_ports.iter().find(same).and_then(|p| p.get("nodePort"))
+                && let Some(map) = port.as_object_mut()
+            {
+                map.insert("nodePort".into(), node_port.clone());
+            }
+        }
+    }
+}
+
 fn declared_content(object: &Value) -> Value {
     match object {
         Value::Object(map) => Value::Object(
@@ -821,6 +859,7 @@ fn apply_write(
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
+            keep_allocated(&current.object, &mut object);
             let changed = declared_content(&current.object) != declared_content(&object);
             for field in [
                 "uid",
@@ -1019,6 +1058,32 @@ mod tests {
 
     fn key(name: &str) -> ObjectKey {
         parse_storage_key(&format!("ConfigMap/demo/{name}")).expect("key")
+    }
+
+    #[test]
+    fn a_service_keeps_its_allocated_addresses_across_updates_that_leave_them_unset() {
+        let current = json!({"kind": "Service", "spec": {
+            "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"], "type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP", "nodePort": 30053}],
+        }});
+        let mut from_git = json!({"kind": "Service", "spec": {"type": "NodePort",
+            "ports": [{"port": 80, "targetPort": 9090}, {"port": 53, "protocol": "TCP"}]}});
+        keep_allocated(&current, &mut from_git);
+        assert_eq!(from_git["spec"]["clusterIP"], "10.96.0.7");
+        assert_eq!(from_git["spec"]["ports"][0]["nodePort"], 30080);
+        assert!(
+            from_git["spec"]["ports"][1].get("nodePort").is_none(),
+            "a different protocol is another port"
+        );
+        let mut explicit = json!({"kind": "Service", "spec": {"clusterIP": "10.96.0.9"}});
+        keep_allocated(&current, &mut explicit);
+        assert_eq!(
+            explicit["spec"]["clusterIP"], "10.96.0.9",
+            "what Git sets wins"
+        );
+        let mut config = json!({"kind": "ConfigMap", "spec": {}});
+        keep_allocated(&json!({"kind": "ConfigMap", "spec": {"clusterIP": "x"}}), &mut config);
+        assert!(config["spec"].get("clusterIP").is_none());
     }
 
     #[test]

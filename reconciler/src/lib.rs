@@ -14,6 +14,7 @@
 //! - [`replicaset`]: create or delete pods to match replicas; status.
 //! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
 //! - [`scheduler`]: which node a pod goes to, or Kubernetes' reason why none can take it.
+//! - [`services`]: ClusterIPs and NodePorts: honoured, allocated, or refused with the reason.
 //! - [`endpoints`]: which pod addresses and ports back a Service.
 
 pub mod decision;
@@ -25,3 +26,4 @@ pub mod kubelet;
 pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;
+pub mod services;

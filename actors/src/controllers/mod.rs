@@ -6,6 +6,7 @@
 //! - [`deployment`]: ReplicaSets for each Deployment; rollouts; status.
 //! - [`scheduler`]: a node for each pod.
 //! - [`endpoints`]: Endpoints and EndpointSlices for each Service.
+//! - [`services`]: ClusterIPs and NodePorts for each Service.
 //! - [`gc`]: owner-reference and namespace cascades.
 //! - [`nodes`]: node lifecycle: unreachable nodes marked, their pods evicted.
 
@@ -15,6 +16,7 @@ pub mod gc;
 pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;
+pub mod services;
 
 use serde_json::Value;
 use shipshape_reconciler::replicaset::{PodPhase, PodView};

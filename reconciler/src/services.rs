@@ -1,0 +1,207 @@
+//! Service addresses: a ClusterIP from the service CIDR and NodePorts from 30000–32767, as the
+//! Kubernetes API server allocates them. An explicit request is honoured when it is free and in
+//! range, and refused with Kubernetes' reason otherwise. Allocation is deterministic (a seed from
+//! the Service's name picks where the search starts), so a recreated Service tends to get the
+//! address it had, and tests can predict it.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+/// The lowest NodePort (Kubernetes' default range).
+pub const NODE_PORT_MIN: u16 = 30000;
+/// The highest NodePort.
+pub const NODE_PORT_MAX: u16 = 32767;
+
+/// A block of service addresses: `10.96.0.0/16`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceRange {
+    /// The network address.
+    pub base: Ipv4Addr,
+    /// The prefix length (at most 30).
+    pub prefix: u8,
+}
+
+impl ServiceRange {
+    /// How many addresses the block holds.
+    pub fn size(self) -> u32 {
+        1u32 << (32 - u32::from(self.prefix.min(30)))
+    }
+
+    /// The `n`th address of the block.
+    pub fn nth(self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base).wrapping_add(n))
+    }
+
+    /// Whether `ip` is an address Services may have (not the network or broadcast address).
+    pub fn holds(self, ip: Ipv4Addr) -> bool {
+        let offset = u32::from(ip).wrapping_sub(u32::from(self.base));
+        offset > 0 && offset < self.size() - 1
+    }
+
+    /// The address the cluster DNS Service has (the tenth, as in Kubernetes' defaults).
+    pub fn dns(self) -> Ipv4Addr {
+        self.nth(10)
+    }
+
+    /// Addresses never handed out on request of nobody: the first (the `kubernetes` Service's
+    /// in Kubernetes) and the DNS address.
+    pub fn reserved(self) -> [Ipv4Addr; 2] {
+        [self.nth(1), self.dns()]
+    }
+}
+
+/// Decides a Service's ClusterIP. `requested` is what its spec asks for (None: allocate);
+/// `used` holds every other Service's address.
+pub fn cluster_ip(
+    range: ServiceRange,
+    requested: Option<Ipv4Addr>,
+    used: &BTreeSet<Ipv4Addr>,
+    seed: u64,
+) -> Result<Ipv4Addr, String> {
+    if let Some(ip) = requested {
+        if !range.holds(ip) {
+            return Err(format!(
+                "spec.clusterIP: Invalid value: \"{ip}\": provided IP is not in the valid range. The range of valid IPs is {}/{}",
+                range.base, range.prefix
+            ));
+        }
+        if used.contains(&ip) {
+            return Err(format!(
+                "spec.clusterIP: Invalid value: \"{ip}\": provided IP is already allocated"
+            ));
+        }
+        return Ok(ip);
+    }
+    let size = u64::from(range.size());
+    // Usable offsets are 1 ..= size - 2.
+    let usable = size.saturating_sub(2).max(1);
+    let reserved = range.reserved();
+    for step in 0..usable {
+        let offset = 1 + (seed.wrapping_add(step) % usable) as u32;
+        let ip = range.nth(offset);
+        if !used.contains(&ip) && !reserved.contains(&ip) {
+            return Ok(ip);
+        }
+    }
+    Err(format!(
+        "Internal error: failed to allocate a serviceIP: range {}/{} is full",
+        range.base, range.prefix
+    ))
+}
+
+/// Decides one NodePort: `requested` honoured when free and in range, else the first free port
+/// from where `seed` points.
+pub fn node_port(requested: Option<u16>, used: &BTreeSet<u16>, seed: u64) -> Result<u16, String> {
+    if let Some(port) = requested {
+        if !(NODE_PORT_MIN..=NODE_PORT_MAX).contains(&port) {
+            return Err(format!(
+                "spec.ports.nodePort: Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {NODE_PORT_MIN}-{NODE_PORT_MAX}"
+            ));
+        }
+        if used.contains(&port) {
+            return Err(format!(
+                "spec.ports.nodePort: Invalid value: {port}: provided port is already allocated"
+            ));
+        }
+        return Ok(port);
+    }
+    let span = u64::from(NODE_PORT_MAX - NODE_PORT_MIN) + 1;
+    for step in 0..span {
+        let port = NODE_PORT_MIN + (seed.wrapping_add(step) % span) as u16;
+        if !used.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err("Internal error: failed to allocate a nodePort: range is full".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn range() -> ServiceRange {
+        ServiceRange {
+            base: Ipv4Addr::new(10, 96, 0, 0),
+            prefix: 16,
+        }
+    }
+
+    #[test]
+    fn honours_requests_and_refuses_conflicts_as_kubernetes_does() {
+        let used = BTreeSet::from([Ipv4Addr::new(10, 96, 0, 50)]);
+        let asked = |ip| cluster_ip(range(), Some(ip), &used, 0);
+        assert_eq!(
+            asked(Ipv4Addr::new(10, 96, 3, 4)),
+            Ok(Ipv4Addr::new(10, 96, 3, 4))
+        );
+        assert!(
+            asked(Ipv4Addr::new(10, 96, 0, 50))
+                .unwrap_err()
+                .contains("already allocated")
+        );
+        assert!(
+            asked(Ipv4Addr::new(10, 97, 0, 1))
+                .unwrap_err()
+                .contains("not in the valid range")
+        );
+        assert!(
+            asked(Ipv4Addr::new(10, 96, 0, 0)).is_err(),
+            "the network address"
+        );
+        assert_eq!(range().dns(), Ipv4Addr::new(10, 96, 0, 10));
+    }
+
+    #[test]
+    fn node_ports_stay_in_range() {
+        let used = BTreeSet::from([30000]);
+        assert_eq!(node_port(None, &used, 0), Ok(30001));
+        assert_eq!(node_port(Some(30080), &used, 0), Ok(30080));
+        assert!(
+            node_port(Some(30000), &used, 0)
+                .unwrap_err()
+                .contains("already allocated")
+        );
+        assert!(
+            node_port(Some(80), &used, 0)
+                .unwrap_err()
+                .contains("valid range")
+        );
+    }
+
+    #[test]
+    fn a_small_range_fills_up_and_says_so() {
+        let tiny = ServiceRange {
+            base: Ipv4Addr::new(10, 96, 0, 0),
+            prefix: 28,
+        };
+        let mut used = BTreeSet::new();
+        while let Ok(ip) = cluster_ip(tiny, None, &used, 3) {
+            assert!(tiny.holds(ip) && !tiny.reserved().contains(&ip));
+            used.insert(ip);
+        }
+        assert_eq!(
+            used.len(),
+            12,
+            "16 addresses: network, broadcast, .1 and DNS are not handed out"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn allocation_never_duplicates_or_strays(seeds in proptest::collection::vec(any::<u64>(), 1..60)) {
+            let small = ServiceRange { base: Ipv4Addr::new(10, 96, 0, 0), prefix: 26 };
+            let mut used = BTreeSet::new();
+            for seed in seeds {
+                match cluster_ip(small, None, &used, seed) {
+                    Ok(ip) => {
+                        prop_assert!(small.holds(ip));
+                        prop_assert!(!small.reserved().contains(&ip));
+                        prop_assert!(used.insert(ip), "{} handed out twice", ip);
+                    }
+                    Err(_) => prop_assert_eq!(used.len() as u32, small.size() - 4),
+                }
+            }
+        }
+    }
+}
