@@ -1082,7 +1082,10 @@ mod tests {
             "what Git sets wins"
         );
         let mut config = json!({"kind": "ConfigMap", "spec": {}});
-        keep_allocated(&json!({"kind": "ConfigMap", "spec": {"clusterIP": "x"}}), &mut config);
+        keep_allocated(
+            &json!({"kind": "ConfigMap", "spec": {"clusterIP": "x"}}),
+            &mut config,
+        );
         assert!(config["spec"].get("clusterIP").is_none());
     }
 
