@@ -17,20 +17,13 @@ pub fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("SHIPSHAPE_DATA_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    // Owning /proc/self means running as the user who owns this process: uid 0 is root.
-    if is_root() {
+    if shipshape_node::containerd::is_root() {
         return Ok(PathBuf::from("/var/lib/shipshape"));
     }
     match std::env::var_os("HOME") {
         Some(home) => Ok(PathBuf::from(home).join(".local/share/shipshape")),
         None => bail!("cannot choose a data directory: set --data-dir or SHIPSHAPE_DATA_DIR"),
     }
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
 
 /// Opens the cluster's database, creating the data directory on first use.

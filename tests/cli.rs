@@ -392,6 +392,26 @@ mod gitops {
         }
     }
 
+    /// The real kubectl against a running cluster, with its own discovery cache.
+    fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(args)
+            .output()
+            .expect("kubectl runs (scripts/setup installs it)")
+    }
+
+    /// What `path` (a JSONPath) picks out of `kubectl get …`.
+    fn jsonpath(kubeconfig: &Path, cache: &Path, args: &[&str], path: &str) -> String {
+        let mut all = args.to_vec();
+        let expression = format!("jsonpath={path}");
+        all.extend(["-o", &expression]);
+        String::from_utf8_lossy(&kubectl(kubeconfig, cache, &all).stdout).into_owned()
+    }
+
     fn items(repo: &Repo, namespace: &str) -> Vec<serde_json::Value> {
         let output = repo.shipshape(&["get", "configmaps", "-n", namespace, "-o", "json"]);
         assert!(output.status.success(), "{}", text(&output));
@@ -643,17 +663,6 @@ mod gitops {
 
         use super::*;
 
-        fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {
-            Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .arg("--cache-dir")
-                .arg(cache)
-                .args(args)
-                .output()
-                .expect("kubectl runs (scripts/setup installs it)")
-        }
-
         fn deployment(image: &str, cpu: &str) -> String {
             format!(
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  replicas: 3\n  strategy:\n    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n        resources:\n          requests: {{cpu: {cpu}}}\n        ports:\n        - {{name: http, containerPort: 8080}}\n"
@@ -680,13 +689,6 @@ mod gitops {
                         .collect()
                 })
                 .collect())
-        }
-
-        fn jsonpath(kubeconfig: &Path, cache: &Path, args: &[&str], path: &str) -> String {
-            let mut all = args.to_vec();
-            let expression = format!("jsonpath={path}");
-            all.extend(["-o", &expression]);
-            String::from_utf8_lossy(&kubectl(kubeconfig, cache, &all).stdout).into_owned()
         }
 
         #[test]
@@ -1183,17 +1185,12 @@ mod gitops {
             })
         }
 
-        fn kubectl(kubeconfig: &Path, args: &[&str]) -> Output {
-            Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(kubeconfig)
-                .args(args)
-                .output()
-                .expect("kubectl runs (scripts/setup installs it)")
-        }
-
-        fn pod_list(kubeconfig: &Path) -> Result<Vec<serde_json::Value>, String> {
-            let output = kubectl(kubeconfig, &["get", "pods", "-n", "demo", "-o", "json"]);
+        fn pod_list(kubeconfig: &Path, cache: &Path) -> Result<Vec<serde_json::Value>, String> {
+            let output = kubectl(
+                kubeconfig,
+                cache,
+                &["get", "pods", "-n", "demo", "-o", "json"],
+            );
             if !output.status.success() {
                 return Err(text(&output));
             }
@@ -1202,15 +1199,15 @@ mod gitops {
             Ok(list["items"].as_array().cloned().unwrap_or_default())
         }
 
-        fn pod(kubeconfig: &Path, name: &str) -> Result<serde_json::Value, String> {
-            pod_list(kubeconfig)?
+        fn pod(kubeconfig: &Path, cache: &Path, name: &str) -> Result<serde_json::Value, String> {
+            pod_list(kubeconfig, cache)?
                 .into_iter()
                 .find(|p| p["metadata"]["name"] == name)
                 .ok_or_else(|| format!("no pod {name}"))
         }
 
-        fn web_pods(kubeconfig: &Path) -> Result<Vec<serde_json::Value>, String> {
-            let pods: Vec<_> = pod_list(kubeconfig)?
+        fn web_pods(kubeconfig: &Path, cache: &Path) -> Result<Vec<serde_json::Value>, String> {
+            let pods: Vec<_> = pod_list(kubeconfig, cache)?
                 .into_iter()
                 .filter(|p| p["metadata"]["labels"]["app"] == "web")
                 .collect();
@@ -1528,11 +1525,12 @@ spec:
             ];
             let (child, log) = repo.up_with(&flags);
             let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
             wait_for(&log, "images: docker.io/library/busybox:1.35");
 
             // Both replicas run, one per node, each with an address in its node's /24, and
             // answer from their ConfigMap volume; the environment came from a ConfigMap.
-            let pods = eventually("two ready web pods", || web_pods(&kubeconfig));
+            let pods = eventually("two ready web pods", || web_pods(&kubeconfig, &cache));
             let mut nodes: Vec<String> = pods
                 .iter()
                 .map(|p| {
@@ -1565,12 +1563,17 @@ spec:
             assert!(first_ip.starts_with(subnet), "{first_ip} on {first_node}");
             let page = eventually("the page", || http_get(&format!("{first_ip}:8080")));
             assert!(page.contains("served by busybox"), "{page}");
-            let logs = text(&kubectl(&kubeconfig, &["logs", "-n", "demo", &first_name]));
+            let logs = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["logs", "-n", "demo", &first_name],
+            ));
             assert!(logs.contains("greeting=hello-from-configmap"), "{logs}");
 
             // kubectl exec runs a command in the container: output, stdin, exit code.
             let exec = kubectl(
                 &kubeconfig,
+                &cache,
                 &[
                     "exec",
                     "-n",
@@ -1646,11 +1649,15 @@ spec:
             );
             commit(&repo.path(), "client");
             eventually("the client's fetch, across nodes", || {
-                let client = pod(&kubeconfig, "client")?;
+                let client = pod(&kubeconfig, &cache, "client")?;
                 if client["status"]["phase"] != "Succeeded" {
                     return Err(client["status"].to_string());
                 }
-                let logs = text(&kubectl(&kubeconfig, &["logs", "-n", "demo", "client"]));
+                let logs = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["logs", "-n", "demo", "client"],
+                ));
                 logs.contains("served by busybox").then_some(()).ok_or(logs)
             });
 
@@ -1658,16 +1665,19 @@ spec:
             eventually("endpoints", || {
                 let web = jsonpath(
                     &kubeconfig,
+                    &cache,
                     &["get", "endpoints", "-n", "demo", "web"],
                     "{.subsets[0].addresses[*].ip}",
                 );
                 let never = jsonpath(
                     &kubeconfig,
+                    &cache,
                     &["get", "endpoints", "-n", "demo", "never-ready"],
                     "{.subsets[0].notReadyAddresses[*].ip}",
                 );
                 let never_ready = jsonpath(
                     &kubeconfig,
+                    &cache,
                     &["get", "endpoints", "-n", "demo", "never-ready"],
                     "{.subsets[0].addresses}",
                 );
@@ -1684,12 +1694,14 @@ spec:
             eventually("the pair's client fetching over localhost", || {
                 let logs = text(&kubectl(
                     &kubeconfig,
+                    &cache,
                     &["logs", "-n", "demo", "pair", "-c", "client"],
                 ));
                 logs.contains("from-init").then_some(()).ok_or(logs)
             });
             let uid = kubectl(
                 &kubeconfig,
+                &cache,
                 &[
                     "exec", "-n", "demo", "pair", "-c", "client", "--", "id", "-u",
                 ],
@@ -1702,6 +1714,7 @@ spec:
             );
             let touched = kubectl(
                 &kubeconfig,
+                &cache,
                 &[
                     "exec", "-n", "demo", "pair", "-c", "client", "--", "touch", "/made",
                 ],
@@ -1713,7 +1726,7 @@ spec:
                 text(&touched)
             );
             eventually("runAsNonRoot refusing a root image", || {
-                let p = pod(&kubeconfig, "rooted")?;
+                let p = pod(&kubeconfig, &cache, "rooted")?;
                 let waiting = &p["status"]["containerStatuses"][0]["state"]["waiting"];
                 (waiting["reason"] == "CreateContainerConfigError"
                     && waiting["message"]
@@ -1725,13 +1738,13 @@ spec:
 
             // A failing liveness probe restarts its container; a memory hog is OOMKilled.
             eventually("a liveness restart", || {
-                let p = pod(&kubeconfig, "forgetful")?;
+                let p = pod(&kubeconfig, &cache, "forgetful")?;
                 (p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1))
                     .then_some(())
                     .ok_or(p["status"].to_string())
             });
             eventually("the hog OOMKilled", || {
-                let p = pod(&kubeconfig, "hog")?;
+                let p = pod(&kubeconfig, &cache, "hog")?;
                 let state = &p["status"]["containerStatuses"][0]["state"]["terminated"];
                 (state["reason"] == "OOMKilled" && p["status"]["phase"] == "Failed")
                     .then_some(())
@@ -1766,22 +1779,30 @@ spec:
                     .success()
             );
             eventually("the restart", || {
-                let p = pod(&kubeconfig, &first_name)?;
+                let p = pod(&kubeconfig, &cache, &first_name)?;
                 let status = &p["status"]["containerStatuses"][0];
-                let events = text(&kubectl(&kubeconfig, &["get", "events", "-n", "demo"]));
+                let events = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "events", "-n", "demo"],
+                ));
                 (status["restartCount"] == 1 && status["ready"] == true)
                     .then_some(())
                     .ok_or(format!("{}\n{events}", p["status"]))
             });
 
             // A deleted pod is replaced.
-            let deleted = kubectl(&kubeconfig, &["delete", "pod", "-n", "demo", &first_name]);
+            let deleted = kubectl(
+                &kubeconfig,
+                &cache,
+                &["delete", "pod", "-n", "demo", &first_name],
+            );
             assert!(deleted.status.success(), "{}", text(&deleted));
             // Its preStop hook ran before it was stopped (into a hostPath volume).
             let said = std::fs::read_to_string(hooks.join(&first_name)).unwrap_or_default();
             assert_eq!(said, "stopping\n", "the preStop hook's file");
             let replaced = eventually("a replacement", || {
-                let pods = web_pods(&kubeconfig)?;
+                let pods = web_pods(&kubeconfig, &cache)?;
                 pods.iter()
                     .all(|p| p["metadata"]["name"] != first_name.as_str())
                     .then_some(pods)
@@ -1814,7 +1835,7 @@ spec:
             );
             commit(&repo.path(), "only web");
             eventually("only the web pods", || {
-                let names: Vec<String> = pod_list(&kubeconfig)?
+                let names: Vec<String> = pod_list(&kubeconfig, &cache)?
                     .iter()
                     .map(|p| {
                         p["metadata"]["name"]
@@ -1841,7 +1862,7 @@ spec:
             wait_for(&log, "nodes: 2 on containerd");
             // Adopted: the new kubelets reported on the same containers.
             let adopted = eventually("adopted pods", || {
-                let pods = web_pods(&kubeconfig)?;
+                let pods = web_pods(&kubeconfig, &cache)?;
                 let reported = pods
                     .iter()
                     .all(|p| !versions.contains(&p["metadata"]["resourceVersion"].to_string()));
@@ -1850,7 +1871,7 @@ spec:
                     .ok_or_else(|| {
                         format!(
                             "not yet: {:?} vs {before:?}",
-                            ids(&web_pods(&kubeconfig).unwrap_or_default())
+                            ids(&web_pods(&kubeconfig, &cache).unwrap_or_default())
                         )
                     })
             });
@@ -1863,7 +1884,7 @@ spec:
             assert_eq!(shims_of(&repo.data()), running, "no duplicate containers");
 
             // Without --keep-workloads, stopping removes everything the nodes made.
-            let uids: Vec<String> = pod_list(&kubeconfig)
+            let uids: Vec<String> = pod_list(&kubeconfig, &cache)
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|p| p["metadata"]["uid"].as_str().map(str::to_string))
@@ -1888,13 +1909,6 @@ spec:
                 "bridge left"
             );
             drop(cleanup);
-        }
-
-        fn jsonpath(kubeconfig: &Path, args: &[&str], path: &str) -> String {
-            let mut all = args.to_vec();
-            let expression = format!("jsonpath={path}");
-            all.extend(["-o", &expression]);
-            String::from_utf8_lossy(&kubectl(kubeconfig, &all).stdout).into_owned()
         }
     }
 

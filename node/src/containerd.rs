@@ -129,7 +129,8 @@ pub fn check_host() -> Result<PathBuf, RuntimeError> {
     Ok(dir)
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
     // The effective uid is the second number on /proc's Uid line.
     std::fs::read_to_string("/proc/self/status")
         .ok()

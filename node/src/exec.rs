@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use shipshape_actors::api::exec::{BoxFuture, ExecRequest, ExecSession, PodExec};
+use shipshape_actors::controllers::container_status;
 use tokio::net::unix::pipe;
 
 use crate::runtime::{NodeRuntime, new_exec_id};
@@ -57,11 +58,7 @@ impl ContainerdExec {
             .get(node)
             .cloned()
             .ok_or_else(|| format!("pod {name} is not running on a node of this cluster"))?;
-        let status = ["containerStatuses", "initContainerStatuses"]
-            .iter()
-            .filter_map(|field| pod["status"][field].as_array())
-            .flatten()
-            .find(|s| s["name"] == request.container.as_str())
+        let status = container_status(pod, &request.container)
             .cloned()
             .unwrap_or(Value::Null);
         if !status["state"]["running"].is_object() {

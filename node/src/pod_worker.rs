@@ -102,6 +102,26 @@ struct Record {
 }
 
 impl Record {
+    /// A record of run `generation` of container `id`, with no probes started yet.
+    fn new(id: String, restarts: u32, current: Current, generation: u64) -> Self {
+        Record {
+            id,
+            restarts,
+            current,
+            last: None,
+            image_id: String::new(),
+            generation,
+            cgroup: String::new(),
+            exited_seen: None,
+            probes: Vec::new(),
+            started: true,
+            startup_failures: 0,
+            ready: None,
+            unready_run: 0,
+            live: Tally::starting(true),
+        }
+    }
+
     fn stop_probes(&mut self) {
         for probe in self.probes.drain(..) {
             probe.abort();
@@ -292,24 +312,10 @@ impl PodState {
                 _ => continue,
             };
             let running = matches!(current, Current::Running { .. });
-            let record = Record {
-                id: container.id.clone(),
-                restarts,
-                current,
-                last: None,
-                image_id: String::new(),
-                generation: 1,
-                cgroup: String::new(),
-                exited_seen: (!running).then(Instant::now),
-                probes: Vec::new(),
-                started: true,
-                startup_failures: 0,
-                ready: None,
-                unready_run: 0,
-                live: Tally::starting(true),
-            };
-            let mut record = record;
-            if running {
+            let mut record = Record::new(container.id.clone(), restarts, current, 1);
+            if !running {
+                record.exited_seen = Some(Instant::now());
+            } else {
                 self.watch_exit(&name, &record);
                 if let Some(spec) = self.container_spec(&name) {
                     match self.parse_probes(&spec) {
@@ -593,95 +599,20 @@ impl PodState {
                 format!("imagePullPolicy Always: using the local image {normalized} (registry pulls are not supported yet)"),
             );
         }
-        let env = match self.environment(container).await {
-            Ok(env) => env,
-            Err(message) => {
-                self.set_waiting(
-                    &name,
-                    &id,
-                    restarts,
-                    waiting("CreateContainerConfigError", message),
-                );
-                return Step::Wake(Duration::from_secs(5));
-            }
-        };
-        let plan = match plan(&self.pod, container, &image, &env) {
-            Ok(plan) => plan,
-            Err(message) => {
-                self.set_waiting(
-                    &name,
-                    &id,
-                    restarts,
-                    waiting("CreateContainerConfigError", message.clone()),
-                );
-                self.note("Warning", "Failed", format!("Error: {message}"));
-                return Step::Wake(Duration::from_secs(10));
-            }
-        };
-        if let Err(message) = self.prepare_volumes().await {
-            self.set_waiting(
-                &name,
-                &id,
-                restarts,
-                waiting("CreateContainerConfigError", message),
-            );
-            return Step::Wake(Duration::from_secs(5));
-        }
-        let volume_mounts = match self.volume_mounts(container) {
-            Ok(mounts) => mounts,
-            Err(message) => {
-                self.set_waiting(
-                    &name,
-                    &id,
-                    restarts,
-                    waiting("CreateContainerConfigError", message),
-                );
-                return Step::Wake(Duration::from_secs(10));
-            }
-        };
-        let cgroup = format!("{}/{suffix}", self.pod_cgroup());
-        let dir = self.pod_dir();
-        let mut mounts = vec![
-            BindMount {
-                destination: "/etc/resolv.conf".into(),
-                source: dir.join("resolv.conf"),
-                read_only: true,
-            },
-            BindMount {
-                destination: "/etc/hosts".into(),
-                source: dir.join("hosts"),
-                read_only: true,
-            },
-            BindMount {
-                destination: "/etc/hostname".into(),
-                source: dir.join("hostname"),
-                read_only: true,
-            },
-        ];
-        mounts.extend(volume_mounts);
-        let netns = netns_path(&netns_name(&self.uid));
-        let spec = match runtime_spec(&plan, &netns, &cgroup, &mounts) {
-            Ok(spec) => spec,
-            Err(message) => {
-                self.set_waiting(
-                    &name,
-                    &id,
-                    restarts,
-                    waiting("CreateContainerConfigError", message),
-                );
-                return Step::Wake(Duration::from_secs(10));
-            }
-        };
-        let probes = match self.parse_probes(container) {
-            Ok(probes) => probes,
-            Err(message) => {
-                self.set_waiting(
-                    &name,
-                    &id,
-                    restarts,
-                    waiting("CreateContainerConfigError", message),
-                );
-                return Step::Wake(Duration::from_secs(10));
+        let Configured {
+            spec,
+            probes,
+            cgroup,
+        } = match self.configure(container, &image, suffix).await {
+            Ok(configured) => configured,
+            Err(problem) => {
+                if problem.announce {
+                    let message = format!("Error: {}", problem.message);
+                    self.note("Warning", "Failed", message);
+                }
+                let current = waiting("CreateContainerConfigError", problem.message);
+                self.set_waiting(&name, &id, restarts, current);
+                return Step::Wake(problem.retry);
             }
         };
         let runtime = self.shared.runtime.clone();
@@ -724,28 +655,64 @@ impl PodState {
             Current::Exited(t) => Some(t.clone()),
             _ => r.last.clone(),
         });
-        let record = Record {
-            id: id.clone(),
+        let mut record = Record::new(
+            id.clone(),
             restarts,
-            current: Current::Running { started_at },
-            last,
-            image_id: image.id.clone(),
+            Current::Running { started_at },
             generation,
-            cgroup,
-            exited_seen: None,
-            probes: Vec::new(),
-            started: true,
-            startup_failures: 0,
-            ready: None,
-            unready_run: 0,
-            live: Tally::starting(true),
-        };
-        let mut record = record;
+        );
+        record.last = last;
+        record.image_id = image.id.clone();
+        record.cgroup = cgroup;
         self.watch_exit(&name, &record);
         self.start_probes(&name, &mut record, probes);
         self.records.insert(name.clone(), record);
         self.note("Normal", "Started", format!("Started container {name}"));
         Step::Fine
+    }
+
+    /// Everything a container needs before it can start: environment, plan, volumes, runtime
+    /// spec and probes. A problem here is the pod's configuration (CreateContainerConfigError).
+    async fn configure(
+        &self,
+        container: &Value,
+        image: &ResolvedImage,
+        suffix: &str,
+    ) -> Result<Configured, ConfigProblem> {
+        let problem = |message: String, retry: u64| ConfigProblem {
+            message,
+            retry: Duration::from_secs(retry),
+            announce: false,
+        };
+        let env = self
+            .environment(container)
+            .await
+            .map_err(|m| problem(m, 5))?;
+        let plan = plan(&self.pod, container, image, &env).map_err(|message| ConfigProblem {
+            announce: true,
+            ..problem(message, 10)
+        })?;
+        self.prepare_volumes().await.map_err(|m| problem(m, 5))?;
+        let volume_mounts = self.volume_mounts(container).map_err(|m| problem(m, 10))?;
+        let cgroup = format!("{}/{suffix}", self.pod_cgroup());
+        let dir = self.pod_dir();
+        let mut mounts: Vec<BindMount> = ["resolv.conf", "hosts", "hostname"]
+            .into_iter()
+            .map(|file| BindMount {
+                destination: format!("/etc/{file}"),
+                source: dir.join(file),
+                read_only: true,
+            })
+            .collect();
+        mounts.extend(volume_mounts);
+        let netns = netns_path(&netns_name(&self.uid));
+        let spec = runtime_spec(&plan, &netns, &cgroup, &mounts).map_err(|m| problem(m, 10))?;
+        let probes = self.parse_probes(container).map_err(|m| problem(m, 10))?;
+        Ok(Configured {
+            spec,
+            probes,
+            cgroup,
+        })
     }
 
     fn container_spec(&self, name: &str) -> Option<Value> {
@@ -893,25 +860,11 @@ impl PodState {
     }
 
     fn set_waiting(&mut self, name: &str, id: &str, restarts: u32, current: Current) {
-        let record = self
-            .records
-            .entry(name.to_string())
-            .or_insert_with(|| Record {
-                id: id.to_string(),
-                restarts,
-                current: current.clone(),
-                last: None,
-                image_id: String::new(),
-                generation: 0,
-                cgroup: String::new(),
-                exited_seen: None,
-                probes: Vec::new(),
-                started: false,
-                startup_failures: 0,
-                ready: None,
-                unready_run: 0,
-                live: Tally::starting(true),
-            });
+        let record = self.records.entry(name.to_string()).or_insert_with(|| {
+            let mut record = Record::new(id.to_string(), restarts, current.clone(), 0);
+            record.started = false;
+            record
+        });
         if let Current::Exited(t) = &record.current {
             record.last = Some(t.clone());
         }
@@ -1506,6 +1459,21 @@ impl PodState {
             Err(error) => tracing::warn!(pod = %self.name, %error, "writing pod status failed"),
         }
     }
+}
+
+/// A container ready to be created.
+struct Configured {
+    spec: oci_spec::runtime::Spec,
+    probes: Vec<Probe>,
+    cgroup: String,
+}
+
+/// Why a container cannot be configured, and when to try again.
+struct ConfigProblem {
+    message: String,
+    retry: Duration,
+    /// Also a Warning event (a mistake in the spec itself rather than a missing object).
+    announce: bool,
 }
 
 /// What one container step leaves to do.

@@ -122,8 +122,7 @@ fn port(value: Option<&Value>, container: &Value, field: &str) -> Result<u16, St
 }
 
 /// The action of a probe or lifecycle hook at `value` (`field` names it in errors).
-fn action(value: &Value, container: &Value, field: &str) -> Result<Action, String> {
-    let probe = value;
+fn action(probe: &Value, container: &Value, field: &str) -> Result<Action, String> {
     if let Some(http) = probe.get("httpGet") {
         if http.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
             return Err(format!("{}: HTTPS probes are not supported yet", field));
@@ -161,7 +160,7 @@ fn action(value: &Value, container: &Value, field: &str) -> Result<Action, Strin
             .filter_map(|c| c.as_str().map(str::to_string))
             .collect();
         if command.is_empty() {
-            return Err(format!("{}: exec needs a command", field));
+            return Err(format!("{field}: exec needs a command"));
         }
         Ok(Action::Exec { command })
     } else if let Some(seconds) = probe.pointer("/sleep/seconds").and_then(Value::as_u64) {

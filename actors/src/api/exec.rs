@@ -16,11 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use shipshape_api::{Kind, ObjectKey};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{ApiState, percent_decode, status, store_failure};
-use crate::store_actor::Get;
+use super::{ApiState, percent_decode, pod_or_not_found, status};
+use crate::controllers::container_running;
 
 /// What to run where.
 #[derive(Clone, Debug)]
@@ -141,21 +140,9 @@ pub(super) async fn pod_exec(
             "this cluster's nodes run no containers (simulated): nothing to exec into".into(),
         );
     };
-    let key = ObjectKey {
-        kind: Kind::Pod,
-        namespace,
-        name: name.clone(),
-    };
-    let pod = match state.store.ask(Get(key)).await {
-        Ok(Some(stored)) => stored.object,
-        Ok(None) => {
-            return status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("pods \"{name}\" not found"),
-            );
-        }
-        Err(error) => return store_failure(error),
+    let pod = match pod_or_not_found(state, &namespace, &name).await {
+        Ok(pod) => pod,
+        Err(answer) => return answer,
     };
     let names: Vec<String> = pod["spec"]["containers"]
         .as_array()
@@ -171,12 +158,7 @@ pub(super) async fn pod_exec(
             None => return bad(format!("pod {name} has no containers")),
         },
     };
-    let running = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .filter_map(|field| pod["status"][field].as_array())
-        .flatten()
-        .any(|s| s["name"] == container.as_str() && s["state"]["running"].is_object());
-    if !running {
+    if !container_running(&pod, &container) {
         return bad(format!(
             "unable to upgrade connection: container {container} in pod {name} is not running"
         ));

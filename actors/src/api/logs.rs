@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use shipshape_api::{Kind, ObjectKey};
 
-use super::{ApiState, percent_decode, status, store_failure};
+use super::{ApiState, percent_decode, pod_or_not_found, status};
+use crate::controllers::{container_running, container_status};
 use crate::store_actor::Get;
 
 /// Where the kubelet writes run `restarts` of `container` in pod `uid`.
@@ -77,18 +78,13 @@ fn tail(bytes: &[u8], n: usize) -> &[u8] {
 
 /// The restart count and waiting reason of `container` in `pod`'s status.
 fn container_state(pod: &Value, container: &str) -> (u64, Option<String>) {
-    let statuses = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .filter_map(|field| pod["status"][field].as_array())
-        .flatten();
-    for s in statuses {
-        if s["name"] == container {
-            let restarts = s["restartCount"].as_u64().unwrap_or(0);
-            let waiting = s["state"]["waiting"]["reason"].as_str().map(str::to_string);
-            return (restarts, waiting);
-        }
+    match container_status(pod, container) {
+        Some(s) => (
+            s["restartCount"].as_u64().unwrap_or(0),
+            s["state"]["waiting"]["reason"].as_str().map(str::to_string),
+        ),
+        None => (0, Some("ContainerCreating".into())),
     }
-    (0, Some("ContainerCreating".into()))
 }
 
 /// GET /api/v1/namespaces/{namespace}/pods/{name}/log
@@ -107,16 +103,9 @@ pub(super) async fn pod_log(
         namespace: namespace.clone(),
         name: name.clone(),
     };
-    let pod = match state.store.ask(Get(key.clone())).await {
-        Ok(Some(stored)) => stored.object,
-        Ok(None) => {
-            return status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("pods \"{name}\" not found"),
-            );
-        }
-        Err(error) => return store_failure(error),
+    let pod = match pod_or_not_found(state, &namespace, &name).await {
+        Ok(pod) => pod,
+        Err(answer) => return answer,
     };
     let names: Vec<String> = ["containers", "initContainers"]
         .iter()
@@ -250,14 +239,7 @@ impl Follow {
                     return false;
                 }
                 let (restarts, _) = container_state(pod, &self.container);
-                let running = ["containerStatuses", "initContainerStatuses"]
-                    .iter()
-                    .filter_map(|field| pod["status"][field].as_array())
-                    .flatten()
-                    .any(|s| {
-                        s["name"] == self.container.as_str() && s["state"]["running"].is_object()
-                    });
-                restarts == self.run && running
+                restarts == self.run && container_running(pod, &self.container)
             }
             _ => false,
         }

@@ -171,6 +171,28 @@ fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Respons
     (code, Json(body)).into_response()
 }
 
+/// The stored pod `namespace/name`, or the answer to give when it cannot be read.
+async fn pod_or_not_found(
+    state: &ApiState,
+    namespace: &str,
+    name: &str,
+) -> Result<Value, Response> {
+    let key = ObjectKey {
+        kind: Kind::Pod,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    match state.store.ask(crate::store_actor::Get(key)).await {
+        Ok(Some(stored)) => Ok(stored.object),
+        Ok(None) => Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        )),
+        Err(error) => Err(store_failure(error)),
+    }
+}
+
 fn store_failure(error: impl std::fmt::Display) -> Response {
     status(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -21,6 +21,20 @@ pub mod services;
 use serde_json::Value;
 use shipshape_reconciler::replicaset::{PodPhase, PodView};
 
+/// The status of container `name` in `pod` (regular or init), if the kubelet reported one.
+pub fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|field| pod["status"][field].as_array())
+        .flatten()
+        .find(|s| s["name"] == name)
+}
+
+/// Whether container `name` in `pod` is running.
+pub fn container_running(pod: &Value, name: &str) -> bool {
+    container_status(pod, name).is_some_and(|s| s["state"]["running"].is_object())
+}
+
 /// The label a ReplicaSet and its pods carry with the pod-template hash (Kubernetes' name).
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
