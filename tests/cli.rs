@@ -1280,10 +1280,53 @@ mod gitops {
         /// Removes whatever a failed run left: processes, mounts, namespaces, bridges, cgroups.
         struct Cleanup {
             data: PathBuf,
+            /// A containerd that is not ours (the system's), once known: what the test put in
+            /// it (containers, the image, the node namespaces) is removed from it too.
+            shared_socket: Option<String>,
+        }
+
+        impl Cleanup {
+            fn clean_shared_containerd(&self) {
+                let Some(socket) = &self.shared_socket else {
+                    return;
+                };
+                let ctr = |namespace: &str, args: &[&str]| {
+                    Command::new("ctr")
+                        .args(["--address", socket, "--namespace", namespace])
+                        .args(args)
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default()
+                };
+                for namespace in ["shipshape-node-1", "shipshape-node-2"] {
+                    for id in ctr(namespace, &["task", "ls", "-q"]).lines() {
+                        ctr(namespace, &["task", "delete", "--force", id]);
+                    }
+                    for id in ctr(namespace, &["container", "ls", "-q"]).lines() {
+                        ctr(namespace, &["container", "delete", id]);
+                    }
+                    for image in ctr(namespace, &["image", "ls", "-q"]).lines() {
+                        ctr(namespace, &["image", "remove", "--sync", image]);
+                    }
+                    // The collector removes the unpacked layers shortly after the image.
+                    for _ in 0..20 {
+                        let left = ctr(namespace, &["snapshot", "ls"]);
+                        if left.lines().count() <= 1 {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Command::new("ctr")
+                        .args(["--address", socket, "namespace", "remove", namespace])
+                        .output()
+                        .ok();
+                }
+            }
         }
 
         impl Drop for Cleanup {
             fn drop(&mut self) {
+                self.clean_shared_containerd();
                 let data = self.data.display().to_string();
                 // Our containerd and its shims name the data directory on their command line.
                 for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -1338,19 +1381,29 @@ mod gitops {
             }
         }
 
-        fn shims_of(data: &Path) -> usize {
-            let socket = data
-                .join("containerd/containerd.sock")
-                .display()
-                .to_string();
+        /// The containerd socket the running cluster uses (its own, or the system's when one
+        /// answers, as on a stock Debian with the containerd service running).
+        fn socket_in_use(data: &Path) -> String {
+            let record: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(data.join("runtime.json")).expect("up records its runtime"),
+            )
+            .expect("runtime.json is JSON");
+            record["socket"].as_str().expect("a socket").to_string()
+        }
+
+        /// The shims running our nodes' containers on `socket`.
+        fn shims_of(socket: &str) -> usize {
+            let address = format!("-address {socket}");
             std::fs::read_dir("/proc")
                 .into_iter()
                 .flatten()
                 .flatten()
                 .filter(|entry| {
                     let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                    let cmdline = String::from_utf8_lossy(&cmdline);
-                    cmdline.contains("containerd-shim") && cmdline.contains(&socket)
+                    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                    cmdline.contains("containerd-shim")
+                        && cmdline.contains("-namespace shipshape-node-")
+                        && cmdline.contains(&address)
                 })
                 .count()
         }
@@ -1498,7 +1551,10 @@ spec:
                 return;
             }
             let repo = Repo::new();
-            let cleanup = Cleanup { data: repo.data() };
+            let mut cleanup = Cleanup {
+                data: repo.data(),
+                shared_socket: None,
+            };
             let image = busybox_image(repo.dir.path());
             write(
                 &repo.path(),
@@ -1527,6 +1583,11 @@ spec:
             let kubeconfig = repo.data().join("kubeconfig");
             let cache = repo.dir.path().join("kube-cache");
             wait_for(&log, "images: docker.io/library/busybox:1.35");
+            wait_for(&log, "nodes: 2 on containerd");
+            let socket = socket_in_use(&repo.data());
+            if !socket.starts_with(&repo.data().display().to_string()) {
+                cleanup.shared_socket = Some(socket.clone());
+            }
 
             // Both replicas run, one per node, each with an address in its node's /24, and
             // answer from their ConfigMap volume; the environment came from a ConfigMap.
@@ -1757,7 +1818,7 @@ spec:
                 .expect("container ID")
                 .trim_start_matches("containerd://")
                 .to_string();
-            let socket = repo.data().join("containerd/containerd.sock");
+
             let tasks = Command::new("ctr")
                 .arg("--address")
                 .arg(&socket)
@@ -1844,20 +1905,20 @@ spec:
                             .to_string()
                     })
                     .collect();
-                (names.len() == 2 && shims_of(&repo.data()) == 2)
+                (names.len() == 2 && shims_of(&socket) == 2)
                     .then_some(())
-                    .ok_or(format!("{names:?}, {} shims", shims_of(&repo.data())))
+                    .ok_or(format!("{names:?}, {} shims", shims_of(&socket)))
             });
 
             // Stopped with --keep-workloads, the containers keep running; the next start adopts
             // them: same containers, no duplicates, no restarts.
-            let running = shims_of(&repo.data());
+            let running = shims_of(&socket);
             let versions: Vec<String> = replaced
                 .iter()
                 .map(|p| p["metadata"]["resourceVersion"].to_string())
                 .collect();
             interrupt(child);
-            assert_eq!(shims_of(&repo.data()), running, "containers keep running");
+            assert_eq!(shims_of(&socket), running, "containers keep running");
             let (child, log) = repo.up_with(&["--runtime", "containerd", "--nodes", "2"]);
             wait_for(&log, "nodes: 2 on containerd");
             // Adopted: the new kubelets reported on the same containers.
@@ -1881,7 +1942,7 @@ spec:
                     "{p}"
                 );
             }
-            assert_eq!(shims_of(&repo.data()), running, "no duplicate containers");
+            assert_eq!(shims_of(&socket), running, "no duplicate containers");
 
             // Without --keep-workloads, stopping removes everything the nodes made.
             let uids: Vec<String> = pod_list(&kubeconfig, &cache)
@@ -1891,7 +1952,7 @@ spec:
                 .collect();
             assert_eq!(uids.len(), 2);
             interrupt(child);
-            assert_eq!(shims_of(&repo.data()), 0, "no container left running");
+            assert_eq!(shims_of(&socket), 0, "no container left running");
             let netns: Vec<String> = std::fs::read_dir("/run/netns")
                 .into_iter()
                 .flatten()
