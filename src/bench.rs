@@ -44,6 +44,12 @@ pub struct BenchArgs {
     /// Pods started on one node at once, on real containerd (0 skips).
     #[arg(long, default_value_t = 100)]
     parallel_pods: usize,
+    /// Service records for the DNS benchmark against BIND (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    dns_records: usize,
+    /// Seconds of dnsperf against each DNS server.
+    #[arg(long, default_value_t = 10)]
+    dns_seconds: u64,
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -373,6 +379,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ))?
         {
             pods.print();
+        }
+        if args.dns_records > 0 {
+            runtime
+                .block_on(crate::dnsbench::run(
+                    &root.path,
+                    args.dns_records,
+                    args.dns_seconds.max(1),
+                ))?
+                .print();
         }
         match start_etcd(&root.path)? {
             Some(etcd) => {

@@ -73,6 +73,17 @@ pub struct UpArgs {
     /// The block Service addresses come from; the cluster DNS is its tenth address.
     #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/16")]
     pub(crate) service_cidr: shipshape_node::Cidr,
+    /// Where the cluster DNS answers on the host (`dig @127.0.0.1 -p 1053 NAME`); port 0 picks
+    /// a free one. Pods reach it on their node's gateway and at the DNS service address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1053")]
+    dns_listen: std::net::SocketAddr,
+    /// Pass names outside the cluster domain to this DNS server (default: refuse them).
+    #[arg(long, value_name = "ADDR", value_parser = parse_upstream)]
+    dns_upstream: Option<std::net::SocketAddr>,
+    /// Addresses for LoadBalancer Services, written to their status.loadBalancer (e.g.
+    /// 10.200.0.1-10.200.0.50 or 10.200.0.0/28); without it they stay pending.
+    #[arg(long, value_name = "RANGE")]
+    lb_pool: Option<shipshape_reconciler::services::LoadBalancerPool>,
     /// The block each node's /24 of pod addresses comes from.
     #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
     pod_cidr: shipshape_node::Cidr,
@@ -159,6 +170,13 @@ impl UpArgs {
             lease_duration: self.lease_duration,
         })
     }
+}
+
+/// A DNS server address; the port defaults to 53.
+fn parse_upstream(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("{text:?} is not an address (e.g. 192.0.2.53 or 127.0.0.1:5300)"))
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -262,21 +280,43 @@ impl ControlPlane {
     pub(crate) fn start_workloads(
         &mut self,
         nodes: crate::workloads::Nodes,
-        service_cidr: shipshape_node::Cidr,
-        lease_duration: Duration,
-        eviction_timeout: Duration,
-    ) {
+        args: &UpArgs,
+    ) -> anyhow::Result<()> {
         let range = shipshape_reconciler::services::ServiceRange {
-            base: service_cidr.base,
-            prefix: service_cidr.prefix,
+            base: args.service_cidr.base,
+            prefix: args.service_cidr.prefix,
         };
-        self.workloads = Some(crate::workloads::Workloads::start(
+        let network = crate::workloads::ServiceNetwork {
+            range,
+            zone: shipshape_dns::ZoneConfig {
+                domain: args.cluster_domain.clone(),
+                ttl: 5,
+                service_cidr: (args.service_cidr.base, args.service_cidr.prefix),
+                pod_cidr: (args.pod_cidr.base, args.pod_cidr.prefix),
+                dns_ip: range.dns(),
+            },
+            dns_listen: args.dns_listen,
+            dns_upstream: args.dns_upstream,
+            pod_cidr: args.pod_cidr,
+            lb_pool: args.lb_pool,
+        };
+        let workloads = crate::workloads::Workloads::start(
             &self.store,
             nodes,
-            range,
-            lease_duration,
-            eviction_timeout,
-        ));
+            &network,
+            args.lease_duration,
+            args.eviction_timeout,
+        )?;
+        if let Some(address) = workloads.dns_address() {
+            eprintln!(
+                "cluster DNS on {address} for {domain} (try: dig @{} -p {} SERVICE.NAMESPACE.svc.{domain})",
+                address.ip(),
+                address.port(),
+                domain = args.cluster_domain
+            );
+        }
+        self.workloads = Some(workloads);
+        Ok(())
     }
 
     pub(crate) async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
@@ -436,7 +476,11 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.memory >> 20,
                     nodes.start_delay
                 );
-                plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args.service_cidr, args.lease_duration, args.eviction_timeout);
+                if let Err(error) = plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args) {
+                    api.stop().await;
+                    plane.stop(true).await;
+                    return Err(error);
+                }
                 None
             }
             Some(cni_dir) => {
@@ -457,7 +501,12 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.memory >> 20,
                     nodes.pod_cidr,
                 );
-                plane.start_workloads(real, args.service_cidr, args.lease_duration, args.eviction_timeout);
+                if let Err(error) = plane.start_workloads(real, args) {
+                    api.stop().await;
+                    plane.stop(true).await;
+                    containerd.stop().await;
+                    return Err(error);
+                }
                 if let Some(exec) = plane.workloads.as_ref().and_then(|w| w.exec(&data_dir)) {
                     api.provide_exec(exec);
                 }

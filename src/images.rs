@@ -153,7 +153,11 @@ pub(crate) async fn start_containerd(
         serde_json::to_vec_pretty(&record)?,
     )
     .context("cannot record the runtime in the data directory")?;
-    let dns = std::net::Ipv4Addr::from(u32::from(args.service_cidr.base) + 10);
+    let dns = shipshape_reconciler::services::ServiceRange {
+        base: args.service_cidr.base,
+        prefix: args.service_cidr.prefix,
+    }
+    .dns();
     let kubelets = names
         .iter()
         .enumerate()

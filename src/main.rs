@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod data;
+mod dnsbench;
 mod exec;
 mod images;
 mod inspect;

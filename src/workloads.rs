@@ -11,10 +11,28 @@ use shipshape_actors::controllers::nodes::NodeLifecycle;
 use shipshape_actors::controllers::replicaset::ReplicaSetController;
 use shipshape_actors::controllers::scheduler::Scheduler;
 use shipshape_actors::controllers::services::ServiceAllocator;
+use shipshape_dns::{DnsServer, DnsView, ZoneCell, ZoneConfig};
 use shipshape_node::containerd::Containerd;
 use shipshape_node::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
+use shipshape_node::proxy::{ProxyConfig, ProxyHandle, ServiceProxy};
 use shipshape_node::{SimulatedConfig, SimulatedNodes};
 use shipshape_reconciler::services::ServiceRange;
+
+/// How Services are reached: addresses, the cluster DNS and the proxy.
+pub(crate) struct ServiceNetwork {
+    /// The service CIDR.
+    pub(crate) range: ServiceRange,
+    /// What the cluster DNS serves.
+    pub(crate) zone: ZoneConfig,
+    /// Where the cluster DNS listens for people and tests (port 0: any free port).
+    pub(crate) dns_listen: std::net::SocketAddr,
+    /// Where names outside the cluster go (none: REFUSED).
+    pub(crate) dns_upstream: Option<std::net::SocketAddr>,
+    /// The pod network, for the proxy's masquerading.
+    pub(crate) pod_cidr: shipshape_node::Cidr,
+    /// Addresses for LoadBalancer Services (none: they stay pending).
+    pub(crate) lb_pool: Option<shipshape_reconciler::services::LoadBalancerPool>,
+}
 
 /// What runs the pods.
 pub(crate) enum Nodes {
@@ -43,6 +61,10 @@ pub(crate) struct Workloads {
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
     services: ActorRef<ControllerActor<ServiceAllocator>>,
+    dns_view: ActorRef<ControllerActor<DnsView>>,
+    dns: DnsServer,
+    /// The service proxy, when the nodes are real.
+    proxy: Option<(ActorRef<ControllerActor<ServiceProxy>>, ProxyHandle)>,
     nodes: NodeActors,
 }
 
@@ -59,14 +81,41 @@ async fn stop<C: Controller>(actor: ActorRef<ControllerActor<C>>) {
 }
 
 impl Workloads {
-    /// Starts every controller, the scheduler and the nodes.
+    /// Starts every controller, the scheduler, the nodes, the cluster DNS and (for real nodes)
+    /// the service proxy. Fails only if the DNS cannot listen.
     pub(crate) fn start(
         store: &ActorRef<StoreActor>,
         nodes: Nodes,
-        service_range: ServiceRange,
+        network: &ServiceNetwork,
         lease_duration: std::time::Duration,
         eviction_timeout: std::time::Duration,
-    ) -> Self {
+    ) -> Result<Self, shipshape_dns::DnsError> {
+        // Pods reach the DNS on their node's gateway (and at the DNS service address, which
+        // the proxy maps to the first gateway); people and tests on the loopback address.
+        let gateways: Vec<std::net::Ipv4Addr> = match &nodes {
+            Nodes::Simulated(_) => Vec::new(),
+            Nodes::Containerd { kubelets, .. } => kubelets
+                .iter()
+                .map(|k| std::net::Ipv4Addr::from(u32::from(k.subnet.base) + 1))
+                .collect(),
+        };
+        let mut listen = vec![network.dns_listen];
+        listen.extend(
+            gateways
+                .iter()
+                .map(|g| std::net::SocketAddr::from((*g, 53))),
+        );
+        let cell = ZoneCell::new(&network.zone);
+        let dns = DnsServer::start(cell.clone(), &listen, network.dns_upstream)?;
+        let dns_view = spawn(DnsView::new(network.zone.clone(), cell), store);
+        let proxy = gateways.first().map(|gateway| {
+            let (proxy, handle) = ServiceProxy::new(ProxyConfig {
+                pod_cidr: network.pod_cidr,
+                node_prefix: 24,
+                dns: Some((network.range.dns(), *gateway)),
+            });
+            (spawn(proxy, store), handle)
+        });
         let nodes = match nodes {
             Nodes::Simulated(config) => {
                 NodeActors::Simulated(spawn(SimulatedNodes::new(config), store))
@@ -85,16 +134,24 @@ impl Workloads {
                     .collect(),
             ),
         };
-        Self {
+        Ok(Self {
             deployment: spawn(DeploymentController::new(), store),
             replica_set: spawn(ReplicaSetController::new(), store),
             scheduler: spawn(Scheduler::new(), store),
             endpoints: spawn(EndpointsController::new(), store),
             garbage: spawn(GarbageCollector::new(), store),
             lifecycle: spawn(NodeLifecycle::new(lease_duration, eviction_timeout), store),
-            services: spawn(ServiceAllocator::new(service_range), store),
+            services: spawn(ServiceAllocator::new(network.range, network.lb_pool), store),
+            dns_view,
+            dns,
+            proxy,
             nodes,
-        }
+        })
+    }
+
+    /// Where the cluster DNS answers on loopback.
+    pub(crate) fn dns_address(&self) -> Option<std::net::SocketAddr> {
+        self.dns.addresses().first().copied()
     }
 
     /// Runs commands in containers (for pods/exec), when the nodes are real.
@@ -124,6 +181,12 @@ impl Workloads {
         stop(self.garbage).await;
         stop(self.replica_set).await;
         stop(self.deployment).await;
+        stop(self.dns_view).await;
+        self.dns.stop().await;
+        if let Some((proxy, handle)) = self.proxy {
+            stop(proxy).await;
+            handle.shutdown().await;
+        }
         match self.nodes {
             NodeActors::Simulated(actor) => stop(actor).await,
             NodeActors::Kubelets(kubelets) => {

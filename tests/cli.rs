@@ -296,6 +296,8 @@ mod gitops {
                     "200ms",
                     "--api-listen",
                     "127.0.0.1:0",
+                    "--dns-listen",
+                    "127.0.0.1:0",
                     "--repo",
                 ])
                 .arg(self.path())
@@ -368,6 +370,56 @@ mod gitops {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The loopback address the cluster DNS of a running `up` listens on (from its log).
+    fn dns_address(log: &Path) -> (String, String) {
+        let content = wait_for(log, "cluster DNS on ");
+        let address = content
+            .split("cluster DNS on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("an address");
+        let (ip, port) = address.rsplit_once(':').expect("ip:port");
+        (ip.to_string(), port.to_string())
+    }
+
+    /// What `dig` says: the status and each answer's data (`dig` must be installed: CI's set-up
+    /// installs it).
+    fn dig(server: &(String, String), args: &[&str]) -> (String, Vec<String>) {
+        let output = Command::new("dig")
+            .arg(format!("@{}", server.0))
+            .args([
+                "-p",
+                &server.1,
+                "+noall",
+                "+answer",
+                "+comments",
+                "+time=2",
+                "+tries=1",
+            ])
+            .args(args)
+            .output()
+            .expect("dig runs (sudo scripts/setup installs it)");
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let status = out
+            .split("status: ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or("no answer")
+            .to_string();
+        let mut answers: Vec<String> = out
+            .lines()
+            .filter(|line| !line.starts_with(';') && !line.trim().is_empty())
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(4)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        answers.sort();
+        (status, answers)
     }
 
     /// Ctrl-C, then a clean exit within 30 seconds.
@@ -689,6 +741,179 @@ mod gitops {
                         .collect()
                 })
                 .collect())
+        }
+
+        const SERVICES: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: REPLICAS
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.35
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: peers, namespace: demo}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: demo, labels: {app: db}}
+spec:
+  hostname: db-0
+  subdomain: db
+  containers: [{name: db, image: busybox:1.35}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: demo}
+spec:
+  clusterIP: None
+  selector: {app: db}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: search, namespace: demo}
+spec:
+  type: ExternalName
+  externalName: search.example.org
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: demo}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#;
+
+        #[test]
+        fn the_cluster_dns_answers_for_services_and_pods_as_they_change() {
+            let repo = Repo::new();
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(
+                &repo.path(),
+                "apps/web/all.yaml",
+                &SERVICES.replace("REPLICAS", "2"),
+            );
+            commit(&repo.path(), "services");
+            let (child, log) =
+                repo.up_with(&["--nodes", "2", "--lb-pool", "10.200.0.1-10.200.0.3"]);
+            let server = dns_address(&log);
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+            let peers = |count: usize| {
+                eventually(&format!("{count} peers in DNS"), || {
+                    let (status, answers) = dig(&server, &["peers.demo.svc.cluster.local"]);
+                    (status == "NOERROR" && answers.len() == count)
+                        .then_some(answers.clone())
+                        .ok_or(format!("{status} {answers:?}"))
+                })
+            };
+            let two = peers(2);
+            let ips = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "pods", "-n", "demo", "-l", "app=web"],
+                "{.items[*].status.podIP}",
+            );
+            let mut pod_ips: Vec<String> = ips.split_whitespace().map(str::to_string).collect();
+            pod_ips.sort();
+            assert_eq!(two, pod_ips, "a headless Service answers its ready pods");
+
+            // A ClusterIP Service: its address, SRV for its named port, PTR back.
+            let cluster_ip = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "service", "web", "-n", "demo"],
+                "{.spec.clusterIP}",
+            );
+            let (status, answers) = dig(&server, &["web.demo.svc.cluster.local", "A"]);
+            assert_eq!(
+                (status.as_str(), answers),
+                ("NOERROR", vec![cluster_ip.clone()])
+            );
+            let (_, srv) = dig(&server, &["_http._tcp.web.demo.svc.cluster.local", "SRV"]);
+            assert_eq!(srv, ["0 100 80 web.demo.svc.cluster.local."]);
+            let (_, ptr) = dig(&server, &["-x", &cluster_ip]);
+            assert_eq!(ptr, ["web.demo.svc.cluster.local."]);
+            // Over TCP too.
+            let (_, over_tcp) = dig(&server, &["+tcp", "web.demo.svc.cluster.local"]);
+            assert_eq!(over_tcp, std::slice::from_ref(&cluster_ip));
+
+            // Pods by dashed address; a pod by hostname under its subdomain's Service.
+            let dashed = pod_ips[0].replace('.', "-");
+            let (_, pod) = dig(&server, &[&format!("{dashed}.demo.pod.cluster.local")]);
+            assert_eq!(pod, [pod_ips[0].clone()]);
+            let db_ip = eventually("db-0's address", || {
+                let ip = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pod", "db-0", "-n", "demo"],
+                    "{.status.podIP}",
+                );
+                (!ip.is_empty()).then_some(ip.clone()).ok_or(ip)
+            });
+            eventually("db-0.db", || {
+                let (_, answers) = dig(&server, &["db-0.db.demo.svc.cluster.local"]);
+                (answers == [db_ip.clone()])
+                    .then_some(())
+                    .ok_or(format!("{answers:?}"))
+            });
+            let (_, ptr) = dig(&server, &["-x", &db_ip]);
+            assert_eq!(ptr, ["db-0.db.demo.svc.cluster.local."]);
+
+            // ExternalName is a CNAME; absent names and types are told apart; other names refused.
+            let (_, alias) = dig(&server, &["search.demo.svc.cluster.local"]);
+            assert_eq!(alias, ["search.example.org."]);
+            let (status, _) = dig(&server, &["nope.demo.svc.cluster.local"]);
+            assert_eq!(status, "NXDOMAIN");
+            let (status, answers) = dig(&server, &["web.demo.svc.cluster.local", "AAAA"]);
+            assert_eq!((status.as_str(), answers.len()), ("NOERROR", 0), "NODATA");
+            let (status, _) = dig(&server, &["example.org"]);
+            assert_eq!(status, "REFUSED");
+
+            // A LoadBalancer Service gets an address from the pool, as kubectl shows.
+            eventually("the load balancer's address", || {
+                let shown = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "service", "front", "-n", "demo"],
+                ));
+                shown.contains("10.200.0.1").then_some(()).ok_or(shown)
+            });
+
+            // Scaling the backend changes the answers.
+            write(
+                &repo.path(),
+                "apps/web/all.yaml",
+                &SERVICES.replace("REPLICAS", "3"),
+            );
+            commit(&repo.path(), "three");
+            peers(3);
+            interrupt(child);
         }
 
         #[test]
@@ -1378,6 +1603,9 @@ mod gitops {
                 let _ = Command::new("sh")
                     .args(["-c", "find /sys/fs/cgroup -depth -type d -path '*/shipshape*' -exec rmdir {} + 2>/dev/null"])
                     .status();
+                let _ = Command::new("sh")
+                    .args(["-c", "nft list table ip shipshape >/dev/null 2>&1 && nft delete table ip shipshape"])
+                    .status();
             }
         }
 
@@ -1540,8 +1768,229 @@ spec:
       limits: {memory: 16Mi}
 "#;
 
+        const SERVED: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: REPLICAS
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: busybox:1.35
+        command: ["sh", "-c", "mkdir -p /tmp/www; echo $HOSTNAME > /tmp/www/index.html; exec httpd -f -p 8080 -h /tmp/www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-outside, namespace: demo}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nobody, namespace: demo}
+spec:
+  selector: {app: nobody}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: demo}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sleep", "3600"]
+"#;
+
+        /// The pod names that answer at `address` over a number of requests.
+        fn answering(address: &str, tries: usize) -> std::collections::BTreeSet<String> {
+            (0..tries)
+                .filter_map(|_| http_get(address).ok())
+                .filter_map(|answer| answer.lines().last().map(|l| l.trim().to_string()))
+                .filter(|name| name.starts_with("web-"))
+                .collect()
+        }
+
+        #[test]
+        fn services_reach_ready_pods_by_name_and_address() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            if !is_root() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs as root: the containerd tests must run there"
+                );
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            let route_localnet = "/proc/sys/net/ipv4/conf/all/route_localnet";
+            let route_localnet_before = std::fs::read_to_string(route_localnet).unwrap_or_default();
+            let repo = Repo::new();
+            let mut cleanup = Cleanup {
+                data: repo.data(),
+                shared_socket: None,
+            };
+            let image = busybox_image(repo.dir.path());
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(
+                &repo.path(),
+                "apps/web/all.yaml",
+                &SERVED.replace("REPLICAS", "2"),
+            );
+            commit(&repo.path(), "served");
+            let image_arg = image.display().to_string();
+            let (child, log) = repo.up_with(&[
+                "--runtime",
+                "containerd",
+                "--nodes",
+                "2",
+                "--import",
+                &image_arg,
+            ]);
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+            wait_for(&log, "nodes: 2 on containerd");
+            let socket = socket_in_use(&repo.data());
+            if !socket.starts_with(&repo.data().display().to_string()) {
+                cleanup.shared_socket = Some(socket.clone());
+            }
+            let server = dns_address(&log);
+            let cluster_ip = eventually("the web Service's address", || {
+                let ip = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "service", "web", "-n", "demo"],
+                    "{.spec.clusterIP}",
+                );
+                (!ip.is_empty()).then_some(ip.clone()).ok_or(ip)
+            });
+            eventually("two ready web pods", || web_pods(&kubeconfig, &cache));
+            eventually("the client running", || {
+                let p = pod(&kubeconfig, &cache, "client")?;
+                (p["status"]["phase"] == "Running")
+                    .then_some(())
+                    .ok_or(p["status"].to_string())
+            });
+
+            // From inside a pod: the short name resolves through resolv.conf to the ClusterIP,
+            // and a fetch by name lands on a ready backend.
+            let looked_up = eventually("nslookup web in the client", || {
+                let out = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["exec", "-n", "demo", "client", "--", "nslookup", "web"],
+                ));
+                (out.contains("web.demo.svc.cluster.local") && out.contains(&cluster_ip))
+                    .then_some(out.clone())
+                    .ok_or(out)
+            });
+            assert!(
+                looked_up.contains("10.96.0.10"),
+                "asked the DNS service address: {looked_up}"
+            );
+            let fetched = eventually("wget http://web in the client", || {
+                let out = kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &[
+                        "exec",
+                        "-n",
+                        "demo",
+                        "client",
+                        "--",
+                        "wget",
+                        "-qO-",
+                        "http://web",
+                    ],
+                );
+                let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                body.starts_with("web-").then_some(body).ok_or(text(&out))
+            });
+            assert!(fetched.starts_with("web-"), "{fetched}");
+
+            // From the host: the ClusterIP, and the NodePort on loopback, spread over both pods.
+            let spread = eventually("both pods behind the ClusterIP", || {
+                let seen = answering(&format!("{cluster_ip}:80"), 20);
+                (seen.len() == 2)
+                    .then_some(seen.clone())
+                    .ok_or(format!("{seen:?}"))
+            });
+            eventually("both pods behind the NodePort on 127.0.0.1", || {
+                let seen = answering("127.0.0.1:30080", 20);
+                (seen == spread).then_some(()).ok_or(format!("{seen:?}"))
+            });
+            // A Service nothing serves refuses at once rather than hanging.
+            let nobody = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "service", "nobody", "-n", "demo"],
+                "{.spec.clusterIP}",
+            );
+            let started = Instant::now();
+            let refused = http_get(&format!("{nobody}:80"));
+            assert!(refused.is_err(), "{refused:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "refused, not timed out: {refused:?}"
+            );
+
+            // Scaling the backend changes what the proxy and DNS return.
+            write(
+                &repo.path(),
+                "apps/web/all.yaml",
+                &SERVED.replace("REPLICAS", "3"),
+            );
+            commit(&repo.path(), "three");
+            eventually("three pods behind the ClusterIP", || {
+                let seen = answering(&format!("{cluster_ip}:80"), 30);
+                (seen.len() == 3).then_some(()).ok_or(format!("{seen:?}"))
+            });
+            let (_, records) = dig(&server, &["web.demo.svc.cluster.local"]);
+            assert_eq!(records, std::slice::from_ref(&cluster_ip));
+
+            // Stopping removes every rule the proxy added, and puts route_localnet back.
+            interrupt(child);
+            let tables = Command::new("nft")
+                .args(["list", "tables"])
+                .output()
+                .expect("nft runs");
+            let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+            assert!(!tables.contains("shipshape"), "{tables}");
+            let after = std::fs::read_to_string(route_localnet).unwrap_or_default();
+            assert_eq!(after, route_localnet_before);
+            drop(cleanup);
+        }
+
+        /// One containerd cluster per host at a time: the node, bridge and table names are
+        /// the host's.
+        static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
         #[test]
         fn pods_run_on_containerd_reach_each_other_restart_and_are_adopted() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
             if !is_root() {
                 assert!(
                     std::env::var_os("CI").is_none(),
@@ -1992,6 +2441,10 @@ spec:
                 "1",
                 "--parallel-pods",
                 "3",
+                "--dns-records",
+                "100",
+                "--dns-seconds",
+                "1",
             ])
             .output()
             .expect("runs");
@@ -2022,6 +2475,18 @@ spec:
         );
         assert!(
             out.contains("ratio shipshape / etcd") || out.contains("etcd: not installed"),
+            "{out}"
+        );
+        assert!(
+            out.contains("cluster DNS, dnsperf for 1 s per server, 100 A records"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ratio shipshape / BIND") || out.contains("BIND 9: not installed"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Endpoints change to new answer: median"),
             "{out}"
         );
     }

@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod events;
 pub mod gitsync;
 pub mod metrics;
+pub mod service_view;
 pub mod store;
 pub mod store_actor;
 

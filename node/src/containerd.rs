@@ -99,13 +99,14 @@ impl RuntimeError {
     }
 }
 
-/// Checks that this host can run pods: root, containerd, runc, and the CNI plugins.
+/// Checks that this host can run pods: root, containerd, runc, iproute2, nftables (the service
+/// proxy) and the CNI plugins.
 /// Returns the CNI plugin directory.
 pub fn check_host() -> Result<PathBuf, RuntimeError> {
     if !is_root() {
         return Err(RuntimeError::NotRoot);
     }
-    for program in ["containerd", "runc", "containerd-shim-runc-v2", "ip"] {
+    for program in ["containerd", "runc", "containerd-shim-runc-v2", "ip", "nft"] {
         if find_program(program).is_none() {
             return Err(RuntimeError::Missing {
                 what: program.to_string(),

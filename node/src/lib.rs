@@ -10,6 +10,7 @@ pub mod kubelet;
 pub mod network;
 pub mod pod_worker;
 pub mod probe;
+pub mod proxy;
 pub mod registration;
 pub mod runtime;
 pub mod simulated;

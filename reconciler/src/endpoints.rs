@@ -43,6 +43,9 @@ pub struct EndpointPod {
     pub terminating: bool,
     /// Its containers' named ports: name → (number, protocol).
     pub named_ports: BTreeMap<String, (i32, String)>,
+    /// `spec.hostname` and `spec.subdomain`: a pod whose subdomain is the Service is known
+    /// by its hostname under it (`web-0.web.ns.svc`).
+    pub hostname: Option<(String, String)>,
 }
 
 /// An address in an Endpoints subset.
@@ -54,6 +57,8 @@ pub struct Address {
     pub pod: String,
     /// Its node.
     pub node: Option<String>,
+    /// Its hostname under the Service, when its subdomain is the Service.
+    pub hostname: Option<String>,
 }
 
 /// A resolved port: (name, number, protocol).
@@ -70,8 +75,10 @@ pub struct Subset {
     pub ports: Vec<ResolvedPort>,
 }
 
-/// The subsets a Service's Endpoints should hold, given the pods its selector matches.
+/// The subsets Service `service`'s Endpoints should hold, given the pods its selector matches.
+/// A Service without ports (a headless one) lists its pods' addresses with no ports.
 pub fn endpoints_for(
+    service: &str,
     ports: &[ServicePort],
     pods: &[EndpointPod],
     publish_not_ready: bool,
@@ -93,7 +100,7 @@ pub fn endpoints_for(
                     .map(|(n, _)| (port.name.clone(), *n, port.protocol.clone())),
             })
             .collect();
-        if resolved.is_empty() {
+        if resolved.is_empty() && !ports.is_empty() {
             continue;
         }
         resolved.sort();
@@ -103,6 +110,11 @@ pub fn endpoints_for(
             ip: ip.clone(),
             pod: pod.name.clone(),
             node: pod.node.clone(),
+            hostname: pod
+                .hostname
+                .as_ref()
+                .filter(|(_, subdomain)| subdomain == service)
+                .map(|(hostname, _)| hostname.clone()),
         };
         if pod.ready || publish_not_ready {
             subset.ready.push(address);
@@ -132,7 +144,29 @@ mod tests {
             ready,
             terminating: false,
             named_ports: [("http".to_string(), (http, "TCP".to_string()))].into(),
+            hostname: None,
         }
+    }
+
+    #[test]
+    fn pods_of_the_services_subdomain_carry_their_hostname() {
+        let mut named = pod("web-0", Some("10.244.0.2"), true, 8080);
+        named.hostname = Some(("web-0".into(), "web".into()));
+        let mut elsewhere = pod("other-0", Some("10.244.0.3"), true, 8080);
+        elsewhere.hostname = Some(("other-0".into(), "other".into()));
+        let subsets = endpoints_for("web", &[], &[named, elsewhere], false);
+        assert_eq!(
+            subsets.len(),
+            1,
+            "a Service without ports still lists its pods"
+        );
+        assert!(subsets[0].ports.is_empty());
+        let hostnames: Vec<_> = subsets[0]
+            .ready
+            .iter()
+            .map(|a| a.hostname.clone())
+            .collect();
+        assert_eq!(hostnames, [Some("web-0".to_string()), None]);
     }
 
     fn port(target: TargetPort) -> ServicePort {
@@ -150,7 +184,7 @@ mod tests {
             pod("a", Some("10.244.0.2"), false, 8080),
             pod("c", None, true, 8080),
         ];
-        let subsets = endpoints_for(&[port(TargetPort::Number(8080))], &pods, false);
+        let subsets = endpoints_for("web", &[port(TargetPort::Number(8080))], &pods, false);
         assert_eq!(subsets.len(), 1);
         assert_eq!(
             subsets[0]
@@ -168,7 +202,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["a"]
         );
-        let published = endpoints_for(&[port(TargetPort::Number(8080))], &pods, true);
+        let published = endpoints_for("web", &[port(TargetPort::Number(8080))], &pods, true);
         assert_eq!(
             published[0].ready.len(),
             2,
@@ -176,7 +210,7 @@ mod tests {
         );
         let mut leaving = pods.clone();
         leaving[0].terminating = true;
-        let subsets = endpoints_for(&[port(TargetPort::Number(8080))], &leaving, false);
+        let subsets = endpoints_for("web", &[port(TargetPort::Number(8080))], &leaving, false);
         assert!(
             subsets[0].ready.is_empty(),
             "a terminating pod stops receiving traffic"
@@ -190,7 +224,12 @@ mod tests {
             pod("b", Some("10.244.0.3"), true, 9090),
             pod("c", Some("10.244.0.4"), true, 8080),
         ];
-        let subsets = endpoints_for(&[port(TargetPort::Named("http".into()))], &pods, false);
+        let subsets = endpoints_for(
+            "web",
+            &[port(TargetPort::Named("http".into()))],
+            &pods,
+            false,
+        );
         assert_eq!(subsets.len(), 2);
         assert_eq!(
             subsets[0].ports,
@@ -198,7 +237,12 @@ mod tests {
         );
         assert_eq!(subsets[0].ready.len(), 2);
         assert_eq!(subsets[1].ports[0].1, 9090);
-        let none = endpoints_for(&[port(TargetPort::Named("grpc".into()))], &pods, false);
+        let none = endpoints_for(
+            "web",
+            &[port(TargetPort::Named("grpc".into()))],
+            &pods,
+            false,
+        );
         assert!(none.is_empty(), "a name no pod declares resolves nowhere");
     }
 }

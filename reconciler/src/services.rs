@@ -115,6 +115,96 @@ pub fn node_port(requested: Option<u16>, used: &BTreeSet<u16>, seed: u64) -> Res
     Err("Internal error: failed to allocate a nodePort: range is full".into())
 }
 
+/// The addresses LoadBalancer Services get (`--lb-pool`, as MetalLB's or k3s' pools): the
+/// first and last address, inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadBalancerPool {
+    /// The first address.
+    pub first: Ipv4Addr,
+    /// The last address.
+    pub last: Ipv4Addr,
+}
+
+impl std::str::FromStr for LoadBalancerPool {
+    type Err = String;
+
+    /// `10.200.0.1-10.200.0.50`, or a block `10.200.0.0/28` (all its addresses but the network
+    /// and broadcast ones), or one address.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let address = |part: &str| {
+            part.trim().parse::<Ipv4Addr>().map_err(|_| {
+                format!("{part:?} is not an IPv4 address (e.g. 10.200.0.1-10.200.0.50)")
+            })
+        };
+        let (first, last) = if let Some((first, last)) = text.split_once('-') {
+            (address(first)?, address(last)?)
+        } else if let Some((base, prefix)) = text.split_once('/') {
+            let prefix: u32 = prefix
+                .parse()
+                .ok()
+                .filter(|p| (8..=30).contains(p))
+                .ok_or_else(|| format!("{text:?}: the prefix must be between 8 and 30"))?;
+            let mask = u32::MAX << (32 - prefix);
+            let network = u32::from(address(base)?) & mask;
+            (
+                Ipv4Addr::from(network + 1),
+                Ipv4Addr::from((network | !mask) - 1),
+            )
+        } else {
+            let one = address(text)?;
+            (one, one)
+        };
+        if first > last {
+            return Err(format!("{text:?}: the first address comes after the last"));
+        }
+        Ok(LoadBalancerPool { first, last })
+    }
+}
+
+impl std::fmt::Display for LoadBalancerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl LoadBalancerPool {
+    /// Whether `ip` is in the pool.
+    pub fn holds(self, ip: Ipv4Addr) -> bool {
+        (self.first..=self.last).contains(&ip)
+    }
+}
+
+/// Decides a LoadBalancer Service's address: the one it has while it is still in the pool and
+/// no older Service holds it, else the one `spec.loadBalancerIP` asks for (refused outside the
+/// pool or when taken), else the lowest free one.
+pub fn load_balancer_ip(
+    pool: LoadBalancerPool,
+    current: Option<Ipv4Addr>,
+    requested: Option<Ipv4Addr>,
+    used: &BTreeSet<Ipv4Addr>,
+) -> Result<Ipv4Addr, String> {
+    if let Some(ip) = requested {
+        if !pool.holds(ip) {
+            return Err(format!(
+                "spec.loadBalancerIP: Invalid value: \"{ip}\": not in the load-balancer pool {pool}"
+            ));
+        }
+        if used.contains(&ip) {
+            return Err(format!(
+                "spec.loadBalancerIP: Invalid value: \"{ip}\": already allocated"
+            ));
+        }
+        return Ok(ip);
+    }
+    if let Some(ip) = current.filter(|ip| pool.holds(*ip) && !used.contains(ip)) {
+        return Ok(ip);
+    }
+    (u32::from(pool.first)..=u32::from(pool.last))
+        .map(Ipv4Addr::from)
+        .find(|ip| !used.contains(ip))
+        .ok_or_else(|| format!("no free address in the load-balancer pool {pool}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +293,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn load_balancer_pools_parse_ranges_blocks_and_single_addresses() {
+        let range: LoadBalancerPool = "10.200.0.1-10.200.0.3".parse().unwrap();
+        assert_eq!(range.to_string(), "10.200.0.1-10.200.0.3");
+        let block: LoadBalancerPool = "10.200.0.0/30".parse().unwrap();
+        assert_eq!(block.to_string(), "10.200.0.1-10.200.0.2");
+        assert!("10.200.0.9-10.200.0.1".parse::<LoadBalancerPool>().is_err());
+        assert!("nonsense".parse::<LoadBalancerPool>().is_err());
+    }
+
+    #[test]
+    fn load_balancer_addresses_stay_and_run_out_cleanly() {
+        let pool: LoadBalancerPool = "10.200.0.1-10.200.0.2".parse().unwrap();
+        let a = Ipv4Addr::new(10, 200, 0, 1);
+        let b = Ipv4Addr::new(10, 200, 0, 2);
+        assert_eq!(load_balancer_ip(pool, None, None, &BTreeSet::new()), Ok(a));
+        assert_eq!(
+            load_balancer_ip(pool, Some(b), None, &BTreeSet::new()),
+            Ok(b),
+            "kept"
+        );
+        assert_eq!(load_balancer_ip(pool, None, None, &[a].into()), Ok(b));
+        assert!(
+            load_balancer_ip(pool, None, None, &[a, b].into()).is_err(),
+            "pool full"
+        );
+        assert!(
+            load_balancer_ip(
+                pool,
+                None,
+                Some(Ipv4Addr::new(10, 9, 9, 9)),
+                &BTreeSet::new()
+            )
+            .is_err()
+        );
+        assert!(
+            load_balancer_ip(pool, None, Some(a), &[a].into()).is_err(),
+            "taken"
+        );
     }
 }

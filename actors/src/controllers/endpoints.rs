@@ -144,6 +144,9 @@ fn endpoint_pod(pod: &Value) -> EndpointPod {
         ready,
         terminating: pod.pointer("/metadata/deletionTimestamp").is_some(),
         named_ports,
+        hostname: text(pod, "/spec/hostname")
+            .zip(text(pod, "/spec/subdomain"))
+            .map(|(hostname, subdomain)| (hostname.to_string(), subdomain.to_string())),
     }
 }
 
@@ -154,6 +157,9 @@ fn address_json(address: &Address, namespace: &str) -> Value {
     });
     if let Some(node) = &address.node {
         value["nodeName"] = json!(node);
+    }
+    if let Some(hostname) = &address.hostname {
+        value["hostname"] = json!(hostname);
     }
     value
 }
@@ -207,6 +213,9 @@ fn slice_content(subset: &Subset, namespace: &str) -> Value {
         });
         if let Some(node) = &address.node {
             value["nodeName"] = json!(node);
+        }
+        if let Some(hostname) = &address.hostname {
+            value["hostname"] = json!(hostname);
         }
         value
     };
@@ -291,7 +300,12 @@ impl EndpointsController {
             .filter(|pod| selects(&service.selector, &pod.labels))
             .map(|pod| pod.view.clone())
             .collect();
-        let subsets = endpoints_for(&service.ports, &pods, service.publish_not_ready);
+        let subsets = endpoints_for(
+            &service_key.name,
+            &service.ports,
+            &pods,
+            service.publish_not_ready,
+        );
         let mut labels = service
             .object
             .pointer("/metadata/labels")

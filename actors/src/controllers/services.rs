@@ -5,13 +5,19 @@
 //!
 //! A Service asking for an address another holds is refused with Kubernetes' message, as a
 //! Warning event on it; the older Service keeps the address.
+//!
+//! LoadBalancer Services get an address from the configured pool (`--lb-pool`) in
+//! `status.loadBalancer.ingress`, as k3s' and MetalLB's controllers do; without a pool they stay
+//! pending, as on a cluster with no load-balancer provider.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 use shipshape_api::Kind;
-use shipshape_reconciler::services::{ServiceRange, cluster_ip, node_port};
+use shipshape_reconciler::services::{
+    LoadBalancerPool, ServiceRange, cluster_ip, load_balancer_ip, node_port,
+};
 
 use super::{seed, text};
 use crate::Write;
@@ -30,16 +36,18 @@ struct Service {
 /// Allocates ClusterIPs and NodePorts.
 pub struct ServiceAllocator {
     range: ServiceRange,
+    pool: Option<LoadBalancerPool>,
     services: BTreeMap<String, Service>,
     /// Keys already told about a conflict (one event per conflict, not per pass).
     warned: BTreeMap<String, String>,
 }
 
 impl ServiceAllocator {
-    /// Allocates from `range` (the service CIDR).
-    pub fn new(range: ServiceRange) -> Self {
+    /// Allocates from `range` (the service CIDR) and, for LoadBalancer Services, `pool`.
+    pub fn new(range: ServiceRange, pool: Option<LoadBalancerPool>) -> Self {
         Self {
             range,
+            pool,
             services: BTreeMap::new(),
             warned: BTreeMap::new(),
         }
@@ -57,11 +65,24 @@ impl ServiceAllocator {
         )
     }
 
-    /// Addresses and ports held by Services older than `key` (or all others, for a new one).
-    fn held(&self, key: &str) -> (BTreeSet<Ipv4Addr>, BTreeSet<u16>) {
+    fn wants_load_balancer(&self, object: &Value) -> bool {
+        self.pool.is_some() && object["spec"]["type"] == "LoadBalancer"
+    }
+
+    /// The load-balancer address in a Service's status.
+    fn load_balancer_address(object: &Value) -> Option<Ipv4Addr> {
+        object["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+    }
+
+    /// Addresses, ports and load-balancer addresses held by Services older than `key` (or
+    /// all others, for a new one).
+    fn held(&self, key: &str) -> Held {
         let me = self.services.get(key);
         let mut ips = BTreeSet::new();
         let mut ports = BTreeSet::new();
+        let mut balanced = BTreeSet::new();
         for (other_key, other) in &self.services {
             if other_key == key {
                 continue;
@@ -78,6 +99,9 @@ impl ServiceAllocator {
             {
                 ips.insert(ip);
             }
+            if let Some(ip) = Self::load_balancer_address(&other.object) {
+                balanced.insert(ip);
+            }
             for port in other.object["spec"]["ports"]
                 .as_array()
                 .into_iter()
@@ -91,8 +115,53 @@ impl ServiceAllocator {
                 }
             }
         }
-        (ips, ports)
+        Held {
+            ips,
+            ports,
+            balanced,
+        }
     }
+
+    /// The status write giving (or taking away) a load-balancer address, or the reason none
+    /// can be given.
+    fn load_balancer_status(
+        &self,
+        object: &Value,
+        held: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Option<Value>, String> {
+        let current = Self::load_balancer_address(object);
+        let decided = match self.pool {
+            Some(pool) if self.wants_load_balancer(object) => {
+                let requested = match object["spec"]["loadBalancerIP"].as_str() {
+                    Some(text) if !text.is_empty() => Some(text.parse::<Ipv4Addr>().map_err(|_| {
+                        format!("spec.loadBalancerIP: Invalid value: {text:?}: must be a valid IPv4 address")
+                    })?),
+                    _ => None,
+                };
+                Some(load_balancer_ip(pool, current, requested, held)?)
+            }
+            _ => None,
+        };
+        if decided == current {
+            return Ok(None);
+        }
+        let mut status = object["status"].clone();
+        if !status.is_object() {
+            status = json!({});
+        }
+        status["loadBalancer"] = match decided {
+            Some(ip) => json!({"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}),
+            None => json!({}),
+        };
+        Ok(Some(status))
+    }
+}
+
+/// What other Services hold.
+struct Held {
+    ips: BTreeSet<Ipv4Addr>,
+    ports: BTreeSet<u16>,
+    balanced: BTreeSet<Ipv4Addr>,
 }
 
 impl Controller for ServiceAllocator {
@@ -127,8 +196,11 @@ impl Controller for ServiceAllocator {
             .into_iter()
             .flatten()
             .all(|p| p["nodePort"].is_u64());
+        let balanced =
+            self.wants_load_balancer(&object) == Self::load_balancer_address(&object).is_some();
         let done = (!Self::wants_cluster_ip(&object) || object["spec"]["clusterIP"].is_string())
-            && (!Self::wants_node_ports(&object) || has_ports);
+            && (!Self::wants_node_ports(&object) || has_ports)
+            && balanced;
         self.services.insert(
             event.key.clone(),
             Service {
@@ -153,7 +225,11 @@ impl Controller for ServiceAllocator {
             return Reconciled::default();
         };
         let object = &service.object;
-        let (ips, ports) = self.held(key);
+        let Held {
+            ips,
+            ports,
+            balanced,
+        } = self.held(key);
         let namespace = text(object, "/metadata/namespace").unwrap_or_default();
         let name = text(object, "/metadata/name").unwrap_or_default();
         let mut spec = json!({});
@@ -214,6 +290,21 @@ impl Controller for ServiceAllocator {
                 spec["ports"] = json!(new_ports);
             }
         }
+        let unchanged = spec
+            .as_object()
+            .is_some_and(|fields| fields.iter().all(|(k, v)| object["spec"][k] == *v));
+        // The load-balancer address comes once the spec has its own.
+        let mut reason = "ClusterIPNotAllocated";
+        let mut status = None;
+        if problem.is_none() && unchanged {
+            match self.load_balancer_status(object, &balanced) {
+                Ok(decided) => status = decided,
+                Err(message) => {
+                    reason = "AllocationFailed";
+                    problem = Some(message);
+                }
+            }
+        }
         if let Some(message) = problem {
             if self.warned.get(key) == Some(&message) {
                 return Reconciled::default();
@@ -225,7 +316,7 @@ impl Controller for ServiceAllocator {
                         self.name(),
                         object,
                         "Warning",
-                        "ClusterIPNotAllocated",
+                        reason,
                         format!(
                             "Service {namespace}/{name} was not given its addresses: {message}"
                         ),
@@ -237,11 +328,21 @@ impl Controller for ServiceAllocator {
             };
         }
         self.warned.remove(key);
-        let unchanged = spec
-            .as_object()
-            .is_some_and(|fields| fields.iter().all(|(k, v)| object["spec"][k] == *v));
         if unchanged {
-            return Reconciled::default();
+            let Some(status) = status else {
+                return Reconciled::default();
+            };
+            return Reconciled {
+                batches: vec![Batch {
+                    writes: vec![Write::UpdateStatus {
+                        key: object_key,
+                        precondition: Some(Precondition::ResourceVersion(service.rv)),
+                        status,
+                    }],
+                    audit: None,
+                }],
+                requeue_after: None,
+            };
         }
         let patch = json!({"spec": spec});
         Reconciled {

@@ -1,0 +1,256 @@
+//! The service proxy (kube-proxy's job): one rule set per host network namespace, so the
+//! in-process nodes share one. A [`Controller`] follows Services and Endpoints and decides the
+//! rules ([`rules::ruleset`]); an applier task writes the difference to nftables with `nft -f`
+//! (one transaction per change), so the store's watch never waits on the kernel.
+//!
+//! On start the table is replaced whole (a restart resynchronises from scratch); on stop it is
+//! deleted, and `route_localnet` (enabled so NodePorts answer on 127.0.0.1, as kube-proxy
+//! does) goes back to what it was.
+
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
+use shipshape_actors::service_view::{EndpointSubset, ServiceView, endpoint_subsets};
+use shipshape_actors::store::{EventType, WatchEvent, parse_storage_key};
+use shipshape_api::Kind;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+
+use rules::{ProxiedService, TABLE};
+pub use rules::{ProxyConfig, Ruleset};
+
+/// Why the proxy could not apply its rules.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `nft` could not be run.
+    #[error("cannot run nft (install nftables: sudo scripts/setup): {0}")]
+    Missing(std::io::Error),
+    /// `nft` refused the script.
+    #[error("nft refused the service rules: {0}")]
+    Refused(String),
+}
+
+const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+
+/// Runs `nft -f -` with `script`.
+pub async fn nft(script: &str) -> Result<(), ProxyError> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(ProxyError::Missing)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(ProxyError::Missing)?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(ProxyError::Missing)?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(ProxyError::Refused(
+            stderr.lines().take(3).collect::<Vec<_>>().join(" / "),
+        ))
+    }
+}
+
+/// Whether our table exists (for tests and checks after a stop).
+pub async fn table_exists() -> bool {
+    tokio::process::Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
+}
+
+const RULES_KEY: &str = "rules";
+
+/// Follows Services and Endpoints and hands the decided rules to the applier.
+pub struct ServiceProxy {
+    config: ProxyConfig,
+    services: BTreeMap<(String, String), ServiceView>,
+    endpoints: BTreeMap<(String, String), Vec<EndpointSubset>>,
+    desired: watch::Sender<Option<Ruleset>>,
+}
+
+/// Stops the applier and removes the rules.
+pub struct ProxyHandle {
+    applier: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    route_localnet: Option<String>,
+}
+
+impl ServiceProxy {
+    /// The proxy and the handle that removes its rules on stop. Enables `route_localnet` and
+    /// starts the applier; the first rules replace any table a previous run left.
+    pub fn new(config: ProxyConfig) -> (Self, ProxyHandle) {
+        let (desired, wanted) = watch::channel(None);
+        let (stop, stopping) = watch::channel(false);
+        let route_localnet = std::fs::read_to_string(ROUTE_LOCALNET)
+            .ok()
+            .map(|v| v.trim().to_string());
+        if route_localnet.as_deref() != Some("1")
+            && let Err(error) = std::fs::write(ROUTE_LOCALNET, "1")
+        {
+            tracing::warn!(%error, "cannot enable route_localnet; NodePorts will not answer on 127.0.0.1");
+        }
+        let applier = tokio::spawn(apply_rules(wanted, stopping));
+        (
+            Self {
+                config,
+                services: BTreeMap::new(),
+                endpoints: BTreeMap::new(),
+                desired,
+            },
+            ProxyHandle {
+                applier,
+                stop,
+                route_localnet,
+            },
+        )
+    }
+}
+
+impl ProxyHandle {
+    /// Stops applying and deletes the table (every rule we added, nothing else), and puts
+    /// `route_localnet` back.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.applier.await;
+        if table_exists().await
+            && let Err(error) = nft(&format!("delete table ip {TABLE}\n")).await
+        {
+            tracing::warn!(%error, "cannot remove the service rules");
+        }
+        if let Some(previous) = self.route_localnet
+            && previous != "1"
+            && Path::new(ROUTE_LOCALNET).exists()
+        {
+            let _ = std::fs::write(ROUTE_LOCALNET, previous);
+        }
+    }
+}
+
+/// Applies the newest rules as they come: the whole table first, then differences. A failed
+/// update is retried whole.
+async fn apply_rules(
+    mut wanted: watch::Receiver<Option<Ruleset>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut applied: Option<Ruleset> = None;
+    loop {
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { return },
+            _ = stopping.changed() => return,
+        }
+        let Some(desired) = wanted.borrow_and_update().clone() else {
+            continue;
+        };
+        let script = rules::script(applied.as_ref(), &desired);
+        if script.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match nft(&script).await {
+            Ok(()) => {
+                tracing::debug!(
+                    chains = desired.chains.len(),
+                    lines = script.lines().count(),
+                    elapsed = ?started.elapsed(),
+                    "service rules applied"
+                );
+                applied = Some(desired);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "service rules not applied; retrying whole");
+                applied = None;
+                // Try again shortly with whatever is newest then.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                wanted.mark_changed();
+            }
+        }
+    }
+}
+
+impl Controller for ServiceProxy {
+    fn name(&self) -> &'static str {
+        "service-proxy"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::Service, Kind::Endpoints]
+    }
+
+    fn reset(&mut self) {
+        self.services.clear();
+        self.endpoints.clear();
+    }
+
+    fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
+        let Some(key) = parse_storage_key(&event.key) else {
+            return;
+        };
+        let id = (key.namespace, key.name);
+        let deleted = event.kind == EventType::Deleted;
+        let changed = match key.kind {
+            Kind::Service => match (!deleted).then(|| ServiceView::of(&event.object)).flatten() {
+                Some(view) => self.services.insert(id, view.clone()) != Some(view),
+                None => self.services.remove(&id).is_some(),
+            },
+            Kind::Endpoints => {
+                let subsets = if deleted {
+                    Vec::new()
+                } else {
+                    endpoint_subsets(&event.object)
+                };
+                if subsets.is_empty() {
+                    self.endpoints.remove(&id).is_some()
+                } else {
+                    self.endpoints.insert(id, subsets.clone()) != Some(subsets)
+                }
+            }
+            _ => false,
+        };
+        if changed {
+            dirty.mark(RULES_KEY, || because(event));
+        }
+    }
+
+    fn listed(&mut self, dirty: &mut Dirty) {
+        dirty.mark(RULES_KEY, || "listed".to_string());
+    }
+
+    fn reconcile(&mut self, _key: &str, _now: jiff::Timestamp) -> Reconciled {
+        let services: Vec<ProxiedService> = self
+            .services
+            .iter()
+            .map(|(id, service)| ProxiedService {
+                service: service.clone(),
+                subsets: self.endpoints.get(id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let decided = rules::ruleset(&self.config, &services);
+        self.desired.send_if_modified(|current| {
+            if current.as_ref() == Some(&decided) {
+                false
+            } else {
+                *current = Some(decided);
+                true
+            }
+        });
+        Reconciled::default()
+    }
+}
