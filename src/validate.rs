@@ -21,6 +21,14 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     let mut result = load::load(&files);
     result.problems.extend(read_problems);
     result
+        .problems
+        .extend(shipshape_reconciler::services::address_problems(
+            &result.manifests,
+        ));
+    result
+        .problems
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    result
 }
 
 /// The one-line summary: `14 objects in 6 files, 3 applications: 3 Deployment, …`.

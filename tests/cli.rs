@@ -138,6 +138,24 @@ mod validate {
     }
 
     #[test]
+    fn two_services_asking_for_one_address_are_refused_on_the_second() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = |name: &str, node_port: u16| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: NodePort\n  clusterIP: 10.96.0.50\n  ports:\n  - {{port: 80, nodePort: {node_port}}}\n"
+            )
+        };
+        write(dir.path(), "a/web.yaml", &service("web", 30080));
+        write(dir.path(), "b/api.yaml", &service("api", 30081));
+        let output = shipshape(&["validate", "."], dir.path());
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(
+            stdout(&output),
+            "./b/api.yaml:1: Service default/api: spec.clusterIP: Invalid value: \"10.96.0.50\": provided IP is already allocated (held by Service default/web at ./a/web.yaml:1)\n"
+        );
+    }
+
+    #[test]
     fn garbage_and_missing_paths_are_errors_not_crashes() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
@@ -904,6 +922,28 @@ spec:
                 ));
                 shown.contains("10.200.0.1").then_some(()).ok_or(shown)
             });
+
+            // A Service asking for an address another holds is refused before it is written.
+            write(
+                &repo.path(),
+                "apps/thief/service.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: thief, namespace: demo}}\nspec:\n  clusterIP: {cluster_ip}\n  ports: [{{port: 80}}]\n"
+                ),
+            );
+            commit(&repo.path(), "thief");
+            wait_for(
+                &log,
+                &format!(
+                    "Service demo/thief: spec.clusterIP: Invalid value: \"{cluster_ip}\": provided IP is already allocated (held by Service demo/web)"
+                ),
+            );
+            let thief = kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "service", "thief", "-n", "demo"],
+            );
+            assert!(!thief.status.success(), "nothing written: {}", text(&thief));
 
             // Scaling the backend changes the answers.
             write(

@@ -652,7 +652,13 @@ impl GitSync {
             .values()
             .flat_map(|app| app.files.iter().cloned())
             .collect();
-        let loaded = load::load(&all_files);
+        let mut loaded = load::load(&all_files);
+        // Two Services of the commit asking for one address: refused before anything is written.
+        loaded
+            .problems
+            .extend(shipshape_reconciler::services::address_problems(
+                &loaded.manifests,
+            ));
         let failed = loaded.failed_applications();
 
         // The statuses read at the start are current: only this actor writes them.
@@ -847,6 +853,56 @@ impl GitSync {
         Ok(())
     }
 
+    /// Explicit ClusterIPs, NodePorts and load-balancer addresses in `desired` that another
+    /// Service already holds, one line each naming the file, Service, field and holder.
+    async fn addresses_taken(&self, desired: &[Desired]) -> Result<Vec<String>, SyncError> {
+        let asking: Vec<(String, &Value, &str)> = desired
+            .iter()
+            .filter(|d| d.key.kind == shipshape_api::Kind::Service)
+            .filter(|d| !shipshape_reconciler::services::claims(&d.manifest).is_empty())
+            .map(|d| {
+                (
+                    format!("Service {}/{}", d.key.namespace, d.key.name),
+                    &d.manifest,
+                    d.source.as_str(),
+                )
+            })
+            .collect();
+        if asking.is_empty() {
+            return Ok(Vec::new());
+        }
+        let services = self
+            .ask_store(List {
+                kind: Some(shipshape_api::Kind::Service),
+                namespace: None,
+            })
+            .await?;
+        let existing: Vec<(String, &Value)> = services
+            .iter()
+            .map(|(key, stored)| {
+                (
+                    format!("Service {}/{}", key.namespace, key.name),
+                    &stored.object,
+                )
+            })
+            .collect();
+        let wanted: Vec<(String, &Value)> = asking
+            .iter()
+            .map(|(name, manifest, _)| (name.clone(), *manifest))
+            .collect();
+        Ok(shipshape_reconciler::services::taken(&existing, &wanted)
+            .iter()
+            .map(|clash| {
+                let (name, _, source) = &asking[clash.index];
+                format!(
+                    "{source}: {name}: {}: {}",
+                    clash.field,
+                    shipshape_reconciler::services::taken_message(clash)
+                )
+            })
+            .collect())
+    }
+
     async fn apply_application(
         &self,
         name: &str,
@@ -880,6 +936,19 @@ impl GitSync {
                     application: stored.application,
                 });
             }
+        }
+        let clashes = self.addresses_taken(&desired).await?;
+        if !clashes.is_empty() {
+            self.record_failure(
+                name,
+                status,
+                commit,
+                format!("address conflict in commit {}", commit.short()),
+                clashes.clone(),
+                "conflict",
+            )
+            .await?;
+            return Ok(Outcome::Failed(clashes));
         }
         let plan = match gitops::plan_application(&desired, &managed, &foreign, options.allow_empty)
         {

@@ -205,6 +205,162 @@ pub fn load_balancer_ip(
         .ok_or_else(|| format!("no free address in the load-balancer pool {pool}"))
 }
 
+/// What a Service may ask for by name that no other Service may hold.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Claim {
+    /// `spec.clusterIP` (and the first of `spec.clusterIPs`).
+    ClusterIp(String),
+    /// `spec.ports[].nodePort`.
+    NodePort(u64),
+    /// `spec.loadBalancerIP`, or the address a LoadBalancer Service was given.
+    LoadBalancerIp(String),
+}
+
+/// The addresses and ports `service` holds or asks for, each with the field that says so.
+pub fn claims(service: &serde_json::Value) -> Vec<(String, Claim)> {
+    let spec = &service["spec"];
+    let mut claims = Vec::new();
+    if let Some(ip) = spec["clusterIP"].as_str()
+        && !ip.is_empty()
+        && ip != "None"
+    {
+        claims.push((
+            "spec.clusterIP".to_string(),
+            Claim::ClusterIp(ip.to_string()),
+        ));
+    }
+    for (index, port) in spec["ports"].as_array().into_iter().flatten().enumerate() {
+        if let Some(n) = port["nodePort"].as_u64() {
+            claims.push((format!("spec.ports[{index}].nodePort"), Claim::NodePort(n)));
+        }
+    }
+    if let Some(ip) = spec["loadBalancerIP"].as_str().filter(|ip| !ip.is_empty()) {
+        claims.push((
+            "spec.loadBalancerIP".to_string(),
+            Claim::LoadBalancerIp(ip.to_string()),
+        ));
+    } else if let Some(ip) = service["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
+        claims.push((
+            "status.loadBalancer.ingress".to_string(),
+            Claim::LoadBalancerIp(ip.to_string()),
+        ));
+    }
+    claims
+}
+
+/// An explicit address or port in `wanted` (index, field) that another Service holds, and who.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// Which of the wanted Services asks for it.
+    pub index: usize,
+    /// The field asking (`spec.clusterIP`, `spec.ports[1].nodePort`).
+    pub field: String,
+    /// The value asked for.
+    pub value: String,
+    /// Who holds it (`Service demo/web`).
+    pub holder: String,
+}
+
+/// The explicit requests among `wanted` Services (name, manifest) that collide with each other
+/// or with what `existing` Services (name, object) hold: Kubernetes refuses them at create time
+/// ("provided IP is already allocated"); refusing them before anything is written keeps a
+/// commit from being half applied. A Service is never in conflict with itself, and of two
+/// wanted Services asking for the same thing the first keeps it.
+pub fn taken(
+    existing: &[(String, &serde_json::Value)],
+    wanted: &[(String, &serde_json::Value)],
+) -> Vec<Taken> {
+    let mut holders: std::collections::BTreeMap<Claim, String> = std::collections::BTreeMap::new();
+    for (name, object) in existing {
+        if wanted.iter().any(|(w, _)| w == name) {
+            continue;
+        }
+        for (_, claim) in claims(object) {
+            holders.entry(claim).or_insert_with(|| name.clone());
+        }
+    }
+    let mut found = Vec::new();
+    for (index, (name, manifest)) in wanted.iter().enumerate() {
+        for (field, claim) in claims(manifest) {
+            match holders.get(&claim) {
+                Some(holder) if holder != name => {
+                    let value = match &claim {
+                        Claim::ClusterIp(ip) | Claim::LoadBalancerIp(ip) => ip.clone(),
+                        Claim::NodePort(n) => n.to_string(),
+                    };
+                    found.push(Taken {
+                        index,
+                        field,
+                        value,
+                        holder: holder.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    holders.insert(claim, name.clone());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Kubernetes' words for a request another Service holds.
+pub fn taken_message(taken: &Taken) -> String {
+    let what = if taken.field.ends_with("nodePort") {
+        "port"
+    } else {
+        "IP"
+    };
+    format!(
+        "Invalid value: \"{}\": provided {what} is already allocated (held by {})",
+        taken.value, taken.holder
+    )
+}
+
+/// Explicit addresses and ports two Services of one desired set both ask for, as problems on
+/// the later one (what `shipshape validate` and a sync report, before anything is written).
+pub fn address_problems(
+    manifests: &[shipshape_api::load::Manifest],
+) -> Vec<shipshape_api::load::Problem> {
+    let services: Vec<(&shipshape_api::load::Manifest, serde_json::Value)> = manifests
+        .iter()
+        .filter(|m| m.object.kind() == shipshape_api::Kind::Service)
+        .map(|m| (m, m.object.to_json()))
+        .collect();
+    let named = |m: &shipshape_api::load::Manifest| {
+        let key = m.object.key();
+        format!("Service {}/{}", key.namespace, key.name)
+    };
+    let wanted: Vec<(String, &serde_json::Value)> =
+        services.iter().map(|(m, v)| (named(m), v)).collect();
+    taken(&[], &wanted)
+        .into_iter()
+        .map(|clash| {
+            let (manifest, _) = &services[clash.index];
+            let holder = services
+                .iter()
+                .find(|(m, _)| named(m) == clash.holder)
+                .map_or(clash.holder.clone(), |(m, _)| {
+                    format!("{} at {}:{}", clash.holder, m.file, m.line)
+                });
+            let key = manifest.object.key();
+            shipshape_api::load::Problem {
+                file: manifest.file.clone(),
+                line: manifest.line,
+                application: manifest.application.clone(),
+                object: Some(shipshape_api::load::ObjectRef {
+                    kind: "Service".into(),
+                    namespace: Some(key.namespace),
+                    name: Some(key.name),
+                }),
+                field: Some(clash.field.clone()),
+                message: taken_message(&Taken { holder, ..clash }),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +489,51 @@ mod tests {
         assert!(
             load_balancer_ip(pool, None, Some(a), &[a].into()).is_err(),
             "taken"
+        );
+    }
+
+    #[test]
+    fn explicit_requests_collide_with_holders_and_each_other_but_not_themselves() {
+        let web = serde_json::json!({"spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let again =
+            serde_json::json!({"spec": {"clusterIP": "10.96.0.50", "ports": [{"port": 80}]}});
+        let other = serde_json::json!({"spec": {"clusterIP": "10.96.0.51", "ports": [{"port": 81, "nodePort": 30080}]}});
+        let existing = [("Service demo/web".to_string(), &web)];
+        // The same Service, unchanged: no conflict.
+        assert!(taken(&existing, &[("Service demo/web".to_string(), &again)]).is_empty());
+        let clashes = taken(
+            &existing,
+            &[
+                ("Service demo/api".to_string(), &again),
+                ("Service demo/other".to_string(), &other),
+            ],
+        );
+        assert_eq!(clashes.len(), 2, "{clashes:?}");
+        assert_eq!(
+            (
+                clashes[0].index,
+                clashes[0].field.as_str(),
+                clashes[0].value.as_str()
+            ),
+            (0, "spec.clusterIP", "10.96.0.50")
+        );
+        assert_eq!(clashes[0].holder, "Service demo/web");
+        assert_eq!(
+            (clashes[1].index, clashes[1].field.as_str()),
+            (1, "spec.ports[0].nodePort")
+        );
+        // Within one commit, the first asking keeps it.
+        let inside = taken(
+            &[],
+            &[
+                ("Service demo/a".to_string(), &web),
+                ("Service demo/b".to_string(), &again),
+            ],
+        );
+        assert_eq!(inside.len(), 1);
+        assert_eq!(
+            (inside[0].index, inside[0].holder.as_str()),
+            (1, "Service demo/a")
         );
     }
 }
