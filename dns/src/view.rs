@@ -2,7 +2,7 @@
 //! Services, Endpoints and Pods it needs and, after each batch of changes, builds a new
 //! [`Zone`] and swaps it in. A batch of a thousand changes rebuilds once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -12,7 +12,10 @@ use shipshape_actors::service_view::{ServiceKind, ServiceView, endpoint_subsets}
 use shipshape_actors::store::{EventType, WatchEvent, parse_storage_key};
 use shipshape_api::Kind;
 
-use crate::zone::{EndpointInfo, PodInfo, PortInfo, ServiceInfo, ServiceTarget, Zone, ZoneConfig};
+use crate::zone::{
+    Contribution, EndpointInfo, PodInfo, PortInfo, ServiceInfo, ServiceTarget, Shape, Zone,
+    ZoneConfig,
+};
 
 /// The zone every query reads; replaced whole, never changed in place.
 #[derive(Debug)]
@@ -49,27 +52,39 @@ impl ZoneCell {
 
 const ZONE_KEY: &str = "zone";
 
-/// Follows Services, Endpoints and Pods and keeps the zone current.
+/// Follows Services, Endpoints and Pods and keeps the zone current. What each Service and pod
+/// publishes is kept and rebuilt only when that object (or a Service's Endpoints) changes; a
+/// new zone is assembled from the kept parts.
 pub struct DnsView {
     config: ZoneConfig,
+    shape: Shape,
     cell: Arc<ZoneCell>,
     serial: u32,
-    services: BTreeMap<String, ServiceView>,
+    /// Services by (namespace, name).
+    services: BTreeMap<(String, String), ServiceView>,
     /// Ready endpoints by (namespace, Service name).
     endpoints: BTreeMap<(String, String), Vec<EndpointInfo>>,
-    pods: BTreeMap<String, PodInfo>,
+    /// What each Service publishes.
+    service_parts: BTreeMap<(String, String), Contribution>,
+    /// Services whose part must be rebuilt.
+    stale: BTreeSet<(String, String)>,
+    /// What each pod publishes, by storage key.
+    pod_parts: BTreeMap<String, Contribution>,
 }
 
 impl DnsView {
     /// A view publishing into `cell`.
     pub fn new(config: ZoneConfig, cell: Arc<ZoneCell>) -> Self {
         Self {
+            shape: Shape::new(&config),
             config,
             cell,
             serial: 0,
             services: BTreeMap::new(),
             endpoints: BTreeMap::new(),
-            pods: BTreeMap::new(),
+            service_parts: BTreeMap::new(),
+            stale: BTreeSet::new(),
+            pod_parts: BTreeMap::new(),
         }
     }
 
@@ -147,7 +162,9 @@ impl Controller for DnsView {
     fn reset(&mut self) {
         self.services.clear();
         self.endpoints.clear();
-        self.pods.clear();
+        self.service_parts.clear();
+        self.stale.clear();
+        self.pod_parts.clear();
     }
 
     fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
@@ -155,34 +172,45 @@ impl Controller for DnsView {
             return;
         };
         let deleted = event.kind == EventType::Deleted;
+        let id = (key.namespace.clone(), key.name.clone());
         let changed = match key.kind {
             Kind::Service => {
                 let view = (!deleted).then(|| ServiceView::of(&event.object)).flatten();
-                match view {
-                    Some(view) => {
-                        self.services.insert(event.key.clone(), view.clone()) != Some(view)
-                    }
-                    None => self.services.remove(&event.key).is_some(),
+                let changed = match view {
+                    Some(view) => self.services.insert(id.clone(), view.clone()) != Some(view),
+                    None => self.services.remove(&id).is_some(),
+                };
+                if changed {
+                    self.stale.insert(id);
                 }
+                changed
             }
             Kind::Endpoints => {
-                let owner = (key.namespace.clone(), key.name.clone());
                 let infos = if deleted {
                     Vec::new()
                 } else {
                     endpoint_infos(&event.object)
                 };
-                if infos.is_empty() {
-                    self.endpoints.remove(&owner).is_some()
+                let changed = if infos.is_empty() {
+                    self.endpoints.remove(&id).is_some()
                 } else {
-                    self.endpoints.insert(owner, infos.clone()) != Some(infos)
+                    self.endpoints.insert(id.clone(), infos.clone()) != Some(infos)
+                };
+                if changed {
+                    self.stale.insert(id);
                 }
+                changed
             }
             Kind::Pod => {
-                let info = (!deleted).then(|| pod_info(&event.object)).flatten();
-                match info {
-                    Some(info) => self.pods.insert(event.key.clone(), info.clone()) != Some(info),
-                    None => self.pods.remove(&event.key).is_some(),
+                let part = (!deleted)
+                    .then(|| pod_info(&event.object))
+                    .flatten()
+                    .map(|info| self.shape.pod(&info));
+                match part {
+                    Some(part) => {
+                        self.pod_parts.insert(event.key.clone(), part.clone()) != Some(part)
+                    }
+                    None => self.pod_parts.remove(&event.key).is_some(),
                 }
             }
             _ => false,
@@ -197,16 +225,26 @@ impl Controller for DnsView {
     }
 
     fn reconcile(&mut self, _key: &str, _now: jiff::Timestamp) -> Reconciled {
+        let started = std::time::Instant::now();
         self.serial = self.serial.wrapping_add(1);
-        let services: Vec<ServiceInfo> = self
-            .services
-            .values()
-            .map(|service| self.service_info(service))
-            .collect();
-        let zone = Zone::build(&self.config, self.serial, &services, self.pods.values());
+        for id in std::mem::take(&mut self.stale) {
+            match self.services.get(&id) {
+                Some(service) => {
+                    let part = self.shape.service(&self.service_info(service));
+                    self.service_parts.insert(id, part);
+                }
+                None => {
+                    self.service_parts.remove(&id);
+                }
+            }
+        }
+        // Services first: their reverse names win over the pods'.
+        let parts = self.service_parts.values().chain(self.pod_parts.values());
+        let zone = Zone::assemble(&self.config, self.serial, parts);
         tracing::debug!(
             names = zone.len(),
             serial = self.serial,
+            elapsed = ?started.elapsed(),
             "cluster DNS zone rebuilt"
         );
         self.cell.store(zone);

@@ -17,7 +17,7 @@
 //! for the short TTL. Names outside the cluster domain and the reverse zones of the service
 //! and pod ranges are not ours: [`Lookup::NotOurs`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV};
@@ -125,6 +125,14 @@ pub struct Zone {
     apexes: Vec<Apex>,
 }
 
+/// What one Service or pod puts in the zone: its names with their records, and the names
+/// between them and the apex, which exist because of them. Built once per change of that
+/// object and kept, so a change to one Service does not rebuild the names of every other.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Contribution {
+    names: Vec<(LowerName, Vec<Record>)>,
+}
+
 impl Zone {
     /// The zone for these Services and Pods; `serial` numbers the version (the SOA serial).
     pub fn build<'a>(
@@ -133,15 +141,67 @@ impl Zone {
         services: impl IntoIterator<Item = &'a ServiceInfo>,
         pods: impl IntoIterator<Item = &'a PodInfo>,
     ) -> Zone {
-        let mut builder = Builder::new(config, serial);
-        let mut ptr_claimed: HashSet<IpAddr> = HashSet::new();
-        for service in services {
-            builder.service(service, &mut ptr_claimed);
+        let shape = Shape::new(config);
+        let parts: Vec<Contribution> = services
+            .into_iter()
+            .map(|s| shape.service(s))
+            .chain(pods.into_iter().map(|p| shape.pod(p)))
+            .collect();
+        Zone::assemble(config, serial, &parts)
+    }
+
+    /// The zone made of these contributions. Where two claim the reverse name of one address,
+    /// the first keeps it: give Services' contributions before pods'.
+    pub fn assemble<'a>(
+        config: &ZoneConfig,
+        serial: u32,
+        parts: impl IntoIterator<Item = &'a Contribution>,
+    ) -> Zone {
+        let shape = Shape::new(config);
+        let mut names: HashMap<LowerName, Vec<Record>> = HashMap::new();
+        let mut apexes = Vec::new();
+        let server = shape.name(&format!("ns.dns.{}", shape.domain));
+        let hostmaster = shape.name(&format!("hostmaster.{}", shape.domain));
+        if let (Some(server), Some(hostmaster)) = (server, hostmaster) {
+            for apex in &shape.apexes {
+                let name = Name::from(apex.clone());
+                let soa = SOA::new(
+                    server.clone(),
+                    hostmaster.clone(),
+                    serial,
+                    7200,
+                    1800,
+                    86400,
+                    config.ttl,
+                );
+                let soa = Record::from_rdata(name.clone(), config.ttl, RData::SOA(soa));
+                let ns = Record::from_rdata(name, config.ttl, RData::NS(NS(server.clone())));
+                names.insert(apex.clone(), vec![soa.clone(), ns]);
+                apexes.push(Apex {
+                    name: apex.clone(),
+                    soa,
+                });
+            }
+            let record = Record::from_rdata(server, config.ttl, RData::A(A(config.dns_ip)));
+            for (name, records) in shape.contribution(vec![record]).names {
+                names.entry(name).or_default().extend(records);
+            }
         }
-        for pod in pods {
-            builder.pod(pod, &ptr_claimed);
+        for part in parts {
+            for (name, records) in &part.names {
+                let entry = names.entry(name.clone()).or_default();
+                for record in records {
+                    // One PTR per address: the first claimant keeps it.
+                    if record.record_type() == RecordType::PTR
+                        && entry.iter().any(|r| r.record_type() == RecordType::PTR)
+                    {
+                        continue;
+                    }
+                    entry.push(record.clone());
+                }
+            }
         }
-        builder.finish()
+        Zone { names, apexes }
     }
 
     /// Answers a question about `name` of type `qtype`.
@@ -198,71 +258,36 @@ fn reverse_apex(base: Ipv4Addr, prefix: u8) -> String {
     labels.join(".")
 }
 
-struct Builder {
+/// Turns Services and pods into their [`Contribution`]s: knows the domain, the TTL and which
+/// names are zone apexes.
+pub struct Shape {
     ttl: u32,
     domain: String,
-    names: HashMap<LowerName, Vec<Record>>,
-    apexes: Vec<Apex>,
+    apexes: Vec<LowerName>,
 }
 
-impl Builder {
-    fn new(config: &ZoneConfig, serial: u32) -> Self {
+impl Shape {
+    /// The shape of zones built for `config`.
+    pub fn new(config: &ZoneConfig) -> Self {
         let domain = format!("{}.", config.domain.trim_end_matches('.'));
-        let mut builder = Builder {
-            ttl: config.ttl,
-            domain: domain.clone(),
-            names: HashMap::new(),
-            apexes: Vec::new(),
-        };
-        let server = builder.name(&format!("ns.dns.{domain}"));
-        let hostmaster = builder.name(&format!("hostmaster.{domain}"));
-        let apexes = [
+        let mut apexes: Vec<LowerName> = Vec::new();
+        for apex in [
             domain.clone(),
             reverse_apex(config.service_cidr.0, config.service_cidr.1),
             reverse_apex(config.pod_cidr.0, config.pod_cidr.1),
-        ];
-        for apex in apexes {
-            let (Some(name), Some(server), Some(hostmaster)) =
-                (builder.name(&apex), server.clone(), hostmaster.clone())
-            else {
-                continue;
-            };
-            if builder
-                .apexes
-                .iter()
-                .any(|a| a.name == LowerName::new(&name))
-            {
-                continue;
+        ] {
+            if let Ok(name) = Name::from_ascii(&apex) {
+                let name = LowerName::new(&name);
+                if !apexes.contains(&name) {
+                    apexes.push(name);
+                }
             }
-            let soa = SOA::new(
-                server.clone(),
-                hostmaster,
-                serial,
-                7200,
-                1800,
-                86400,
-                config.ttl,
-            );
-            let soa = Record::from_rdata(name.clone(), config.ttl, RData::SOA(soa));
-            builder.apexes.push(Apex {
-                name: LowerName::new(&name),
-                soa: soa.clone(),
-            });
-            builder.insert(soa);
-            builder.insert(Record::from_rdata(
-                name.clone(),
-                config.ttl,
-                RData::NS(NS(server)),
-            ));
         }
-        if let Some(server) = server {
-            builder.insert(Record::from_rdata(
-                server,
-                config.ttl,
-                RData::A(A(config.dns_ip)),
-            ));
+        Shape {
+            ttl: config.ttl,
+            domain,
+            apexes,
         }
-        builder
     }
 
     fn name(&self, text: &str) -> Option<Name> {
@@ -283,69 +308,92 @@ impl Builder {
         Record::from_rdata(name.clone(), self.ttl, data)
     }
 
-    /// Adds a record, and makes every name between it and its zone's apex exist.
-    fn insert(&mut self, record: Record) {
-        let mut name = LowerName::new(&record.name);
-        self.names.entry(name.clone()).or_default().push(record);
-        loop {
-            if self.apexes.iter().any(|apex| apex.name == name) || name.is_root() {
-                return;
-            }
-            name = name.base_name();
-            self.names.entry(name.clone()).or_default();
-        }
+    fn in_zone(&self, name: &LowerName) -> bool {
+        self.apexes.iter().any(|apex| apex.zone_of(name))
     }
 
-    fn ptr(&mut self, ip: IpAddr, target: &Name) {
-        let IpAddr::V4(v4) = ip else { return };
+    /// Groups records by name, and makes every name between them and their apex exist.
+    fn contribution(&self, records: Vec<Record>) -> Contribution {
+        self.contribution_with(records, None)
+    }
+
+    fn contribution_with(&self, records: Vec<Record>, exists: Option<&Name>) -> Contribution {
+        let mut names: Vec<(LowerName, Vec<Record>)> = Vec::new();
+        let mut index: HashMap<LowerName, usize> = HashMap::new();
+        let mut touch = |name: LowerName, names: &mut Vec<(LowerName, Vec<Record>)>| {
+            *index.entry(name.clone()).or_insert_with(|| {
+                names.push((name, Vec::new()));
+                names.len() - 1
+            })
+        };
+        let mut below: Vec<LowerName> = exists.map(LowerName::new).into_iter().collect();
+        for record in records {
+            let name = LowerName::new(&record.name);
+            if !self.in_zone(&name) {
+                continue;
+            }
+            let at = touch(name.clone(), &mut names);
+            names[at].1.push(record);
+            below.push(name);
+        }
+        for name in below {
+            touch(name.clone(), &mut names);
+            let mut name = name;
+            while !self.apexes.contains(&name) && !name.is_root() {
+                name = name.base_name();
+                if self.apexes.contains(&name) {
+                    break;
+                }
+                touch(name.clone(), &mut names);
+            }
+        }
+        Contribution { names }
+    }
+
+    fn ptr(&self, ip: IpAddr, target: &Name) -> Option<Record> {
+        let IpAddr::V4(v4) = ip else { return None };
         let o = v4.octets();
         let reverse = format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0]);
-        if let Some(name) = self.name(&reverse) {
-            let lower = LowerName::new(&name);
-            if self.apexes.iter().any(|apex| apex.name.zone_of(&lower)) {
-                self.insert(Record::from_rdata(
-                    name,
-                    self.ttl,
-                    RData::PTR(PTR(target.clone())),
-                ));
-            }
-        }
+        let name = self.name(&reverse)?;
+        Some(Record::from_rdata(
+            name,
+            self.ttl,
+            RData::PTR(PTR(target.clone())),
+        ))
     }
 
-    fn srv(&mut self, base: &Name, port: &PortInfo, weight: u16, target: &Name) {
+    fn srv(&self, base: &Name, port: &PortInfo, weight: u16, target: &Name) -> Option<Record> {
         if port.name.is_empty() {
-            return;
+            return None;
         }
-        let text = format!("_{}._{}.{}", port.name, port.protocol, base);
-        if let Some(name) = self.name(&text) {
-            let data = SRV::new(0, weight, port.port, target.clone());
-            self.insert(Record::from_rdata(name, self.ttl, RData::SRV(data)));
-        }
+        let name = self.name(&format!("_{}._{}.{}", port.name, port.protocol, base))?;
+        let data = SRV::new(0, weight, port.port, target.clone());
+        Some(Record::from_rdata(name, self.ttl, RData::SRV(data)))
     }
 
-    fn service(&mut self, service: &ServiceInfo, ptr_claimed: &mut HashSet<IpAddr>) {
+    /// What a Service publishes.
+    pub fn service(&self, service: &ServiceInfo) -> Contribution {
         let text = format!("{}.{}.svc.{}", service.name, service.namespace, self.domain);
-        let Some(base) = self.name(&text) else { return };
-        // The Service's name exists even when nothing backs it yet.
-        self.names.entry(LowerName::new(&base)).or_default();
-        self.insert_ancestors(&base);
+        let Some(base) = self.name(&text) else {
+            return Contribution::default();
+        };
+        let mut records = Vec::new();
         match &service.target {
             ServiceTarget::ClusterIp(ips) => {
                 for ip in ips {
-                    let record = self.address(&base, *ip);
-                    self.insert(record);
-                    self.ptr(*ip, &base);
+                    records.push(self.address(&base, *ip));
+                    records.extend(self.ptr(*ip, &base));
                 }
                 for port in &service.ports {
-                    self.srv(&base, port, 100, &base);
+                    records.extend(self.srv(&base, port, 100, &base));
                 }
             }
             ServiceTarget::Headless => {
                 let count = u16::try_from(service.endpoints.len().max(1)).unwrap_or(u16::MAX);
                 let weight = (100 / count).max(1);
+                let mut named: Vec<Record> = Vec::new();
                 for endpoint in &service.endpoints {
-                    let record = self.address(&base, endpoint.ip);
-                    self.insert(record);
+                    records.push(self.address(&base, endpoint.ip));
                     let label = endpoint
                         .hostname
                         .clone()
@@ -353,21 +401,25 @@ impl Builder {
                     let Some(host) = self.name(&format!("{label}.{base}")) else {
                         continue;
                     };
-                    let record = self.address(&host, endpoint.ip);
-                    self.insert(record);
-                    if endpoint.hostname.is_some() || !ptr_claimed.contains(&endpoint.ip) {
-                        self.ptr(endpoint.ip, &host);
-                        ptr_claimed.insert(endpoint.ip);
+                    records.push(self.address(&host, endpoint.ip));
+                    let ptr = self.ptr(endpoint.ip, &host);
+                    // A pod's own hostname is the better reverse name.
+                    if endpoint.hostname.is_some() {
+                        named.extend(ptr);
+                    } else {
+                        records.extend(ptr);
                     }
                     for port in &endpoint.ports {
-                        self.srv(&base, port, weight, &host);
+                        records.extend(self.srv(&base, port, weight, &host));
                     }
                 }
+                named.extend(records);
+                records = named;
             }
             ServiceTarget::ExternalName(target) => {
                 let target = format!("{}.", target.trim_end_matches('.'));
                 if let Some(target) = self.name(&target) {
-                    self.insert(Record::from_rdata(
+                    records.push(Record::from_rdata(
                         base.clone(),
                         self.ttl,
                         RData::CNAME(CNAME(target)),
@@ -375,41 +427,19 @@ impl Builder {
                 }
             }
         }
+        // The Service's name exists even when nothing backs it yet.
+        self.contribution_with(records, Some(&base))
     }
 
-    fn insert_ancestors(&mut self, name: &Name) {
-        let mut lower = LowerName::new(name);
-        while !self.apexes.iter().any(|apex| apex.name == lower) && !lower.is_root() {
-            lower = lower.base_name();
-            self.names.entry(lower.clone()).or_default();
-        }
-    }
-
-    fn pod(&mut self, pod: &PodInfo, ptr_claimed: &HashSet<IpAddr>) {
+    /// What a pod publishes: its dashed-address name and, unless a Service names it, its PTR.
+    pub fn pod(&self, pod: &PodInfo) -> Contribution {
         let text = format!("{}.{}.pod.{}", dashed(pod.ip), pod.namespace, self.domain);
-        let Some(name) = self.name(&text) else { return };
-        let record = self.address(&name, pod.ip);
-        self.insert(record);
-        if !ptr_claimed.contains(&pod.ip) {
-            self.ptr(pod.ip, &name);
-        }
-    }
-
-    fn finish(mut self) -> Zone {
-        // PTRs are one per address: a pod that several Services publish keeps the first.
-        for records in self.names.values_mut() {
-            let mut seen_ptr = false;
-            records.retain(|r| {
-                if r.record_type() != RecordType::PTR {
-                    return true;
-                }
-                !std::mem::replace(&mut seen_ptr, true)
-            });
-        }
-        Zone {
-            names: self.names,
-            apexes: self.apexes,
-        }
+        let Some(name) = self.name(&text) else {
+            return Contribution::default();
+        };
+        let mut records = vec![self.address(&name, pod.ip)];
+        records.extend(self.ptr(pod.ip, &name));
+        self.contribution(records)
     }
 }
 
