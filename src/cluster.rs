@@ -281,6 +281,7 @@ impl ControlPlane {
         &mut self,
         nodes: crate::workloads::Nodes,
         args: &UpArgs,
+        data_dir: &Path,
     ) -> anyhow::Result<()> {
         let range = shipshape_reconciler::services::ServiceRange {
             base: args.service_cidr.base,
@@ -299,6 +300,7 @@ impl ControlPlane {
             dns_upstream: args.dns_upstream,
             pod_cidr: args.pod_cidr,
             lb_pool: args.lb_pool,
+            data_dir: data_dir.to_path_buf(),
         };
         let workloads = crate::workloads::Workloads::start(
             &self.store,
@@ -476,7 +478,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.memory >> 20,
                     nodes.start_delay
                 );
-                if let Err(error) = plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args) {
+                if let Err(error) = plane.start_workloads(crate::workloads::Nodes::Simulated(nodes.clone()), args, &data_dir) {
                     api.stop().await;
                     plane.stop(true).await;
                     return Err(error);
@@ -501,7 +503,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     nodes.memory >> 20,
                     nodes.pod_cidr,
                 );
-                if let Err(error) = plane.start_workloads(real, args) {
+                if let Err(error) = plane.start_workloads(real, args, &data_dir) {
                     api.stop().await;
                     plane.stop(true).await;
                     containerd.stop().await;

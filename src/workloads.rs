@@ -30,6 +30,8 @@ pub(crate) struct ServiceNetwork {
     pub(crate) dns_upstream: Option<std::net::SocketAddr>,
     /// The pod network, for the proxy's masquerading.
     pub(crate) pod_cidr: shipshape_node::Cidr,
+    /// The data directory (the proxy remembers host settings it changed there).
+    pub(crate) data_dir: std::path::PathBuf,
     /// Addresses for LoadBalancer Services (none: they stay pending).
     pub(crate) lb_pool: Option<shipshape_reconciler::services::LoadBalancerPool>,
 }
@@ -109,11 +111,14 @@ impl Workloads {
         let dns = DnsServer::start(cell.clone(), &listen, network.dns_upstream)?;
         let dns_view = spawn(DnsView::new(network.zone.clone(), cell), store);
         let proxy = gateways.first().map(|gateway| {
-            let (proxy, handle) = ServiceProxy::new(ProxyConfig {
-                pod_cidr: network.pod_cidr,
-                node_prefix: 24,
-                dns: Some((network.range.dns(), *gateway)),
-            });
+            let (proxy, handle) = ServiceProxy::new(
+                ProxyConfig {
+                    pod_cidr: network.pod_cidr,
+                    node_prefix: 24,
+                    dns: Some((network.range.dns(), *gateway)),
+                },
+                &network.data_dir.join("route_localnet.before"),
+            );
             (spawn(proxy, store), handle)
         });
         let nodes = match nodes {

@@ -91,18 +91,30 @@ pub struct ProxyHandle {
     applier: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
     route_localnet: Option<String>,
+    remember: std::path::PathBuf,
 }
 
 impl ServiceProxy {
     /// The proxy and the handle that removes its rules on stop. Enables `route_localnet` and
-    /// starts the applier; the first rules replace any table a previous run left.
-    pub fn new(config: ProxyConfig) -> (Self, ProxyHandle) {
+    /// starts the applier; the first rules replace any table a previous run left. The value
+    /// `route_localnet` had is remembered in `remember` (in the data directory) until the stop
+    /// puts it back, so a run killed with -9 does not make the next one restore the wrong value.
+    pub fn new(config: ProxyConfig, remember: &Path) -> (Self, ProxyHandle) {
         let (desired, wanted) = watch::channel(None);
         let (stop, stopping) = watch::channel(false);
-        let route_localnet = std::fs::read_to_string(ROUTE_LOCALNET)
+        let remembered = std::fs::read_to_string(remember)
             .ok()
             .map(|v| v.trim().to_string());
-        if route_localnet.as_deref() != Some("1")
+        let route_localnet = remembered.or_else(|| {
+            let current = std::fs::read_to_string(ROUTE_LOCALNET)
+                .ok()
+                .map(|v| v.trim().to_string())?;
+            if let Err(error) = std::fs::write(remember, &current) {
+                tracing::warn!(%error, path = %remember.display(), "cannot remember route_localnet");
+            }
+            Some(current)
+        });
+        if std::fs::read_to_string(ROUTE_LOCALNET).is_ok_and(|v| v.trim() != "1")
             && let Err(error) = std::fs::write(ROUTE_LOCALNET, "1")
         {
             tracing::warn!(%error, "cannot enable route_localnet; NodePorts will not answer on 127.0.0.1");
@@ -119,6 +131,7 @@ impl ServiceProxy {
                 applier,
                 stop,
                 route_localnet,
+                remember: remember.to_path_buf(),
             },
         )
     }
@@ -141,6 +154,7 @@ impl ProxyHandle {
         {
             let _ = std::fs::write(ROUTE_LOCALNET, previous);
         }
+        let _ = std::fs::remove_file(&self.remember);
     }
 }
 
