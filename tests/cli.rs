@@ -1846,6 +1846,15 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {name: sticky, namespace: demo}
+spec:
+  type: LoadBalancer
+  sessionAffinity: ClientIP
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: nobody, namespace: demo}
 spec:
   selector: {app: nobody}
@@ -1907,6 +1916,8 @@ spec:
                 "containerd",
                 "--nodes",
                 "2",
+                "--lb-pool",
+                "10.200.0.1-10.200.0.1",
                 "--import",
                 &image_arg,
             ]);
@@ -1981,6 +1992,20 @@ spec:
             eventually("both pods behind the NodePort on 127.0.0.1", || {
                 let seen = answering("127.0.0.1:30080", 20);
                 (seen == spread).then_some(()).ok_or(format!("{seen:?}"))
+            });
+            // ClientIP affinity: one client, one pod; the load-balancer address from the pool
+            // is served like the ClusterIP.
+            let sticky = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "service", "sticky", "-n", "demo"],
+                "{.spec.clusterIP}",
+            );
+            let seen = answering(&format!("{sticky}:80"), 20);
+            assert_eq!(seen.len(), 1, "sessionAffinity ClientIP: {seen:?}");
+            eventually("the load-balancer address answering", || {
+                let seen = answering("10.200.0.1:80", 5);
+                (seen.len() == 1).then_some(()).ok_or(format!("{seen:?}"))
             });
             // A Service nothing serves refuses at once rather than hanging.
             let nobody = jsonpath(
