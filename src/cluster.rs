@@ -101,6 +101,10 @@ pub struct UpArgs {
     /// elsewhere (Kubernetes' default tolerationSeconds).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
     eviction_timeout: Duration,
+    /// Run CronJob schedules this many times faster than the wall clock (for tests and demos: 60
+    /// makes a one-minute schedule fire every second).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    cronjob_time_scale: u32,
     /// Simulated runtime: how long a bound pod takes to report Running.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_interval)]
     pod_start_delay: Duration,
@@ -300,6 +304,7 @@ impl ControlPlane {
             dns_upstream: args.dns_upstream,
             pod_cidr: args.pod_cidr,
             lb_pool: args.lb_pool,
+            cronjob_time_scale: args.cronjob_time_scale,
             data_dir: data_dir.to_path_buf(),
         };
         let workloads = crate::workloads::Workloads::start(

@@ -4,9 +4,11 @@
 use kameo::actor::ActorRef;
 use shipshape_actors::StoreActor;
 use shipshape_actors::controller::{Controller, ControllerActor};
+use shipshape_actors::controllers::cronjob::CronJobController;
 use shipshape_actors::controllers::deployment::DeploymentController;
 use shipshape_actors::controllers::endpoints::EndpointsController;
 use shipshape_actors::controllers::gc::GarbageCollector;
+use shipshape_actors::controllers::job::JobController;
 use shipshape_actors::controllers::nodes::NodeLifecycle;
 use shipshape_actors::controllers::replicaset::ReplicaSetController;
 use shipshape_actors::controllers::scheduler::Scheduler;
@@ -30,6 +32,8 @@ pub(crate) struct ServiceNetwork {
     pub(crate) dns_upstream: Option<std::net::SocketAddr>,
     /// The pod network, for the proxy's masquerading.
     pub(crate) pod_cidr: shipshape_node::Cidr,
+    /// How much faster than the wall clock CronJob schedules run (1: real time).
+    pub(crate) cronjob_time_scale: u32,
     /// The data directory (the proxy remembers host settings it changed there).
     pub(crate) data_dir: std::path::PathBuf,
     /// Addresses for LoadBalancer Services (none: they stay pending).
@@ -61,6 +65,8 @@ pub(crate) struct Workloads {
     scheduler: ActorRef<ControllerActor<Scheduler>>,
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
+    jobs: ActorRef<ControllerActor<JobController>>,
+    cronjobs: ActorRef<ControllerActor<CronJobController>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
     services: ActorRef<ControllerActor<ServiceAllocator>>,
     dns_view: ActorRef<ControllerActor<DnsView>>,
@@ -145,6 +151,8 @@ impl Workloads {
             scheduler: spawn(Scheduler::new(), store),
             endpoints: spawn(EndpointsController::new(), store),
             garbage: spawn(GarbageCollector::new(), store),
+            jobs: spawn(JobController::new(), store),
+            cronjobs: spawn(CronJobController::new(network.cronjob_time_scale), store),
             lifecycle: spawn(NodeLifecycle::new(lease_duration, eviction_timeout), store),
             services: spawn(ServiceAllocator::new(network.range, network.lb_pool), store),
             dns_view,
@@ -184,6 +192,8 @@ impl Workloads {
         stop(self.endpoints).await;
         stop(self.lifecycle).await;
         stop(self.garbage).await;
+        stop(self.cronjobs).await;
+        stop(self.jobs).await;
         stop(self.replica_set).await;
         stop(self.deployment).await;
         stop(self.dns_view).await;

@@ -2049,6 +2049,229 @@ spec:
             drop(cleanup);
         }
 
+        const BATCH: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata: {name: count, namespace: demo}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: "busybox:1.35", command: ["sh", "-c", "echo counted"]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: doomed, namespace: demo}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: "busybox:1.35", command: ["sh", "-c", "exit 3"]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick, namespace: demo}
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 2
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - {name: main, image: "busybox:1.35", command: ["sh", "-c", "echo tick"]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: slow, namespace: demo}
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 1
+          containers:
+          - {name: main, image: "busybox:1.35", command: ["sleep", "3"]}
+"#;
+
+        #[test]
+        fn jobs_complete_or_give_up_and_cronjobs_run_on_schedule() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            if !is_root() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs as root: the containerd tests must run there"
+                );
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            let repo = Repo::new();
+            let mut cleanup = Cleanup {
+                data: repo.data(),
+                shared_socket: None,
+            };
+            let image = busybox_image(repo.dir.path());
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(&repo.path(), "apps/batch/all.yaml", BATCH);
+            commit(&repo.path(), "batch");
+            let image_arg = image.display().to_string();
+            // A minute of CronJob time passes every second.
+            let (child, log) = repo.up_with(&[
+                "--runtime",
+                "containerd",
+                "--nodes",
+                "2",
+                "--cronjob-time-scale",
+                "60",
+                "--import",
+                &image_arg,
+            ]);
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+            wait_for(&log, "nodes: 2 on containerd");
+            let socket = socket_in_use(&repo.data());
+            if !socket.starts_with(&repo.data().display().to_string()) {
+                cleanup.shared_socket = Some(socket.clone());
+            }
+            let phases = |selector: &str| {
+                jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pods", "-n", "demo", "-l", selector],
+                    "{.items[*].status.phase}",
+                )
+            };
+
+            // Three successes, two at a time, and not one more.
+            eventually("the count Job complete", || {
+                let shown = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "job", "count", "-n", "demo", "--no-headers"],
+                ));
+                shown.contains("Complete 3/3").then_some(()).ok_or(shown)
+            });
+            assert_eq!(phases("job-name=count"), "Succeeded Succeeded Succeeded");
+
+            // The failing Job retries once (after its 10 s back-off) and then gives up.
+            eventually("the doomed Job failed", || {
+                let reason = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "job", "doomed", "-n", "demo"],
+                    "{.status.conditions[?(@.type==\"Failed\")].reason}",
+                );
+                (reason == "BackoffLimitExceeded")
+                    .then_some(())
+                    .ok_or(reason)
+            });
+            assert_eq!(phases("job-name=doomed"), "Failed Failed");
+            let failed = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "job", "doomed", "-n", "demo"],
+                "{.status.failed}",
+            );
+            assert_eq!(failed, "2");
+
+            // The CronJob runs on its schedule and keeps two finished Jobs.
+            eventually("three tick runs", || {
+                let events = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &[
+                        "get",
+                        "events",
+                        "-n",
+                        "demo",
+                        "--field-selector",
+                        "involvedObject.name=tick",
+                    ],
+                ));
+                let runs = events.matches("Created job tick-").count();
+                (runs >= 3 && events.contains("Deleted job tick-"))
+                    .then_some(())
+                    .ok_or(events)
+            });
+            let ticks = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "jobs", "-n", "demo"],
+                "{.items[*].metadata.name}",
+            );
+            assert!(
+                ticks
+                    .split_whitespace()
+                    .filter(|n| n.starts_with("tick-"))
+                    .count()
+                    <= 3,
+                "{ticks}"
+            );
+            let tick_pod = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "pods", "-n", "demo", "-l", "job-name", "-o", "name"],
+                "{.items[*].metadata.name}",
+            );
+            let tick_pod = tick_pod
+                .split_whitespace()
+                .find(|n| n.starts_with("tick-"))
+                .unwrap_or_default()
+                .to_string();
+            eventually("a tick's log", || {
+                let logs = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["logs", "-n", "demo", &tick_pod],
+                ));
+                logs.contains("tick").then_some(()).ok_or(logs)
+            });
+
+            // Forbid: a run that would overlap the running one is skipped; never two at once.
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < deadline {
+                let active = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "cronjob", "slow", "-n", "demo"],
+                    "{.status.active[*].name}",
+                );
+                assert!(
+                    active.split_whitespace().count() <= 1,
+                    "two slow runs at once: {active}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let events = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    "demo",
+                    "--field-selector",
+                    "involvedObject.name=slow",
+                ],
+            ));
+            assert!(events.contains("JobAlreadyActive"), "{events}");
+            assert!(events.matches("Created job slow-").count() >= 2, "{events}");
+            interrupt(child);
+            drop(cleanup);
+        }
+
         /// One containerd cluster per host at a time: the node, bridge and table names are
         /// the host's.
         static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -9,6 +9,8 @@
 //! - [`decision`]: the shape of every answer (actions, when to look again) and seeded names.
 //! - [`gc`]: what must go because its owner or namespace is gone.
 //! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
+//! - [`cronjob`]: CronJobs: which schedule is due, concurrency, history.
+//! - [`job`]: Jobs: pods until enough succeed, back-off, deadlines, exactly-once counting.
 //! - [`kubelet`]: restart policy and back-off for a pod's containers; the pod's phase.
 //! - [`nodes`]: node lifecycle: unreachable nodes are marked, then emptied.
 //! - [`replicaset`]: create or delete pods to match replicas; status.
@@ -17,11 +19,13 @@
 //! - [`services`]: ClusterIPs and NodePorts: honoured, allocated, or refused with the reason.
 //! - [`endpoints`]: which pod addresses and ports back a Service.
 
+pub mod cronjob;
 pub mod decision;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod gitops;
+pub mod job;
 pub mod kubelet;
 pub mod nodes;
 pub mod replicaset;

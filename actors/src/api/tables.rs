@@ -81,15 +81,27 @@ fn kind_columns(kind: Kind) -> Vec<Value> {
             column("Status", "string", 0, "Ready, NotReady, SchedulingDisabled"),
             column("Roles", "string", 0, "The node's roles"),
         ],
-        Kind::Job => vec![column(
-            "Completions",
-            "string",
-            0,
-            "Succeeded out of wanted",
-        )],
+        Kind::Job => vec![
+            column(
+                "Status",
+                "string",
+                0,
+                "Running, Complete, Failed or Suspended",
+            ),
+            column("Completions", "string", 0, "Succeeded out of wanted"),
+            column("Duration", "string", 0, "How long the Job ran"),
+        ],
         Kind::CronJob => vec![
             column("Schedule", "string", 0, "The cron schedule"),
+            column("Timezone", "string", 0, "The zone the schedule is read in"),
             column("Suspend", "boolean", 0, "Whether scheduling is suspended"),
+            column("Active", "integer", 0, "Jobs running"),
+            column(
+                "Last Schedule",
+                "string",
+                0,
+                "When a Job was last scheduled",
+            ),
         ],
         _ => Vec::new(),
     }
@@ -188,15 +200,56 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
             };
             vec![json!(status), json!("<none>")]
         }
-        Kind::Job => vec![json!(format!(
-            "{}/{}",
-            count(&status["succeeded"]),
-            spec["completions"].as_i64().unwrap_or(1)
-        ))],
-        Kind::CronJob => vec![
-            json!(text(&spec["schedule"])),
-            json!(spec["suspend"].as_bool().unwrap_or(false)),
-        ],
+        Kind::Job => {
+            let is = |kind: &str| {
+                status["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == kind && c["status"] == "True")
+            };
+            let shown = if is("Complete") {
+                "Complete"
+            } else if is("Failed") {
+                "Failed"
+            } else if is("Suspended") {
+                "Suspended"
+            } else {
+                "Running"
+            };
+            let duration = match status["startTime"].as_str() {
+                Some(start) => {
+                    let end = status["completionTime"]
+                        .as_str()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .unwrap_or_else(jiff::Timestamp::now);
+                    age(Some(start), end)
+                }
+                None => String::new(),
+            };
+            vec![
+                json!(shown),
+                json!(format!(
+                    "{}/{}",
+                    count(&status["succeeded"]),
+                    spec["completions"].as_i64().unwrap_or(1)
+                )),
+                json!(duration),
+            ]
+        }
+        Kind::CronJob => {
+            let last = match status["lastScheduleTime"].as_str() {
+                Some(at) => format!("{} ago", age(Some(at), jiff::Timestamp::now())),
+                None => "<none>".into(),
+            };
+            vec![
+                json!(text(&spec["schedule"])),
+                json!(spec["timeZone"].as_str().unwrap_or("<none>")),
+                json!(spec["suspend"].as_bool().unwrap_or(false)),
+                json!(status["active"].as_array().map_or(0, Vec::len)),
+                json!(last),
+            ]
+        }
         _ => Vec::new(),
     }
 }

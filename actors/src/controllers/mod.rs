@@ -7,12 +7,16 @@
 //! - [`scheduler`]: a node for each pod.
 //! - [`endpoints`]: Endpoints and EndpointSlices for each Service.
 //! - [`services`]: ClusterIPs and NodePorts for each Service.
+//! - [`cronjob`]: Jobs for each CronJob when its schedule comes due.
+//! - [`job`]: pods for each Job until enough succeed; exactly-once counting.
 //! - [`gc`]: owner-reference and namespace cascades.
 //! - [`nodes`]: node lifecycle: unreachable nodes marked, their pods evicted.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod job;
 pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;
@@ -119,6 +123,58 @@ impl Owners {
     pub fn key_of(&self, uid: &str) -> Option<&String> {
         self.by_uid.get(uid)
     }
+}
+
+/// The pod `owner`'s template describes, named `name`, owned by `owner` (and carrying the commit
+/// that asked for it), with `labels` added to the template's.
+pub fn pod_from_template(owner: &Value, name: &str, labels: &[(&str, &str)]) -> Value {
+    let template = &owner["spec"]["template"];
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(map) = metadata.as_object_mut() {
+        map.insert("name".into(), name.into());
+        map.insert("namespace".into(), owner["metadata"]["namespace"].clone());
+        map.insert(
+            "generateName".into(),
+            format!(
+                "{}-",
+                owner["metadata"]["name"].as_str().unwrap_or_default()
+            )
+            .into(),
+        );
+        map.insert(
+            "ownerReferences".into(),
+            serde_json::json!([owner_reference(owner)]),
+        );
+        if let Some(commit) = owner.pointer(&format!(
+            "/metadata/annotations/{}",
+            COMMIT_ANNOTATION.replace('/', "~1")
+        )) {
+            let annotations = map
+                .entry("annotations")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(annotations) = annotations.as_object_mut() {
+                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+            }
+        }
+        if !labels.is_empty() {
+            let map_labels = map.entry("labels").or_insert_with(|| serde_json::json!({}));
+            if let Some(map_labels) = map_labels.as_object_mut() {
+                for (key, value) in labels {
+                    map_labels.insert((*key).into(), (*value).into());
+                }
+            }
+        }
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})),
+        "status": {"phase": "Pending", "qosClass": "BestEffort"},
+    })
 }
 
 /// An ownerReference to `owner`, marking it as the controller.

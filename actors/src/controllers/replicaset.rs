@@ -10,9 +10,7 @@ use shipshape_reconciler::replicaset::{
     PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
 
-use super::{
-    COMMIT_ANNOTATION, Owners, controller_uid, number, owner_reference, pod_view, seed, text,
-};
+use super::{Owners, controller_uid, number, pod_from_template, pod_view, seed, text};
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
 use crate::store::{
@@ -80,40 +78,6 @@ fn status_json(status: &ReplicaSetStatus, labelled: u32) -> Value {
         "readyReplicas": status.ready,
         "availableReplicas": status.available,
         "observedGeneration": status.observed_generation,
-    })
-}
-
-/// The pod a ReplicaSet's template describes, named `name`.
-fn pod_from_template(set: &Value, name: &str) -> Value {
-    let template = &set["spec"]["template"];
-    let mut metadata = template
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    if let Some(map) = metadata.as_object_mut() {
-        map.insert("name".into(), name.into());
-        map.insert("namespace".into(), set["metadata"]["namespace"].clone());
-        map.insert(
-            "generateName".into(),
-            format!("{}-", set["metadata"]["name"].as_str().unwrap_or_default()).into(),
-        );
-        map.insert("ownerReferences".into(), json!([owner_reference(set)]));
-        if let Some(commit) = set.pointer(&format!(
-            "/metadata/annotations/{}",
-            COMMIT_ANNOTATION.replace('/', "~1")
-        )) {
-            let annotations = map.entry("annotations").or_insert_with(|| json!({}));
-            if let Some(annotations) = annotations.as_object_mut() {
-                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
-            }
-        }
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-        "status": {"phase": "Pending", "qosClass": "BestEffort"},
     })
 }
 
@@ -213,7 +177,7 @@ impl Controller for ReplicaSetController {
             match action {
                 ReplicaSetAction::CreatePod { name } => {
                     creates.push(Write::Create {
-                        object: pod_from_template(set, &name),
+                        object: pod_from_template(set, &name, &[]),
                         applied: None,
                         application: None,
                     });

@@ -12,6 +12,7 @@ mod other;
 mod pod;
 mod service;
 mod workloads;
+pub use workloads::parse_schedule;
 
 use std::collections::BTreeMap;
 

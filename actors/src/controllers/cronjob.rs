@@ -1,0 +1,372 @@
+//! The CronJob controller: starts each CronJob's Jobs when their schedule comes due, deciding
+//! with [`shipshape_reconciler::cronjob::decide_cronjob`].
+//!
+//! Its clock can run faster than the wall clock (`up --cronjob-time-scale N`, for tests and
+//! demos: a one-minute schedule then fires every 60/N seconds); times it writes
+//! (`lastScheduleTime`) are on that clock, times it reads from objects are mapped onto it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipshape_api::Kind;
+use shipshape_reconciler::cronjob::{
+    Concurrency, CronJobAction, CronJobView, OwnedJob, Skip, decide_cronjob,
+};
+
+use super::{
+    COMMIT_ANNOTATION, Owners, condition, controller_uid, owner_reference, rfc3339, seconds, text,
+};
+use crate::Write;
+use crate::controller::{Controller, Dirty, Reconciled, because};
+use crate::events::event;
+use crate::store::{
+    AuditEntry, Batch, EventType, Precondition, WatchEvent, key_of, parse_storage_key,
+};
+
+const COMPONENT: &str = "cronjob-controller";
+
+/// The annotation Kubernetes puts on a CronJob's Job: the time it was scheduled for.
+pub const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
+
+struct CachedJob {
+    owner: String,
+    job: OwnedJob,
+}
+
+/// The CronJob controller's cache: the CronJobs, and their Jobs by owner uid.
+pub struct CronJobController {
+    cronjobs: Owners,
+    jobs: HashMap<String, CachedJob>,
+    jobs_by_owner: HashMap<String, BTreeSet<String>>,
+    /// When the clock started (seconds) and how fast it runs.
+    epoch: i64,
+    scale: i64,
+}
+
+impl CronJobController {
+    /// A controller whose clock runs `scale` times as fast as the wall clock (1: real time).
+    pub fn new(scale: u32) -> Self {
+        Self {
+            cronjobs: Owners::default(),
+            jobs: HashMap::new(),
+            jobs_by_owner: HashMap::new(),
+            epoch: jiff::Timestamp::now().as_second(),
+            scale: i64::from(scale.max(1)),
+        }
+    }
+
+    /// A wall-clock time on the controller's clock.
+    fn clock(&self, wall: i64) -> i64 {
+        self.epoch + (wall - self.epoch) * self.scale
+    }
+
+    fn forget_job(&mut self, key: &str) -> Option<CachedJob> {
+        let job = self.jobs.remove(key)?;
+        if let Some(keys) = self.jobs_by_owner.get_mut(&job.owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.jobs_by_owner.remove(&job.owner);
+            }
+        }
+        Some(job)
+    }
+}
+
+/// How a Job ended, from its conditions (wall-clock seconds).
+fn finished(job: &Value) -> Option<(bool, i64)> {
+    [("Complete", true), ("Failed", false)]
+        .into_iter()
+        .find_map(|(kind, ok)| {
+            let c = condition(job, kind).filter(|c| c["status"] == "True")?;
+            Some((ok, seconds(c.get("lastTransitionTime")).unwrap_or(0)))
+        })
+}
+
+/// The Job a CronJob's jobTemplate describes for the schedule at `scheduled`.
+fn job_from_template(cronjob: &Value, name: &str, scheduled: i64) -> Value {
+    let template = &cronjob["spec"]["jobTemplate"];
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(map) = metadata.as_object_mut() {
+        map.insert("name".into(), name.into());
+        map.insert("namespace".into(), cronjob["metadata"]["namespace"].clone());
+        map.insert("ownerReferences".into(), json!([owner_reference(cronjob)]));
+        let annotations = map.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(SCHEDULED_ANNOTATION.into(), rfc3339(scheduled).into());
+            if let Some(commit) = cronjob.pointer(&format!(
+                "/metadata/annotations/{}",
+                COMMIT_ANNOTATION.replace('/', "~1")
+            )) {
+                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+            }
+        }
+    }
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+impl Controller for CronJobController {
+    fn name(&self) -> &'static str {
+        "cronjob"
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        vec![Kind::CronJob, Kind::Job]
+    }
+
+    fn reset(&mut self) {
+        self.cronjobs = Owners::default();
+        self.jobs.clear();
+        self.jobs_by_owner.clear();
+    }
+
+    fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
+        let Some(key) = parse_storage_key(&event.key) else {
+            return;
+        };
+        match key.kind {
+            Kind::CronJob => self.cronjobs.observe(event, dirty),
+            Kind::Job => {
+                let previous = self.forget_job(&event.key);
+                let owner = if event.kind == EventType::Deleted {
+                    previous.map(|j| j.owner)
+                } else {
+                    let Some(owner) = controller_uid(&event.object, "CronJob").map(str::to_string)
+                    else {
+                        return;
+                    };
+                    let job = OwnedJob {
+                        name: key.name.clone(),
+                        uid: text(&event.object, "/metadata/uid")
+                            .unwrap_or_default()
+                            .to_string(),
+                        finished: finished(&event.object).map(|(ok, at)| (ok, self.clock(at))),
+                    };
+                    self.jobs_by_owner
+                        .entry(owner.clone())
+                        .or_default()
+                        .insert(event.key.clone());
+                    self.jobs.insert(
+                        event.key.clone(),
+                        CachedJob {
+                            owner: owner.clone(),
+                            job,
+                        },
+                    );
+                    Some(owner)
+                };
+                if let Some(cronjob) = owner.and_then(|uid| self.cronjobs.key_of(&uid)) {
+                    dirty.mark(cronjob.clone(), || because(event));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
+        let Some(cronjob) = self.cronjobs.get(key) else {
+            return Reconciled::default();
+        };
+        if cronjob.pointer("/metadata/deletionTimestamp").is_some() {
+            return Reconciled::default();
+        }
+        let Ok(cronjob_key) = key_of(cronjob) else {
+            return Reconciled::default();
+        };
+        let spec = &cronjob["spec"];
+        let Ok(schedule) =
+            shipshape_api::validate::parse_schedule(spec["schedule"].as_str().unwrap_or_default())
+        else {
+            return Reconciled::default();
+        };
+        let time_zone = match spec["timeZone"].as_str() {
+            Some(zone) => match jiff::tz::TimeZone::get(zone) {
+                Ok(zone) => zone,
+                Err(_) => {
+                    return Reconciled {
+                        batches: vec![Batch {
+                            writes: vec![event(
+                                COMPONENT,
+                                cronjob,
+                                "Warning",
+                                "UnknownTimeZone",
+                                format!("unknown time zone {zone:?}"),
+                                now,
+                            )],
+                            audit: None,
+                        }],
+                        requeue_after: None,
+                    };
+                }
+            },
+            None => jiff::tz::TimeZone::system(),
+        };
+        let uid = text(cronjob, "/metadata/uid")
+            .unwrap_or_default()
+            .to_string();
+        let rv = text(cronjob, "/metadata/resourceVersion")
+            .unwrap_or_default()
+            .to_string();
+        let jobs: Vec<OwnedJob> = self
+            .jobs_by_owner
+            .get(&uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.jobs.get(k))
+            .map(|j| j.job.clone())
+            .collect();
+        let history = |field: &str, default: usize| {
+            spec[field]
+                .as_u64()
+                .map_or(default, |n| usize::try_from(n).unwrap_or(default))
+        };
+        let mut active_written: Vec<String> = cronjob
+            .pointer("/status/active")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect();
+        active_written.sort();
+        let view = CronJobView {
+            name: cronjob_key.name.clone(),
+            schedule,
+            time_zone,
+            suspend: spec["suspend"].as_bool().unwrap_or(false),
+            concurrency: match spec["concurrencyPolicy"].as_str() {
+                Some("Forbid") => Concurrency::Forbid,
+                Some("Replace") => Concurrency::Replace,
+                _ => Concurrency::Allow,
+            },
+            starting_deadline_seconds: spec["startingDeadlineSeconds"].as_i64(),
+            successful_history: history("successfulJobsHistoryLimit", 3),
+            failed_history: history("failedJobsHistoryLimit", 1),
+            created: self
+                .clock(seconds(cronjob.pointer("/metadata/creationTimestamp")).unwrap_or(0)),
+            last_schedule: seconds(cronjob.pointer("/status/lastScheduleTime")),
+            last_successful: seconds(cronjob.pointer("/status/lastSuccessfulTime")),
+            active_written,
+            jobs,
+        };
+        let clock_now = self.clock(now.as_second());
+        let decision = decide_cronjob(&view, clock_now);
+        let namespace = cronjob_key.namespace.clone();
+        let mut writes = Vec::new();
+        let mut started = Vec::new();
+        for action in decision.actions {
+            match action {
+                CronJobAction::CreateJob { name, scheduled } => {
+                    writes.push(Write::Create {
+                        object: job_from_template(cronjob, &name, scheduled),
+                        applied: None,
+                        application: None,
+                    });
+                    writes.push(event(
+                        COMPONENT,
+                        cronjob,
+                        "Normal",
+                        "SuccessfulCreate",
+                        format!("Created job {name}"),
+                        now,
+                    ));
+                    started.push(name);
+                }
+                CronJobAction::DeleteJob { name, uid } => {
+                    writes.push(Write::Delete {
+                        key: shipshape_api::ObjectKey {
+                            kind: Kind::Job,
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                        },
+                        precondition: Precondition::Uid(uid),
+                    });
+                    writes.push(event(
+                        COMPONENT,
+                        cronjob,
+                        "Normal",
+                        "SuccessfulDelete",
+                        format!("Deleted job {name}"),
+                        now,
+                    ));
+                }
+                CronJobAction::Skipped { scheduled, reason } => {
+                    let message = match reason {
+                        Skip::StillRunning => format!(
+                            "Not starting job for {} because a prior execution is still running and concurrency policy is Forbid",
+                            rfc3339(scheduled)
+                        ),
+                        Skip::MissedDeadline => format!(
+                            "Missed the schedule at {}: startingDeadlineSeconds passed",
+                            rfc3339(scheduled)
+                        ),
+                    };
+                    let reason = match reason {
+                        Skip::StillRunning => "JobAlreadyActive",
+                        Skip::MissedDeadline => "MissSchedule",
+                    };
+                    writes.push(event(COMPONENT, cronjob, "Normal", reason, message, now));
+                }
+                CronJobAction::TooManyMissed => writes.push(event(
+                    COMPONENT,
+                    cronjob,
+                    "Warning",
+                    "TooManyMissedTimes",
+                    "too many missed start times; check clock skew".to_string(),
+                    now,
+                )),
+                CronJobAction::UpdateStatus {
+                    last_schedule,
+                    last_successful,
+                    active,
+                } => {
+                    let mut status = json!({
+                        "active": active.iter().map(|name| json!({"apiVersion": "batch/v1", "kind": "Job", "name": name, "namespace": namespace})).collect::<Vec<_>>(),
+                    });
+                    if let Some(at) = last_schedule {
+                        status["lastScheduleTime"] = json!(rfc3339(at));
+                    }
+                    if let Some(at) = last_successful {
+                        status["lastSuccessfulTime"] = json!(rfc3339(at));
+                    }
+                    writes.push(Write::UpdateStatus {
+                        key: cronjob_key.clone(),
+                        precondition: rv.parse().ok().map(Precondition::ResourceVersion),
+                        status,
+                    });
+                }
+            }
+        }
+        let batches = if writes.is_empty() {
+            Vec::new()
+        } else {
+            vec![Batch {
+                writes,
+                audit: (!started.is_empty()).then(|| AuditEntry {
+                    actor: "controller/cronjob".into(),
+                    action: "create-jobs".into(),
+                    subject: key.to_string(),
+                    details: json!({"jobs": started}),
+                }),
+            }]
+        };
+        Reconciled {
+            batches,
+            // A wait on the controller's clock, in wall-clock time.
+            requeue_after: decision.requeue_after.map(|wait| {
+                Duration::from_millis(
+                    u64::try_from(wait * 1000 / self.scale)
+                        .unwrap_or(1000)
+                        .max(200),
+                )
+            }),
+        }
+    }
+}
