@@ -5,6 +5,7 @@ use kameo::actor::ActorRef;
 use shipshape_actors::StoreActor;
 use shipshape_actors::controller::{Controller, ControllerActor};
 use shipshape_actors::controllers::cronjob::CronJobController;
+use shipshape_actors::controllers::daemonset::DaemonSetController;
 use shipshape_actors::controllers::deployment::DeploymentController;
 use shipshape_actors::controllers::endpoints::EndpointsController;
 use shipshape_actors::controllers::gc::GarbageCollector;
@@ -66,6 +67,7 @@ pub(crate) struct Workloads {
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
     jobs: ActorRef<ControllerActor<JobController>>,
+    daemon_sets: ActorRef<ControllerActor<DaemonSetController>>,
     cronjobs: ActorRef<ControllerActor<CronJobController>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
     services: ActorRef<ControllerActor<ServiceAllocator>>,
@@ -152,6 +154,7 @@ impl Workloads {
             endpoints: spawn(EndpointsController::new(), store),
             garbage: spawn(GarbageCollector::new(), store),
             jobs: spawn(JobController::new(), store),
+            daemon_sets: spawn(DaemonSetController::new(), store),
             cronjobs: spawn(CronJobController::new(network.cronjob_time_scale), store),
             lifecycle: spawn(NodeLifecycle::new(lease_duration, eviction_timeout), store),
             services: spawn(ServiceAllocator::new(network.range, network.lb_pool), store),
@@ -194,6 +197,7 @@ impl Workloads {
         stop(self.garbage).await;
         stop(self.cronjobs).await;
         stop(self.jobs).await;
+        stop(self.daemon_sets).await;
         stop(self.replica_set).await;
         stop(self.deployment).await;
         stop(self.dns_view).await;

@@ -1563,7 +1563,7 @@ spec:
                         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                         .unwrap_or_default()
                 };
-                for namespace in ["shipshape-node-1", "shipshape-node-2"] {
+                for namespace in ["shipshape-node-1", "shipshape-node-2", "shipshape-node-3"] {
                     for id in ctr(namespace, &["task", "ls", "-q"]).lines() {
                         ctr(namespace, &["task", "delete", "--force", id]);
                     }
@@ -1635,7 +1635,7 @@ spec:
                         let _ = Command::new("ip").args(["netns", "delete", &name]).status();
                     }
                 }
-                for bridge in ["ship-node-1", "ship-node-2"] {
+                for bridge in ["ship-node-1", "ship-node-2", "ship-node-3"] {
                     if Path::new("/sys/class/net").join(bridge).exists() {
                         let _ = Command::new("ip").args(["link", "delete", bridge]).status();
                     }
@@ -2100,6 +2100,20 @@ spec:
           terminationGracePeriodSeconds: 1
           containers:
           - {name: main, image: "busybox:1.35", command: ["sleep", "3"]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: demo}
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: main, image: "busybox:1.35", command: ["sleep", "3600"]}
 "#;
 
         #[test]
@@ -2268,6 +2282,49 @@ spec:
             ));
             assert!(events.contains("JobAlreadyActive"), "{events}");
             assert!(events.matches("Created job slow-").count() >= 2, "{events}");
+
+            // The DaemonSet runs one pod per node; started again with a third node, it gets one.
+            let agents = |kubeconfig: &Path| {
+                let nodes = jsonpath(
+                    kubeconfig,
+                    &cache,
+                    &[
+                        "get",
+                        "pods",
+                        "-n",
+                        "demo",
+                        "-l",
+                        "app=agent",
+                        "--field-selector",
+                        "status.phase=Running",
+                    ],
+                    "{.items[*].spec.nodeName}",
+                );
+                let mut nodes: Vec<String> = nodes.split_whitespace().map(str::to_string).collect();
+                nodes.sort();
+                nodes
+            };
+            eventually("an agent on each node", || {
+                let nodes = agents(&kubeconfig);
+                (nodes == ["node-1", "node-2"])
+                    .then_some(())
+                    .ok_or(format!("{nodes:?}"))
+            });
+            interrupt(child);
+            let (child, log) = repo.up_with(&["--runtime", "containerd", "--nodes", "3"]);
+            wait_for(&log, "nodes: 3 on containerd");
+            eventually("an agent on the new node too", || {
+                let nodes = agents(&kubeconfig);
+                (nodes == ["node-1", "node-2", "node-3"])
+                    .then_some(())
+                    .ok_or(format!("{nodes:?}"))
+            });
+            let shown = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "daemonset", "agent", "-n", "demo", "--no-headers"],
+            ));
+            assert!(shown.starts_with("agent 3 3 3 3 3 <none>"), "{shown}");
             interrupt(child);
             drop(cleanup);
         }

@@ -247,6 +247,7 @@ impl RolloutModel {
             memory: 0,
             node_selector: Default::default(),
             tolerations: Vec::new(),
+            pinned: None,
         };
         schedule(&request, &self.node_views(state))
             .ok()

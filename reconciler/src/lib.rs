@@ -10,6 +10,7 @@
 //! - [`gc`]: what must go because its owner or namespace is gone.
 //! - [`gitops`]: what a sync does to one application: create, update, prune, or hold.
 //! - [`cronjob`]: CronJobs: which schedule is due, concurrency, history.
+//! - [`daemonset`]: DaemonSets: a pod per eligible node, rolling node by node.
 //! - [`job`]: Jobs: pods until enough succeed, back-off, deadlines, exactly-once counting.
 //! - [`kubelet`]: restart policy and back-off for a pod's containers; the pod's phase.
 //! - [`nodes`]: node lifecycle: unreachable nodes are marked, then emptied.
@@ -20,6 +21,7 @@
 //! - [`endpoints`]: which pod addresses and ports back a Service.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod decision;
 pub mod deployment;
 pub mod endpoints;

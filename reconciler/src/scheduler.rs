@@ -35,7 +35,8 @@ pub struct Toleration {
 }
 
 impl Toleration {
-    fn tolerates(&self, taint: &Taint) -> bool {
+    /// Whether this toleration covers `taint`.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
         let effect = self.effect.is_empty() || self.effect == taint.effect;
         let key = self.key.is_empty() || self.key == taint.key;
         let value = self.operator == "Exists" || self.value == taint.value;
@@ -85,6 +86,9 @@ pub struct PodRequest {
     pub node_selector: BTreeMap<String, String>,
     /// The pod's tolerations.
     pub tolerations: Vec<Toleration>,
+    /// The one node its required node affinity allows (`matchFields` on `metadata.name`, as
+    /// DaemonSet pods carry it), if any.
+    pub pinned: Option<String>,
 }
 
 /// Why a node was filtered out, in Kubernetes' words.
@@ -122,10 +126,24 @@ impl Unfit {
 
 /// The first filter a node fails, or `None` if it can take the pod.
 pub fn unfit(pod: &PodRequest, node: &NodeView) -> Option<Unfit> {
-    if !node.ready {
+    // A node's state is a taint to whoever tolerates it (DaemonSet pods tolerate these).
+    let state = |key: &str| Taint {
+        key: key.to_string(),
+        value: String::new(),
+        effect: "NoSchedule".to_string(),
+    };
+    let tolerated = |taint: &Taint| pod.tolerations.iter().any(|t| t.tolerates(taint));
+    if pod
+        .pinned
+        .as_ref()
+        .is_some_and(|pinned| *pinned != node.name)
+    {
+        return Some(Unfit::Selector);
+    }
+    if !node.ready && !tolerated(&state("node.kubernetes.io/not-ready")) {
         return Some(Unfit::NotReady);
     }
-    if node.unschedulable {
+    if node.unschedulable && !tolerated(&state("node.kubernetes.io/unschedulable")) {
         return Some(Unfit::Unschedulable);
     }
     if pod
@@ -274,6 +292,7 @@ mod tests {
             memory: 1 << 20,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            pinned: None,
         }
     }
 

@@ -81,6 +81,14 @@ fn kind_columns(kind: Kind) -> Vec<Value> {
             column("Status", "string", 0, "Ready, NotReady, SchedulingDisabled"),
             column("Roles", "string", 0, "The node's roles"),
         ],
+        Kind::DaemonSet => vec![
+            column("Desired", "integer", 0, "Nodes that should run the daemon"),
+            column("Current", "integer", 0, "Nodes running it"),
+            column("Ready", "integer", 0, "Nodes with a ready pod"),
+            column("Up-to-date", "integer", 0, "Nodes on the newest template"),
+            column("Available", "integer", 0, "Nodes with an available pod"),
+            column("Node Selector", "string", 0, "Where it runs"),
+        ],
         Kind::Job => vec![
             column(
                 "Status",
@@ -199,6 +207,26 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
                 ready.to_string()
             };
             vec![json!(status), json!("<none>")]
+        }
+        Kind::DaemonSet => {
+            let selector = spec["template"]["spec"]["nodeSelector"]
+                .as_object()
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                json!(count(&status["desiredNumberScheduled"])),
+                json!(count(&status["currentNumberScheduled"])),
+                json!(count(&status["numberReady"])),
+                json!(count(&status["updatedNumberScheduled"])),
+                json!(count(&status["numberAvailable"])),
+                json!(selector),
+            ]
         }
         Kind::Job => {
             let is = |kind: &str| {

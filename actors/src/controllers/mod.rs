@@ -8,11 +8,13 @@
 //! - [`endpoints`]: Endpoints and EndpointSlices for each Service.
 //! - [`services`]: ClusterIPs and NodePorts for each Service.
 //! - [`cronjob`]: Jobs for each CronJob when its schedule comes due.
+//! - [`daemonset`]: a pod for each DaemonSet on every node that should run it.
 //! - [`job`]: pods for each Job until enough succeed; exactly-once counting.
 //! - [`gc`]: owner-reference and namespace cascades.
 //! - [`nodes`]: node lifecycle: unreachable nodes marked, their pods evicted.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -117,6 +119,11 @@ impl Owners {
     /// One of them, by key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.objects.get(key)
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.objects.keys()
     }
 
     /// The key of the one with this uid.

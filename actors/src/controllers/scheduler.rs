@@ -207,6 +207,23 @@ pub fn pod_request(pod: &Value) -> PodRequest {
         memory: sum("memory", units),
         node_selector: string_map(pod.pointer("/spec/nodeSelector")),
         tolerations,
+        pinned: pinned_node(pod),
+    }
+}
+
+/// The node a pod's required node affinity names by `metadata.name` (how DaemonSet pods are
+/// tied to their node), if it names exactly one.
+pub fn pinned_node(pod: &Value) -> Option<String> {
+    let terms = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?
+        .as_array()?;
+    let fields = terms.first()?.get("matchFields")?.as_array()?;
+    let field = fields
+        .iter()
+        .find(|f| f["key"] == "metadata.name" && f["operator"] == "In")?;
+    match field["values"].as_array()?.as_slice() {
+        [one] => one.as_str().map(str::to_string),
+        _ => None,
     }
 }
 
