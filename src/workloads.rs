@@ -14,6 +14,8 @@ use shipshape_actors::controllers::nodes::NodeLifecycle;
 use shipshape_actors::controllers::replicaset::ReplicaSetController;
 use shipshape_actors::controllers::scheduler::Scheduler;
 use shipshape_actors::controllers::services::ServiceAllocator;
+use shipshape_actors::controllers::statefulset::StatefulSetController;
+use shipshape_actors::controllers::volumes::VolumeController;
 use shipshape_dns::{DnsServer, DnsView, ZoneCell, ZoneConfig};
 use shipshape_node::containerd::Containerd;
 use shipshape_node::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
@@ -68,6 +70,8 @@ pub(crate) struct Workloads {
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
     jobs: ActorRef<ControllerActor<JobController>>,
     daemon_sets: ActorRef<ControllerActor<DaemonSetController>>,
+    stateful_sets: ActorRef<ControllerActor<StatefulSetController>>,
+    volumes: ActorRef<ControllerActor<VolumeController>>,
     cronjobs: ActorRef<ControllerActor<CronJobController>>,
     lifecycle: ActorRef<ControllerActor<NodeLifecycle>>,
     services: ActorRef<ControllerActor<ServiceAllocator>>,
@@ -155,6 +159,11 @@ impl Workloads {
             garbage: spawn(GarbageCollector::new(), store),
             jobs: spawn(JobController::new(), store),
             daemon_sets: spawn(DaemonSetController::new(), store),
+            stateful_sets: spawn(StatefulSetController::new(), store),
+            volumes: spawn(
+                VolumeController::new(network.data_dir.join("volumes")),
+                store,
+            ),
             cronjobs: spawn(CronJobController::new(network.cronjob_time_scale), store),
             lifecycle: spawn(NodeLifecycle::new(lease_duration, eviction_timeout), store),
             services: spawn(ServiceAllocator::new(network.range, network.lb_pool), store),
@@ -198,6 +207,8 @@ impl Workloads {
         stop(self.cronjobs).await;
         stop(self.jobs).await;
         stop(self.daemon_sets).await;
+        stop(self.stateful_sets).await;
+        stop(self.volumes).await;
         stop(self.replica_set).await;
         stop(self.deployment).await;
         stop(self.dns_view).await;

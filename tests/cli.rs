@@ -2329,6 +2329,191 @@ spec:
             drop(cleanup);
         }
 
+        const STATEFUL: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web, namespace: demo}
+spec:
+  serviceName: web
+  replicas: REPLICAS
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: busybox:1.35
+        command: ["sh", "-c", "[ -f /data/index.html ] || echo first-$HOSTNAME-$RANDOM > /data/index.html; exec httpd -f -p 8080 -h /data"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 16Mi}}
+"#;
+
+        #[test]
+        fn statefulset_pods_start_in_order_find_each_other_and_keep_their_data() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            if !is_root() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs as root: the containerd tests must run there"
+                );
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            let repo = Repo::new();
+            let mut cleanup = Cleanup {
+                data: repo.data(),
+                shared_socket: None,
+            };
+            let image = busybox_image(repo.dir.path());
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            write(
+                &repo.path(),
+                "apps/db/all.yaml",
+                &STATEFUL.replace("REPLICAS", "3"),
+            );
+            commit(&repo.path(), "stateful");
+            let image_arg = image.display().to_string();
+            let (child, log) = repo.up_with(&[
+                "--runtime",
+                "containerd",
+                "--nodes",
+                "2",
+                "--import",
+                &image_arg,
+            ]);
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+            wait_for(&log, "nodes: 2 on containerd");
+            let socket = socket_in_use(&repo.data());
+            if !socket.starts_with(&repo.data().display().to_string()) {
+                cleanup.shared_socket = Some(socket.clone());
+            }
+            eventually("three ready members", || {
+                let shown = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "statefulset", "web", "-n", "demo", "--no-headers"],
+                ));
+                shown.starts_with("web 3/3").then_some(()).ok_or(shown)
+            });
+            // In order: each member was created only after the one before it was Ready.
+            for ordinal in 1..3 {
+                let created = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pod", &format!("web-{ordinal}"), "-n", "demo"],
+                    "{.metadata.creationTimestamp}",
+                );
+                let before_ready = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pod", &format!("web-{}", ordinal - 1), "-n", "demo"],
+                    "{.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+                );
+                // (Whole seconds: the Ready time has no fraction.)
+                let seconds = |t: &str| t.get(..19).unwrap_or_default().to_string();
+                assert!(
+                    !before_ready.is_empty() && seconds(&created) >= seconds(&before_ready),
+                    "web-{ordinal} created {created}, web-{} ready {before_ready}",
+                    ordinal - 1
+                );
+            }
+            // Each has its own claim, bound to a local-path volume.
+            let claims = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "pvc", "-n", "demo", "--no-headers"],
+            ));
+            for ordinal in 0..3 {
+                assert!(
+                    claims.contains(&format!("data-web-{ordinal} Bound pvc-")),
+                    "{claims}"
+                );
+            }
+            // They find each other by stable name.
+            let page = |from: &str, to: &str| {
+                let out = kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &[
+                        "exec",
+                        "-n",
+                        "demo",
+                        from,
+                        "--",
+                        "wget",
+                        "-qO-",
+                        &format!("http://{to}.web:8080/"),
+                    ],
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            };
+            let first = eventually("web-1 reaching web-0 by name", || {
+                let answer = page("web-1", "web-0");
+                answer
+                    .starts_with("first-web-0-")
+                    .then_some(answer.clone())
+                    .ok_or(answer)
+            });
+            // Deleted, web-0 comes back under its name with its data.
+            let deleted = kubectl(
+                &kubeconfig,
+                &cache,
+                &["delete", "pod", "web-0", "-n", "demo"],
+            );
+            assert!(deleted.status.success(), "{}", text(&deleted));
+            eventually("web-0 back with its data", || {
+                let answer = page("web-2", "web-0");
+                (answer == first).then_some(()).ok_or(answer)
+            });
+            // Scaled down, the highest goes and its claim stays.
+            write(
+                &repo.path(),
+                "apps/db/all.yaml",
+                &STATEFUL.replace("REPLICAS", "2"),
+            );
+            commit(&repo.path(), "two");
+            eventually("web-2 gone", || {
+                let names = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pods", "-n", "demo"],
+                    "{.items[*].metadata.name}",
+                );
+                (names == "web-0 web-1").then_some(()).ok_or(names)
+            });
+            let kept = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "pvc", "data-web-2", "-n", "demo", "--no-headers"],
+            ));
+            assert!(kept.contains("Bound"), "{kept}");
+            interrupt(child);
+            drop(cleanup);
+        }
+
         /// One containerd cluster per host at a time: the node, bridge and table names are
         /// the host's.
         static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -692,7 +692,8 @@ impl PodState {
             announce: true,
             ..problem(message, 10)
         })?;
-        self.prepare_volumes().await.map_err(|m| problem(m, 5))?;
+        // Retried each second: a claim is bound soon after its pod is placed.
+        self.prepare_volumes().await.map_err(|m| problem(m, 1))?;
         let volume_mounts = self.volume_mounts(container).map_err(|m| problem(m, 10))?;
         let cgroup = format!("{}/{suffix}", self.pod_cgroup());
         let dir = self.pod_dir();
@@ -1067,13 +1068,84 @@ impl PodState {
                 crate::volumes::check_host_path(host)
                     .await
                     .map_err(|e| format!("volume {name}: {e}"))?;
+            } else if let Some(claim) = volume
+                .pointer("/persistentVolumeClaim/claimName")
+                .and_then(Value::as_str)
+            {
+                let path = self.claim_path(claim).await?;
+                tokio::fs::create_dir_all(&path)
+                    .await
+                    .map_err(|e| format!("volume {name}: {}: {e}", path.display()))?;
+                // The volume's directory stands for the claim's: a link, which the bind mount
+                // follows, so the pod's own directory never holds the data.
+                if tokio::fs::read_link(&dir).await.ok().as_deref() != Some(path.as_path()) {
+                    let _ = tokio::fs::remove_file(&dir).await;
+                    if let Some(parent) = dir.parent() {
+                        tokio::fs::create_dir_all(parent)
+                            .await
+                            .map_err(|e| format!("volume {name}: {e}"))?;
+                    }
+                    tokio::fs::symlink(&path, &dir)
+                        .await
+                        .map_err(|e| format!("volume {name}: {e}"))?;
+                }
             } else {
                 return Err(format!(
-                    "volume {name}: only emptyDir, hostPath, configMap and secret volumes are supported"
+                    "volume {name}: only emptyDir, hostPath, configMap, secret and persistentVolumeClaim volumes are supported"
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Where claim `claim`'s data lives on this node: its bound volume's path.
+    async fn claim_path(&self, claim: &str) -> Result<PathBuf, String> {
+        let get = |kind: Kind, namespace: &str, name: &str| {
+            let key = object_key(kind, namespace, name);
+            let store = self.shared.store.clone();
+            let name = name.to_string();
+            async move {
+                store
+                    .ask(Get(key))
+                    .await
+                    .map_err(|e| format!("reading {} {name}: {e}", kind.info().kind))
+            }
+        };
+        let Some(pvc) = get(Kind::PersistentVolumeClaim, &self.namespace, claim).await? else {
+            return Err(format!(
+                "persistentvolumeclaim \"{claim}\" not found in namespace {}",
+                self.namespace
+            ));
+        };
+        let volume = pvc
+            .object
+            .pointer("/spec/volumeName")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("waiting for persistentvolumeclaim \"{claim}\" to be bound"))?;
+        let Some(pv) = get(Kind::PersistentVolume, "", volume).await? else {
+            return Err(format!(
+                "persistentvolume \"{volume}\" of claim \"{claim}\" not found"
+            ));
+        };
+        let pv = &pv.object;
+        if let Some(node) = shipshape_actors::controllers::volumes::volume_node(pv)
+            && node != self.shared.config.node
+        {
+            return Err(format!(
+                "persistentvolume \"{volume}\" is on node {node}, not {}",
+                self.shared.config.node
+            ));
+        }
+        ["/spec/hostPath/path", "/spec/local/path"]
+            .iter()
+            .find_map(|field| pv.pointer(field).and_then(Value::as_str))
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                format!(
+                    "persistentvolume \"{volume}\": only hostPath and local volumes are supported"
+                )
+            })
     }
 
     fn volume_dir(&self, name: &str) -> PathBuf {

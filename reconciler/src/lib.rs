@@ -19,6 +19,8 @@
 //! - [`scheduler`]: which node a pod goes to, or Kubernetes' reason why none can take it.
 //! - [`services`]: ClusterIPs and NodePorts: honoured, allocated, or refused with the reason.
 //! - [`endpoints`]: which pod addresses and ports back a Service.
+//! - [`volumes`]: claims bound to volumes; local-path provisioning; released volumes.
+//! - [`statefulset`]: StatefulSets: ordinals, ordered start and update, claims per ordinal.
 
 pub mod cronjob;
 pub mod daemonset;
@@ -33,3 +35,5 @@ pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;
 pub mod services;
+pub mod statefulset;
+pub mod volumes;

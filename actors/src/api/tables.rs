@@ -32,6 +32,24 @@ fn text(value: &Value) -> String {
     }
 }
 
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+fn access_modes(value: &Value) -> String {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|mode| match mode {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn count(value: &Value) -> i64 {
     value.as_i64().unwrap_or(0)
 }
@@ -80,6 +98,36 @@ fn kind_columns(kind: Kind) -> Vec<Value> {
         Kind::Node => vec![
             column("Status", "string", 0, "Ready, NotReady, SchedulingDisabled"),
             column("Roles", "string", 0, "The node's roles"),
+        ],
+        Kind::PersistentVolumeClaim => vec![
+            column("Status", "string", 0, "Pending, Bound or Lost"),
+            column("Volume", "string", 0, "The volume it is bound to"),
+            column("Capacity", "string", 0, "The volume's size"),
+            column("Access Modes", "string", 0, "How it may be mounted"),
+            column("StorageClass", "string", 0, "Its class"),
+        ],
+        Kind::PersistentVolume => vec![
+            column("Capacity", "string", 0, "Its size"),
+            column("Access Modes", "string", 0, "How it may be mounted"),
+            column(
+                "Reclaim Policy",
+                "string",
+                0,
+                "What happens when its claim goes",
+            ),
+            column("Status", "string", 0, "Available, Bound or Released"),
+            column("Claim", "string", 0, "The claim bound to it"),
+            column("StorageClass", "string", 0, "Its class"),
+        ],
+        Kind::StorageClass => vec![
+            column("Provisioner", "string", 0, "Who makes its volumes"),
+            column(
+                "ReclaimPolicy",
+                "string",
+                0,
+                "What happens to released volumes",
+            ),
+            column("VolumeBindingMode", "string", 0, "When claims are bound"),
         ],
         Kind::DaemonSet => vec![
             column("Desired", "integer", 0, "Nodes that should run the daemon"),
@@ -207,6 +255,38 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
                 ready.to_string()
             };
             vec![json!(status), json!("<none>")]
+        }
+        Kind::PersistentVolumeClaim => vec![
+            json!(status["phase"].as_str().unwrap_or("Pending")),
+            json!(spec["volumeName"].as_str().unwrap_or("")),
+            json!(status["capacity"]["storage"].as_str().unwrap_or("")),
+            json!(access_modes(&status["accessModes"])),
+            json!(spec["storageClassName"].as_str().unwrap_or("local-path")),
+        ],
+        Kind::PersistentVolume => vec![
+            json!(text(&spec["capacity"]["storage"])),
+            json!(access_modes(&spec["accessModes"])),
+            json!(
+                spec["persistentVolumeReclaimPolicy"]
+                    .as_str()
+                    .unwrap_or("Retain")
+            ),
+            json!(status["phase"].as_str().unwrap_or("Pending")),
+            json!(match (
+                spec["claimRef"]["namespace"].as_str(),
+                spec["claimRef"]["name"].as_str()
+            ) {
+                (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                _ => String::new(),
+            }),
+            json!(spec["storageClassName"].as_str().unwrap_or("")),
+        ],
+        Kind::StorageClass => {
+            vec![
+                json!(text(&object["provisioner"])),
+                json!(object["reclaimPolicy"].as_str().unwrap_or("Delete")),
+                json!(object["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+            ]
         }
         Kind::DaemonSet => {
             let selector = spec["template"]["spec"]["nodeSelector"]

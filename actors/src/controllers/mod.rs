@@ -10,6 +10,8 @@
 //! - [`cronjob`]: Jobs for each CronJob when its schedule comes due.
 //! - [`daemonset`]: a pod for each DaemonSet on every node that should run it.
 //! - [`job`]: pods for each Job until enough succeed; exactly-once counting.
+//! - [`statefulset`]: ordinal pods with stable names and their own claims.
+//! - [`volumes`]: claims bound to volumes; local-path provisioning.
 //! - [`gc`]: owner-reference and namespace cascades.
 //! - [`nodes`]: node lifecycle: unreachable nodes marked, their pods evicted.
 
@@ -23,6 +25,8 @@ pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;
 pub mod services;
+pub mod statefulset;
+pub mod volumes;
 
 use serde_json::Value;
 use shipshape_reconciler::replicaset::{PodPhase, PodView};

@@ -39,11 +39,17 @@ struct CachedPod {
     unschedulable: Option<String>,
     /// Its uid, for Events about it.
     uid: String,
+    /// The claims its volumes use (their volumes may tie it to a node).
+    claims: Vec<String>,
 }
 
 /// The scheduler's cache: nodes with their usage, and pods.
 #[derive(Default)]
 pub struct Scheduler {
+    /// (namespace, claim) → the volume it is bound to.
+    claims: HashMap<(String, String), String>,
+    /// Volume → the node its data is on (local volumes).
+    volume_nodes: HashMap<String, String>,
     nodes: Vec<NodeView>,
     node_index: HashMap<String, usize>,
     pods: HashMap<String, CachedPod>,
@@ -154,7 +160,8 @@ fn milli(value: Option<&Value>) -> u64 {
     quantity(value).map_or(0, |q| u64::try_from(q.milli()).unwrap_or(0))
 }
 
-fn units(value: Option<&Value>) -> u64 {
+/// A quantity (memory, storage) in whole units, 0 when absent or unreadable.
+pub fn units(value: Option<&Value>) -> u64 {
     quantity(value).map_or(0, |q| u64::try_from(q.units()).unwrap_or(0))
 }
 
@@ -296,7 +303,12 @@ impl Controller for Scheduler {
     }
 
     fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::Node, Kind::Pod]
+        vec![
+            Kind::Node,
+            Kind::Pod,
+            Kind::PersistentVolumeClaim,
+            Kind::PersistentVolume,
+        ]
     }
 
     fn reset(&mut self) {
@@ -308,6 +320,35 @@ impl Controller for Scheduler {
             return;
         };
         match key.kind {
+            Kind::PersistentVolumeClaim => {
+                let id = (key.namespace.clone(), key.name.clone());
+                let volume = (event.kind != EventType::Deleted)
+                    .then(|| text(&event.object, "/spec/volumeName"))
+                    .flatten()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string);
+                let changed = match volume {
+                    Some(volume) => self.claims.insert(id, volume.clone()) != Some(volume),
+                    None => self.claims.remove(&id).is_some(),
+                };
+                if changed {
+                    self.mark_pending(dirty, &because(event));
+                }
+            }
+            Kind::PersistentVolume => {
+                let node = (event.kind != EventType::Deleted)
+                    .then(|| super::volumes::volume_node(&event.object))
+                    .flatten();
+                let changed = match node {
+                    Some(node) => {
+                        self.volume_nodes.insert(key.name.clone(), node.clone()) != Some(node)
+                    }
+                    None => self.volume_nodes.remove(&key.name).is_some(),
+                };
+                if changed {
+                    self.mark_pending(dirty, &because(event));
+                }
+            }
             Kind::Node => {
                 if event.kind == EventType::Deleted {
                     self.set_node(&key.name, None);
@@ -348,6 +389,7 @@ impl Controller for Scheduler {
                     created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
                     unschedulable: unschedulable_message(pod),
                     uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
+                    claims: super::volumes::pod_claims(pod),
                 };
                 let freed = finished
                     && self
@@ -385,7 +427,17 @@ impl Controller for Scheduler {
         } else {
             self.cursor % self.nodes.len()
         };
-        let (verdict, next) = schedule_from(&pod.request, &self.nodes, start, enough);
+        // A pod whose claim is bound to a local volume goes where the data is.
+        let mut request = pod.request.clone();
+        if request.pinned.is_none() {
+            request.pinned = pod.claims.iter().find_map(|claim| {
+                let volume = self
+                    .claims
+                    .get(&(pod_key.namespace.clone(), claim.clone()))?;
+                self.volume_nodes.get(volume).cloned()
+            });
+        }
+        let (verdict, next) = schedule_from(&request, &self.nodes, start, enough);
         self.cursor = next;
         let precondition = Some(Precondition::ResourceVersion(pod.object_rv));
         match verdict {
