@@ -197,8 +197,16 @@ enum Format {
 /// `shipshape verify`: runs every model, prints what it explored and the verdict.
 fn verify() -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    let mut runs: Vec<(String, shipshape_model::verify::Run)> = Vec::new();
     for (name, model) in shipshape_model::verify::standard_models() {
-        let verdict = shipshape_model::verify::check(&name, model);
+        runs.push((
+            name,
+            Box::new(move |name: &str| shipshape_model::verify::check(name, model)),
+        ));
+    }
+    runs.extend(shipshape_model::verify::workload_models());
+    for (name, run) in runs {
+        let verdict = run(&name);
         println!(
             "{}: {} states in {:.1} s: {}",
             verdict.name,

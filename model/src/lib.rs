@@ -7,3 +7,4 @@
 
 pub mod rollout;
 pub mod verify;
+pub mod workloads;

@@ -5,10 +5,26 @@ use std::time::{Duration, Instant};
 use shipshape_reconciler::deployment::{IntOrPercent, RolloutStrategy};
 use stateright::{Checker, Expectation, Model};
 
-use crate::rollout::{Action, RolloutModel, State};
+use crate::rollout::RolloutModel;
 
 /// A property's test of one state.
-type Condition = fn(&RolloutModel, &State) -> bool;
+type Condition<M> = fn(&M, &<M as Model>::State) -> bool;
+
+/// What every model checked here is: explorable by stateright, with readable actions.
+pub trait Checkable: Model + Clone + Send + Sync + 'static
+where
+    Self::State: Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    Self::Action: Clone + std::fmt::Display + std::fmt::Debug + PartialEq,
+{
+}
+
+impl<M> Checkable for M
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    M::Action: Clone + std::fmt::Display + std::fmt::Debug + PartialEq,
+{
+}
 
 /// One model run's result.
 #[derive(Debug)]
@@ -31,15 +47,25 @@ impl Verdict {
 }
 
 /// Checks `model` exhaustively (breadth first, so counterexamples are shortest).
-pub fn check(name: &str, model: RolloutModel) -> Verdict {
+pub fn check<M>(name: &str, model: M) -> Verdict
+where
+    M: Checkable,
+    M::State: Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    M::Action: Clone + std::fmt::Display + std::fmt::Debug + PartialEq,
+{
     check_bounded(name, model, None)
 }
 
 /// As [`check`], stopping after `states` states if given (for a test that only needs to show
 /// that a violation is found, never for the verdict on the real controllers).
-pub fn check_bounded(name: &str, model: RolloutModel, states: Option<usize>) -> Verdict {
+pub fn check_bounded<M>(name: &str, model: M, states: Option<usize>) -> Verdict
+where
+    M: Checkable,
+    M::State: Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    M::Action: Clone + std::fmt::Display + std::fmt::Debug + PartialEq,
+{
     let started = Instant::now();
-    let properties: Vec<(&'static str, Expectation, Condition)> = model
+    let properties: Vec<(&'static str, Expectation, Condition<M>)> = model
         .properties()
         .into_iter()
         .map(|p| (p.name, p.expectation, p.condition))
@@ -73,13 +99,18 @@ pub fn check_bounded(name: &str, model: RolloutModel, states: Option<usize>) -> 
 /// initial state to any state that breaks it (a breadth-first search bounded by the length of
 /// the one stateright found, which is a valid trace but not always the shortest). For an
 /// `eventually` property: stateright's path to the terminal state that never met it.
-fn readable_trace(
-    model: &RolloutModel,
-    path: Vec<(State, Option<Action>)>,
+fn readable_trace<M>(
+    model: &M,
+    path: Vec<(M::State, Option<M::Action>)>,
     expectation: Expectation,
-    condition: Condition,
-) -> Vec<String> {
-    let found: Vec<Action> = path
+    condition: Condition<M>,
+) -> Vec<String>
+where
+    M: Checkable,
+    M::State: Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    M::Action: Clone + std::fmt::Display + std::fmt::Debug + PartialEq,
+{
+    let found: Vec<M::Action> = path
         .iter()
         .filter_map(|(_, action)| action.clone())
         .collect();
@@ -94,13 +125,18 @@ fn readable_trace(
         .collect()
 }
 
-fn shortest_violation(
-    model: &RolloutModel,
-    condition: Condition,
+fn shortest_violation<M>(
+    model: &M,
+    condition: Condition<M>,
     max_depth: usize,
-) -> Option<Vec<Action>> {
+) -> Option<Vec<M::Action>>
+where
+    M: Checkable,
+    M::State: Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    M::Action: Clone + std::fmt::Display + std::fmt::Debug + PartialEq,
+{
     let mut seen = std::collections::HashSet::new();
-    let mut queue: std::collections::VecDeque<(State, Vec<Action>)> = model
+    let mut queue: std::collections::VecDeque<(M::State, Vec<M::Action>)> = model
         .init_states()
         .into_iter()
         .map(|s| (s, Vec::new()))
@@ -154,11 +190,124 @@ pub fn standard_models() -> Vec<(String, RolloutModel)> {
     ]
 }
 
+/// A model run waiting to happen: given its name, it checks and gives the verdict.
+pub type Run = Box<dyn FnOnce(&str) -> Verdict + Send>;
+
+/// The Job and StatefulSet configurations: a Job of 3 completions, 2 at a time, backoffLimit 1;
+/// a StatefulSet of 3 members, scaled to 2 with a new template; each with two faults.
+pub fn workload_models() -> Vec<(String, Run)> {
+    use crate::workloads::{JobModel, StatefulSetModel};
+    use shipshape_reconciler::job::decide_job;
+    use shipshape_reconciler::statefulset::decide_stateful_set;
+    vec![
+        (
+            "job, 3 completions 2 at a time, backoffLimit 1, two faults".into(),
+            Box::new(|name: &str| {
+                check(
+                    name,
+                    JobModel {
+                        completions: 3,
+                        parallelism: 2,
+                        backoff_limit: 1,
+                        faults: 2,
+                        decide: decide_job,
+                    },
+                )
+            }),
+        ),
+        (
+            "statefulset, 3 members then 2 on a new template, OrderedReady, two faults".into(),
+            Box::new(|name: &str| {
+                check(
+                    name,
+                    StatefulSetModel {
+                        replicas: 3,
+                        replicas_after: 2,
+                        faults: 2,
+                        decide: decide_stateful_set,
+                    },
+                )
+            }),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shipshape_reconciler::decision::Decision;
     use shipshape_reconciler::deployment::{DeploymentAction, DeploymentView, decide_deployment};
+
+    #[test]
+    fn the_workload_models_hold() {
+        for (name, run) in workload_models() {
+            let verdict = run(&name);
+            assert!(verdict.passed(), "{name}: {:#?}", verdict.violations);
+            assert!(
+                verdict.states > 10,
+                "{name} explored only {} states",
+                verdict.states
+            );
+        }
+    }
+
+    /// Known-wrong decisions: a StatefulSet controller that starts every ordinal at once, and a
+    /// Job controller that forgets which pods it counted.
+    #[test]
+    fn the_checker_catches_wrong_workload_controllers() {
+        use crate::workloads::{JobModel, StatefulSetModel};
+        use shipshape_reconciler::job::{JobAction, JobView, decide_job};
+        use shipshape_reconciler::statefulset::{
+            StatefulSetAction, StatefulSetView, decide_stateful_set,
+        };
+        fn hasty(view: &StatefulSetView) -> Decision<StatefulSetAction> {
+            let mut parallel = view.clone();
+            parallel.parallel = true;
+            decide_stateful_set(&parallel)
+        }
+        fn forgetful(view: &JobView, now: i64, seed: u64) -> Decision<JobAction> {
+            let mut view = view.clone();
+            for pod in &mut view.pods {
+                pod.counted = false;
+            }
+            decide_job(&view, now, seed)
+        }
+        let set = check_bounded(
+            "hasty",
+            StatefulSetModel {
+                replicas: 3,
+                replicas_after: 2,
+                faults: 0,
+                decide: hasty,
+            },
+            Some(50_000),
+        );
+        assert!(
+            set.violations
+                .iter()
+                .any(|(p, _)| p.starts_with("OrderedReady never")),
+            "{:?}",
+            set.violations
+        );
+        let job = check_bounded(
+            "forgetful",
+            JobModel {
+                completions: 2,
+                parallelism: 1,
+                backoff_limit: 1,
+                faults: 0,
+                decide: forgetful,
+            },
+            Some(50_000),
+        );
+        assert!(
+            job.violations
+                .iter()
+                .any(|(p, _)| p.starts_with("a Job never records more")),
+            "{:?}",
+            job.violations
+        );
+    }
 
     #[test]
     fn the_standard_models_hold() {

@@ -1,0 +1,548 @@
+//! Models of the Job and StatefulSet controllers. As in the rollout model, each controller step
+//! calls the real decision (`decide_job`, `decide_stateful_set`): it reads a view in one step and
+//! acts on it in a later one, so the world may move in between, and its writes are refused as
+//! the store refuses them (a stale resourceVersion, a name that exists, a uid that is gone).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use shipshape_reconciler::decision::Decision;
+use shipshape_reconciler::job::{JobAction, JobPod, JobRestart, JobStatus, JobView};
+use shipshape_reconciler::statefulset::{
+    OrdinalPod, StatefulSetAction, StatefulSetStatus, StatefulSetView, claim_name, pod_name,
+};
+use stateright::{Model, Property};
+
+/// Far enough past every finish that any back-off has passed.
+const LATER: i64 = 1_000_000;
+
+/// A Job with `completions` successes wanted, `parallelism` at once.
+#[derive(Clone)]
+pub struct JobModel {
+    /// Successes wanted.
+    pub completions: u32,
+    /// Pods at once.
+    pub parallelism: u32,
+    /// Failures tolerated.
+    pub backoff_limit: u32,
+    /// Faults the world may inject (a counted pod deleted, a controller crash).
+    pub faults: u8,
+    /// The decision under test.
+    pub decide: fn(&JobView, i64, u64) -> Decision<JobAction>,
+}
+
+impl fmt::Debug for JobModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobModel({}/{})", self.completions, self.parallelism)
+    }
+}
+
+/// A pod of the modelled Job.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobModelPod {
+    id: u8,
+    outcome: Option<bool>,
+    counted: bool,
+}
+
+/// The modelled world.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobState {
+    pods: Vec<JobModelPod>,
+    status: JobStatus,
+    /// The Job's resourceVersion (its status writes bump it).
+    rv: u32,
+    /// What the controller read, and at which resourceVersion.
+    snapshot: Option<(JobView, u32)>,
+    next_id: u8,
+    /// Every pod that ever succeeded (a ghost: not visible to the controller).
+    successes: u8,
+    faults: u8,
+}
+
+/// What can happen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum JobStep {
+    /// The controller reads.
+    Read,
+    /// The controller acts on what it read.
+    Act,
+    /// A running pod succeeds.
+    Succeed(u8),
+    /// A running pod fails.
+    Fail(u8),
+    /// Fault: someone deletes a counted, finished pod.
+    DeleteCounted(u8),
+    /// Fault: the controller crashes between read and act.
+    Crash,
+}
+
+impl fmt::Display for JobStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobStep::Read => write!(f, "the Job controller reads its view"),
+            JobStep::Act => write!(f, "the Job controller acts on what it read"),
+            JobStep::Succeed(id) => write!(f, "pod #{id} succeeds"),
+            JobStep::Fail(id) => write!(f, "pod #{id} fails"),
+            JobStep::DeleteCounted(id) => write!(f, "fault: counted pod #{id} is deleted"),
+            JobStep::Crash => write!(f, "fault: the Job controller crashes before acting"),
+        }
+    }
+}
+
+impl JobModel {
+    fn view(&self, state: &JobState) -> JobView {
+        JobView {
+            name: "job".into(),
+            completions: Some(self.completions),
+            parallelism: self.parallelism,
+            backoff_limit: self.backoff_limit,
+            active_deadline_seconds: None,
+            ttl_seconds_after_finished: None,
+            suspend: false,
+            restart: JobRestart::Never,
+            status: state.status.clone(),
+            pods: state
+                .pods
+                .iter()
+                .map(|p| JobPod {
+                    name: format!("job-{}", p.id),
+                    uid: p.id.to_string(),
+                    active: p.outcome.is_none(),
+                    ready: p.outcome.is_none(),
+                    outcome: p.outcome,
+                    finished_at: p.outcome.map(|_| 0),
+                    restarts: 0,
+                    counted: p.counted,
+                    created: i64::from(p.id),
+                })
+                .collect(),
+        }
+    }
+
+    fn act(&self, state: &mut JobState) {
+        let Some((view, rv)) = state.snapshot.take() else {
+            return;
+        };
+        let decision = (self.decide)(&view, LATER, u64::from(rv));
+        // Counting and the status that counts are one transaction, refused whole if the Job
+        // moved on or a counted pod is gone; pod creations and deletions are apart from it.
+        let counted_ok = rv == state.rv
+            && decision.actions.iter().all(|a| match a {
+                JobAction::CountPods(pods) => pods
+                    .iter()
+                    .all(|(_, uid)| state.pods.iter().any(|p| p.id.to_string() == *uid)),
+                _ => true,
+            });
+        for action in decision.actions {
+            match action {
+                JobAction::CountPods(pods) if counted_ok => {
+                    for (_, uid) in pods {
+                        if let Some(p) = state.pods.iter_mut().find(|p| p.id.to_string() == uid) {
+                            p.counted = true;
+                        }
+                    }
+                }
+                JobAction::UpdateStatus(status) if counted_ok => {
+                    state.status = status;
+                    state.rv += 1;
+                }
+                JobAction::CountPods(_) | JobAction::UpdateStatus(_) => {}
+                JobAction::CreatePod { .. } => {
+                    state.pods.push(JobModelPod {
+                        id: state.next_id,
+                        outcome: None,
+                        counted: false,
+                    });
+                    state.next_id += 1;
+                }
+                JobAction::DeletePod { uid, .. } => state.pods.retain(|p| p.id.to_string() != uid),
+                JobAction::DeleteJob => {}
+            }
+        }
+    }
+}
+
+impl Model for JobModel {
+    type State = JobState;
+    type Action = JobStep;
+
+    fn init_states(&self) -> Vec<JobState> {
+        vec![JobState {
+            pods: Vec::new(),
+            status: JobStatus::default(),
+            rv: 1,
+            snapshot: None,
+            next_id: 0,
+            successes: 0,
+            faults: 0,
+        }]
+    }
+
+    fn actions(&self, state: &JobState, actions: &mut Vec<JobStep>) {
+        if state.snapshot.is_some() {
+            actions.push(JobStep::Act);
+            if state.faults < self.faults {
+                actions.push(JobStep::Crash);
+            }
+        } else if !(self.decide)(&self.view(state), LATER, u64::from(state.rv))
+            .actions
+            .is_empty()
+        {
+            actions.push(JobStep::Read);
+        }
+        for pod in &state.pods {
+            match pod.outcome {
+                None => {
+                    actions.push(JobStep::Succeed(pod.id));
+                    actions.push(JobStep::Fail(pod.id));
+                }
+                Some(_) if pod.counted && state.faults < self.faults => {
+                    actions.push(JobStep::DeleteCounted(pod.id));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn next_state(&self, state: &JobState, action: JobStep) -> Option<JobState> {
+        let mut next = state.clone();
+        match action {
+            JobStep::Read => next.snapshot = Some((self.view(state), state.rv)),
+            JobStep::Act => self.act(&mut next),
+            JobStep::Succeed(id) | JobStep::Fail(id) => {
+                let pod = next.pods.iter_mut().find(|p| p.id == id)?;
+                let success = matches!(action, JobStep::Succeed(_));
+                pod.outcome = Some(success);
+                if success {
+                    next.successes += 1;
+                }
+            }
+            JobStep::DeleteCounted(id) => {
+                next.pods.retain(|p| p.id != id);
+                next.faults += 1;
+            }
+            JobStep::Crash => {
+                next.snapshot = None;
+                next.faults += 1;
+            }
+        }
+        Some(next)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always(
+                "a Job never records more successes than its completions",
+                |model: &JobModel, state: &JobState| state.status.succeeded <= model.completions,
+            ),
+            Property::always(
+                "no more pods ever succeed than the completions asked for",
+                |model: &JobModel, state: &JobState| {
+                    u32::from(state.successes) <= model.completions
+                },
+            ),
+            Property::always(
+                "never more than parallelism pods running",
+                |model: &JobModel, state: &JobState| {
+                    state.pods.iter().filter(|p| p.outcome.is_none()).count() as u32
+                        <= model.parallelism
+                },
+            ),
+            Property::eventually(
+                "eventually the Job completes or fails",
+                |_: &JobModel, state: &JobState| state.status.ended.is_some(),
+            ),
+        ]
+    }
+}
+
+/// A StatefulSet of `replicas` under OrderedReady, with one template change and one scale.
+#[derive(Clone)]
+pub struct StatefulSetModel {
+    /// Replicas at first.
+    pub replicas: u32,
+    /// Replicas after the commit.
+    pub replicas_after: u32,
+    /// Faults the world may inject (a pod crash, a pod deleted by hand, a controller crash).
+    pub faults: u8,
+    /// The decision under test.
+    pub decide: fn(&StatefulSetView) -> Decision<StatefulSetAction>,
+}
+
+impl fmt::Debug for StatefulSetModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "StatefulSetModel({} → {})",
+            self.replicas, self.replicas_after
+        )
+    }
+}
+
+/// A pod of the modelled set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SetPod {
+    ordinal: u32,
+    uid: u8,
+    revision: u8,
+    ready: bool,
+    terminating: bool,
+}
+
+/// The modelled world.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SetState {
+    pods: Vec<SetPod>,
+    claims: BTreeSet<String>,
+    replicas: u32,
+    revision: u8,
+    committed: bool,
+    snapshot: Option<StatefulSetView>,
+    status: StatefulSetStatus,
+    next_uid: u8,
+    faults: u8,
+    /// Ghost: a decision created ordinal k+1 while k was not ready in what it read.
+    out_of_order: bool,
+}
+
+/// What can happen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SetStep {
+    /// The controller reads.
+    Read,
+    /// The controller acts on what it read.
+    Act,
+    /// A kubelet: a new pod becomes ready, a terminating one is gone.
+    Kubelet(u8),
+    /// Git: a new template and the new replica count.
+    Commit,
+    /// Fault: a ready pod stops being ready.
+    Crash(u8),
+    /// Fault: someone deletes a pod.
+    Delete(u8),
+    /// Fault: the controller crashes between read and act.
+    CrashController,
+}
+
+impl fmt::Display for SetStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetStep::Read => write!(f, "the StatefulSet controller reads its view"),
+            SetStep::Act => write!(f, "the StatefulSet controller acts on what it read"),
+            SetStep::Kubelet(uid) => write!(f, "a kubelet starts or removes pod #{uid}"),
+            SetStep::Commit => write!(f, "Git commits a new template and replica count"),
+            SetStep::Crash(uid) => write!(f, "fault: pod #{uid} stops being ready"),
+            SetStep::Delete(uid) => write!(f, "fault: pod #{uid} is deleted by hand"),
+            SetStep::CrashController => {
+                write!(f, "fault: the StatefulSet controller crashes before acting")
+            }
+        }
+    }
+}
+
+impl StatefulSetModel {
+    fn view(&self, state: &SetState) -> StatefulSetView {
+        StatefulSetView {
+            name: "web".into(),
+            replicas: state.replicas,
+            parallel: false,
+            on_delete: false,
+            partition: 0,
+            claim_templates: vec!["data".into()],
+            claims: state.claims.clone(),
+            delete_claims_when_scaled: false,
+            revision: format!("r{}", state.revision),
+            generation: 1,
+            status: state.status.clone(),
+            pods: state
+                .pods
+                .iter()
+                .map(|p| OrdinalPod {
+                    ordinal: p.ordinal,
+                    name: pod_name("web", p.ordinal),
+                    uid: p.uid.to_string(),
+                    current: p.revision == state.revision,
+                    ready: p.ready,
+                    available: p.ready,
+                    finished: false,
+                    terminating: p.terminating,
+                })
+                .collect(),
+        }
+    }
+
+    fn act(&self, state: &mut SetState) {
+        let Some(view) = state.snapshot.take() else {
+            return;
+        };
+        let decision = (self.decide)(&view);
+        for action in decision.actions {
+            match action {
+                StatefulSetAction::CreateClaim { name, .. } => {
+                    state.claims.insert(name);
+                }
+                StatefulSetAction::CreatePod { ordinal } => {
+                    let before_ready = (0..ordinal).all(|o| {
+                        view.pods
+                            .iter()
+                            .any(|p| p.ordinal == o && p.ready && !p.terminating)
+                    });
+                    if !before_ready {
+                        state.out_of_order = true;
+                    }
+                    // The store refuses a name that exists (a terminating pod still holds it).
+                    if state.pods.iter().any(|p| p.ordinal == ordinal) {
+                        continue;
+                    }
+                    state.pods.push(SetPod {
+                        ordinal,
+                        uid: state.next_uid,
+                        revision: state.revision,
+                        ready: false,
+                        terminating: false,
+                    });
+                    state.next_uid += 1;
+                }
+                StatefulSetAction::DeletePod { uid, .. } => {
+                    if let Some(p) = state.pods.iter_mut().find(|p| p.uid.to_string() == uid) {
+                        p.terminating = true;
+                    }
+                }
+                StatefulSetAction::DeleteClaim { name } => {
+                    state.claims.remove(&name);
+                }
+                StatefulSetAction::UpdateStatus(status) => state.status = status,
+            }
+        }
+    }
+
+    /// Every wanted member runs the newest template, ready; nothing else is left.
+    pub fn converged(&self, state: &SetState) -> bool {
+        state.committed
+            && state.pods.len() as u32 == state.replicas
+            && state.pods.iter().all(|p| {
+                p.ready
+                    && !p.terminating
+                    && p.revision == state.revision
+                    && p.ordinal < state.replicas
+            })
+    }
+}
+
+impl Model for StatefulSetModel {
+    type State = SetState;
+    type Action = SetStep;
+
+    fn init_states(&self) -> Vec<SetState> {
+        vec![SetState {
+            pods: Vec::new(),
+            claims: BTreeSet::new(),
+            replicas: self.replicas,
+            revision: 0,
+            committed: false,
+            snapshot: None,
+            status: StatefulSetStatus::default(),
+            next_uid: 0,
+            faults: 0,
+            out_of_order: false,
+        }]
+    }
+
+    fn actions(&self, state: &SetState, actions: &mut Vec<SetStep>) {
+        if state.snapshot.is_some() {
+            actions.push(SetStep::Act);
+            if state.faults < self.faults {
+                actions.push(SetStep::CrashController);
+            }
+        } else {
+            let idle = (self.decide)(&self.view(state)).actions.is_empty();
+            if !idle {
+                actions.push(SetStep::Read);
+            }
+        }
+        if !state.committed {
+            actions.push(SetStep::Commit);
+        }
+        for pod in &state.pods {
+            if pod.terminating || !pod.ready {
+                actions.push(SetStep::Kubelet(pod.uid));
+            }
+            if state.faults < self.faults && !pod.terminating {
+                if pod.ready {
+                    actions.push(SetStep::Crash(pod.uid));
+                }
+                actions.push(SetStep::Delete(pod.uid));
+            }
+        }
+    }
+
+    fn next_state(&self, state: &SetState, action: SetStep) -> Option<SetState> {
+        let mut next = state.clone();
+        match action {
+            SetStep::Read => next.snapshot = Some(self.view(state)),
+            SetStep::Act => self.act(&mut next),
+            SetStep::Kubelet(uid) => {
+                let index = next.pods.iter().position(|p| p.uid == uid)?;
+                if next.pods[index].terminating {
+                    next.pods.remove(index);
+                } else {
+                    // A pod's volume is its claim: without it, it cannot start.
+                    let claim = claim_name("data", "web", next.pods[index].ordinal);
+                    if !next.claims.contains(&claim) {
+                        return None;
+                    }
+                    next.pods[index].ready = true;
+                }
+            }
+            SetStep::Commit => {
+                next.committed = true;
+                next.revision += 1;
+                next.replicas = self.replicas_after;
+            }
+            SetStep::Crash(uid) => {
+                next.pods.iter_mut().find(|p| p.uid == uid)?.ready = false;
+                next.faults += 1;
+            }
+            SetStep::Delete(uid) => {
+                next.pods.iter_mut().find(|p| p.uid == uid)?.terminating = true;
+                next.faults += 1;
+            }
+            SetStep::CrashController => {
+                next.snapshot = None;
+                next.faults += 1;
+            }
+        }
+        Some(next)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always(
+                "never two pods with one ordinal",
+                |_: &StatefulSetModel, state: &SetState| {
+                    let ordinals: BTreeSet<u32> = state.pods.iter().map(|p| p.ordinal).collect();
+                    ordinals.len() == state.pods.len()
+                },
+            ),
+            Property::always(
+                "OrderedReady never starts ordinal k+1 before k is Ready",
+                |_: &StatefulSetModel, state: &SetState| !state.out_of_order,
+            ),
+            Property::always(
+                "a running member always has its own claim",
+                |_: &StatefulSetModel, state: &SetState| {
+                    state
+                        .pods
+                        .iter()
+                        .filter(|p| p.ready)
+                        .all(|p| state.claims.contains(&claim_name("data", "web", p.ordinal)))
+                },
+            ),
+            Property::eventually(
+                "eventually every member runs the newest template",
+                |model: &StatefulSetModel, state: &SetState| model.converged(state),
+            ),
+        ]
+    }
+}
