@@ -1545,6 +1545,9 @@ spec:
         /// Removes whatever a failed run left: processes, mounts, namespaces, bridges, cgroups.
         struct Cleanup {
             data: PathBuf,
+            /// `route_localnet` before the test (the proxy sets it; a killed `up` cannot put it
+            /// back).
+            route_localnet: String,
             /// A containerd that is not ours (the system's), once known: what the test put in
             /// it (containers, the image, the node namespaces) is removed from it too.
             shared_socket: Option<String>,
@@ -1646,8 +1649,13 @@ spec:
                 let _ = Command::new("sh")
                     .args(["-c", "nft list table ip shipshape >/dev/null 2>&1 && nft delete table ip shipshape"])
                     .status();
+                if !self.route_localnet.is_empty() {
+                    let _ = std::fs::write(ROUTE_LOCALNET, &self.route_localnet);
+                }
             }
         }
+
+        const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
 
         /// The containerd socket the running cluster uses (its own, or the system's when one
         /// answers, as on a stock Debian with the containerd service running).
@@ -1891,11 +1899,11 @@ spec:
                 eprintln!("skipped: real pods need root (CI runs this as root)");
                 return;
             }
-            let route_localnet = "/proc/sys/net/ipv4/conf/all/route_localnet";
-            let route_localnet_before = std::fs::read_to_string(route_localnet).unwrap_or_default();
+            let route_localnet_before = std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default();
             let repo = Repo::new();
             let mut cleanup = Cleanup {
                 data: repo.data(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
                 shared_socket: None,
             };
             let image = busybox_image(repo.dir.path());
@@ -2044,7 +2052,7 @@ spec:
                 .expect("nft runs");
             let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
             assert!(!tables.contains("shipshape"), "{tables}");
-            let after = std::fs::read_to_string(route_localnet).unwrap_or_default();
+            let after = std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default();
             assert_eq!(after, route_localnet_before);
             drop(cleanup);
         }
@@ -2130,6 +2138,7 @@ spec:
             let repo = Repo::new();
             let mut cleanup = Cleanup {
                 data: repo.data(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
                 shared_socket: None,
             };
             let image = busybox_image(repo.dir.path());
@@ -2380,6 +2389,7 @@ spec:
             let repo = Repo::new();
             let mut cleanup = Cleanup {
                 data: repo.data(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
                 shared_socket: None,
             };
             let image = busybox_image(repo.dir.path());
@@ -2532,6 +2542,7 @@ spec:
             let repo = Repo::new();
             let mut cleanup = Cleanup {
                 data: repo.data(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
                 shared_socket: None,
             };
             let image = busybox_image(repo.dir.path());

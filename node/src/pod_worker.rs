@@ -860,6 +860,9 @@ impl PodState {
         self.write_status().await;
     }
 
+    /// A start that could not happen yet: the container waits with the reason. `restarts` is the
+    /// attempt's count (a failed restart is retried as that same restart, so the count a
+    /// restart earned is not lost when its first attempt fails).
     fn set_waiting(&mut self, name: &str, id: &str, restarts: u32, current: Current) {
         let record = self.records.entry(name.to_string()).or_insert_with(|| {
             let mut record = Record::new(id.to_string(), restarts, current.clone(), 0);
@@ -869,6 +872,7 @@ impl PodState {
         if let Current::Exited(t) = &record.current {
             record.last = Some(t.clone());
         }
+        record.restarts = restarts;
         record.current = current;
     }
 
