@@ -216,6 +216,19 @@ pub fn workload_models() -> Vec<(String, Run)> {
             }),
         ),
         (
+            "volumes, 2 claims for 1 static volume, local-path, 2 controllers deciding at once"
+                .into(),
+            Box::new(|name: &str| {
+                check(
+                    name,
+                    crate::workloads::VolumeModel {
+                        claims: 2,
+                        decide: shipshape_reconciler::volumes::decide_volumes,
+                    },
+                )
+            }),
+        ),
+        (
             "statefulset, 3 members then 2 on a new template, OrderedReady, two faults".into(),
             Box::new(|name: &str| {
                 check(

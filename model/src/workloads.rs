@@ -546,3 +546,283 @@ impl Model for StatefulSetModel {
         ]
     }
 }
+
+/// Claims competing for volumes: two claims that both fit one static volume, and local-path
+/// provisioning once a claim's pod is placed. Two controller instances decide at once (an old
+/// one whose write is still in flight when its successor reads), so a decision on a stale view
+/// reaches the store; writes carry the preconditions the volume controller gives them.
+#[derive(Clone)]
+pub struct VolumeModel {
+    /// How many claims.
+    pub claims: u8,
+    /// The decision under test.
+    pub decide: fn(
+        &[shipshape_reconciler::volumes::ClaimView],
+        &[shipshape_reconciler::volumes::VolumeView],
+    ) -> Decision<shipshape_reconciler::volumes::VolumeAction>,
+}
+
+impl fmt::Debug for VolumeModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VolumeModel({} claims)", self.claims)
+    }
+}
+
+/// A modelled volume.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelVolume {
+    name: String,
+    claim: Option<u8>,
+    rv: u32,
+}
+
+/// The modelled world.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VolumeState {
+    /// Which claims Git has created so far (they arrive in any order).
+    created: Vec<bool>,
+    /// Each claim's volume and the node its pod was placed on.
+    claims: Vec<(Option<String>, Option<u8>)>,
+    volumes: Vec<ModelVolume>,
+    /// Two controllers' reads: (claims, volumes with their resourceVersions).
+    snapshots: [Option<VolumeSnapshot>; 2],
+}
+
+/// What one controller read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VolumeSnapshot {
+    created: Vec<bool>,
+    claims: Vec<(Option<String>, Option<u8>)>,
+    volumes: Vec<ModelVolume>,
+}
+
+/// What can happen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum VolumeStep {
+    /// Controller `n` reads.
+    Read(usize),
+    /// Controller `n` acts on what it read.
+    Act(usize),
+    /// The pod of claim `c` is placed on node `n`.
+    Place(u8, u8),
+    /// Git creates claim `c`.
+    Create(u8),
+}
+
+impl fmt::Display for VolumeStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VolumeStep::Read(n) => write!(f, "volume controller {n} reads"),
+            VolumeStep::Act(n) => write!(f, "volume controller {n} acts on what it read"),
+            VolumeStep::Place(c, n) => write!(f, "the pod of claim {c} is placed on node-{n}"),
+            VolumeStep::Create(c) => write!(f, "Git creates claim {c}"),
+        }
+    }
+}
+
+impl VolumeModel {
+    fn views(
+        snapshot: &VolumeSnapshot,
+    ) -> (
+        Vec<shipshape_reconciler::volumes::ClaimView>,
+        Vec<shipshape_reconciler::volumes::VolumeView>,
+    ) {
+        use shipshape_reconciler::volumes::{ClaimView, LOCAL_PATH, VolumeView};
+        let claims = snapshot
+            .claims
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| snapshot.created[*i])
+            .map(|(i, (volume, node))| ClaimView {
+                namespace: "db".into(),
+                name: format!("c{i}"),
+                uid: format!("u{i}"),
+                class: None,
+                request: 1,
+                access_modes: vec!["ReadWriteOnce".into()],
+                volume: volume.clone(),
+                phase: if volume.is_some() { "Bound" } else { "Pending" }.into(),
+                consumer_node: node.map(|n| format!("node-{n}")),
+            })
+            .collect();
+        let volumes = snapshot
+            .volumes
+            .iter()
+            .map(|v| VolumeView {
+                name: v.name.clone(),
+                class: LOCAL_PATH.into(),
+                capacity: 1,
+                access_modes: vec!["ReadWriteOnce".into()],
+                claim: v
+                    .claim
+                    .map(|c| ("db".into(), format!("c{c}"), format!("u{c}"))),
+                reclaim_delete: false,
+                phase: if v.claim.is_some() {
+                    "Bound"
+                } else {
+                    "Available"
+                }
+                .into(),
+                provisioned: false,
+            })
+            .collect();
+        (claims, volumes)
+    }
+
+    fn act(&self, state: &mut VolumeState, snapshot: &VolumeSnapshot) {
+        use shipshape_reconciler::volumes::VolumeAction;
+        let (claims, volumes) = Self::views(snapshot);
+        for action in (self.decide)(&claims, &volumes).actions {
+            match action {
+                VolumeAction::Provision {
+                    name, claim_uid, ..
+                } => {
+                    // Created with its claimRef; refused if the name exists.
+                    if state.volumes.iter().any(|v| v.name == name) {
+                        continue;
+                    }
+                    let claim = claim_uid.trim_start_matches('u').parse().ok();
+                    state.volumes.push(ModelVolume { name, claim, rv: 1 });
+                }
+                VolumeAction::Bind {
+                    claim_uid, volume, ..
+                } => {
+                    let claim: usize = claim_uid.trim_start_matches('u').parse().unwrap_or(0);
+                    let seen = snapshot.volumes.iter().find(|v| v.name == volume);
+                    let Some(index) = state.volumes.iter().position(|v| v.name == volume) else {
+                        continue;
+                    };
+                    // One transaction: the volume's claimRef (only if it was seen free, and
+                    // only at the version seen), then the claim's volumeName.
+                    if let Some(seen) = seen
+                        && seen.claim.is_none()
+                    {
+                        if state.volumes[index].rv != seen.rv {
+                            continue;
+                        }
+                        state.volumes[index].claim = Some(claim as u8);
+                        state.volumes[index].rv += 1;
+                    }
+                    if let Some(entry) = state.claims.get_mut(claim) {
+                        entry.0 = Some(volume);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Model for VolumeModel {
+    type State = VolumeState;
+    type Action = VolumeStep;
+
+    fn init_states(&self) -> Vec<VolumeState> {
+        vec![VolumeState {
+            created: vec![false; usize::from(self.claims)],
+            claims: vec![(None, None); usize::from(self.claims)],
+            volumes: vec![ModelVolume {
+                name: "static".into(),
+                claim: None,
+                rv: 1,
+            }],
+            snapshots: [None, None],
+        }]
+    }
+
+    fn actions(&self, state: &VolumeState, actions: &mut Vec<VolumeStep>) {
+        for n in 0..2 {
+            if state.snapshots[n].is_some() {
+                actions.push(VolumeStep::Act(n));
+            } else {
+                actions.push(VolumeStep::Read(n));
+            }
+        }
+        for (c, created) in state.created.iter().enumerate() {
+            if !created {
+                actions.push(VolumeStep::Create(c as u8));
+            }
+        }
+        for (c, (volume, node)) in state.claims.iter().enumerate() {
+            if state.created[c] && volume.is_none() && node.is_none() {
+                for n in 0..2 {
+                    actions.push(VolumeStep::Place(c as u8, n));
+                }
+            }
+        }
+    }
+
+    fn next_state(&self, state: &VolumeState, action: VolumeStep) -> Option<VolumeState> {
+        let mut next = state.clone();
+        match action {
+            VolumeStep::Read(n) => {
+                let snapshot = VolumeSnapshot {
+                    created: state.created.clone(),
+                    claims: state.claims.clone(),
+                    volumes: state.volumes.clone(),
+                };
+                // Nothing to decide: no step (keeps the space finite).
+                let (claims, volumes) = Self::views(&snapshot);
+                if (self.decide)(&claims, &volumes).actions.iter().all(|a| {
+                    !matches!(
+                        a,
+                        shipshape_reconciler::volumes::VolumeAction::Provision { .. }
+                            | shipshape_reconciler::volumes::VolumeAction::Bind { .. }
+                    )
+                }) {
+                    return None;
+                }
+                next.snapshots[n] = Some(snapshot);
+            }
+            VolumeStep::Act(n) => {
+                let snapshot = next.snapshots[n].take()?;
+                self.act(&mut next, &snapshot);
+            }
+            VolumeStep::Place(c, n) => next.claims[usize::from(c)].1 = Some(n),
+            VolumeStep::Create(c) => next.created[usize::from(c)] = true,
+        }
+        Some(next)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always(
+                "a volume is never bound to two claims",
+                |_: &VolumeModel, state: &VolumeState| {
+                    state.volumes.iter().all(|v| {
+                        state
+                            .claims
+                            .iter()
+                            .filter(|(volume, _)| volume.as_deref() == Some(v.name.as_str()))
+                            .count()
+                            <= 1
+                    })
+                },
+            ),
+            Property::always(
+                "a bound claim's volume names it back",
+                |_: &VolumeModel, state: &VolumeState| {
+                    state.claims.iter().enumerate().all(|(c, (volume, _))| {
+                        volume.as_ref().is_none_or(|name| {
+                            state
+                                .volumes
+                                .iter()
+                                .any(|v| v.name == *name && v.claim == Some(c as u8))
+                        })
+                    })
+                },
+            ),
+            Property::eventually(
+                "eventually every claim whose pod is placed is bound",
+                |_: &VolumeModel, state: &VolumeState| {
+                    state.created.iter().all(|c| *c)
+                        && state
+                            .claims
+                            .iter()
+                            .all(|(volume, node)| volume.is_some() || node.is_none())
+                        && state.snapshots.iter().all(Option::is_none)
+                },
+            ),
+        ]
+    }
+}

@@ -358,9 +358,14 @@ impl Controller for VolumeController {
                     let access = pv["spec"]["accessModes"].clone();
                     let mut writes = Vec::new();
                     if pv.pointer("/spec/claimRef").is_none() {
+                        // Only the volume as it was seen free: a decision on a stale view
+                        // cannot give a volume to a second claim.
+                        let seen = text(pv, "/metadata/resourceVersion")
+                            .and_then(|rv| rv.parse().ok())
+                            .map(Precondition::ResourceVersion);
                         writes.push(Write::Patch {
                             key: key(Kind::PersistentVolume, "", &volume),
-                            precondition: None,
+                            precondition: seen,
                             patch: json!({"spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": namespace, "name": claim, "uid": claim_uid}}}),
                         });
                     }
