@@ -5,7 +5,6 @@
 //! demos: a one-minute schedule then fires every 60/N seconds); times it writes
 //! (`lastScheduleTime`) are on that clock, times it reads from objects are mapped onto it.
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,34 +13,36 @@ use shipshape_reconciler::cronjob::{
     Concurrency, CronJobAction, CronJobView, OwnedJob, Skip, decide_cronjob,
 };
 
-use super::{
-    COMMIT_ANNOTATION, Owners, condition, controller_uid, owner_reference, rfc3339, seconds, text,
-};
+use super::{COMMIT_ANNOTATION, Owned, Owners, condition, owner_reference, rfc3339, seconds, text};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
-use crate::store::{
-    AuditEntry, Batch, EventType, Precondition, WatchEvent, key_of, parse_storage_key,
-};
+use crate::store::{AuditEntry, Batch, Precondition, WatchEvent, key_of, parse_storage_key};
 
 const COMPONENT: &str = "cronjob-controller";
 
 /// The annotation Kubernetes puts on a CronJob's Job: the time it was scheduled for.
 pub const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
-struct CachedJob {
-    owner: String,
-    job: OwnedJob,
+/// The controller's clock: when it started (seconds) and how fast it runs.
+#[derive(Clone, Copy)]
+struct Clock {
+    epoch: i64,
+    scale: i64,
+}
+
+impl Clock {
+    /// A wall-clock time on this clock.
+    fn at(self, wall: i64) -> i64 {
+        self.epoch + (wall - self.epoch) * self.scale
+    }
 }
 
 /// The CronJob controller's cache: the CronJobs, and their Jobs by owner uid.
 pub struct CronJobController {
     cronjobs: Owners,
-    jobs: HashMap<String, CachedJob>,
-    jobs_by_owner: HashMap<String, BTreeSet<String>>,
-    /// When the clock started (seconds) and how fast it runs.
-    epoch: i64,
-    scale: i64,
+    jobs: Owned<OwnedJob>,
+    clock: Clock,
 }
 
 impl CronJobController {
@@ -49,27 +50,12 @@ impl CronJobController {
     pub fn new(scale: u32) -> Self {
         Self {
             cronjobs: Owners::default(),
-            jobs: HashMap::new(),
-            jobs_by_owner: HashMap::new(),
-            epoch: jiff::Timestamp::now().as_second(),
-            scale: i64::from(scale.max(1)),
+            jobs: Owned::new("CronJob"),
+            clock: Clock {
+                epoch: jiff::Timestamp::now().as_second(),
+                scale: i64::from(scale.max(1)),
+            },
         }
-    }
-
-    /// A wall-clock time on the controller's clock.
-    fn clock(&self, wall: i64) -> i64 {
-        self.epoch + (wall - self.epoch) * self.scale
-    }
-
-    fn forget_job(&mut self, key: &str) -> Option<CachedJob> {
-        let job = self.jobs.remove(key)?;
-        if let Some(keys) = self.jobs_by_owner.get_mut(&job.owner) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.jobs_by_owner.remove(&job.owner);
-            }
-        }
-        Some(job)
     }
 }
 
@@ -124,8 +110,7 @@ impl Controller for CronJobController {
 
     fn reset(&mut self) {
         self.cronjobs = Owners::default();
-        self.jobs.clear();
-        self.jobs_by_owner.clear();
+        self.jobs = Owned::new("CronJob");
     }
 
     fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
@@ -135,34 +120,12 @@ impl Controller for CronJobController {
         match key.kind {
             Kind::CronJob => self.cronjobs.observe(event, dirty),
             Kind::Job => {
-                let previous = self.forget_job(&event.key);
-                let owner = if event.kind == EventType::Deleted {
-                    previous.map(|j| j.owner)
-                } else {
-                    let Some(owner) = controller_uid(&event.object, "CronJob").map(str::to_string)
-                    else {
-                        return;
-                    };
-                    let job = OwnedJob {
-                        name: key.name.clone(),
-                        uid: text(&event.object, "/metadata/uid")
-                            .unwrap_or_default()
-                            .to_string(),
-                        finished: finished(&event.object).map(|(ok, at)| (ok, self.clock(at))),
-                    };
-                    self.jobs_by_owner
-                        .entry(owner.clone())
-                        .or_default()
-                        .insert(event.key.clone());
-                    self.jobs.insert(
-                        event.key.clone(),
-                        CachedJob {
-                            owner: owner.clone(),
-                            job,
-                        },
-                    );
-                    Some(owner)
-                };
+                let clock = self.clock;
+                let owner = self.jobs.observe(event, |job| OwnedJob {
+                    name: key.name.clone(),
+                    uid: text(job, "/metadata/uid").unwrap_or_default().to_string(),
+                    finished: finished(job).map(|(ok, at)| (ok, clock.at(at))),
+                });
                 if let Some(cronjob) = owner.and_then(|uid| self.cronjobs.key_of(&uid)) {
                     dirty.mark(cronjob.clone(), || because(event));
                 }
@@ -215,14 +178,7 @@ impl Controller for CronJobController {
         let rv = text(cronjob, "/metadata/resourceVersion")
             .unwrap_or_default()
             .to_string();
-        let jobs: Vec<OwnedJob> = self
-            .jobs_by_owner
-            .get(&uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.jobs.get(k))
-            .map(|j| j.job.clone())
-            .collect();
+        let jobs: Vec<OwnedJob> = self.jobs.of(&uid).cloned().collect();
         let history = |field: &str, default: usize| {
             spec[field]
                 .as_u64()
@@ -250,13 +206,14 @@ impl Controller for CronJobController {
             successful_history: history("successfulJobsHistoryLimit", 3),
             failed_history: history("failedJobsHistoryLimit", 1),
             created: self
-                .clock(seconds(cronjob.pointer("/metadata/creationTimestamp")).unwrap_or(0)),
+                .clock
+                .at(seconds(cronjob.pointer("/metadata/creationTimestamp")).unwrap_or(0)),
             last_schedule: seconds(cronjob.pointer("/status/lastScheduleTime")),
             last_successful: seconds(cronjob.pointer("/status/lastSuccessfulTime")),
             active_written,
             jobs,
         };
-        let clock_now = self.clock(now.as_second());
+        let clock_now = self.clock.at(now.as_second());
         let decision = decide_cronjob(&view, clock_now);
         let namespace = cronjob_key.namespace.clone();
         let mut writes = Vec::new();
@@ -362,7 +319,7 @@ impl Controller for CronJobController {
             // A wait on the controller's clock, in wall-clock time.
             requeue_after: decision.requeue_after.map(|wait| {
                 Duration::from_millis(
-                    u64::try_from(wait * 1000 / self.scale)
+                    u64::try_from(wait * 1000 / self.clock.scale)
                         .unwrap_or(1000)
                         .max(200),
                 )

@@ -3,7 +3,7 @@
 //! required node affinity and placed by the scheduler, as in Kubernetes; the template's
 //! revision is the `controller-revision-hash` label.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use shipshape_api::Kind;
@@ -11,10 +11,12 @@ use shipshape_reconciler::daemonset::{
     DaemonNode, DaemonPod, DaemonSetAction, DaemonSetStatus, DaemonSetView, decide_daemon_set,
     default_tolerations, resolve_max_unavailable,
 };
-use shipshape_reconciler::scheduler::Toleration;
 
-use super::scheduler::{node_view, pinned_node};
-use super::{Owners, controller_uid, number, pod_from_template, pod_view, seed, string_map, text};
+use super::scheduler::{node_view, pinned_node, tolerations};
+use super::{
+    Owned, Owners, number, pod_from_template, pod_view, seed, status_count, string_map,
+    template_revision, text,
+};
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
 use crate::store::{
@@ -27,18 +29,21 @@ const COMPONENT: &str = "daemonset-controller";
 /// The label carrying the template revision a pod was made from (Kubernetes' name).
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
-struct CachedPod {
-    object: Value,
-    owner: String,
-}
-
 /// The DaemonSet controller's cache: the sets, the nodes, and the sets' pods.
-#[derive(Default)]
 pub struct DaemonSetController {
     sets: Owners,
     nodes: BTreeMap<String, DaemonNode>,
-    pods: HashMap<String, CachedPod>,
-    pods_by_owner: HashMap<String, BTreeSet<String>>,
+    pods: Owned<Value>,
+}
+
+impl Default for DaemonSetController {
+    fn default() -> Self {
+        Self {
+            sets: Owners::default(),
+            nodes: BTreeMap::new(),
+            pods: Owned::new("DaemonSet"),
+        }
+    }
 }
 
 impl DaemonSetController {
@@ -46,45 +51,10 @@ impl DaemonSetController {
     pub fn new() -> Self {
         Self::default()
     }
-
-    fn forget_pod(&mut self, key: &str) -> Option<CachedPod> {
-        let pod = self.pods.remove(key)?;
-        if let Some(keys) = self.pods_by_owner.get_mut(&pod.owner) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.pods_by_owner.remove(&pod.owner);
-            }
-        }
-        Some(pod)
-    }
-}
-
-/// The revision of a set's pod template.
-fn revision(set: &Value) -> String {
-    let template = serde_json::to_string(&set["spec"]["template"]).unwrap_or_default();
-    format!("{:010x}", seed(&[&template]) & 0xff_ffff_ffff)
-}
-
-fn tolerations(set: &Value) -> Vec<Toleration> {
-    set.pointer("/spec/template/spec/tolerations")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|t| Toleration {
-            key: text(t, "/key").unwrap_or_default().to_string(),
-            operator: text(t, "/operator").unwrap_or("Equal").to_string(),
-            value: text(t, "/value").unwrap_or_default().to_string(),
-            effect: text(t, "/effect").unwrap_or_default().to_string(),
-        })
-        .collect()
 }
 
 fn parse_status(set: &Value) -> DaemonSetStatus {
-    let count = |field: &str| {
-        number(set, &format!("/status/{field}"))
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0)
-    };
+    let count = |field: &str| status_count(set, field);
     DaemonSetStatus {
         desired: count("desiredNumberScheduled"),
         current: count("currentNumberScheduled"),
@@ -165,27 +135,7 @@ impl Controller for DaemonSetController {
                 }
             }
             Kind::Pod => {
-                let previous = self.forget_pod(&event.key);
-                let owner = if event.kind == EventType::Deleted {
-                    previous.map(|p| p.owner)
-                } else {
-                    let Some(owner) = controller_uid(&event.object, "DaemonSet") else {
-                        return;
-                    };
-                    let owner = owner.to_string();
-                    self.pods_by_owner
-                        .entry(owner.clone())
-                        .or_default()
-                        .insert(event.key.clone());
-                    self.pods.insert(
-                        event.key.clone(),
-                        CachedPod {
-                            object: event.object.clone(),
-                            owner: owner.clone(),
-                        },
-                    );
-                    Some(owner)
-                };
+                let owner = self.pods.observe(event, Value::clone);
                 if let Some(set) = owner.and_then(|uid| self.sets.key_of(&uid)) {
                     dirty.mark(set.clone(), || because(event));
                 }
@@ -208,16 +158,12 @@ impl Controller for DaemonSetController {
         let rv = text(set, "/metadata/resourceVersion")
             .unwrap_or_default()
             .to_string();
-        let revision = revision(set);
+        let revision = template_revision(set);
         let min_ready = number(set, "/spec/minReadySeconds").unwrap_or(0);
         let pods: Vec<DaemonPod> = self
-            .pods_by_owner
-            .get(&uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.pods.get(k))
-            .map(|cached| {
-                let pod = &cached.object;
+            .pods
+            .of(&uid)
+            .map(|pod| {
                 let view = pod_view(pod);
                 DaemonPod {
                     name: view.name.clone(),
@@ -239,7 +185,7 @@ impl Controller for DaemonSetController {
             name: set_key.name.clone(),
             nodes,
             node_selector: string_map(set.pointer("/spec/template/spec/nodeSelector")),
-            tolerations: tolerations(set),
+            tolerations: tolerations(set.pointer("/spec/template/spec/tolerations")),
             on_delete: strategy["type"] == "OnDelete",
             max_unavailable: 1,
             generation: number(set, "/metadata/generation").unwrap_or(1),
@@ -280,7 +226,7 @@ impl Controller for DaemonSetController {
                     let bound = self
                         .pods
                         .get(&store::storage_key(&pod_key))
-                        .is_some_and(|p| text(&p.object, "/spec/nodeName").is_some());
+                        .is_some_and(|p| text(p, "/spec/nodeName").is_some());
                     writes.push(Write::delete(
                         pod_key,
                         Precondition::Uid(uid),

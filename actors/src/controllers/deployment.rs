@@ -1,7 +1,7 @@
 //! The Deployment controller: one ReplicaSet per pod template, rolled over as the strategy
 //! says, deciding with [`shipshape_reconciler::deployment::decide_deployment`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,24 +12,29 @@ use shipshape_reconciler::deployment::{
 };
 
 use super::{
-    COMMIT_ANNOTATION, Owners, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition,
-    condition_is_true, controller_uid, number, owner_reference, rfc3339, seconds, text,
+    COMMIT_ANNOTATION, Owned, Owners, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition,
+    condition_is_true, number, owner_reference, rfc3339, seconds, text,
 };
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
-use crate::store::{
-    AuditEntry, Batch, EventType, Precondition, WatchEvent, key_of, parse_storage_key,
-};
+use crate::store::{AuditEntry, Batch, Precondition, WatchEvent, key_of, parse_storage_key};
 
 const COMPONENT: &str = "deployment-controller";
 
 /// The Deployment controller's cache: Deployments and their ReplicaSets by owner uid.
-#[derive(Default)]
 pub struct DeploymentController {
     deployments: Owners,
-    sets: HashMap<String, (Option<String>, Value)>,
-    sets_by_owner: HashMap<String, BTreeSet<String>>,
+    sets: Owned<Value>,
+}
+
+impl Default for DeploymentController {
+    fn default() -> Self {
+        Self {
+            deployments: Owners::default(),
+            sets: Owned::new("Deployment"),
+        }
+    }
 }
 
 impl DeploymentController {
@@ -272,22 +277,7 @@ impl Controller for DeploymentController {
         match key.kind {
             Kind::Deployment => self.deployments.observe(event, dirty),
             Kind::ReplicaSet => {
-                if let Some((Some(owner), _)) = self.sets.remove(&event.key)
-                    && let Some(keys) = self.sets_by_owner.get_mut(&owner)
-                {
-                    keys.remove(&event.key);
-                }
-                let owner = controller_uid(&event.object, "Deployment").map(str::to_string);
-                if event.kind != EventType::Deleted {
-                    if let Some(owner) = &owner {
-                        self.sets_by_owner
-                            .entry(owner.clone())
-                            .or_default()
-                            .insert(event.key.clone());
-                    }
-                    self.sets
-                        .insert(event.key.clone(), (owner.clone(), event.object.clone()));
-                }
+                let owner = self.sets.observe(event, Value::clone);
                 if let Some(deployment) = owner.and_then(|uid| self.deployments.key_of(&uid)) {
                     dirty.mark(deployment.clone(), || because(event));
                 }
@@ -307,13 +297,7 @@ impl Controller for DeploymentController {
             return Reconciled::default();
         };
         let uid = text(deployment, "/metadata/uid").unwrap_or_default();
-        let sets: Vec<&Value> = self
-            .sets_by_owner
-            .get(uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.sets.get(k).map(|(_, set)| set))
-            .collect();
+        let sets: Vec<&Value> = self.sets.of(uid).collect();
         let hash = deployment_template_hash(deployment);
         let view = DeploymentView {
             name: text(deployment, "/metadata/name")

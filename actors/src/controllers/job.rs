@@ -2,7 +2,6 @@
 //! [`shipshape_reconciler::job::decide_job`]. Finished pods are marked counted (an annotation)
 //! in the same transaction as the status that counts them, so counting is exactly once.
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,13 +11,11 @@ use shipshape_reconciler::job::{
 };
 
 use super::{
-    Owners, condition, controller_uid, number, pod_from_template, rfc3339, seconds, seed, text,
+    Owned, Owners, condition, number, pod_from_template, rfc3339, seconds, seed, status_count, text,
 };
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
-use crate::store::{
-    AuditEntry, Batch, EventType, Precondition, WatchEvent, key_of, parse_storage_key,
-};
+use crate::store::{AuditEntry, Batch, Precondition, WatchEvent, key_of, parse_storage_key};
 use crate::{Write, store};
 
 const COMPONENT: &str = "job-controller";
@@ -29,37 +26,25 @@ pub const COUNTED_ANNOTATION: &str = "shipshape.dev/job-counted";
 /// Kubernetes' default backoffLimit.
 const DEFAULT_BACKOFF_LIMIT: u32 = 6;
 
-struct CachedPod {
-    view: JobPod,
-    owner: Option<String>,
-    bound: bool,
-}
-
-/// The Job controller's cache: the Jobs, and their pods by owner uid.
-#[derive(Default)]
+/// The Job controller's cache: the Jobs, and their pods (with whether each is bound) by owner.
 pub struct JobController {
     jobs: Owners,
-    pods: HashMap<String, CachedPod>,
-    pods_by_owner: HashMap<String, BTreeSet<String>>,
+    pods: Owned<(JobPod, bool)>,
+}
+
+impl Default for JobController {
+    fn default() -> Self {
+        Self {
+            jobs: Owners::default(),
+            pods: Owned::new("Job"),
+        }
+    }
 }
 
 impl JobController {
     /// An empty cache.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn forget_pod(&mut self, key: &str) -> Option<CachedPod> {
-        let pod = self.pods.remove(key)?;
-        if let Some(owner) = &pod.owner
-            && let Some(keys) = self.pods_by_owner.get_mut(owner)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.pods_by_owner.remove(owner);
-            }
-        }
-        Some(pod)
     }
 }
 
@@ -106,12 +91,6 @@ fn job_pod(pod: &Value) -> JobPod {
     }
 }
 
-fn count(job: &Value, field: &str) -> u32 {
-    number(job, &format!("/status/{field}"))
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0)
-}
-
 /// The status as written by [`status_json`].
 fn parse_status(job: &Value) -> JobStatus {
     let ended = [("Complete", None), ("Failed", Some(()))]
@@ -127,10 +106,10 @@ fn parse_status(job: &Value) -> JobStatus {
             Some((end, at))
         });
     JobStatus {
-        active: count(job, "active"),
-        ready: count(job, "ready"),
-        succeeded: count(job, "succeeded"),
-        failed: count(job, "failed"),
+        active: status_count(job, "active"),
+        ready: status_count(job, "ready"),
+        succeeded: status_count(job, "succeeded"),
+        failed: status_count(job, "failed"),
         start_time: seconds(job.pointer("/status/startTime")),
         ended,
     }
@@ -205,26 +184,9 @@ impl Controller for JobController {
         match key.kind {
             Kind::Job => self.jobs.observe(event, dirty),
             Kind::Pod => {
-                let previous = self.forget_pod(&event.key);
-                let owner = if event.kind == EventType::Deleted {
-                    previous.and_then(|p| p.owner)
-                } else {
-                    let owner = controller_uid(&event.object, "Job").map(str::to_string);
-                    let Some(owner) = owner else { return };
-                    self.pods_by_owner
-                        .entry(owner.clone())
-                        .or_default()
-                        .insert(event.key.clone());
-                    self.pods.insert(
-                        event.key.clone(),
-                        CachedPod {
-                            view: job_pod(&event.object),
-                            owner: Some(owner.clone()),
-                            bound: text(&event.object, "/spec/nodeName").is_some(),
-                        },
-                    );
-                    Some(owner)
-                };
+                let owner = self.pods.observe(event, |pod| {
+                    (job_pod(pod), text(pod, "/spec/nodeName").is_some())
+                });
                 if let Some(job) = owner.and_then(|uid| self.jobs.key_of(&uid)) {
                     dirty.mark(job.clone(), || because(event));
                 }
@@ -248,14 +210,7 @@ impl Controller for JobController {
             .unwrap_or_default()
             .to_string();
         let spec = &job["spec"];
-        let pods: Vec<JobPod> = self
-            .pods_by_owner
-            .get(&uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|pod| self.pods.get(pod))
-            .map(|pod| pod.view.clone())
-            .collect();
+        let pods: Vec<JobPod> = self.pods.of(&uid).map(|(pod, _)| pod.clone()).collect();
         let suspend = spec["suspend"].as_bool().unwrap_or(false);
         let view = JobView {
             name: job_key.name.clone(),
@@ -318,7 +273,7 @@ impl Controller for JobController {
                     let bound = self
                         .pods
                         .get(&store::storage_key(&pod_key(&name)))
-                        .is_some_and(|pod| pod.bound);
+                        .is_some_and(|(_, bound)| *bound);
                     deletes.push(Write::delete(
                         pod_key(&name),
                         Precondition::Uid(uid),

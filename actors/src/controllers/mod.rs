@@ -188,6 +188,86 @@ pub fn pod_from_template(owner: &Value, name: &str, labels: &[(&str, &str)]) -> 
     })
 }
 
+/// Objects (pods, ReplicaSets) cached by the uid of their controlling owner of one kind, as a
+/// workload controller needs them: find an owner's objects, and know which owner a change
+/// concerns. Objects without such an owner are not kept.
+pub struct Owned<T> {
+    owner_kind: &'static str,
+    objects: std::collections::HashMap<String, (String, T)>,
+    by_owner: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+}
+
+impl<T> Owned<T> {
+    /// An empty cache of objects controlled by owners of `owner_kind` (`ReplicaSet`, `Job`).
+    pub fn new(owner_kind: &'static str) -> Self {
+        Self {
+            owner_kind,
+            objects: std::collections::HashMap::new(),
+            by_owner: std::collections::HashMap::new(),
+        }
+    }
+
+    fn forget(&mut self, key: &str) -> Option<String> {
+        let (owner, _) = self.objects.remove(key)?;
+        if let Some(keys) = self.by_owner.get_mut(&owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+        Some(owner)
+    }
+
+    /// Takes in a change to an object (projected with `view`) and returns the uid of the owner
+    /// it concerns: its owner now, or the one it had when it was deleted.
+    pub fn observe(
+        &mut self,
+        event: &crate::store::WatchEvent,
+        view: impl FnOnce(&Value) -> T,
+    ) -> Option<String> {
+        let previous = self.forget(&event.key);
+        if event.kind == crate::store::EventType::Deleted {
+            return previous;
+        }
+        let owner = controller_uid(&event.object, self.owner_kind)?.to_string();
+        self.by_owner
+            .entry(owner.clone())
+            .or_default()
+            .insert(event.key.clone());
+        self.objects
+            .insert(event.key.clone(), (owner.clone(), view(&event.object)));
+        Some(owner)
+    }
+
+    /// The objects owned by `uid`.
+    pub fn of(&self, uid: &str) -> impl Iterator<Item = &T> {
+        self.by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.objects.get(key).map(|(_, object)| object))
+    }
+
+    /// One object, by storage key.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.objects.get(key).map(|(_, object)| object)
+    }
+}
+
+/// A count in an object's status (`readyReplicas`), 0 when absent.
+pub fn status_count(object: &Value, field: &str) -> u32 {
+    number(object, &format!("/status/{field}"))
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// The revision of a workload's pod template (what its pods' `controller-revision-hash`
+/// label carries).
+pub fn template_revision(owner: &Value) -> String {
+    let template = serde_json::to_string(&owner["spec"]["template"]).unwrap_or_default();
+    format!("{:010x}", seed(&[&template]) & 0xff_ffff_ffff)
+}
+
 /// An ownerReference to `owner`, marking it as the controller.
 pub fn owner_reference(owner: &Value) -> Value {
     serde_json::json!({

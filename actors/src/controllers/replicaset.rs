@@ -1,7 +1,6 @@
 //! The ReplicaSet controller: keeps each set's pods at its replicas and reports its status,
 //! deciding with [`shipshape_reconciler::replicaset::decide_replica_set`].
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,12 +9,10 @@ use shipshape_reconciler::replicaset::{
     PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
 
-use super::{Owners, controller_uid, number, pod_from_template, pod_view, seed, text};
+use super::{Owned, Owners, number, pod_from_template, pod_view, seed, status_count, text};
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
-use crate::store::{
-    AuditEntry, Batch, EventType, Precondition, WatchEvent, key_of, parse_storage_key,
-};
+use crate::store::{AuditEntry, Batch, Precondition, WatchEvent, key_of, parse_storage_key};
 use crate::{Write, store};
 
 const COMPONENT: &str = "replicaset-controller";
@@ -23,17 +20,19 @@ const COMPONENT: &str = "replicaset-controller";
 /// Kubernetes' default grace period for a pod's containers to stop.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
-struct CachedPod {
-    view: PodView,
-    owner: Option<String>,
-}
-
 /// The ReplicaSet controller's cache: the sets, and their pods by owner uid.
-#[derive(Default)]
 pub struct ReplicaSetController {
     sets: Owners,
-    pods: HashMap<String, CachedPod>,
-    pods_by_owner: HashMap<String, BTreeSet<String>>,
+    pods: Owned<PodView>,
+}
+
+impl Default for ReplicaSetController {
+    fn default() -> Self {
+        Self {
+            sets: Owners::default(),
+            pods: Owned::new("ReplicaSet"),
+        }
+    }
 }
 
 impl ReplicaSetController {
@@ -41,28 +40,11 @@ impl ReplicaSetController {
     pub fn new() -> Self {
         Self::default()
     }
-
-    fn forget_pod(&mut self, key: &str) -> Option<CachedPod> {
-        let pod = self.pods.remove(key)?;
-        if let Some(owner) = &pod.owner
-            && let Some(keys) = self.pods_by_owner.get_mut(owner)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.pods_by_owner.remove(owner);
-            }
-        }
-        Some(pod)
-    }
 }
 
 /// The status a ReplicaSet reports, as written by [`status_json`].
 fn parse_status(set: &Value) -> ReplicaSetStatus {
-    let count = |field: &str| {
-        number(set, &format!("/status/{field}"))
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0)
-    };
+    let count = |field: &str| status_count(set, field);
     ReplicaSetStatus {
         replicas: count("replicas"),
         ready: count("readyReplicas"),
@@ -108,26 +90,7 @@ impl Controller for ReplicaSetController {
         match key.kind {
             Kind::ReplicaSet => self.sets.observe(event, dirty),
             Kind::Pod => {
-                let previous = self.forget_pod(&event.key);
-                let owner = if event.kind == EventType::Deleted {
-                    previous.and_then(|p| p.owner)
-                } else {
-                    let owner = controller_uid(&event.object, "ReplicaSet").map(str::to_string);
-                    if let Some(owner) = &owner {
-                        self.pods_by_owner
-                            .entry(owner.clone())
-                            .or_default()
-                            .insert(event.key.clone());
-                    }
-                    self.pods.insert(
-                        event.key.clone(),
-                        CachedPod {
-                            view: pod_view(&event.object),
-                            owner: owner.clone(),
-                        },
-                    );
-                    owner
-                };
+                let owner = self.pods.observe(event, pod_view);
                 if let Some(set) = owner.and_then(|uid| self.sets.key_of(&uid)) {
                     dirty.mark(set.clone(), || because(event));
                 }
@@ -145,14 +108,7 @@ impl Controller for ReplicaSetController {
         }
         let uid = text(set, "/metadata/uid").unwrap_or_default();
         let rv = text(set, "/metadata/resourceVersion").unwrap_or_default();
-        let pods: Vec<PodView> = self
-            .pods_by_owner
-            .get(uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|pod| self.pods.get(pod))
-            .map(|pod| pod.view.clone())
-            .collect();
+        let pods: Vec<PodView> = self.pods.of(uid).cloned().collect();
         let view = ReplicaSetView {
             name: text(set, "/metadata/name").unwrap_or_default().to_string(),
             replicas: number(set, "/spec/replicas")
@@ -192,7 +148,7 @@ impl Controller for ReplicaSetController {
                     let bound = self
                         .pods
                         .get(&store::storage_key(&pod_key))
-                        .is_some_and(|pod| pod.view.node.is_some());
+                        .is_some_and(|pod| pod.node.is_some());
                     deletes.push(Write::delete(
                         pod_key,
                         Precondition::Uid(uid),

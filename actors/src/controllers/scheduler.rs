@@ -194,20 +194,7 @@ pub fn pod_request(pod: &Value) -> PodRequest {
             )
         })
         .unwrap_or_default();
-    let tolerations = pod
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|t| Toleration {
-                    key: text(t, "/key").unwrap_or_default().to_string(),
-                    operator: text(t, "/operator").unwrap_or("Equal").to_string(),
-                    value: text(t, "/value").unwrap_or_default().to_string(),
-                    effect: text(t, "/effect").unwrap_or_default().to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tolerations = tolerations(pod.pointer("/spec/tolerations"));
     PodRequest {
         owner,
         cpu_milli: sum("cpu", milli),
@@ -216,6 +203,20 @@ pub fn pod_request(pod: &Value) -> PodRequest {
         tolerations,
         pinned: pinned_node(pod),
     }
+}
+
+/// A pod spec's `tolerations` list.
+pub fn tolerations(list: Option<&Value>) -> Vec<Toleration> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|t| Toleration {
+            key: text(t, "/key").unwrap_or_default().to_string(),
+            operator: text(t, "/operator").unwrap_or("Equal").to_string(),
+            value: text(t, "/value").unwrap_or_default().to_string(),
+            effect: text(t, "/effect").unwrap_or_default().to_string(),
+        })
+        .collect()
 }
 
 /// The node a pod's required node affinity names by `metadata.name` (how DaemonSet pods are

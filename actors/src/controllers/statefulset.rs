@@ -12,7 +12,8 @@ use shipshape_reconciler::statefulset::{
 
 use super::daemonset::REVISION_LABEL;
 use super::{
-    Owners, controller_uid, number, owner_reference, pod_from_template, pod_view, seed, text,
+    Owned, Owners, number, owner_reference, pod_from_template, pod_view, status_count,
+    template_revision, text,
 };
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
@@ -29,13 +30,21 @@ pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 /// The StatefulSet controller's cache.
-#[derive(Default)]
 pub struct StatefulSetController {
     sets: Owners,
-    pods: HashMap<String, (String, Value)>,
-    pods_by_owner: HashMap<String, BTreeSet<String>>,
+    pods: Owned<Value>,
     /// Claims by namespace: name → uid.
     claims: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Default for StatefulSetController {
+    fn default() -> Self {
+        Self {
+            sets: Owners::default(),
+            pods: Owned::new("StatefulSet"),
+            claims: HashMap::new(),
+        }
+    }
 }
 
 impl StatefulSetController {
@@ -43,34 +52,19 @@ impl StatefulSetController {
     pub fn new() -> Self {
         Self::default()
     }
-
-    fn forget_pod(&mut self, key: &str) -> Option<String> {
-        let (owner, _) = self.pods.remove(key)?;
-        if let Some(keys) = self.pods_by_owner.get_mut(&owner) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.pods_by_owner.remove(&owner);
-            }
-        }
-        Some(owner)
-    }
 }
 
+/// The revision name of a set's template, as Kubernetes names them (`web-<hash>`).
 fn revision(set: &Value) -> String {
-    let template = serde_json::to_string(&set["spec"]["template"]).unwrap_or_default();
     format!(
-        "{}-{:010x}",
+        "{}-{}",
         set["metadata"]["name"].as_str().unwrap_or_default(),
-        seed(&[&template]) & 0xff_ffff_ffff
+        template_revision(set)
     )
 }
 
 fn parse_status(set: &Value) -> StatefulSetStatus {
-    let count = |field: &str| {
-        number(set, &format!("/status/{field}"))
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0)
-    };
+    let count = |field: &str| status_count(set, field);
     StatefulSetStatus {
         replicas: count("replicas"),
         ready: count("readyReplicas"),
@@ -222,22 +216,7 @@ impl Controller for StatefulSetController {
                 }
             }
             Kind::Pod => {
-                let owner = if event.kind == EventType::Deleted {
-                    self.forget_pod(&event.key)
-                } else {
-                    self.forget_pod(&event.key);
-                    let Some(owner) = controller_uid(&event.object, "StatefulSet") else {
-                        return;
-                    };
-                    let owner = owner.to_string();
-                    self.pods_by_owner
-                        .entry(owner.clone())
-                        .or_default()
-                        .insert(event.key.clone());
-                    self.pods
-                        .insert(event.key.clone(), (owner.clone(), event.object.clone()));
-                    Some(owner)
-                };
+                let owner = self.pods.observe(event, Value::clone);
                 if let Some(set) = owner.and_then(|uid| self.sets.key_of(&uid)) {
                     dirty.mark(set.clone(), || because(event));
                 }
@@ -263,12 +242,9 @@ impl Controller for StatefulSetController {
         let revision = revision(set);
         let min_ready = number(set, "/spec/minReadySeconds").unwrap_or(0);
         let pods: Vec<OrdinalPod> = self
-            .pods_by_owner
-            .get(&uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.pods.get(k))
-            .filter_map(|(_, pod)| {
+            .pods
+            .of(&uid)
+            .filter_map(|pod| {
                 let view = pod_view(pod);
                 Some(OrdinalPod {
                     ordinal: ordinal_of(&set_key.name, &view.name)?,
@@ -391,7 +367,7 @@ impl Controller for StatefulSetController {
                     let bound = self
                         .pods
                         .get(&store::storage_key(&pod_key))
-                        .is_some_and(|(_, p)| text(p, "/spec/nodeName").is_some());
+                        .is_some_and(|p| text(p, "/spec/nodeName").is_some());
                     writes.push(Write::delete(
                         pod_key,
                         Precondition::Uid(uid),

@@ -296,11 +296,6 @@ impl Controller for VolumeController {
             });
             self.storage_class_seen = true;
         }
-        let claim_of = |namespace: &str, name: &str| {
-            claims
-                .iter()
-                .find(|c| c.namespace == namespace && c.name == name)
-        };
         for action in decision.actions {
             // Phase changes are bookkeeping; volumes made, bound or deleted are history.
             let what = match &action {
@@ -391,19 +386,16 @@ impl Controller for VolumeController {
                     claim,
                     phase,
                 } => {
-                    let mut status = claim_of(&namespace, &claim)
-                        .and_then(|_| {
-                            self.claims.values().find(|c| {
-                                text(c, "/metadata/namespace") == Some(namespace.as_str())
-                                    && text(c, "/metadata/name") == Some(claim.as_str())
-                            })
-                        })
+                    let claim_key = key(Kind::PersistentVolumeClaim, &namespace, &claim);
+                    let mut status = self
+                        .claims
+                        .get(&crate::store::storage_key(&claim_key))
                         .map(|c| c["status"].clone())
                         .filter(Value::is_object)
                         .unwrap_or_else(|| json!({}));
                     status["phase"] = json!(phase);
                     vec![Write::UpdateStatus {
-                        key: key(Kind::PersistentVolumeClaim, &namespace, &claim),
+                        key: claim_key,
                         precondition: None,
                         status,
                     }]
