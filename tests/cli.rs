@@ -1657,6 +1657,71 @@ spec:
 
         const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
 
+        /// What every real-pod test starts from: a repository with the `demo` namespace and
+        /// what `apps` writes, committed; `up` on containerd with two nodes, busybox imported, and
+        /// `flags`; the cleanup guard. `None` (the test skips) without root outside CI. Fields
+        /// drop in order: `up` first, then the guard, then the repository.
+        struct RealCluster {
+            child: Running,
+            cleanup: Cleanup,
+            log: PathBuf,
+            kubeconfig: PathBuf,
+            cache: PathBuf,
+            socket: String,
+            repo: Repo,
+        }
+
+        fn real_cluster(apps: impl FnOnce(&Repo), flags: &[&str]) -> Option<RealCluster> {
+            if !is_root() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs as root: the containerd tests must run there"
+                );
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return None;
+            }
+            let repo = Repo::new();
+            let mut cleanup = Cleanup {
+                data: repo.data(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
+                shared_socket: None,
+            };
+            let image = busybox_image(repo.dir.path());
+            write(
+                &repo.path(),
+                "apps/namespaces.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+            );
+            apps(&repo);
+            commit(&repo.path(), "apps");
+            let image_arg = image.display().to_string();
+            let mut args = vec![
+                "--runtime",
+                "containerd",
+                "--nodes",
+                "2",
+                "--import",
+                &image_arg,
+            ];
+            args.extend_from_slice(flags);
+            let (child, log) = repo.up_with(&args);
+            wait_for(&log, "images: docker.io/library/busybox:1.35");
+            wait_for(&log, "nodes: 2 on containerd");
+            let socket = socket_in_use(&repo.data());
+            if !socket.starts_with(&repo.data().display().to_string()) {
+                cleanup.shared_socket = Some(socket.clone());
+            }
+            Some(RealCluster {
+                child,
+                cleanup,
+                log,
+                kubeconfig: repo.data().join("kubeconfig"),
+                cache: repo.dir.path().join("kube-cache"),
+                socket,
+                repo,
+            })
+        }
+
         /// The containerd socket the running cluster uses (its own, or the system's when one
         /// answers, as on a stock Debian with the containerd service running).
         fn socket_in_use(data: &Path) -> String {
@@ -1891,51 +1956,26 @@ spec:
         #[test]
         fn services_reach_ready_pods_by_name_and_address() {
             let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-            if !is_root() {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI runs as root: the containerd tests must run there"
-                );
-                eprintln!("skipped: real pods need root (CI runs this as root)");
-                return;
-            }
             let route_localnet_before = std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default();
-            let repo = Repo::new();
-            let mut cleanup = Cleanup {
-                data: repo.data(),
-                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
-                shared_socket: None,
+            let apps = |repo: &Repo| {
+                write(
+                    &repo.path(),
+                    "apps/web/all.yaml",
+                    &SERVED.replace("REPLICAS", "2"),
+                );
             };
-            let image = busybox_image(repo.dir.path());
-            write(
-                &repo.path(),
-                "apps/namespaces.yaml",
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-            );
-            write(
-                &repo.path(),
-                "apps/web/all.yaml",
-                &SERVED.replace("REPLICAS", "2"),
-            );
-            commit(&repo.path(), "served");
-            let image_arg = image.display().to_string();
-            let (child, log) = repo.up_with(&[
-                "--runtime",
-                "containerd",
-                "--nodes",
-                "2",
-                "--lb-pool",
-                "10.200.0.1-10.200.0.1",
-                "--import",
-                &image_arg,
-            ]);
-            let kubeconfig = repo.data().join("kubeconfig");
-            let cache = repo.dir.path().join("kube-cache");
-            wait_for(&log, "nodes: 2 on containerd");
-            let socket = socket_in_use(&repo.data());
-            if !socket.starts_with(&repo.data().display().to_string()) {
-                cleanup.shared_socket = Some(socket.clone());
-            }
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log,
+                kubeconfig,
+                cache,
+                socket: _socket,
+                repo,
+            }) = real_cluster(apps, &["--lb-pool", "10.200.0.1-10.200.0.1"])
+            else {
+                return;
+            };
             let server = dns_address(&log);
             let cluster_ip = eventually("the web Service's address", || {
                 let ip = jsonpath(
@@ -2127,47 +2167,20 @@ spec:
         #[test]
         fn jobs_complete_or_give_up_and_cronjobs_run_on_schedule() {
             let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-            if !is_root() {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI runs as root: the containerd tests must run there"
-                );
-                eprintln!("skipped: real pods need root (CI runs this as root)");
-                return;
-            }
-            let repo = Repo::new();
-            let mut cleanup = Cleanup {
-                data: repo.data(),
-                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
-                shared_socket: None,
-            };
-            let image = busybox_image(repo.dir.path());
-            write(
-                &repo.path(),
-                "apps/namespaces.yaml",
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-            );
-            write(&repo.path(), "apps/batch/all.yaml", BATCH);
-            commit(&repo.path(), "batch");
-            let image_arg = image.display().to_string();
+            let apps = |repo: &Repo| write(&repo.path(), "apps/batch/all.yaml", BATCH);
             // A minute of CronJob time passes every second.
-            let (child, log) = repo.up_with(&[
-                "--runtime",
-                "containerd",
-                "--nodes",
-                "2",
-                "--cronjob-time-scale",
-                "60",
-                "--import",
-                &image_arg,
-            ]);
-            let kubeconfig = repo.data().join("kubeconfig");
-            let cache = repo.dir.path().join("kube-cache");
-            wait_for(&log, "nodes: 2 on containerd");
-            let socket = socket_in_use(&repo.data());
-            if !socket.starts_with(&repo.data().display().to_string()) {
-                cleanup.shared_socket = Some(socket.clone());
-            }
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log: _log,
+                kubeconfig,
+                cache,
+                socket: _socket,
+                repo,
+            }) = real_cluster(apps, &["--cronjob-time-scale", "60"])
+            else {
+                return;
+            };
             let phases = |selector: &str| {
                 jsonpath(
                     &kubeconfig,
@@ -2378,48 +2391,25 @@ spec:
         #[test]
         fn statefulset_pods_start_in_order_find_each_other_and_keep_their_data() {
             let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-            if !is_root() {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI runs as root: the containerd tests must run there"
+            let apps = |repo: &Repo| {
+                write(
+                    &repo.path(),
+                    "apps/db/all.yaml",
+                    &STATEFUL.replace("REPLICAS", "3"),
                 );
-                eprintln!("skipped: real pods need root (CI runs this as root)");
-                return;
-            }
-            let repo = Repo::new();
-            let mut cleanup = Cleanup {
-                data: repo.data(),
-                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
-                shared_socket: None,
             };
-            let image = busybox_image(repo.dir.path());
-            write(
-                &repo.path(),
-                "apps/namespaces.yaml",
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-            );
-            write(
-                &repo.path(),
-                "apps/db/all.yaml",
-                &STATEFUL.replace("REPLICAS", "3"),
-            );
-            commit(&repo.path(), "stateful");
-            let image_arg = image.display().to_string();
-            let (child, log) = repo.up_with(&[
-                "--runtime",
-                "containerd",
-                "--nodes",
-                "2",
-                "--import",
-                &image_arg,
-            ]);
-            let kubeconfig = repo.data().join("kubeconfig");
-            let cache = repo.dir.path().join("kube-cache");
-            wait_for(&log, "nodes: 2 on containerd");
-            let socket = socket_in_use(&repo.data());
-            if !socket.starts_with(&repo.data().display().to_string()) {
-                cleanup.shared_socket = Some(socket.clone());
-            }
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log: _log,
+                kubeconfig,
+                cache,
+                socket: _socket,
+                repo,
+            }) = real_cluster(apps, &[])
+            else {
+                return;
+            };
             eventually("three ready members", || {
                 let shown = text(&kubectl(
                     &kubeconfig,
@@ -2531,53 +2521,28 @@ spec:
         #[test]
         fn pods_run_on_containerd_reach_each_other_restart_and_are_adopted() {
             let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-            if !is_root() {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI runs as root: the containerd tests must run there"
+            let apps = |repo: &Repo| {
+                let hooks = repo.dir.path().join("hooks");
+                write(
+                    &repo.path(),
+                    "apps/web/web.yaml",
+                    &DEPLOYMENT.replace("HOOKS", &hooks.display().to_string()),
                 );
-                eprintln!("skipped: real pods need root (CI runs this as root)");
-                return;
-            }
-            let repo = Repo::new();
-            let mut cleanup = Cleanup {
-                data: repo.data(),
-                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
-                shared_socket: None,
+                write(&repo.path(), "apps/trouble/pods.yaml", TROUBLE);
             };
-            let image = busybox_image(repo.dir.path());
-            write(
-                &repo.path(),
-                "apps/namespaces.yaml",
-                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-            );
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log: _log,
+                kubeconfig,
+                cache,
+                socket,
+                repo,
+            }) = real_cluster(apps, &["--keep-workloads"])
+            else {
+                return;
+            };
             let hooks = repo.dir.path().join("hooks");
-            write(
-                &repo.path(),
-                "apps/web/web.yaml",
-                &DEPLOYMENT.replace("HOOKS", &hooks.display().to_string()),
-            );
-            write(&repo.path(), "apps/trouble/pods.yaml", TROUBLE);
-            commit(&repo.path(), "web and trouble");
-            let image_arg = image.display().to_string();
-            let flags = [
-                "--runtime",
-                "containerd",
-                "--nodes",
-                "2",
-                "--keep-workloads",
-                "--import",
-                &image_arg,
-            ];
-            let (child, log) = repo.up_with(&flags);
-            let kubeconfig = repo.data().join("kubeconfig");
-            let cache = repo.dir.path().join("kube-cache");
-            wait_for(&log, "images: docker.io/library/busybox:1.35");
-            wait_for(&log, "nodes: 2 on containerd");
-            let socket = socket_in_use(&repo.data());
-            if !socket.starts_with(&repo.data().display().to_string()) {
-                cleanup.shared_socket = Some(socket.clone());
-            }
 
             // Both replicas run, one per node, each with an address in its node's /24, and
             // answer from their ConfigMap volume; the environment came from a ConfigMap.
