@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Pods started on one node at once, on real containerd (0 skips).
     #[arg(long, default_value_t = 100)]
     parallel_pods: usize,
+    /// Commits to the example web Deployment, timed from commit to its new pods running, per
+    /// trigger (sync-now and a 1-second poll), on real containerd (0 skips; needs root).
+    #[arg(long, default_value_t = 10)]
+    commit_runs: usize,
     /// Service records for the DNS benchmark against BIND (0 skips).
     #[arg(long, default_value_t = 1000)]
     dns_records: usize,
@@ -379,6 +383,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ))?
         {
             pods.print();
+        }
+        if args.commit_runs > 0
+            && let Some(commits) =
+                runtime.block_on(crate::commitbench::run(&root.path, args.commit_runs))?
+        {
+            commits.print();
         }
         if args.dns_records > 0 {
             runtime

@@ -141,7 +141,7 @@ fn host_resources() -> (u64, u64) {
 
 impl UpArgs {
     /// The simulated nodes these flags describe.
-    fn simulated(&self) -> anyhow::Result<shipshape_node::SimulatedConfig> {
+    pub(crate) fn simulated(&self) -> anyhow::Result<shipshape_node::SimulatedConfig> {
         let nodes = self.nodes.max(1) as u64;
         let (host_cpu, host_memory) = host_resources();
         let cpu_milli = match &self.node_cpu {
@@ -203,7 +203,7 @@ fn enclosing_repository(start: &Path) -> Option<PathBuf> {
 }
 
 /// The Git source `up` follows, with DESIGN.md's defaults.
-fn resolve_source(args: &UpArgs) -> anyhow::Result<GitSource> {
+pub(crate) fn resolve_source(args: &UpArgs) -> anyhow::Result<GitSource> {
     let repo = match &args.repo {
         Some(repo) => repo.clone(),
         None => {
@@ -326,6 +326,11 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The store actor, for reading what the cluster holds.
+    pub(crate) fn store(&self) -> &ActorRef<StoreActor> {
+        &self.store
+    }
+
     pub(crate) async fn sync(&self, options: SyncOptions) -> anyhow::Result<SyncReport> {
         match self.sync.ask(SyncNow(options)).await {
             Ok(report) => Ok(report),
@@ -353,16 +358,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Prints what a sync did; `seen` keeps the last outcome per application so that a repeated
-/// failure or an unchanged application is not printed again every poll.
-fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
+/// What a sync did, as lines to print (empty when nothing is new); `seen` keeps the last
+/// outcome per application so that a repeated failure or an unchanged application is not
+/// printed again every poll.
+fn report_lines(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) -> Vec<String> {
+    let mut lines = Vec::new();
     let news: Vec<&(String, Outcome)> = report
         .applications
         .iter()
         .filter(|(name, outcome)| *outcome != Outcome::Unchanged && seen.get(name) != Some(outcome))
         .collect();
     if !news.is_empty() || report.rewritten {
-        eprintln!(
+        lines.push(format!(
             "commit {} \"{}\" by {}{}",
             report.commit.short(),
             report.commit.message,
@@ -372,7 +379,7 @@ fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
             } else {
                 ""
             }
-        );
+        ));
     }
     let width = news.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     for (name, outcome) in news {
@@ -416,14 +423,24 @@ fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
             Outcome::Suspended => "OutOfSync  suspended (`shipshape resume` restarts it)".into(),
             Outcome::Retry(why) => format!("OutOfSync  retrying: {why}"),
         };
-        eprintln!("  {name:width$}   {line}");
+        lines.push(format!("  {name:width$}   {line}"));
     }
     for (name, outcome) in &report.applications {
         seen.insert(name.clone(), outcome.clone());
     }
+    lines
+}
+
+/// Prints what a sync did (see `report_lines`).
+fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
+    for line in report_lines(report, seen) {
+        eprintln!("{line}");
+    }
 }
 
 pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let started_at = jiff::Timestamp::now();
     let nodes = args.simulated()?;
     let source = resolve_source(args)?;
     // Before anything starts: a host that cannot run pods is one line naming what is missing.
@@ -468,11 +485,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             args.interval,
             data_dir.display()
         );
-        eprintln!(
-            "API server on https://{}; try: kubectl --kubeconfig {} get all -A",
-            api.address,
-            kubeconfig.display()
-        );
+        eprintln!("API server on https://{}", api.address);
         let cpu = shipshape_api::quantity::Quantity::from_milli(i64::try_from(nodes.cpu_milli).unwrap_or(i64::MAX));
         let containerd = match cni_dir {
             None => {
@@ -520,6 +533,22 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 Some(containerd)
             }
         };
+        let console = crate::startup::Console::new();
+        let (synced, first_sync) = tokio::sync::watch::channel(None);
+        let startup = tokio::spawn(crate::startup::watch(
+            plane.store.clone(),
+            first_sync,
+            console.clone(),
+            crate::startup::Summary {
+                started,
+                started_at,
+                fresh_statuses: containerd.is_some(),
+                kubeconfig: kubeconfig.clone(),
+                dns: plane.workloads.as_ref().and_then(|w| w.dns_address()),
+                domain: args.cluster_domain.clone(),
+            },
+        ));
+        console.say(&format!("syncing {} of {} …", source.describe_reference(), source.url));
         let mut seen = BTreeMap::new();
         let mut last_error = None;
         let mut ticker = tokio::time::interval(args.interval);
@@ -532,12 +561,17 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     match plane.sync(SyncOptions::default()).await {
                         Ok(report) => {
                             last_error = None;
-                            print_report(&report, &mut seen);
+                            for line in report_lines(&report, &mut seen) {
+                                console.say(&line);
+                            }
+                            synced.send_if_modified(|commit| {
+                                commit.is_none().then(|| *commit = Some(report.commit.id.clone())).is_some()
+                            });
                         }
                         Err(error) => {
                             let text = format!("{error:#}");
                             if last_error.as_ref() != Some(&text) {
-                                eprintln!("sync failed: {text} (the cluster keeps its state; retrying every {:?})", args.interval);
+                                console.say(&format!("sync failed: {text} (the cluster keeps its state; retrying every {:?})", args.interval));
                             }
                             last_error = Some(text);
                         }
@@ -545,6 +579,8 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        startup.abort();
+        console.finish();
         if containerd.is_some() && !args.keep_workloads {
             eprintln!("shipshape up: stopping (removing the pods' containers; --keep-workloads leaves them running)");
         } else {

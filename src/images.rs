@@ -134,6 +134,13 @@ pub(crate) async fn start_containerd(
         .filter(|p| p.is_file())
         .collect();
     archives.sort();
+    if !archives.is_empty() {
+        eprintln!(
+            "importing {} into {} nodes …",
+            crate::validate::plural(archives.len(), "image archive"),
+            namespaces.len()
+        );
+    }
     for archive in archives {
         let imported = image::import(&containerd, &namespaces, &archive)
             .await

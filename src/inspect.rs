@@ -7,6 +7,7 @@ use anyhow::bail;
 use serde_json::Value;
 use shipshape_actors::GitSource;
 use shipshape_actors::gitsync::{self, ApplicationStatus, SyncState};
+use shipshape_actors::health::{self, ApplicationHealth};
 use shipshape_actors::store::{AuditRecord, verify_audit};
 use shipshape_api::{Kind, ObjectKey};
 
@@ -29,9 +30,17 @@ fn connect(data_dir: Option<&Path>) -> anyhow::Result<Cluster> {
 }
 
 /// What `status` shows, from the database or the API server.
-fn status_data(
-    cluster: &Cluster,
-) -> anyhow::Result<(Option<GitSource>, Option<String>, Vec<ApplicationStatus>)> {
+struct StatusData {
+    source: Option<GitSource>,
+    head: Option<String>,
+    /// Each application's sync status and health (`None`: a server too old to report it).
+    applications: Vec<(ApplicationStatus, Option<ApplicationHealth>)>,
+    /// Read from a stopped cluster's database: health is as the objects were last seen.
+    stopped: bool,
+}
+
+/// What `status` shows, from the database or the API server.
+fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
     match cluster {
         Cluster::Stopped(store) => {
             let source = store
@@ -40,20 +49,41 @@ fn status_data(
             let head = store
                 .get_meta(gitsync::HEAD_META)?
                 .and_then(|v| v.as_str().map(str::to_string));
-            let statuses = store
+            let objects = store.list(None, None)?;
+            let healths = health::applications(objects.iter().map(|(k, s)| (k, s)));
+            let applications = store
                 .list_meta(gitsync::APP_META_PREFIX)?
                 .into_values()
-                .filter_map(|v| serde_json::from_value(v).ok())
+                .filter_map(|v| serde_json::from_value::<ApplicationStatus>(v).ok())
+                .map(|status| {
+                    let health = healths.get(&status.application).cloned();
+                    (status, Some(health.unwrap_or_default()))
+                })
                 .collect();
-            Ok((source, head, statuses))
+            Ok(StatusData {
+                source,
+                head,
+                applications,
+                stopped: true,
+            })
         }
         Cluster::Running(remote) => {
             let answer = remote.get("/apis/shipshape.dev/v1/status")?;
-            Ok((
-                serde_json::from_value(answer["source"].clone()).ok(),
-                answer["commit"].as_str().map(str::to_string),
-                serde_json::from_value(answer["applications"].clone()).unwrap_or_default(),
-            ))
+            let applications = answer["applications"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| {
+                    let status = serde_json::from_value(v.clone()).ok()?;
+                    Some((status, serde_json::from_value(v["health"].clone()).ok()))
+                })
+                .collect();
+            Ok(StatusData {
+                source: serde_json::from_value(answer["source"].clone()).ok(),
+                head: answer["commit"].as_str().map(str::to_string),
+                applications,
+                stopped: false,
+            })
         }
     }
 }
@@ -158,15 +188,27 @@ fn short(commit: Option<&str>) -> &str {
     commit.map_or("-", |c| c.get(..7).unwrap_or(c))
 }
 
-/// `shipshape status`.
+/// `shipshape status`: each application's sync and health, as Argo CD shows them.
 pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCode> {
-    let (source, head, statuses) = status_data(&connect(data_dir)?)?;
+    let StatusData {
+        source,
+        head,
+        applications,
+        stopped,
+    } = status_data(&connect(data_dir)?)?;
     match output {
         Output::Json | Output::Yaml => {
+            let applications: Vec<Value> = applications
+                .iter()
+                .map(|(status, health)| match health {
+                    Some(health) => health::status_json(status, health),
+                    None => serde_json::json!(status),
+                })
+                .collect();
             let value = serde_json::json!({
                 "source": source,
                 "commit": head,
-                "applications": statuses,
+                "applications": applications,
             });
             print_value(&value, output)?;
         }
@@ -185,31 +227,51 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                 );
             }
             let mut rows = vec![
-                ["APPLICATION", "SYNC", "COMMIT", "OBJECTS", "MESSAGE"]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "APPLICATION",
+                    "SYNC",
+                    "HEALTH",
+                    "COMMIT",
+                    "OBJECTS",
+                    "MESSAGE",
+                ]
+                .map(String::from)
+                .to_vec(),
             ];
-            for status in &statuses {
+            for (status, health) in &applications {
                 let sync = match status.sync {
                     SyncState::Synced => "Synced",
                     SyncState::OutOfSync => "OutOfSync",
                     SyncState::Failed => "Failed",
                 };
-                let message = match (status.suspended, status.message.is_empty()) {
+                // A sync problem comes first; otherwise the column says why it is not Healthy.
+                let why = if status.message.is_empty() {
+                    health.as_ref().map_or("", |h| h.message.as_str())
+                } else {
+                    status.message.as_str()
+                };
+                let message = match (status.suspended, why.is_empty()) {
                     (true, true) => "suspended".to_string(),
-                    (true, false) => format!("suspended; {}", status.message),
-                    (false, _) => status.message.clone(),
+                    (true, false) => format!("suspended; {why}"),
+                    (false, _) => why.to_string(),
                 };
                 rows.push(vec![
                     status.application.clone(),
                     sync.to_string(),
+                    health
+                        .as_ref()
+                        .map_or("-", |h| h.status.as_str())
+                        .to_string(),
                     short(status.commit.as_deref()).to_string(),
                     status.objects.to_string(),
                     message,
                 ]);
             }
             print_table(&rows);
-            for status in statuses.iter().filter(|s| !s.problems.is_empty()) {
+            if stopped {
+                println!("(cluster stopped: health as last seen)");
+            }
+            for (status, _) in applications.iter().filter(|(s, _)| !s.problems.is_empty()) {
                 println!("\n{}:", status.application);
                 for problem in &status.problems {
                     println!("  {problem}");

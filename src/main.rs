@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod commitbench;
 mod data;
 mod dnsbench;
 mod exec;
@@ -11,6 +12,7 @@ mod inspect;
 mod podbench;
 mod remote;
 mod scale;
+mod startup;
 mod validate;
 mod workloads;
 

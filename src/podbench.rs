@@ -60,7 +60,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 }
 
 /// A root filesystem holding Debian's static busybox and its applets, packed as busybox:1.35.
-fn busybox_archive(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn busybox_archive(root: &Path) -> anyhow::Result<PathBuf> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists())

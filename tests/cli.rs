@@ -2518,6 +2518,321 @@ spec:
         /// the host's.
         static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+        /// One command of the README's walkthrough and the output the README shows for it.
+        #[derive(Debug)]
+        struct Step {
+            command: String,
+            shown: Vec<String>,
+        }
+
+        /// The `console` blocks of the README's walkthrough section: `$ ` starts a command
+        /// (a trailing `  # …` is a comment), `^C` stops the run command, other lines are what
+        /// the command before prints.
+        fn walkthrough(readme: &str) -> Vec<Step> {
+            let section = readme
+                .split("\n## ")
+                .find(|s| s.starts_with("Walkthrough"))
+                .expect("the README has a Walkthrough section");
+            let mut steps = Vec::new();
+            let mut in_block = false;
+            for line in section.lines() {
+                if line.starts_with("```") {
+                    in_block = line == "```console";
+                    continue;
+                }
+                if !in_block {
+                    continue;
+                }
+                if let Some(command) = line.strip_prefix("$ ") {
+                    let command = command.split("  # ").next().unwrap_or(command).trim();
+                    steps.push(Step {
+                        command: command.to_string(),
+                        shown: Vec::new(),
+                    });
+                } else if line == "^C" {
+                    steps.push(Step {
+                        command: line.to_string(),
+                        shown: Vec::new(),
+                    });
+                } else if !line.trim().is_empty() && line.trim() != "…" {
+                    steps
+                        .last_mut()
+                        .expect("shown output follows a command")
+                        .shown
+                        .push(line.to_string());
+                }
+            }
+            steps
+        }
+
+        /// One word of shown output against one printed word; `…` inside it matches any text.
+        fn word_matches(pattern: &str, word: &str) -> bool {
+            let parts: Vec<&str> = pattern.split('…').collect();
+            let [first, middle @ .., last] = parts.as_slice() else {
+                return pattern == word;
+            };
+            let Some(rest) = word.strip_prefix(first) else {
+                return false;
+            };
+            let Some(mut rest) = rest.strip_suffix(last) else {
+                return false;
+            };
+            for part in middle {
+                match rest.find(part) {
+                    Some(at) => rest = &rest[at + part.len()..],
+                    None => return false,
+                }
+            }
+            true
+        }
+
+        /// A shown line against a printed one, word by word (spacing ignored); a `…` on its
+        /// own matches any number of words.
+        fn line_matches(pattern: &[&str], printed: &[&str]) -> bool {
+            match pattern.split_first() {
+                None => printed.is_empty(),
+                Some((&"…", rest)) => {
+                    (0..=printed.len()).any(|skip| line_matches(rest, &printed[skip..]))
+                }
+                Some((word, rest)) => printed.split_first().is_some_and(|(first, others)| {
+                    word_matches(word, first) && line_matches(rest, others)
+                }),
+            }
+        }
+
+        /// The shown lines that no printed line matches (each printed line matches one).
+        fn missing<'a>(shown: &'a [String], printed: &str) -> Vec<&'a str> {
+            let mut lines: Vec<Vec<&str>> = printed
+                .lines()
+                .map(|l| l.split_whitespace().collect())
+                .collect();
+            let mut missing = Vec::new();
+            for line in shown {
+                let pattern: Vec<&str> = line.split_whitespace().collect();
+                match lines
+                    .iter()
+                    .position(|printed| line_matches(&pattern, printed))
+                {
+                    Some(at) => {
+                        lines.remove(at);
+                    }
+                    None => missing.push(line.as_str()),
+                }
+            }
+            missing
+        }
+
+        #[test]
+        fn shown_output_matches_words_and_wildcards() {
+            let shown = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+            let printed =
+                "NAME   READY   STATUS\nweb-7d9f   2   2   2   30s\nkv-1: started 3 time(s)\n";
+            assert!(
+                missing(
+                    &shown(&["web-… 2 … 2 … 2 … …", "kv-1: started … time(s)"]),
+                    printed
+                )
+                .is_empty()
+            );
+            assert_eq!(
+                missing(&shown(&["web-… 0 … 0 … 0 … …"]), printed),
+                ["web-… 0 … 0 … 0 … …"]
+            );
+            assert_eq!(
+                missing(&shown(&["kv-1: started"]), printed),
+                ["kv-1: started"]
+            );
+            assert!(missing(&shown(&["… READY …"]), printed).is_empty());
+            // Each printed line stands for one shown line only.
+            assert_eq!(missing(&shown(&["NAME …", "NAME …"]), printed), ["NAME …"]);
+        }
+
+        /// The README's walkthrough, command by command, in a temporary clone of this
+        /// repository (set-up done: the binary under test stands in for the release build, and
+        /// the data directory is a temporary one instead of /var/lib/shipshape). A command that
+        /// changes nothing is retried until it prints what the README shows, as a person
+        /// would look again; `git` and `sed` run once.
+        #[test]
+        fn the_readme_walkthrough_runs_as_written() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            if !is_root() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI runs as root: the walkthrough test must run there"
+                );
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            let clone = dir.path().join("shipshape");
+            let data = dir.path().join("data");
+            let home = dir.path().join("home");
+            std::fs::create_dir_all(&home).expect("mkdir");
+            let cloned = Command::new("git")
+                .args(["clone", "-q", env!("CARGO_MANIFEST_DIR")])
+                .arg(&clone)
+                .output()
+                .expect("git runs");
+            assert!(cloned.status.success(), "{}", text(&cloned));
+            let readme = std::fs::read_to_string(clone.join("README.md")).expect("README.md");
+            let steps = walkthrough(&readme);
+            assert!(
+                steps.len() >= 15,
+                "the walkthrough has its steps: {steps:?}"
+            );
+            std::fs::create_dir_all(clone.join("target/release")).expect("mkdir");
+            std::os::unix::fs::symlink(
+                env!("CARGO_BIN_EXE_shipshape"),
+                clone.join("target/release/shipshape"),
+            )
+            .expect("symlink");
+            let mut cleanup = Cleanup {
+                data: data.clone(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
+                shared_socket: None,
+            };
+            let data_text = data.display().to_string();
+            let adapt = |text: &str| text.replace("/var/lib/shipshape", &data_text);
+            let shell = |command: &str| {
+                let mut shell = Command::new("bash");
+                shell
+                    .args(["-c", command])
+                    .current_dir(&clone)
+                    .env("HOME", &home)
+                    .env("SHIPSHAPE_DATA_DIR", &data)
+                    .env("GIT_AUTHOR_NAME", "Walk Through")
+                    .env("GIT_AUTHOR_EMAIL", "walk@example.com")
+                    .env("GIT_COMMITTER_NAME", "Walk Through")
+                    .env("GIT_COMMITTER_EMAIL", "walk@example.com");
+                shell
+            };
+            let log = dir.path().join("up.log");
+            let up_log = || std::fs::read_to_string(&log).unwrap_or_default();
+            let mut up: Option<Running> = None;
+            let mut exports = String::new();
+            for step in &steps {
+                let command = adapt(step.command.strip_prefix("sudo ").unwrap_or(&step.command));
+                let shown: Vec<String> = step.shown.iter().map(|l| adapt(l)).collect();
+                if command == "scripts/up" {
+                    let file = std::fs::File::create(&log).expect("log file");
+                    let child = shell(&command)
+                        .env("SHIPSHAPE_PREBUILT", "1")
+                        .stdout(file.try_clone().expect("log file"))
+                        .stderr(file)
+                        .spawn()
+                        .expect("scripts/up starts");
+                    let running = up.insert(Running(child));
+                    let deadline = Instant::now() + Duration::from_secs(240);
+                    loop {
+                        let printed = up_log();
+                        if missing(&shown, &printed).is_empty() {
+                            break;
+                        }
+                        let exited = running.0.try_wait().ok().flatten();
+                        assert!(
+                            exited.is_none() && Instant::now() < deadline,
+                            "`{}` did not print {:?} (exit: {exited:?}):\n{printed}",
+                            step.command,
+                            missing(&shown, &printed)
+                        );
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    let socket = socket_in_use(&data);
+                    if !socket.starts_with(&data_text) {
+                        cleanup.shared_socket = Some(socket);
+                    }
+                    continue;
+                }
+                if command == "^C" {
+                    let running = up.as_mut().expect("the run command is running");
+                    let pid = running.0.id().to_string();
+                    assert!(
+                        Command::new("kill")
+                            .args(["-INT", &pid])
+                            .status()
+                            .expect("kill")
+                            .success()
+                    );
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    while running.0.try_wait().ok().flatten().is_none() {
+                        assert!(
+                            Instant::now() < deadline,
+                            "Ctrl-C did not stop it:\n{}",
+                            up_log()
+                        );
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    let printed = up_log();
+                    assert!(
+                        missing(&shown, &printed).is_empty(),
+                        "after Ctrl-C, missing {:?} in:\n{printed}",
+                        missing(&shown, &printed)
+                    );
+                    continue;
+                }
+                if command.starts_with("export ") {
+                    exports.push_str(&command);
+                    exports.push('\n');
+                    continue;
+                }
+                let once = command.starts_with("git ") || command.starts_with("sed ");
+                let deadline = Instant::now() + Duration::from_secs(150);
+                loop {
+                    let output = shell(&format!("{exports}{command}"))
+                        .output()
+                        .expect("bash runs");
+                    let printed = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&output.stdout),
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                    let missing = missing(&shown, &printed);
+                    if output.status.success() && missing.is_empty() {
+                        break;
+                    }
+                    assert!(
+                        !once && Instant::now() < deadline,
+                        "walkthrough step `{}` ({}) printed:\n{printed}\nmissing: {missing:?}\nup's log:\n{}",
+                        step.command,
+                        output.status,
+                        up_log()
+                    );
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+            assert!(
+                up.as_mut()
+                    .is_some_and(|r| r.0.try_wait().ok().flatten().is_some()),
+                "the walkthrough ends by stopping the cluster"
+            );
+            // Stopping removed what the cluster made on the host.
+            let tables = Command::new("nft")
+                .args(["list", "tables"])
+                .output()
+                .expect("nft");
+            assert!(
+                !String::from_utf8_lossy(&tables.stdout).contains("shipshape"),
+                "nftables table left behind"
+            );
+            let netns: Vec<String> = std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("shipshape-"))
+                .collect();
+            assert!(
+                netns.is_empty(),
+                "network namespaces left behind: {netns:?}"
+            );
+            for bridge in ["ship-node-1", "ship-node-2", "ship-node-3"] {
+                assert!(
+                    !Path::new("/sys/class/net").join(bridge).exists(),
+                    "bridge {bridge} left behind"
+                );
+            }
+        }
+
         #[test]
         fn pods_run_on_containerd_reach_each_other_restart_and_are_adopted() {
             let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod controllers;
 pub mod events;
 pub mod gitsync;
+pub mod health;
 pub mod metrics;
 pub mod service_view;
 pub mod store;

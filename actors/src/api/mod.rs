@@ -890,8 +890,8 @@ async fn sync_now(state: &ApiState, allow_empty: bool) -> Response {
     }
 }
 
-/// The sync state `shipshape status` prints: the source, the newest commit synced, and each
-/// application's status.
+/// The state `shipshape status` prints: the source, the newest commit synced, and each
+/// application's sync status with its `health` (see [`crate::health`]).
 async fn cluster_status(state: &ApiState) -> Response {
     let source = state
         .store
@@ -908,16 +908,32 @@ async fn cluster_status(state: &ApiState) -> Response {
         .ask(ListMeta(crate::gitsync::APP_META_PREFIX.into()))
         .await
         .map_err(store_failure);
-    match (source, head, applications) {
-        (Ok(source), Ok(head), Ok(applications)) => {
-            let applications: Vec<ApplicationStatus> = applications
+    let objects = state
+        .store
+        .ask(List {
+            kind: None,
+            namespace: None,
+        })
+        .await
+        .map_err(store_failure);
+    match (source, head, applications, objects) {
+        (Ok(source), Ok(head), Ok(applications), Ok(objects)) => {
+            let healths = crate::health::applications(objects.iter().map(|(k, s)| (k, s)));
+            let applications: Vec<Value> = applications
                 .into_values()
-                .filter_map(|v| serde_json::from_value(v).ok())
+                .filter_map(|v| serde_json::from_value::<ApplicationStatus>(v).ok())
+                .map(|status| {
+                    let health = healths.get(&status.application).cloned();
+                    crate::health::status_json(&status, &health.unwrap_or_default())
+                })
                 .collect();
             Json(json!({"source": source, "commit": head, "applications": applications}))
                 .into_response()
         }
-        (Err(response), _, _) | (_, Err(response), _) | (_, _, Err(response)) => response,
+        (Err(response), _, _, _)
+        | (_, Err(response), _, _)
+        | (_, _, Err(response), _)
+        | (_, _, _, Err(response)) => response,
     }
 }
 
