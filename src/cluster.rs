@@ -326,6 +326,11 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The Git sync actor, for syncing from a task of its own.
+    pub(crate) fn syncer(&self) -> ActorRef<GitSync> {
+        self.sync.clone()
+    }
+
     /// The store actor, for reading what the cluster holds.
     pub(crate) fn store(&self) -> &ActorRef<StoreActor> {
         &self.store
@@ -620,6 +625,9 @@ fn print_remote_report(report: &serde_json::Value) -> bool {
         commit["author"].as_str().unwrap_or_default()
     );
     let mut failed = false;
+    let width = report["applications"]
+        .as_object()
+        .map_or(0, |apps| apps.keys().map(String::len).max().unwrap_or(0));
     for (name, outcome) in report["applications"].as_object().into_iter().flatten() {
         let result = outcome["result"].as_str().unwrap_or_default();
         failed |= result == "Failed" || outcome.get("held").is_some();
@@ -642,7 +650,7 @@ fn print_remote_report(report: &serde_json::Value) -> bool {
         for problem in outcome["problems"].as_array().into_iter().flatten() {
             details.push(format!("\n      {}", problem.as_str().unwrap_or_default()));
         }
-        eprintln!("  {name}   {result}   {}", details.join(", "));
+        eprintln!("  {name:width$}   {result:9}  {}", details.join(", "));
     }
     failed
 }

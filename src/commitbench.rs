@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::Value;
-use shipshape_actors::SyncOptions;
 use shipshape_actors::store_actor::List;
+use shipshape_actors::{SyncNow, SyncOptions};
 use shipshape_api::Kind;
 
 use crate::cluster::{ControlPlane, UpArgs};
@@ -168,27 +168,22 @@ async fn observe(plane: &ControlPlane, greeting: &str) -> anyhow::Result<(bool, 
 }
 
 /// One commit, timed until its first pod runs and its rollout completes.
+/// With `sync_now`, the commit is followed by a sync at once (a webhook); otherwise the
+/// poller running beside it notices the commit.
 async fn one_run(
     plane: &ControlPlane,
     repo: &Path,
     greeting: &str,
-    poll: Option<Duration>,
-    last_poll: &mut Instant,
+    sync_now: bool,
 ) -> anyhow::Result<(Duration, Duration)> {
     commit_greeting(repo, greeting)?;
     let committed = Instant::now();
-    if poll.is_none() {
+    if sync_now {
         plane.sync(SyncOptions::default()).await?;
     }
     let mut first_running = None;
     let deadline = committed + Duration::from_secs(120);
     loop {
-        if let Some(period) = poll
-            && last_poll.elapsed() >= period
-        {
-            *last_poll = Instant::now();
-            plane.sync(SyncOptions::default()).await?;
-        }
         let (running, complete) = observe(plane, greeting).await?;
         if running && first_running.is_none() {
             first_running = Some(committed.elapsed());
@@ -265,7 +260,6 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
     let result = async {
         plane.start_workloads(real, &args, &data)?;
         plane.sync(SyncOptions::default()).await?;
-        let mut last_poll = Instant::now();
         // The first rollout starts pods from nothing; it is not what is measured.
         let deadline = Instant::now() + Duration::from_secs(120);
         while !observe(&plane, GREETING).await?.1 {
@@ -283,6 +277,17 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
                 Some(Duration::from_secs(1)),
             ),
         ] {
+            // The poll runs on its own clock, as `up`'s does, whatever the benchmark is doing.
+            let poller = poll.map(|period| {
+                let sync = plane.syncer();
+                tokio::spawn(async move {
+                    let mut ticker = tokio::time::interval(period);
+                    loop {
+                        ticker.tick().await;
+                        let _ = sync.ask(SyncNow(SyncOptions::default())).await;
+                    }
+                })
+            });
             let mut trigger = Trigger {
                 name,
                 goal,
@@ -290,11 +295,28 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
                 complete: Vec::new(),
             };
             for run in 0..runs {
+                // Commits land at evenly spread points of the poll period: a rollout's length
+                // is nearly constant, so without this every commit would meet the poll at the
+                // same phase.
+                if let Some(period) = poll {
+                    tokio::time::sleep(period.mul_f64(run as f64 / runs as f64)).await;
+                }
                 let greeting = format!("Hello {} {run}", name.split(' ').next().unwrap_or(name));
-                let (first, complete) =
-                    one_run(&plane, &repo, &greeting, poll, &mut last_poll).await?;
+                let measured = one_run(&plane, &repo, &greeting, poll.is_none()).await;
+                let (first, complete) = match measured {
+                    Ok(times) => times,
+                    Err(error) => {
+                        if let Some(poller) = &poller {
+                            poller.abort();
+                        }
+                        return Err(error);
+                    }
+                };
                 trigger.first_running.push(first);
                 trigger.complete.push(complete);
+            }
+            if let Some(poller) = poller {
+                poller.abort();
             }
             triggers.push(trigger);
         }

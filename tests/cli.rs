@@ -2518,6 +2518,59 @@ spec:
         /// the host's.
         static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+        /// The commit-to-running benchmark on real pods, with one commit per trigger, so it
+        /// cannot rot (`scripts/bench` runs it with more).
+        #[test]
+        fn the_commit_benchmark_times_rollouts_on_real_pods() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            if !is_root() {
+                assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            // Its own temporary directory, so the guard never touches another benchmark's.
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cleanup = Cleanup {
+                data: dir.path().to_path_buf(),
+                route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
+                shared_socket: None,
+            };
+            let output = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args([
+                    "bench",
+                    "--objects",
+                    "1",
+                    "--writes",
+                    "1",
+                    "--watchers",
+                    "1",
+                    "--scale-nodes",
+                    "0",
+                    "--pod-runs",
+                    "0",
+                    "--dns-records",
+                    "0",
+                    "--commit-runs",
+                    "1",
+                ])
+                .env("TMPDIR", dir.path())
+                .output()
+                .expect("runs");
+            let out = text(&output);
+            assert!(output.status.success(), "{out}");
+            for line in [
+                "commit to running (examples-repo/web: 2 replicas",
+                "sync-now trigger first new pod Running p50",
+                "1 s poll first new pod Running p50",
+                "rollout complete p50",
+            ] {
+                assert!(out.contains(line), "{line:?} in:\n{out}");
+            }
+            let bridges = Path::new("/sys/class/net/ship-node-1").exists();
+            assert!(!bridges, "the benchmark left its bridge");
+            drop(cleanup);
+        }
+
         /// One command of the README's walkthrough and the output the README shows for it.
         #[derive(Debug)]
         struct Step {
@@ -2713,6 +2766,7 @@ spec:
             for step in &steps {
                 let command = adapt(step.command.strip_prefix("sudo ").unwrap_or(&step.command));
                 let shown: Vec<String> = step.shown.iter().map(|l| adapt(l)).collect();
+                eprintln!("walkthrough: $ {command}");
                 if command == "scripts/up" {
                     let file = std::fs::File::create(&log).expect("log file");
                     let child = shell(&command)
@@ -2788,6 +2842,7 @@ spec:
                     );
                     let missing = missing(&shown, &printed);
                     if output.status.success() && missing.is_empty() {
+                        eprint!("{printed}");
                         break;
                     }
                     assert!(
@@ -3266,6 +3321,10 @@ spec:
                 "100",
                 "--dns-seconds",
                 "1",
+                // Real pods on nodes named like the cluster tests' (their own test, under
+                // their lock).
+                "--commit-runs",
+                "0",
             ])
             .output()
             .expect("runs");
