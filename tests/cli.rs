@@ -39,7 +39,7 @@ mod validate {
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         assert_eq!(
             stdout(&output),
-            "4 objects in 4 files, 2 applications: 1 Namespace, 1 ConfigMap, 1 Service, 1 Deployment\n"
+            "8 objects in 8 files, 5 applications: 2 Service, 2 Deployment, 1 Namespace, 1 ConfigMap, 1 StatefulSet, 1 CronJob\n"
         );
     }
 
@@ -686,6 +686,8 @@ mod gitops {
                     "--interval",
                     "1s",
                     "--api-listen",
+                    "127.0.0.1:0",
+                    "--dns-listen",
                     "127.0.0.1:0",
                     "--data-dir",
                 ])
