@@ -245,4 +245,80 @@ mod tests {
         );
         assert!(none.is_empty(), "a name no pod declares resolves nowhere");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pods() -> impl Strategy<Value = Vec<EndpointPod>> {
+            proptest::collection::vec(
+                (
+                    proptest::option::of(0u8..4),
+                    any::<bool>(),
+                    any::<bool>(),
+                    proptest::option::of(8000i32..8003),
+                ),
+                0..6,
+            )
+            .prop_map(|pods| {
+                pods.into_iter()
+                    .enumerate()
+                    .map(|(i, (ip, ready, terminating, http))| EndpointPod {
+                        name: format!("p{i}"),
+                        ip: ip.map(|last| format!("10.244.0.{}", i * 4 + last as usize)),
+                        node: Some("node-1".into()),
+                        ready,
+                        terminating,
+                        named_ports: http
+                            .map(|n| ("http".to_string(), (n, "TCP".to_string())))
+                            .into_iter()
+                            .collect(),
+                        hostname: None,
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// Endpoints never send traffic where it must not go: every listed address is a
+            /// pod with that address that is not terminating; a ready address is a ready pod
+            /// (unless not-ready ones are published); each pod appears once; a named port
+            /// resolves to the pod's own number for that name.
+            #[test]
+            fn addresses_are_live_selected_pods_listed_once(
+                pods in pods(),
+                named in any::<bool>(),
+                publish in any::<bool>(),
+            ) {
+                let target = if named { TargetPort::Named("http".into()) } else { TargetPort::Number(80) };
+                let ports = [ServicePort { name: "web".into(), protocol: "TCP".into(), target }];
+                let subsets = endpoints_for("web", &ports, &pods, publish);
+                let mut seen = std::collections::HashSet::new();
+                for subset in &subsets {
+                    for (address, listed_ready) in subset.ready.iter().map(|a| (a, true)).chain(subset.not_ready.iter().map(|a| (a, false))) {
+                        let pod = pods.iter().find(|p| p.name == address.pod).expect("a listed pod exists");
+                        prop_assert_eq!(pod.ip.as_deref(), Some(address.ip.as_str()));
+                        prop_assert!(!pod.terminating);
+                        prop_assert!(seen.insert(address.pod.clone()), "listed twice");
+                        if listed_ready {
+                            prop_assert!(pod.ready || publish);
+                        } else {
+                            prop_assert!(!pod.ready && !publish);
+                        }
+                        if named {
+                            let number = pod.named_ports.get("http").map(|(n, _)| *n);
+                            prop_assert_eq!(subset.ports.first().map(|p| p.1), number);
+                        }
+                    }
+                }
+                // And nothing that may serve is left out.
+                for pod in &pods {
+                    let resolvable = !named || pod.named_ports.contains_key("http");
+                    if pod.ip.is_some() && !pod.terminating && resolvable {
+                        prop_assert!(seen.contains(&pod.name), "{} left out", pod.name);
+                    }
+                }
+            }
+        }
+    }
 }

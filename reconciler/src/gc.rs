@@ -99,4 +99,35 @@ mod tests {
         };
         assert_eq!(garbage(&in_default, &live, &set(&[])), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// One step never collects what still belongs somewhere: an object with a live
+            /// owner, or one in a live (or built-in) namespace whose owners are live or absent,
+            /// is never garbage; Git's objects are never taken for their namespace.
+            #[test]
+            fn only_what_lost_its_owners_or_namespace_is_collected(
+                owners in proptest::collection::vec("[a-d]", 0..3),
+                live in proptest::collection::hash_set("[a-d]", 0..4),
+                namespace in prop_oneof![Just(String::new()), Just("default".to_string()), "[x-z]"],
+                namespaces in proptest::collection::hash_set("[x-z]", 0..3),
+                from_git in any::<bool>(),
+            ) {
+                let object = Collectable { namespace: namespace.clone(), owners: owners.clone(), from_git };
+                let verdict = garbage(&object, &live, &namespaces);
+                let some_owner_lives = owners.iter().any(|o| live.contains(o));
+                let namespace_lives = namespace.is_empty()
+                    || BUILT_IN_NAMESPACES.contains(&namespace.as_str())
+                    || namespaces.contains(&namespace);
+                match verdict {
+                    Some(Garbage::OwnersGone) => prop_assert!(!owners.is_empty() && !some_owner_lives),
+                    Some(Garbage::NamespaceGone) => prop_assert!(!namespace_lives && !from_git && (owners.is_empty() || some_owner_lives)),
+                    None => prop_assert!((owners.is_empty() || some_owner_lives) && (namespace_lives || from_git)),
+                }
+            }
+        }
+    }
 }

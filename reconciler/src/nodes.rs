@@ -171,4 +171,82 @@ mod tests {
         let decision = decide_node(&back, &[], 505, 40, 300);
         assert_eq!(decision.actions, vec![NodeAction::ClearUnreachable]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn node() -> impl Strategy<Value = NodeHealth> {
+            (
+                any::<bool>(),
+                0i64..1000,
+                proptest::option::of(0i64..1000),
+                any::<bool>(),
+            )
+                .prop_map(|(ready, ready_changed, lease_renewed, tainted)| {
+                    NodeHealth {
+                        ready,
+                        ready_changed,
+                        lease_renewed,
+                        tainted,
+                    }
+                })
+        }
+
+        fn pods() -> impl Strategy<Value = Vec<PodOnNode>> {
+            proptest::collection::vec((any::<bool>(), any::<bool>()), 0..4).prop_map(|flags| {
+                flags
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (terminating, tolerates_forever))| PodOnNode {
+                        name: format!("p{i}"),
+                        uid: format!("u{i}"),
+                        terminating,
+                        tolerates_forever,
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// One step is safe: a pod is evicted only from a node that is already marked not
+            /// ready, silent past the grace period and gone for the whole eviction timeout, and
+            /// never when it is terminating or tolerates the taint forever; a node is never
+            /// marked and cleared at once, and cleared only while it reports; a requeue is
+            /// always in the future.
+            #[test]
+            fn evictions_wait_for_the_timeout_and_spare_what_must_stay(
+                node in node(),
+                pods in pods(),
+                now in 0i64..2000,
+                grace in 1i64..100,
+                timeout in 1i64..600,
+            ) {
+                let decision = decide_node(&node, &pods, now, grace, timeout);
+                let silent_since = node.lease_renewed.unwrap_or(node.ready_changed);
+                let evicted: Vec<&str> = decision.actions.iter().filter_map(|a| match a {
+                    NodeAction::Evict { name, .. } => Some(name.as_str()),
+                    _ => None,
+                }).collect();
+                if !evicted.is_empty() {
+                    prop_assert!(!node.ready);
+                    prop_assert!(now - silent_since > grace);
+                    prop_assert!(now - node.ready_changed >= timeout);
+                }
+                for name in evicted {
+                    let pod = pods.iter().find(|p| p.name == name).expect("evicts its own pods");
+                    prop_assert!(!pod.terminating && !pod.tolerates_forever);
+                }
+                let marks = decision.actions.contains(&NodeAction::MarkUnreachable);
+                let clears = decision.actions.contains(&NodeAction::ClearUnreachable);
+                prop_assert!(!(marks && clears));
+                if clears {
+                    prop_assert!(node.tainted && now - silent_since <= grace);
+                }
+                if let Some(after) = decision.requeue_after {
+                    prop_assert!(after >= 1);
+                }
+            }
+        }
+    }
 }
