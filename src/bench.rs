@@ -56,8 +56,9 @@ pub struct BenchArgs {
     dns_seconds: u64,
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new("git")
+/// Runs git in `dir` as the benchmarks' author; a failure carries git's own message.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("git")
         .args([
             "-c",
             "user.name=bench",
@@ -68,11 +69,14 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
         ])
         .args(args)
         .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
+        .output()
         .context("git must be installed")?;
-    if !status.success() {
-        bail!("git {args:?} failed");
+    if !output.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -7,13 +7,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use serde_json::Value;
 use shipshape_actors::store_actor::List;
 use shipshape_actors::{SyncNow, SyncOptions};
 use shipshape_api::Kind;
 
+use crate::bench::git;
 use crate::cluster::{ControlPlane, UpArgs};
 
 /// The example application the benchmark rolls, as `examples-repo/` ships it.
@@ -89,30 +90,6 @@ impl CommitFigures {
             );
         }
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let output = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@localhost",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("git must be installed")?;
-    if !output.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Sets the web pods' greeting and commits it.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::Value;
 use shipshape_actors::GitSource;
-use shipshape_actors::gitsync::{self, ApplicationStatus, SyncState};
+use shipshape_actors::gitsync::{self, ApplicationStatus};
 use shipshape_actors::health::{self, ApplicationHealth};
 use shipshape_actors::store::{AuditRecord, verify_audit};
 use shipshape_api::{Kind, ObjectKey};
@@ -239,11 +239,7 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                 .to_vec(),
             ];
             for (status, health) in &applications {
-                let sync = match status.sync {
-                    SyncState::Synced => "Synced",
-                    SyncState::OutOfSync => "OutOfSync",
-                    SyncState::Failed => "Failed",
-                };
+                let sync = status.sync.as_str();
                 // A sync problem comes first; otherwise the column says why it is not Healthy.
                 let why = if status.message.is_empty() {
                     health.as_ref().map_or("", |h| h.message.as_str())

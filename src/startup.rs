@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use kameo::actor::ActorRef;
 use serde_json::Value;
 use shipshape_actors::StoreActor;
+use shipshape_actors::controllers::condition_is_true;
 use shipshape_actors::gitsync::{self, ApplicationStatus, SyncState};
 use shipshape_actors::health::{self, ApplicationHealth, Health};
 use shipshape_actors::store::StoredObject;
@@ -135,14 +136,7 @@ impl PodCount {
                         desired += 1;
                     }
                     pods += 1;
-                    let ready = object
-                        .pointer("/status/conditions")
-                        .and_then(Value::as_array)
-                        .is_some_and(|conditions| {
-                            conditions
-                                .iter()
-                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        });
+                    let ready = condition_is_true(object, "Ready");
                     let reported = last_report(object).is_some_and(|at| at >= since);
                     if object.pointer("/spec/nodeName").is_some() && !reported {
                         count.unreported += 1;
@@ -360,11 +354,7 @@ pub(crate) async fn watch(
         "APPLICATION", "SYNC", "HEALTH"
     ));
     for row in &rows {
-        let sync = match row.sync {
-            SyncState::Synced => "Synced",
-            SyncState::OutOfSync => "OutOfSync",
-            SyncState::Failed => "Failed",
-        };
+        let sync = row.sync.as_str();
         text.push_str(&format!(
             "  {:width$}   {sync:9}   {:11}   {}",
             row.name,

@@ -388,6 +388,17 @@ pub enum SyncState {
     Failed,
 }
 
+impl SyncState {
+    /// The name tables show (`Synced`, `OutOfSync`, `Failed`), as the JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synced => "Synced",
+            Self::OutOfSync => "OutOfSync",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
 /// What the cluster knows about one application's sync, as `shipshape status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
