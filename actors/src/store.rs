@@ -100,6 +100,18 @@ pub enum Write {
         /// The new status.
         status: Value,
     },
+    /// Set one condition in `status.conditions`, replacing the one of the same type (as
+    /// Kubernetes' strategic merge keys conditions by type): a controller can flip a pod's
+    /// Ready without holding the rest of its status. `lastTransitionTime` is kept when the
+    /// condition's status does not change.
+    SetCondition {
+        /// The object.
+        key: ObjectKey,
+        /// What it must still be.
+        precondition: Option<Precondition>,
+        /// The condition (`type` and `status` at least).
+        condition: Value,
+    },
     /// Merge a JSON merge patch (RFC 7386) into an object: a scale (`spec.replicas`), a binding
     /// (`spec.nodeName`), a label. Identity fields (uid, name, creation time) cannot change;
     /// `generation` counts the change as an update would; the status is left alone unless the
@@ -910,6 +922,24 @@ fn apply_write(
             );
             (EventType::Modified, key, current)
         }
+        Write::SetCondition {
+            key,
+            precondition,
+            condition,
+        } => {
+            let key = storage_key(&key);
+            let mut current = existing(overlay, &key)?;
+            if let Some(precondition) = &precondition {
+                check(&key, &current, precondition)?;
+            }
+            set_condition(&mut current.object, condition);
+            set_metadata(
+                &mut current.object,
+                "resourceVersion",
+                Value::from(rv.to_string()),
+            );
+            (EventType::Modified, key, current)
+        }
         Write::Patch {
             key,
             precondition,
@@ -1028,6 +1058,41 @@ fn apply_write(
     })
 }
 
+/// Puts `condition` into `object`'s `status.conditions` in place of the one of its type.
+fn set_condition(object: &mut Value, mut condition: Value) {
+    let kind = condition.get("type").cloned();
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    let status = map
+        .entry("status")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !status.is_object() {
+        *status = Value::Object(Default::default());
+    }
+    let conditions = &mut status["conditions"];
+    if !conditions.is_array() {
+        *conditions = Value::Array(Vec::new());
+    }
+    let Some(list) = conditions.as_array_mut() else {
+        return;
+    };
+    match list.iter_mut().find(|c| c.get("type") == kind.as_ref()) {
+        Some(old) => {
+            if old.get("status") == condition.get("status")
+                && let (Some(time), Some(new)) = (
+                    old.get("lastTransitionTime").cloned(),
+                    condition.as_object_mut(),
+                )
+            {
+                new.insert("lastTransitionTime".into(), time);
+            }
+            *old = condition;
+        }
+        None => list.push(condition),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1087,6 +1152,50 @@ mod tests {
             &mut config,
         );
         assert!(config["spec"].get("clusterIP").is_none());
+    }
+
+    #[test]
+    fn a_condition_replaces_its_own_type_and_keeps_its_transition_time_when_unchanged() {
+        let (_dir, mut store) = store();
+        store
+            .apply(
+                Batch {
+                    writes: vec![create("a")],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("creates");
+        let set = |store: &mut Store, status: &str, time: &str| {
+            store
+                .apply(
+                    Batch {
+                        writes: vec![Write::SetCondition {
+                            key: key("a"),
+                            precondition: None,
+                            condition: json!({"type": "Ready", "status": status,
+                                              "lastTransitionTime": time}),
+                        }],
+                        audit: None,
+                    },
+                    now(),
+                )
+                .expect("sets");
+            store.get(&key("a")).expect("reads").expect("exists").object
+        };
+        let first = set(&mut store, "True", "t1");
+        assert_eq!(
+            first["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True", "lastTransitionTime": "t1"}])
+        );
+        let same = set(&mut store, "True", "t2");
+        assert_eq!(same["status"]["conditions"][0]["lastTransitionTime"], "t1");
+        let flipped = set(&mut store, "False", "t3");
+        assert_eq!(
+            flipped["status"]["conditions"],
+            json!([{"type": "Ready", "status": "False", "lastTransitionTime": "t3"}])
+        );
+        assert_eq!(flipped["data"], json!({"k": "1"}), "the rest is untouched");
     }
 
     #[test]

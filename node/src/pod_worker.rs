@@ -146,6 +146,9 @@ struct PodState {
     images: HashMap<String, ResolvedImage>,
     start_time: jiff::Timestamp,
     last_status: Option<Value>,
+    /// Someone else rewrote the pod's readiness (the node lifecycle controller, while this node
+    /// was silent): write the status again even if it has not changed here.
+    report_again: bool,
     exits: mpsc::UnboundedSender<ExitNotice>,
     probes: mpsc::UnboundedSender<ProbeNotice>,
     events: Vec<Write>,
@@ -174,6 +177,7 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
         images: HashMap::new(),
         start_time: jiff::Timestamp::now(),
         last_status: None,
+        report_again: false,
         exits,
         probes,
         events: Vec::new(),
@@ -213,6 +217,9 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
                 return;
             }
             Some(pod) => {
+                if marked_not_ready_elsewhere(&pod, state.last_status.as_ref()) {
+                    state.report_again = true;
+                }
                 state.pod = pod;
                 state.sync().await
             }
@@ -235,6 +242,23 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
             state.exited(notice);
         }
     }
+}
+
+/// Whether the stored pod says NotReady because its node went silent while this kubelet last
+/// reported it ready (`last` is the status it wrote).
+fn marked_not_ready_elsewhere(pod: &Value, last: Option<&Value>) -> bool {
+    let reason = shipshape_actors::controllers::condition(pod, "Ready")
+        .and_then(|c| c.get("reason"))
+        .and_then(Value::as_str);
+    reason == Some(shipshape_actors::controllers::nodes::NODE_NOT_READY)
+        && last
+            .and_then(|status| status.get("conditions"))
+            .and_then(Value::as_array)
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
 }
 
 impl PodState {
@@ -1512,7 +1536,7 @@ impl PodState {
             status["message"] = json!(message);
         }
         let mut writes = std::mem::take(&mut self.events);
-        if self.last_status.as_ref() != Some(&status) {
+        if self.report_again || self.last_status.as_ref() != Some(&status) {
             writes.push(Write::UpdateStatus {
                 key: object_key(Kind::Pod, &self.namespace, &self.name),
                 precondition: Some(Precondition::Uid(self.uid.clone())),
@@ -1531,7 +1555,10 @@ impl PodState {
             }))
             .await;
         match written {
-            Ok(_) => self.last_status = Some(status),
+            Ok(_) => {
+                self.last_status = Some(status);
+                self.report_again = false;
+            }
             Err(error) => tracing::warn!(pod = %self.name, %error, "writing pod status failed"),
         }
     }
@@ -1628,6 +1655,24 @@ mod tests {
         let env = vec![("A".to_string(), "x".to_string())];
         assert_eq!(expand("$(A)-$(B)-$$(A)", &env), "x-$(B)-$(A)");
         assert_eq!(expand("plain $ sign", &env), "plain $ sign");
+    }
+
+    #[test]
+    fn a_pod_marked_not_ready_while_its_node_was_silent_is_reported_again() {
+        let ready = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        let marked = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "NodeNotReady"}]}});
+        let own = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}});
+        assert!(marked_not_ready_elsewhere(&marked, Some(&ready)));
+        assert!(
+            !marked_not_ready_elsewhere(&own, Some(&ready)),
+            "its own report (the watch lagging) is not a reason"
+        );
+        assert!(
+            !marked_not_ready_elsewhere(&marked, None),
+            "nothing reported yet: the next sync writes anyway"
+        );
     }
 
     #[test]

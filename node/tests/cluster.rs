@@ -81,7 +81,7 @@ async fn pods_run_survive_crashes_and_node_loss_and_go_with_their_deployment() {
     let _sets = spawn(ReplicaSetController::new(), &store);
     let _scheduler = spawn(Scheduler::new(), &store);
     let _gc = spawn(GarbageCollector::new(), &store);
-    let _lifecycle = spawn(NodeLifecycle::new(lease, Duration::from_secs(1)), &store);
+    let _lifecycle = spawn(NodeLifecycle::new(lease, Duration::from_secs(2)), &store);
     let nodes = spawn(
         SimulatedNodes::new(SimulatedConfig {
             nodes: 3,
@@ -180,11 +180,22 @@ async fn pods_run_survive_crashes_and_node_loss_and_go_with_their_deployment() {
             let evicted = pods.iter().any(|p| {
                 p["spec"]["nodeName"] == "node-1" && !p["metadata"]["deletionTimestamp"].is_null()
             });
-            if tainted && evicted && elsewhere == 3 {
+            // Marked not ready before the eviction, so Services stopped counting on it.
+            let marked = pods.iter().any(|p| {
+                p["spec"]["nodeName"] == "node-1"
+                    && p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter().any(|c| {
+                            c["type"] == "Ready"
+                                && c["status"] == "False"
+                                && c["reason"] == "NodeNotReady"
+                        })
+                    })
+            });
+            if tainted && evicted && marked && elsewhere == 3 {
                 Ok(())
             } else {
                 Err(format!(
-                    "tainted {tainted}, evicted {evicted}, running elsewhere {elsewhere}"
+                    "tainted {tainted}, evicted {evicted}, marked not ready {marked}, running elsewhere {elsewhere}"
                 ))
             }
         },

@@ -1,7 +1,9 @@
 //! Node lifecycle: a node that stops renewing its lease is marked NotReady (its Ready
 //! condition Unknown, and the `node.kubernetes.io/unreachable:NoExecute` taint so nothing new
-//! lands there), and once it has been gone for the eviction timeout its pods are evicted so
-//! their controllers replace them elsewhere. A node that comes back loses the taint.
+//! lands there); its pods are then marked not ready, so Services stop sending them traffic at
+//! once rather than after the eviction timeout; once it has been gone for the eviction timeout
+//! its pods are evicted so their controllers replace them elsewhere. A node that comes back
+//! loses the taint, and its kubelet reports its pods again.
 //!
 //! Kubernetes spreads this over the node lifecycle controller and the taint manager, with
 //! `node-monitor-grace-period` (40 s) and the default `tolerationSeconds` of 300 s; both are
@@ -34,6 +36,8 @@ pub struct PodOnNode {
     pub terminating: bool,
     /// Tolerates the unreachable taint forever (a toleration without tolerationSeconds).
     pub tolerates_forever: bool,
+    /// Its Ready condition is True (as its kubelet last reported).
+    pub ready: bool,
 }
 
 /// One step of the node lifecycle controller.
@@ -43,6 +47,14 @@ pub enum NodeAction {
     MarkUnreachable,
     /// The node reports again: remove the taint.
     ClearUnreachable,
+    /// Set a pod's Ready condition to False: its kubelet cannot say, so no Service should
+    /// count on it (Kubernetes' `MarkPodsNotReady`).
+    MarkPodNotReady {
+        /// The pod.
+        name: String,
+        /// Its uid.
+        uid: String,
+    },
     /// Delete a pod so its controller replaces it elsewhere.
     Evict {
         /// The pod.
@@ -89,16 +101,22 @@ pub fn decide_node(
         decision.actions.push(NodeAction::MarkUnreachable);
     }
     let gone_for = now - node.ready_changed;
-    if gone_for >= eviction_timeout {
-        decision.actions.extend(
-            pods.iter()
-                .filter(|p| !p.terminating && !p.tolerates_forever)
-                .map(|p| NodeAction::Evict {
-                    name: p.name.clone(),
-                    uid: p.uid.clone(),
-                }),
-        );
-    } else {
+    let evicting = gone_for >= eviction_timeout;
+    for pod in pods.iter().filter(|p| !p.terminating) {
+        if evicting && !pod.tolerates_forever {
+            decision.actions.push(NodeAction::Evict {
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+            });
+        } else if pod.ready && node.tainted {
+            // Only once the node is marked, so the mark comes first and the pods follow.
+            decision.actions.push(NodeAction::MarkPodNotReady {
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+            });
+        }
+    }
+    if !evicting {
         decision.requeue_after = Some((eviction_timeout - gone_for).max(1));
     }
     decision
@@ -114,6 +132,7 @@ mod tests {
             uid: format!("uid-{name}"),
             terminating: false,
             tolerates_forever: false,
+            ready: false,
         }
     }
 
@@ -145,6 +164,28 @@ mod tests {
         let waiting = decide_node(&marked, &[pod("a")], 200, 40, 300);
         assert!(waiting.actions.is_empty(), "pods stay until the timeout");
         assert_eq!(waiting.requeue_after, Some(241));
+
+        let serving = PodOnNode {
+            ready: true,
+            ..pod("b")
+        };
+        let unmarked = NodeHealth {
+            tainted: false,
+            ..marked.clone()
+        };
+        assert_eq!(
+            decide_node(&unmarked, std::slice::from_ref(&serving), 200, 40, 300).actions,
+            vec![NodeAction::MarkUnreachable],
+            "the node is marked before its pods"
+        );
+        assert_eq!(
+            decide_node(&marked, &[serving], 200, 40, 300).actions,
+            vec![NodeAction::MarkPodNotReady {
+                name: "b".into(),
+                uid: "uid-b".into()
+            }],
+            "a pod on a silent node stops counting as ready before it is evicted"
+        );
 
         let mut tolerant = pod("agent");
         tolerant.tolerates_forever = true;
@@ -194,24 +235,28 @@ mod tests {
         }
 
         fn pods() -> impl Strategy<Value = Vec<PodOnNode>> {
-            proptest::collection::vec((any::<bool>(), any::<bool>()), 0..4).prop_map(|flags| {
-                flags
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (terminating, tolerates_forever))| PodOnNode {
-                        name: format!("p{i}"),
-                        uid: format!("u{i}"),
-                        terminating,
-                        tolerates_forever,
-                    })
-                    .collect()
-            })
+            proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 0..4).prop_map(
+                |flags| {
+                    flags
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (terminating, tolerates_forever, ready))| PodOnNode {
+                            name: format!("p{i}"),
+                            uid: format!("u{i}"),
+                            terminating,
+                            tolerates_forever,
+                            ready,
+                        })
+                        .collect()
+                },
+            )
         }
 
         proptest! {
             /// One step is safe: a pod is evicted only from a node that is already marked not
             /// ready, silent past the grace period and gone for the whole eviction timeout, and
-            /// never when it is terminating or tolerates the taint forever; a node is never
+            /// never when it is terminating or tolerates the taint forever; a pod is marked not
+            /// ready only if it is, on a marked silent node, and not also evicted; a node is never
             /// marked and cleared at once, and cleared only while it reports; a requeue is
             /// always in the future.
             #[test]
@@ -233,9 +278,17 @@ mod tests {
                     prop_assert!(now - silent_since > grace);
                     prop_assert!(now - node.ready_changed >= timeout);
                 }
-                for name in evicted {
-                    let pod = pods.iter().find(|p| p.name == name).expect("evicts its own pods");
+                for name in &evicted {
+                    let pod = pods.iter().find(|p| p.name == *name).expect("evicts its own pods");
                     prop_assert!(!pod.terminating && !pod.tolerates_forever);
+                }
+                for action in &decision.actions {
+                    if let NodeAction::MarkPodNotReady { name, .. } = action {
+                        let pod = pods.iter().find(|p| p.name == *name).expect("marks its own pods");
+                        prop_assert!(pod.ready && !pod.terminating);
+                        prop_assert!(!node.ready && node.tainted && now - silent_since > grace);
+                        prop_assert!(!evicted.contains(&name.as_str()), "evicted or marked, not both");
+                    }
                 }
                 let marks = decision.actions.contains(&NodeAction::MarkUnreachable);
                 let clears = decision.actions.contains(&NodeAction::ClearUnreachable);

@@ -15,13 +15,17 @@ use shipshape_reconciler::nodes::{
     NodeAction, NodeHealth, PodOnNode, UNREACHABLE_TAINT, decide_node,
 };
 
-use super::{condition, pod_reference, rfc3339, seconds, text};
+use super::{condition, condition_is_true, pod_reference, rfc3339, seconds, text};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
 use crate::store::{AuditEntry, Batch, EventType, Precondition, WatchEvent, parse_storage_key};
 
 const COMPONENT: &str = "node-controller";
+
+/// The reason on the Ready condition of a pod whose node stopped reporting; its kubelet,
+/// when it reports again, knows by it to write the pod's status afresh.
+pub const NODE_NOT_READY: &str = "NodeNotReady";
 
 struct CachedNode {
     object: Value,
@@ -150,6 +154,7 @@ impl Controller for NodeLifecycle {
                             .pointer("/metadata/deletionTimestamp")
                             .is_some(),
                         tolerates_forever: tolerates_forever(&event.object),
+                        ready: condition_is_true(&event.object, "Ready"),
                     };
                     self.pods_by_node
                         .entry(node.to_string())
@@ -262,6 +267,23 @@ impl Controller for NodeLifecycle {
                             key: node_key.clone(),
                             precondition: Some(Precondition::ResourceVersion(node.resource_version)),
                             patch: json!({"spec": {"taints": if kept.is_empty() { Value::Null } else { json!(kept) }}}),
+                        }],
+                        audit: None,
+                    });
+                }
+                NodeAction::MarkPodNotReady { name: pod, uid } => {
+                    let Some(pod_key) = parse_storage_key(&pod) else {
+                        continue;
+                    };
+                    batches.push(Batch {
+                        writes: vec![Write::SetCondition {
+                            key: pod_key,
+                            precondition: Some(Precondition::Uid(uid)),
+                            condition: json!({
+                                "type": "Ready", "status": "False", "reason": NODE_NOT_READY,
+                                "message": format!("Node {name} is not ready: its kubelet stopped reporting."),
+                                "lastTransitionTime": time,
+                            }),
                         }],
                         audit: None,
                     });
