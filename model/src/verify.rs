@@ -193,8 +193,10 @@ pub fn standard_models() -> Vec<(String, RolloutModel)> {
 /// A model run waiting to happen: given its name, it checks and gives the verdict.
 pub type Run = Box<dyn FnOnce(&str) -> Verdict + Send>;
 
-/// The Job and StatefulSet configurations: a Job of 3 completions, 2 at a time, backoffLimit 1;
-/// a StatefulSet of 3 members, scaled to 2 with a new template; each with two faults.
+/// The Job, volume, node-loss and StatefulSet configurations: a Job of 3 completions, 2 at a
+/// time, backoffLimit 1; two claims racing for one volume; 3 replicas on 3 nodes with a node
+/// lost (and perhaps back) and one message or controller fault; a StatefulSet of 3 members,
+/// scaled to 2 with a new template.
 pub fn workload_models() -> Vec<(String, Run)> {
     use crate::workloads::{JobModel, StatefulSetModel};
     use shipshape_reconciler::job::decide_job;
@@ -225,6 +227,16 @@ pub fn workload_models() -> Vec<(String, Run)> {
                         claims: 2,
                         decide: shipshape_reconciler::volumes::decide_volumes,
                     },
+                )
+            }),
+        ),
+        (
+            "node loss, 3 replicas on 3 nodes, a node lost and back, a renewal lost or delayed or a controller crash"
+                .into(),
+            Box::new(|name: &str| {
+                check(
+                    name,
+                    crate::nodeloss::NodeLossModel::new(3, 3, 1, 1),
                 )
             }),
         ),

@@ -85,7 +85,17 @@ pub struct Shared {
     pub store: ActorRef<StoreActor>,
     /// Tells the workers to stop.
     pub stop: watch::Sender<Stop>,
+    /// Whether the node is Ready in the store: a pod the node lifecycle controller marked
+    /// not ready is reported again only then, so the two do not take turns rewriting it.
+    node_ready: std::sync::atomic::AtomicBool,
     workers: Mutex<JoinSet<()>>,
+}
+
+impl Shared {
+    /// Whether the node is Ready in the store, as this kubelet last saw it.
+    pub fn node_ready(&self) -> bool {
+        self.node_ready.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Stops a node's pods when shipshape stops.
@@ -185,6 +195,7 @@ impl Kubelet {
             network,
             store,
             stop,
+            node_ready: std::sync::atomic::AtomicBool::new(true),
             workers: Mutex::new(JoinSet::new()),
         });
         let kubelet = Self {
@@ -326,8 +337,19 @@ impl Controller for Kubelet {
         match key.kind {
             Kind::Node if &key.name == me => {
                 self.node = (event.kind != EventType::Deleted).then(|| event.object.clone());
-                if !self.node.as_ref().is_some_and(is_ready) {
+                let ready = self.node.as_ref().is_some_and(is_ready);
+                if !ready {
                     dirty.mark(self.node_key(), || because(event));
+                }
+                let was = self
+                    .shared
+                    .node_ready
+                    .swap(ready, std::sync::atomic::Ordering::Relaxed);
+                if ready && !was {
+                    // Ready again: workers report pods marked not ready meanwhile.
+                    for pod in self.pods.keys() {
+                        dirty.mark(pod.clone(), || "node ready again".into());
+                    }
                 }
             }
             Kind::Lease if key.namespace == LEASE_NAMESPACE && &key.name == me => {

@@ -1536,7 +1536,8 @@ impl PodState {
             status["message"] = json!(message);
         }
         let mut writes = std::mem::take(&mut self.events);
-        if self.report_again || self.last_status.as_ref() != Some(&status) {
+        let again = self.report_again && self.shared.node_ready();
+        if again || self.last_status.as_ref() != Some(&status) {
             writes.push(Write::UpdateStatus {
                 key: object_key(Kind::Pod, &self.namespace, &self.name),
                 precondition: Some(Precondition::Uid(self.uid.clone())),
