@@ -1175,6 +1175,50 @@ spec:
                 3,
                 "{running:?}"
             );
+
+            // Required anti-affinity on the hostname: one replica per node, the third waits.
+            write(
+                &repo.path(),
+                "apps/solo/deploy.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: solo\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: solo\n  namespace: solo\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: solo}\n  template:\n    metadata:\n      labels: {app: solo}\n    spec:\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - labelSelector: {matchLabels: {app: solo}}\n            topologyKey: kubernetes.io/hostname\n      containers:\n      - name: solo\n        image: busybox:1.35\n",
+            );
+            commit(&repo.path(), "one per node");
+            eventually(
+                "two solo pods on two nodes, the third pending with the reason",
+                || {
+                    let listed = text(&kubectl(
+                        &kubeconfig,
+                        &cache,
+                        &["get", "pods", "-n", "solo", "-o", "wide", "--no-headers"],
+                    ));
+                    let rows: Vec<Vec<&str>> = listed
+                        .lines()
+                        .map(|l| l.split_whitespace().collect())
+                        .collect();
+                    let mut nodes: Vec<&str> = rows
+                        .iter()
+                        .filter(|r| r.get(2) == Some(&"Running"))
+                        .filter_map(|r| r.get(6).copied())
+                        .collect();
+                    nodes.sort();
+                    let pending = rows.iter().filter(|r| r.get(2) == Some(&"Pending")).count();
+                    let events = text(&kubectl(
+                        &kubeconfig,
+                        &cache,
+                        &["get", "events", "-n", "solo"],
+                    ));
+                    if nodes == ["node-1", "node-2"]
+                    && pending == 1
+                    && events.contains(
+                        "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.",
+                    )
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{listed}\n{events}"))
+                }
+                },
+            );
         }
 
         #[test]

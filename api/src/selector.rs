@@ -134,6 +134,18 @@ impl Selector {
         }
     }
 
+    /// A selector that matches no labels at all (a missing `labelSelector` in an affinity
+    /// term selects no pod).
+    pub fn nothing() -> Self {
+        Self {
+            requirements: vec![Requirement {
+                key: String::new(),
+                operator: Operator::In,
+                values: Vec::new(),
+            }],
+        }
+    }
+
     /// True when the selector has no requirement (and so matches everything).
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()

@@ -350,9 +350,7 @@ impl NodeLossModel {
             owner: "ReplicaSet/web".into(),
             cpu_milli: POD_CPU_MILLI,
             memory: 0,
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
-            pinned: None,
+            ..PodRequest::default()
         };
         schedule(&request, &self.node_views(state))
             .ok()

@@ -245,9 +245,7 @@ impl RolloutModel {
             owner: format!("ReplicaSet/{}", pod.owner),
             cpu_milli: POD_CPU_MILLI,
             memory: 0,
-            node_selector: Default::default(),
-            tolerations: Vec::new(),
-            pinned: None,
+            ..PodRequest::default()
         };
         schedule(&request, &self.node_views(state))
             .ok()

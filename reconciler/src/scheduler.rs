@@ -1,14 +1,18 @@
 //! The scheduler's decision: which node a pod goes to, or why none can take it.
 //!
 //! Filter, then score, as Kubernetes' scheduler does. Filters: the node is ready and
-//! schedulable, the pod's nodeSelector matches the node's labels, the pod tolerates the node's
-//! NoSchedule/NoExecute taints, and its requests fit in allocatable minus what is already bound.
+//! schedulable, the pod's nodeSelector and required node affinity match the node, the pod
+//! tolerates the node's NoSchedule/NoExecute taints, its requests fit in allocatable minus what
+//! is already bound, and its required pod affinity and anti-affinity (and the anti-affinity of
+//! pods already placed) hold in the node's topology domain.
 //! Score: least allocated (the emptier node wins), then fewer pods of the same owner (spreading
 //! replicas), then the name, so the choice is deterministic. A pod that fits nowhere gets
 //! Kubernetes' message, `0/3 nodes are available: 2 Insufficient cpu, 1 node(s) were
 //! unschedulable.`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use shipshape_api::selector::Selector;
 
 /// A taint on a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -73,8 +77,137 @@ pub struct NodeView {
     pub pods_by_owner: BTreeMap<String, u32>,
 }
 
-/// A pod waiting for a node.
+/// How a node selector requirement compares a node label (`Gt`/`Lt` compare integers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeOperator {
+    /// The label's value is one of the values.
+    In,
+    /// The label is absent or its value is none of the values.
+    NotIn,
+    /// The label exists.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+    /// The label's value is an integer greater than the one value.
+    Gt,
+    /// The label's value is an integer less than the one value.
+    Lt,
+}
+
+impl NodeOperator {
+    /// Parses Kubernetes' operator name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "In" => Self::In,
+            "NotIn" => Self::NotIn,
+            "Exists" => Self::Exists,
+            "DoesNotExist" => Self::DoesNotExist,
+            "Gt" => Self::Gt,
+            "Lt" => Self::Lt,
+            _ => return None,
+        })
+    }
+}
+
+/// One requirement of a nodeSelectorTerm, on a label (`matchExpressions`) or on the node's
+/// name (`matchFields` with key `metadata.name`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeRequirement {
+    /// The label key, or `metadata.name` for a field.
+    pub key: String,
+    /// The comparison.
+    pub operator: NodeOperator,
+    /// The values.
+    pub values: Vec<String>,
+}
+
+impl NodeRequirement {
+    fn holds(&self, value: Option<&str>) -> bool {
+        let number = |v: &str| v.parse::<i64>().ok();
+        let bound = self.values.first().and_then(|v| number(v));
+        match self.operator {
+            NodeOperator::In => value.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            NodeOperator::NotIn => value.is_none_or(|v| self.values.iter().all(|x| x != v)),
+            NodeOperator::Exists => value.is_some(),
+            NodeOperator::DoesNotExist => value.is_none(),
+            NodeOperator::Gt => {
+                matches!((value.and_then(number), bound), (Some(v), Some(b)) if v > b)
+            }
+            NodeOperator::Lt => {
+                matches!((value.and_then(number), bound), (Some(v), Some(b)) if v < b)
+            }
+        }
+    }
+}
+
+/// A nodeSelectorTerm of required node affinity: every requirement must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeSelectorTerm {
+    /// Requirements on node labels.
+    pub expressions: Vec<NodeRequirement>,
+    /// Requirements on node fields (only `metadata.name` exists).
+    pub fields: Vec<NodeRequirement>,
+}
+
+impl NodeSelectorTerm {
+    /// Whether `node` satisfies the term. A term with no requirement matches no node, as in
+    /// Kubernetes.
+    pub fn matches(&self, node: &NodeView) -> bool {
+        if self.expressions.is_empty() && self.fields.is_empty() {
+            return false;
+        }
+        self.expressions
+            .iter()
+            .all(|r| r.holds(node.labels.get(&r.key).map(String::as_str)))
+            && self
+                .fields
+                .iter()
+                .all(|r| r.holds((r.key == "metadata.name").then_some(node.name.as_str())))
+    }
+}
+
+/// A required pod affinity or anti-affinity term: pods its selector picks, in its namespaces,
+/// attract (affinity) or repel (anti-affinity) within one topology domain (the nodes sharing
+/// the value of `topology_key`, one node for `kubernetes.io/hostname`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodAffinityTerm {
+    /// Which pods.
+    pub selector: Selector,
+    /// In which namespaces (empty: every namespace, as `namespaceSelector: {}` says; a term
+    /// that names none is read as the namespace of the pod that carries it).
+    pub namespaces: BTreeSet<String>,
+    /// The node label that names the domain.
+    pub topology_key: String,
+}
+
+impl PodAffinityTerm {
+    /// Whether the term picks a pod with `labels` in `namespace`.
+    pub fn selects(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        (self.namespaces.is_empty() || self.namespaces.contains(namespace))
+            && self.selector.matches(labels)
+    }
+}
+
+/// Where a term's pods are: the topology domains (values of `topology_key`) holding at least
+/// one pod it selects. The caller finds them in its pod cache; the filter needs no pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Domains {
+    /// The node label that names the domain.
+    pub topology_key: String,
+    /// Its values where a selected pod runs.
+    pub values: BTreeSet<String>,
+}
+
+impl Domains {
+    fn contains(&self, node: &NodeView) -> bool {
+        node.labels
+            .get(&self.topology_key)
+            .is_some_and(|v| self.values.contains(v))
+    }
+}
+
+/// A pod waiting for a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PodRequest {
     /// The owner (for spreading replicas), e.g. `ReplicaSet/web-7d4b9`.
     pub owner: String,
@@ -86,9 +219,16 @@ pub struct PodRequest {
     pub node_selector: BTreeMap<String, String>,
     /// The pod's tolerations.
     pub tolerations: Vec<Toleration>,
-    /// The one node its required node affinity allows (`matchFields` on `metadata.name`, as
-    /// DaemonSet pods carry it), if any.
+    /// The one node it must go to (where its local volume's data is), if any.
     pub pinned: Option<String>,
+    /// Its required node affinity: the node must match one term (none: no constraint).
+    pub node_affinity: Vec<NodeSelectorTerm>,
+    /// Its required pod affinity: the node's domain must hold a selected pod, per term.
+    pub affinity: Vec<Domains>,
+    /// Its required pod anti-affinity: the node's domain must hold no selected pod, per term.
+    pub anti_affinity: Vec<Domains>,
+    /// Domains where pods already placed forbid it by their own anti-affinity.
+    pub repelled_by: Vec<Domains>,
 }
 
 /// Why a node was filtered out, in Kubernetes' words.
@@ -108,6 +248,12 @@ pub enum Unfit {
     Memory,
     /// `Too many pods`.
     TooManyPods,
+    /// `node(s) didn't match pod affinity rules`.
+    Affinity,
+    /// `node(s) didn't match pod anti-affinity rules`.
+    AntiAffinity,
+    /// `node(s) didn't satisfy existing pods anti-affinity rules`.
+    ExistingAntiAffinity,
 }
 
 impl Unfit {
@@ -120,6 +266,11 @@ impl Unfit {
             Unfit::Cpu => "Insufficient cpu",
             Unfit::Memory => "Insufficient memory",
             Unfit::TooManyPods => "Too many pods",
+            Unfit::Affinity => "node(s) didn't match pod affinity rules",
+            Unfit::AntiAffinity => "node(s) didn't match pod anti-affinity rules",
+            Unfit::ExistingAntiAffinity => {
+                "node(s) didn't satisfy existing pods anti-affinity rules"
+            }
         }
     }
 }
@@ -150,6 +301,7 @@ pub fn unfit(pod: &PodRequest, node: &NodeView) -> Option<Unfit> {
         .node_selector
         .iter()
         .any(|(k, v)| node.labels.get(k) != Some(v))
+        || (!pod.node_affinity.is_empty() && !pod.node_affinity.iter().any(|t| t.matches(node)))
     {
         return Some(Unfit::Selector);
     }
@@ -172,7 +324,78 @@ pub fn unfit(pod: &PodRequest, node: &NodeView) -> Option<Unfit> {
     if node.used_memory + pod.memory > node.memory {
         return Some(Unfit::Memory);
     }
+    if pod.affinity.iter().any(|d| !d.contains(node)) {
+        return Some(Unfit::Affinity);
+    }
+    if pod.anti_affinity.iter().any(|d| d.contains(node)) {
+        return Some(Unfit::AntiAffinity);
+    }
+    if pod.repelled_by.iter().any(|d| d.contains(node)) {
+        return Some(Unfit::ExistingAntiAffinity);
+    }
     None
+}
+
+/// A pod already placed, as [`pod_affinity_domains`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct PlacedPod<'a> {
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// The labels of the node it is bound to.
+    pub node_labels: &'a BTreeMap<String, String>,
+    /// Its own required anti-affinity terms.
+    pub anti_affinity: &'a [PodAffinityTerm],
+}
+
+/// The pod (anti-)affinity part of a [`PodRequest`] for a pod in `namespace` with `labels`:
+/// for each of its terms, the domains holding a pod the term selects; and the domains where an
+/// existing pod's anti-affinity selects it. A required affinity term that selects nothing yet,
+/// but selects the pod itself, is dropped, as Kubernetes lets the first pod of a group in.
+pub fn pod_affinity_domains<'a>(
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    affinity: &[PodAffinityTerm],
+    anti_affinity: &[PodAffinityTerm],
+    placed: impl Iterator<Item = PlacedPod<'a>> + Clone,
+) -> (Vec<Domains>, Vec<Domains>, Vec<Domains>) {
+    let domains = |term: &PodAffinityTerm| Domains {
+        topology_key: term.topology_key.clone(),
+        values: placed
+            .clone()
+            .filter(|p| term.selects(p.namespace, p.labels))
+            .filter_map(|p| p.node_labels.get(&term.topology_key).cloned())
+            .collect(),
+    };
+    let attract = affinity
+        .iter()
+        .map(|term| (term, domains(term)))
+        .filter(|(term, found)| !(found.values.is_empty() && term.selects(namespace, labels)))
+        .map(|(_, found)| found)
+        .collect();
+    let repel = anti_affinity.iter().map(domains).collect();
+    let mut repelled_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for other in placed {
+        for term in other.anti_affinity {
+            if term.selects(namespace, labels)
+                && let Some(value) = other.node_labels.get(&term.topology_key)
+            {
+                repelled_by
+                    .entry(term.topology_key.clone())
+                    .or_default()
+                    .insert(value.clone());
+            }
+        }
+    }
+    let repelled_by = repelled_by
+        .into_iter()
+        .map(|(topology_key, values)| Domains {
+            topology_key,
+            values,
+        })
+        .collect();
+    (attract, repel, repelled_by)
 }
 
 /// How many feasible nodes are enough to choose among, as Kubernetes'
@@ -290,9 +513,7 @@ mod tests {
             owner: "ReplicaSet/web".into(),
             cpu_milli: cpu,
             memory: 1 << 20,
-            node_selector: BTreeMap::new(),
-            tolerations: Vec::new(),
-            pinned: None,
+            ..PodRequest::default()
         }
     }
 
@@ -364,6 +585,198 @@ mod tests {
             none,
             Err("0/10 nodes are available: 10 Too many pods.".into()),
             "no fit: every node was looked at"
+        );
+    }
+
+    fn labelled(name: &str, labels: &[(&str, &str)]) -> NodeView {
+        let mut n = node(name, 4000, 0);
+        n.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        n.labels
+            .insert("kubernetes.io/hostname".into(), name.to_string());
+        n
+    }
+
+    fn requirement(key: &str, operator: NodeOperator, values: &[&str]) -> NodeRequirement {
+        NodeRequirement {
+            key: key.into(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn required_node_affinity_needs_one_term_to_match() {
+        let nodes = [
+            labelled("small", &[("cores", "2"), ("zone", "a")]),
+            labelled("big", &[("cores", "16"), ("zone", "b")]),
+            labelled("odd", &[("zone", "c")]),
+        ];
+        let mut wants = pod(100);
+        wants.node_affinity = vec![NodeSelectorTerm {
+            expressions: vec![
+                requirement("cores", NodeOperator::Gt, &["4"]),
+                requirement("zone", NodeOperator::NotIn, &["a"]),
+            ],
+            fields: Vec::new(),
+        }];
+        assert_eq!(schedule(&wants, &nodes), Ok("big".into()));
+        wants.node_affinity.push(NodeSelectorTerm {
+            expressions: vec![requirement("cores", NodeOperator::DoesNotExist, &[])],
+            fields: Vec::new(),
+        });
+        wants.node_affinity[0].expressions[0].operator = NodeOperator::Lt;
+        wants.node_affinity[0].expressions[0].values = vec!["1".into()];
+        assert_eq!(schedule(&wants, &nodes), Ok("odd".into()), "terms are ORed");
+        let by_name = PodRequest {
+            node_affinity: vec![NodeSelectorTerm {
+                expressions: Vec::new(),
+                fields: vec![requirement("metadata.name", NodeOperator::In, &["small"])],
+            }],
+            ..pod(100)
+        };
+        assert_eq!(schedule(&by_name, &nodes), Ok("small".into()));
+        let empty = PodRequest {
+            node_affinity: vec![NodeSelectorTerm::default()],
+            ..pod(100)
+        };
+        assert_eq!(
+            schedule(&empty, &nodes),
+            Err(
+                "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+                    .into()
+            ),
+            "an empty term matches nothing"
+        );
+    }
+
+    fn term(app: &str, topology_key: &str) -> PodAffinityTerm {
+        PodAffinityTerm {
+            selector: Selector::from_labels(&[("app".to_string(), app.to_string())].into()),
+            namespaces: ["demo".to_string()].into(),
+            topology_key: topology_key.into(),
+        }
+    }
+
+    #[test]
+    fn anti_affinity_on_hostname_keeps_replicas_apart_both_ways() {
+        let nodes = [
+            labelled("a", &[("zone", "x")]),
+            labelled("b", &[("zone", "x")]),
+            labelled("c", &[("zone", "y")]),
+        ];
+        let web: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let db: BTreeMap<String, String> = [("app".to_string(), "db".to_string())].into();
+        let apart = [term("web", "kubernetes.io/hostname")];
+        // web already on a and c; a new web replica with anti-affinity must go to b.
+        let placed = [
+            PlacedPod {
+                namespace: "demo",
+                labels: &web,
+                node_labels: &nodes[0].labels,
+                anti_affinity: &apart,
+            },
+            PlacedPod {
+                namespace: "demo",
+                labels: &web,
+                node_labels: &nodes[2].labels,
+                anti_affinity: &apart,
+            },
+        ];
+        let (attract, repel, repelled_by) =
+            pod_affinity_domains("demo", &web, &[], &apart, placed.iter().copied());
+        let replica = PodRequest {
+            affinity: attract,
+            anti_affinity: repel,
+            repelled_by,
+            ..pod(100)
+        };
+        assert_eq!(schedule(&replica, &nodes), Ok("b".into()));
+        // A pod without rules of its own is still kept off by theirs if they select it.
+        let (_, _, repelled_by) =
+            pod_affinity_domains("demo", &web, &[], &[], placed.iter().copied());
+        let plain = PodRequest {
+            repelled_by,
+            ..pod(100)
+        };
+        assert_eq!(schedule(&plain, &nodes), Ok("b".into()));
+        // ...but not in another namespace, nor a pod they do not select.
+        let (_, _, none) = pod_affinity_domains("other", &web, &[], &[], placed.iter().copied());
+        assert!(none.is_empty());
+        let (_, _, none) = pod_affinity_domains("demo", &db, &[], &[], placed.iter().copied());
+        assert!(none.is_empty());
+        // With every node taken, Kubernetes' words.
+        let full = [
+            placed[0],
+            placed[1],
+            PlacedPod {
+                namespace: "demo",
+                labels: &web,
+                node_labels: &nodes[1].labels,
+                anti_affinity: &apart,
+            },
+        ];
+        let (attract, repel, repelled_by) =
+            pod_affinity_domains("demo", &web, &[], &apart, full.iter().copied());
+        assert_eq!(
+            schedule(
+                &PodRequest {
+                    affinity: attract,
+                    anti_affinity: repel,
+                    repelled_by,
+                    ..pod(100)
+                },
+                &nodes
+            ),
+            Err("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.".into())
+        );
+    }
+
+    #[test]
+    fn affinity_follows_the_selected_pods_domain_and_lets_the_first_in() {
+        let nodes = [
+            labelled("a", &[("zone", "x")]),
+            labelled("b", &[("zone", "y")]),
+            labelled("c", &[("zone", "y")]),
+        ];
+        let db: BTreeMap<String, String> = [("app".to_string(), "db".to_string())].into();
+        let web: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let near_db = [term("db", "zone")];
+        let placed = [PlacedPod {
+            namespace: "demo",
+            labels: &db,
+            node_labels: &nodes[1].labels,
+            anti_affinity: &[],
+        }];
+        let (attract, repel, repelled_by) =
+            pod_affinity_domains("demo", &web, &near_db, &[], placed.iter().copied());
+        let request = PodRequest {
+            affinity: attract,
+            anti_affinity: repel,
+            repelled_by,
+            ..pod(100)
+        };
+        assert_eq!(
+            schedule(&request, &nodes[..1]),
+            Err("0/1 nodes are available: 1 node(s) didn't match pod affinity rules.".into())
+        );
+        assert!(
+            matches!(schedule(&request, &nodes).as_deref(), Ok("b") | Ok("c")),
+            "zone y"
+        );
+        // No db anywhere: a web pod waits, but the first db pod of a self-affine group goes in.
+        let (attract, _, _) = pod_affinity_domains("demo", &web, &near_db, &[], std::iter::empty());
+        assert_eq!(
+            attract.len(),
+            1,
+            "nothing selected yet: the web pod must wait"
+        );
+        let (attract, _, _) = pod_affinity_domains("demo", &db, &near_db, &[], std::iter::empty());
+        assert!(
+            attract.is_empty(),
+            "the first pod of its own group is let in"
         );
     }
 

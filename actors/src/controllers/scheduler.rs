@@ -7,14 +7,17 @@
 //! store refuses is forgotten again. The binding itself carries the pod's resourceVersion, so a
 //! pod can never be bound twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use shipshape_api::Kind;
 use shipshape_api::quantity::Quantity;
+use shipshape_api::selector::Selector;
 use shipshape_reconciler::scheduler::{
-    NodeView, PodRequest, Taint, Toleration, feasible_nodes_to_find, schedule_from,
+    NodeOperator, NodeRequirement, NodeSelectorTerm, NodeView, PlacedPod, PodAffinityTerm,
+    PodRequest, Taint, Toleration, feasible_nodes_to_find, pod_affinity_domains, schedule_from,
 };
 
 use super::{condition, condition_is_true, pod_reference, rfc3339, seconds, string_map, text};
@@ -41,6 +44,21 @@ struct CachedPod {
     uid: String,
     /// The claims its volumes use (their volumes may tie it to a node).
     claims: Vec<String>,
+    /// Its namespace.
+    namespace: String,
+    /// Its labels (shared between the pods that have the same, as replicas do).
+    labels: Arc<BTreeMap<String, String>>,
+    /// Its required pod affinity and anti-affinity terms.
+    terms: Option<Arc<PodTerms>>,
+}
+
+/// A pod's required pod affinity and anti-affinity terms.
+#[derive(Debug, Default, PartialEq)]
+pub struct PodTerms {
+    /// `podAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub affinity: Vec<PodAffinityTerm>,
+    /// `podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub anti_affinity: Vec<PodAffinityTerm>,
 }
 
 /// The scheduler's cache: nodes with their usage, and pods.
@@ -55,6 +73,12 @@ pub struct Scheduler {
     pods: HashMap<String, CachedPod>,
     pending: BTreeSet<String>,
     cursor: usize,
+    /// Pods with anti-affinity terms (they may keep others off their nodes).
+    repelling: BTreeSet<String>,
+    /// Pending pods with affinity terms (a pod placed anywhere may be what they wait for).
+    attracted: BTreeSet<String>,
+    /// One copy of each distinct label set.
+    label_sets: HashSet<Arc<BTreeMap<String, String>>>,
 }
 
 impl Scheduler {
@@ -93,15 +117,90 @@ impl Scheduler {
     fn set_pod(&mut self, key: &str, pod: Option<CachedPod>) {
         if let Some(old) = self.pods.remove(key) {
             self.add_usage(&old, -1);
+            if Arc::strong_count(&old.labels) == 2 {
+                // The last pod with these labels: drop the shared copy too.
+                self.label_sets.remove(&old.labels);
+            }
         }
         self.pending.remove(key);
+        self.repelling.remove(key);
+        self.attracted.remove(key);
         if let Some(pod) = pod {
+            if pod
+                .terms
+                .as_ref()
+                .is_some_and(|t| !t.anti_affinity.is_empty())
+            {
+                self.repelling.insert(key.to_string());
+            }
+            if pod.node.is_none() && pod.terms.as_ref().is_some_and(|t| !t.affinity.is_empty()) {
+                self.attracted.insert(key.to_string());
+            }
             self.add_usage(&pod, 1);
             if pod.node.is_none() && pod.active {
                 self.pending.insert(key.to_string());
             }
             self.pods.insert(key.to_string(), pod);
         }
+    }
+
+    /// The shared copy of `labels`.
+    fn intern(&mut self, labels: BTreeMap<String, String>) -> Arc<BTreeMap<String, String>> {
+        if let Some(shared) = self.label_sets.get(&labels) {
+            return shared.clone();
+        }
+        let shared = Arc::new(labels);
+        self.label_sets.insert(shared.clone());
+        shared
+    }
+
+    /// A bound, active pod other than `key`, with its node's labels.
+    fn placed<'a>(&'a self, key: &str, other: &str, pod: &'a CachedPod) -> Option<PlacedPod<'a>> {
+        if other == key || !pod.active {
+            return None;
+        }
+        let index = self.node_index.get(pod.node.as_ref()?)?;
+        Some(PlacedPod {
+            namespace: pod.namespace.as_str(),
+            labels: pod.labels.as_ref(),
+            node_labels: &self.nodes[*index].labels,
+            anti_affinity: pod
+                .terms
+                .as_ref()
+                .map_or(&[][..], |t| t.anti_affinity.as_slice()),
+        })
+    }
+
+    /// Fills in the pod (anti-)affinity part of `request` from the pods placed so far.
+    fn place_among_pods(&self, key: &str, pod: &CachedPod, request: &mut PodRequest) {
+        let empty = PodTerms::default();
+        let own = pod.terms.as_deref().unwrap_or(&empty);
+        let candidates: Vec<PlacedPod<'_>> =
+            if own.affinity.is_empty() && own.anti_affinity.is_empty() {
+                if self.repelling.is_empty() {
+                    return;
+                }
+                // Only pods with anti-affinity of their own can keep this one off.
+                self.repelling
+                    .iter()
+                    .filter_map(|k| self.placed(key, k, self.pods.get(k)?))
+                    .collect()
+            } else {
+                self.pods
+                    .iter()
+                    .filter_map(|(k, p)| self.placed(key, k, p))
+                    .collect()
+            };
+        let (attract, repel, repelled_by) = pod_affinity_domains(
+            &pod.namespace,
+            &pod.labels,
+            &own.affinity,
+            &own.anti_affinity,
+            candidates.iter().copied(),
+        );
+        request.affinity = attract;
+        request.anti_affinity = repel;
+        request.repelled_by = repelled_by;
     }
 
     fn mark_pending(&self, dirty: &mut Dirty, reason: &str) {
@@ -201,8 +300,97 @@ pub fn pod_request(pod: &Value) -> PodRequest {
         memory: sum("memory", units),
         node_selector: string_map(pod.pointer("/spec/nodeSelector")),
         tolerations,
-        pinned: pinned_node(pod),
+        pinned: None,
+        node_affinity: node_affinity(pod),
+        ..PodRequest::default()
     }
+}
+
+/// A pod's required node affinity terms (`nodeSelectorTerms`).
+pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
+    let requirements = |list: Option<&Value>| -> Vec<NodeRequirement> {
+        list.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|r| NodeRequirement {
+                key: text(r, "/key").unwrap_or_default().to_string(),
+                // Validation refuses other operators; one that slips through matches nothing.
+                operator: NodeOperator::parse(text(r, "/operator").unwrap_or_default())
+                    .unwrap_or(NodeOperator::In),
+                values: r
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+            })
+            .collect()
+    };
+    pod.pointer(
+        "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+    )
+    .and_then(Value::as_array)
+    .into_iter()
+    .flatten()
+    .map(|term| NodeSelectorTerm {
+        expressions: requirements(term.get("matchExpressions")),
+        fields: requirements(term.get("matchFields")),
+    })
+    .collect()
+}
+
+/// A pod's required pod affinity and anti-affinity terms, if it has any.
+pub fn pod_terms(pod: &Value) -> Option<PodTerms> {
+    let own_namespace = text(pod, "/metadata/namespace").unwrap_or("default");
+    let terms = |path: &str| -> Vec<PodAffinityTerm> {
+        pod.pointer(path)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|term| {
+                let selector = term
+                    .get("labelSelector")
+                    .cloned()
+                    .and_then(|s| serde_json::from_value(s).ok())
+                    .and_then(|s| {
+                        Selector::parse(&s, &shipshape_api::path::FieldPath::root()).ok()
+                    });
+                let mut namespaces: BTreeSet<String> = term
+                    .get("namespaces")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect();
+                let every_namespace = term
+                    .get("namespaceSelector")
+                    .and_then(Value::as_object)
+                    .is_some_and(serde_json::Map::is_empty);
+                if namespaces.is_empty() && !every_namespace {
+                    namespaces.insert(own_namespace.to_string());
+                }
+                PodAffinityTerm {
+                    // No selector selects no pod (Kubernetes: a null labelSelector matches
+                    // nothing).
+                    selector: selector.unwrap_or_else(Selector::nothing),
+                    namespaces,
+                    topology_key: text(term, "/topologyKey").unwrap_or_default().to_string(),
+                }
+            })
+            .collect()
+    };
+    let found = PodTerms {
+        affinity: terms(
+            "/spec/affinity/podAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+        ),
+        anti_affinity: terms(
+            "/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+        ),
+    };
+    (!found.affinity.is_empty() || !found.anti_affinity.is_empty()).then_some(found)
 }
 
 /// A pod spec's `tolerations` list.
@@ -391,6 +579,9 @@ impl Controller for Scheduler {
                     unschedulable: unschedulable_message(pod),
                     uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
                     claims: super::volumes::pod_claims(pod),
+                    namespace: key.namespace.clone(),
+                    labels: self.intern(string_map(pod.pointer("/metadata/labels"))),
+                    terms: pod_terms(pod).map(Arc::new),
                 };
                 let freed = finished
                     && self
@@ -398,7 +589,14 @@ impl Controller for Scheduler {
                         .get(&event.key)
                         .is_some_and(|p| p.active && p.node.is_some());
                 let wants_node = cached.node.is_none() && cached.active && !terminating;
+                let placed = cached.node.is_some();
                 self.set_pod(&event.key, Some(cached));
+                if placed {
+                    // Pods whose affinity waits for company may go now.
+                    for waiting in &self.attracted {
+                        dirty.mark(waiting.clone(), || because(event));
+                    }
+                }
                 if !wants_node {
                     self.pending.remove(&event.key);
                 } else {
@@ -438,6 +636,7 @@ impl Controller for Scheduler {
                 self.volume_nodes.get(volume).cloned()
             });
         }
+        self.place_among_pods(key, pod, &mut request);
         let (verdict, next) = schedule_from(&request, &self.nodes, start, enough);
         self.cursor = next;
         let precondition = Some(Precondition::ResourceVersion(pod.object_rv));
@@ -454,6 +653,7 @@ impl Controller for Scheduler {
                     self.pods.insert(key.to_string(), assumed);
                 }
                 self.pending.remove(key);
+                self.attracted.remove(key);
                 let time = rfc3339(now.as_second());
                 Reconciled {
                     batches: vec![Batch {
@@ -526,6 +726,9 @@ impl Controller for Scheduler {
             }
             if pod.active {
                 self.pending.insert(key.to_string());
+                if pod.terms.as_ref().is_some_and(|t| !t.affinity.is_empty()) {
+                    self.attracted.insert(key.to_string());
+                }
             }
             self.pods.insert(key.to_string(), pod);
         }
@@ -564,5 +767,117 @@ mod tests {
             (view.cpu_milli, view.memory, view.max_pods),
             (2000, 4 << 30, 110)
         );
+    }
+
+    fn event(key: &str, rv: u64, object: Value) -> WatchEvent {
+        WatchEvent {
+            resource_version: rv,
+            kind: EventType::Modified,
+            key: key.to_string(),
+            object,
+        }
+    }
+
+    fn bound_to(reconciled: &Reconciled) -> Result<String, String> {
+        let write = &reconciled.batches[0].writes[0];
+        let Write::Patch { patch, .. } = write else {
+            return Err(format!("{write:?}"));
+        };
+        match patch.pointer("/spec/nodeName").and_then(Value::as_str) {
+            Some(node) => Ok(node.to_string()),
+            None => Err(patch["status"]["conditions"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()),
+        }
+    }
+
+    #[test]
+    fn replicas_with_hostname_anti_affinity_get_a_node_each() {
+        let mut scheduler = Scheduler::new();
+        let mut dirty = Dirty::default();
+        for (i, name) in ["n1", "n2", "n3"].iter().enumerate() {
+            scheduler.observe(
+                &event(
+                    &format!("Node//{name}"),
+                    i as u64 + 1,
+                    json!({
+                        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                        "status": {"allocatable": {"cpu": "4", "memory": "4Gi", "pods": "110"},
+                                   "conditions": [{"type": "Ready", "status": "True"}]},
+                    }),
+                ),
+                &mut dirty,
+            );
+        }
+        let apart = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        let pod = |name: &str, affinity: &Value| {
+            json!({
+                "metadata": {"name": name, "namespace": "demo", "uid": name, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c"}], "affinity": affinity},
+            })
+        };
+        let now = jiff::Timestamp::now();
+        let mut placed = Vec::new();
+        for (i, name) in ["web-0", "web-1", "web-2", "web-3"].iter().enumerate() {
+            let key = format!("Pod/demo/{name}");
+            scheduler.observe(&event(&key, 10 + i as u64, pod(name, &apart)), &mut dirty);
+            placed.push(bound_to(&scheduler.reconcile(&key, now)));
+        }
+        let mut nodes: Vec<&str> = placed[..3]
+            .iter()
+            .map(|r| r.as_deref().expect("bound"))
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes, ["n1", "n2", "n3"], "one replica per node");
+        assert_eq!(
+            placed[3],
+            Err("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.".into())
+        );
+        // A pod without rules of its own, but selected by theirs, is kept off as well.
+        let key = "Pod/demo/plain";
+        scheduler.observe(&event(key, 20, pod("plain", &Value::Null)), &mut dirty);
+        assert_eq!(
+            bound_to(&scheduler.reconcile(key, now)),
+            Err("0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules.".into())
+        );
+    }
+
+    #[test]
+    fn reads_node_affinity_terms_and_pod_terms_with_kubernetes_defaults() {
+        let pod = json!({
+            "metadata": {"namespace": "demo"},
+            "spec": {"affinity": {
+                "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]},
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+                ]}},
+                "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone",
+                     "namespaceSelector": {}}]},
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname"}]},
+            }},
+        });
+        let terms = node_affinity(&pod);
+        assert_eq!(terms.len(), 2);
+        assert_eq!(terms[0].expressions[0].operator, NodeOperator::Gt);
+        assert_eq!(terms[1].fields[0].values, vec!["n1".to_string()]);
+        let found = pod_terms(&pod).expect("terms");
+        let db: BTreeMap<String, String> = [("app".to_string(), "db".to_string())].into();
+        assert!(
+            found.affinity[0].selects("elsewhere", &db),
+            "namespaceSelector {{}}: every namespace"
+        );
+        assert!(
+            found.anti_affinity[0].namespaces.contains("demo"),
+            "no namespaces: the pod's own"
+        );
+        assert!(
+            !found.anti_affinity[0].selects("demo", &db),
+            "no labelSelector selects nothing"
+        );
+        assert_eq!(pod_terms(&json!({"spec": {}})), None);
     }
 }

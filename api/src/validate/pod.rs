@@ -171,6 +171,23 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
                 {
                     report.extend(problems);
                 }
+                // Only `{}` (every namespace) can be honoured: the scheduler does not read
+                // namespace labels.
+                if term.namespace_selector.as_ref().is_some_and(|selector| {
+                    selector
+                        .match_labels
+                        .as_ref()
+                        .is_some_and(|l| !l.is_empty())
+                        || selector
+                            .match_expressions
+                            .as_ref()
+                            .is_some_and(|e| !e.is_empty())
+                }) {
+                    report.push(
+                        term_path.field("namespaceSelector"),
+                        "selecting namespaces by label is not supported: list them in `namespaces`, or use {} for every namespace",
+                    );
+                }
             }
         }
         if let Some(required) = affinity.node_affinity.as_ref().and_then(|a| {
@@ -192,6 +209,20 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
                     report.check(
                         &expr_path.field("key"),
                         names::qualified_name(&expression.key),
+                    );
+                }
+                for (j, field) in term.match_fields.iter().flatten().enumerate() {
+                    let field_path = terms_path.index(i).field("matchFields").index(j);
+                    if field.key != "metadata.name" {
+                        report.push(
+                            field_path.field("key"),
+                            format!("{:?} is not a node field: only metadata.name is", field.key),
+                        );
+                    }
+                    report.one_of(
+                        &field_path.field("operator"),
+                        Some(&field.operator),
+                        &["In", "NotIn"],
                     );
                 }
             }

@@ -441,6 +441,30 @@ fn tolerations_follow_their_operator() {
 }
 
 #[test]
+fn affinity_terms_the_scheduler_cannot_honour_are_refused() {
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "web"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                    "namespaceSelector": {"matchLabels": {"team": "a"}}}]}})
+        }),
+        "spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector",
+        "not supported",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.labels", "operator": "In", "values": ["x"]}]}]}}})
+        }),
+        "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].key",
+        "only metadata.name",
+    );
+}
+
+#[test]
 fn budgets_and_autoscalers_are_consistent() {
     assert_problem(
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "p"},
