@@ -25,7 +25,7 @@ use shipshape_reconciler::nodes::{
 use shipshape_reconciler::replicaset::{
     PodPhase, PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
-use shipshape_reconciler::scheduler::{NodeView, PodRequest, Taint, schedule};
+use shipshape_reconciler::scheduler::{NodeView, OwnerCounts, PodRequest, Taint, schedule};
 use stateright::{Model, Property};
 
 /// The lease grace period, in lease periods: a node silent for longer is marked.
@@ -315,10 +315,8 @@ impl NodeLossModel {
             .enumerate()
             .map(|(n, node)| {
                 let bound = state.pods.iter().filter(|p| p.node == Some(n)).count() as u32;
-                let mut pods_by_owner = std::collections::BTreeMap::new();
-                if bound > 0 {
-                    pods_by_owner.insert("ReplicaSet/web".to_string(), bound);
-                }
+                let mut pods_by_owner = OwnerCounts::default();
+                pods_by_owner.add(&"ReplicaSet/web".into(), bound);
                 NodeView {
                     name: format!("node-{n}"),
                     ready: node.ready,

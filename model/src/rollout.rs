@@ -18,7 +18,7 @@ use shipshape_reconciler::deployment::{
 use shipshape_reconciler::replicaset::{
     PodPhase, PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
-use shipshape_reconciler::scheduler::{NodeView, PodRequest, schedule};
+use shipshape_reconciler::scheduler::{NodeView, OwnerCounts, PodRequest, schedule};
 use stateright::{Model, Property};
 
 /// Each pod requests this much cpu; nodes are sized in multiples of it.
@@ -216,11 +216,9 @@ impl RolloutModel {
         (0..self.nodes)
             .map(|n| {
                 let bound: Vec<&Pod> = state.pods.iter().filter(|p| p.node == Some(n)).collect();
-                let mut pods_by_owner = std::collections::BTreeMap::new();
+                let mut pods_by_owner = OwnerCounts::default();
                 for pod in &bound {
-                    *pods_by_owner
-                        .entry(format!("ReplicaSet/{}", pod.owner))
-                        .or_insert(0) += 1;
+                    pods_by_owner.add(&format!("ReplicaSet/{}", pod.owner).into(), 1);
                 }
                 NodeView {
                     name: format!("node-{n}"),
@@ -242,7 +240,7 @@ impl RolloutModel {
 
     fn placement(&self, state: &State, pod: &Pod) -> Option<usize> {
         let request = PodRequest {
-            owner: format!("ReplicaSet/{}", pod.owner),
+            owner: format!("ReplicaSet/{}", pod.owner).into(),
             cpu_milli: POD_CPU_MILLI,
             memory: 0,
             ..PodRequest::default()

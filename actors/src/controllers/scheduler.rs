@@ -16,8 +16,9 @@ use shipshape_api::Kind;
 use shipshape_api::quantity::Quantity;
 use shipshape_api::selector::Selector;
 use shipshape_reconciler::scheduler::{
-    NodeOperator, NodeRequirement, NodeSelectorTerm, NodeView, PlacedPod, PodAffinityTerm,
-    PodRequest, Taint, Toleration, feasible_nodes_to_find, pod_affinity_domains, schedule_from,
+    NodeOperator, NodeRequirement, NodeSelectorTerm, NodeView, OwnerCounts, PlacedPod,
+    PodAffinityTerm, PodRequest, Taint, Toleration, feasible_nodes_to_find, pod_affinity_domains,
+    schedule_from,
 };
 
 use super::{condition, condition_is_true, pod_reference, rfc3339, seconds, string_map, text};
@@ -104,13 +105,10 @@ impl Scheduler {
         view.used_cpu_milli = apply(view.used_cpu_milli, pod.request.cpu_milli);
         view.used_memory = apply(view.used_memory, pod.request.memory);
         view.used_pods = u32::try_from(apply(u64::from(view.used_pods), 1)).unwrap_or(u32::MAX);
-        let siblings = view
-            .pods_by_owner
-            .entry(pod.request.owner.clone())
-            .or_insert(0);
-        *siblings = u32::try_from(apply(u64::from(*siblings), 1)).unwrap_or(u32::MAX);
-        if *siblings == 0 {
-            view.pods_by_owner.remove(&pod.request.owner);
+        if sign > 0 {
+            view.pods_by_owner.add(&pod.request.owner, 1);
+        } else {
+            view.pods_by_owner.remove(&pod.request.owner, 1);
         }
     }
 
@@ -226,10 +224,7 @@ impl Scheduler {
                         view.used_cpu_milli += pod.request.cpu_milli;
                         view.used_memory += pod.request.memory;
                         view.used_pods += 1;
-                        *view
-                            .pods_by_owner
-                            .entry(pod.request.owner.clone())
-                            .or_insert(0) += 1;
+                        view.pods_by_owner.add(&pod.request.owner, 1);
                     }
                 }
                 self.node_index.insert(name.to_string(), self.nodes.len());
@@ -295,7 +290,7 @@ pub fn pod_request(pod: &Value) -> PodRequest {
         .unwrap_or_default();
     let tolerations = tolerations(pod.pointer("/spec/tolerations"));
     PodRequest {
-        owner,
+        owner: owner.into(),
         cpu_milli: sum("cpu", milli),
         memory: sum("memory", units),
         node_selector: string_map(pod.pointer("/spec/nodeSelector")),
@@ -454,7 +449,7 @@ pub fn node_view(node: &Value) -> NodeView {
         used_memory: 0,
         max_pods: u32::try_from(units(node.pointer("/status/allocatable/pods"))).unwrap_or(110),
         used_pods: 0,
-        pods_by_owner: BTreeMap::new(),
+        pods_by_owner: OwnerCounts::default(),
     }
 }
 
@@ -751,7 +746,7 @@ mod tests {
         let request = pod_request(&pod);
         assert_eq!(request.cpu_milli, 1250);
         assert_eq!(request.memory, 64 << 20);
-        assert_eq!(request.owner, "ReplicaSet/web-1");
+        assert_eq!(request.owner.name(), "ReplicaSet/web-1");
         assert_eq!(
             request.node_selector.get("disk").map(String::as_str),
             Some("ssd")
