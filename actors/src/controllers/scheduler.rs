@@ -152,6 +152,38 @@ impl Scheduler {
         shared
     }
 
+    /// Takes a change to a pod already cached that moves nothing the scheduler decides on
+    /// (a status report, the echo of its own binding): only its resourceVersion and
+    /// unschedulable message are kept, without reading the rest again. Most pod events are
+    /// such; re-reading every one was a good part of the scheduler's time at scale. False
+    /// when the pod must be read in full.
+    fn refresh(&mut self, key: &str, resource_version: u64, pod: &Value) -> bool {
+        let Some(cached) = self.pods.get_mut(key) else {
+            return false;
+        };
+        let node = text(pod, "/spec/nodeName").filter(|n| !n.is_empty());
+        let same_labels = match pod.pointer("/metadata/labels").and_then(Value::as_object) {
+            Some(labels) => {
+                labels.len() == cached.labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| v.as_str() == cached.labels.get(k).map(String::as_str))
+            }
+            None => cached.labels.is_empty(),
+        };
+        let unchanged = cached.active
+            && node.is_some()
+            && cached.node.as_deref() == node
+            && text(pod, "/metadata/uid") == Some(cached.uid.as_str())
+            && pod.pointer("/metadata/deletionTimestamp").is_none()
+            && same_labels;
+        if unchanged {
+            cached.object_rv = resource_version;
+            cached.unschedulable = unschedulable_message(pod);
+        }
+        unchanged
+    }
+
     /// A bound, active pod other than `key`, with its node's labels.
     fn placed<'a>(&'a self, key: &str, other: &str, pod: &'a CachedPod) -> Option<PlacedPod<'a>> {
         if other == key || !pod.active {
@@ -562,6 +594,14 @@ impl Controller for Scheduler {
                     text(pod, "/status/phase"),
                     Some("Succeeded") | Some("Failed")
                 );
+                if !finished && self.refresh(&event.key, event.resource_version, pod) {
+                    // Pods whose affinity waits for company may go now (the first event of a
+                    // binding this scheduler assumed lands here).
+                    for waiting in &self.attracted {
+                        dirty.mark(waiting.clone(), || because(event));
+                    }
+                    return;
+                }
                 let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
                 let cached = CachedPod {
                     object_rv: event.resource_version,
@@ -836,6 +876,64 @@ mod tests {
         assert_eq!(
             bound_to(&scheduler.reconcile(key, now)),
             Err("0/3 nodes are available: 3 node(s) didn't satisfy existing pods anti-affinity rules.".into())
+        );
+    }
+
+    #[test]
+    fn status_reports_keep_what_was_read_and_a_label_change_is_read_again() {
+        let mut scheduler = Scheduler::new();
+        let mut dirty = Dirty::default();
+        scheduler.observe(
+            &event(
+                "Node//n1",
+                1,
+                json!({
+                    "metadata": {"name": "n1", "labels": {"kubernetes.io/hostname": "n1"}},
+                    "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"},
+                               "conditions": [{"type": "Ready", "status": "True"}]},
+                }),
+            ),
+            &mut dirty,
+        );
+        let apart = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        let bound = |labels: Value, phase: &str| {
+            json!({
+                "metadata": {"name": "old", "namespace": "demo", "uid": "u-old", "labels": labels},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c",
+                    "resources": {"requests": {"cpu": "600m"}}}]},
+                "status": {"phase": phase},
+            })
+        };
+        scheduler.observe(
+            &event("Pod/demo/old", 2, bound(json!({"app": "web"}), "Pending")),
+            &mut dirty,
+        );
+        scheduler.observe(
+            &event("Pod/demo/old", 3, bound(json!({"app": "web"}), "Running")),
+            &mut dirty,
+        );
+        let new = json!({
+            "metadata": {"name": "new", "namespace": "demo", "uid": "u-new", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "300m"}}}],
+                     "affinity": apart},
+        });
+        let now = jiff::Timestamp::now();
+        scheduler.observe(&event("Pod/demo/new", 4, new.clone()), &mut dirty);
+        assert_eq!(
+            bound_to(&scheduler.reconcile("Pod/demo/new", now)),
+            Err("0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules.".into()),
+            "the status report kept the old pod's labels and its cpu"
+        );
+        scheduler.observe(
+            &event("Pod/demo/old", 5, bound(json!({"app": "batch"}), "Running")),
+            &mut dirty,
+        );
+        scheduler.observe(&event("Pod/demo/new", 6, new), &mut dirty);
+        assert_eq!(
+            bound_to(&scheduler.reconcile("Pod/demo/new", now)),
+            Ok("n1".into()),
+            "relabelled, the old pod no longer repels it"
         );
     }
 
