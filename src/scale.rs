@@ -227,29 +227,16 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
     let converged = started.elapsed();
     let peak_rss = peak_rss();
 
-    for stop in [
-        kubelets
-            .stop_gracefully()
-            .await
-            .err()
-            .map(|e| e.to_string()),
-        scheduler
-            .stop_gracefully()
-            .await
-            .err()
-            .map(|e| e.to_string()),
-        sets.stop_gracefully().await.err().map(|e| e.to_string()),
-        deployments
-            .stop_gracefully()
-            .await
-            .err()
-            .map(|e| e.to_string()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        tracing::debug!(%stop, "stopping a benchmark actor");
-    }
+    // Each actor finishes what it is writing before the store goes, so none reports a write
+    // to a store that has stopped.
+    let _ = kubelets.stop_gracefully().await;
+    kubelets.wait_for_shutdown().await;
+    let _ = scheduler.stop_gracefully().await;
+    scheduler.wait_for_shutdown().await;
+    let _ = sets.stop_gracefully().await;
+    sets.wait_for_shutdown().await;
+    let _ = deployments.stop_gracefully().await;
+    deployments.wait_for_shutdown().await;
     let _ = store.stop_gracefully().await;
     store.wait_for_shutdown().await;
     counter.abort();
