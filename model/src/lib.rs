@@ -5,6 +5,7 @@
 //! every interleaving and fault the model allows. Bounds are on sizes and faults, never a depth
 //! cut. `shipshape verify` runs them; so does `cargo test -p shipshape-model`.
 
+pub mod converge;
 pub mod nodeloss;
 pub mod rollout;
 pub mod verify;

@@ -14,9 +14,9 @@
 //! seen, since Ready went away), so the state space is finite without cutting paths at a depth:
 //! past the grace period and the eviction timeout, more silence changes no decision.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+
+use crate::converge::Converging;
 
 use shipshape_reconciler::decision::Decision;
 use shipshape_reconciler::nodes::{
@@ -61,8 +61,8 @@ pub struct NodeLossModel {
     pub faults: u8,
     /// The node lifecycle decision (the real one, or a deliberately wrong one).
     pub decide: DecideNode,
-    /// Fingerprints of states whose fault-free run converges (as in the rollout model).
-    converging: Arc<Mutex<HashSet<u64>>>,
+    /// States whose fault-free run is known to converge.
+    converging: Converging,
 }
 
 impl fmt::Debug for NodeLossModel {
@@ -217,13 +217,6 @@ impl fmt::Display for Step {
             }
         }
     }
-}
-
-fn fingerprint(state: &LossState) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    state.hash(&mut hasher);
-    hasher.finish()
 }
 
 impl NodeLossModel {
@@ -539,38 +532,17 @@ impl NodeLossModel {
     /// Runs the cluster without further faults from `state`, taking the first enabled step
     /// each time; true if it converges within `steps`.
     pub fn converges_within(&self, state: &LossState, steps: usize) -> bool {
-        let mut state = state.clone();
-        let mut visited = Vec::new();
-        let known = |print: u64| {
-            self.converging
-                .lock()
-                .map(|set| set.contains(&print))
-                .unwrap_or(false)
-        };
-        for _ in 0..steps {
-            let print = fingerprint(&state);
-            if known(print) {
-                return self.remember(visited);
-            }
-            visited.push(print);
-            let mut next_steps = Vec::new();
-            self.progress(&state, &mut next_steps);
-            let Some(step) = next_steps.into_iter().next() else {
-                return self.converged(&state) && self.remember(visited);
-            };
-            match self.next_state(&state, step) {
-                Some(next) => state = next,
-                None => return false,
-            }
-        }
-        false
-    }
-
-    fn remember(&self, prints: Vec<u64>) -> bool {
-        if let Ok(mut set) = self.converging.lock() {
-            set.extend(prints);
-        }
-        true
+        self.converging.within(
+            state,
+            steps,
+            |state| {
+                let mut next_steps = Vec::new();
+                self.progress(state, &mut next_steps);
+                let step = next_steps.into_iter().next()?;
+                self.next_state(state, step)
+            },
+            |state| self.converged(state),
+        )
     }
 }
 

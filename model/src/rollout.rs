@@ -42,17 +42,8 @@ pub struct RolloutModel {
     /// The Deployment decision under test (the real one, or a deliberately wrong one).
     pub decide:
         fn(&DeploymentView, i64) -> shipshape_reconciler::decision::Decision<DeploymentAction>,
-    /// Fingerprints of states whose fault-free run is known to converge. The run is
-    /// deterministic, so every state on a converging run converges: checking each reachable
-    /// state then costs a few steps instead of a whole run.
-    converging: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
-}
-
-fn fingerprint(state: &State) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    state.hash(&mut hasher);
-    hasher.finish()
+    /// States whose fault-free run is known to converge.
+    converging: crate::converge::Converging,
 }
 
 /// A pod in the model.
@@ -397,38 +388,17 @@ impl RolloutModel {
     /// Runs the fault-free cluster (no commits, no faults) from `state` for at most `steps`
     /// steps, always taking the first enabled action; true if it converges.
     pub fn converges_within(&self, state: &State, steps: usize) -> bool {
-        let mut state = state.clone();
-        let mut visited = Vec::new();
-        let known = |fingerprint: u64| {
-            self.converging
-                .lock()
-                .map(|set| set.contains(&fingerprint))
-                .unwrap_or(false)
-        };
-        for _ in 0..steps {
-            let print = fingerprint(&state);
-            if known(print) {
-                return self.remember(visited);
-            }
-            visited.push(print);
-            let mut actions = Vec::new();
-            self.progress_actions(&state, &mut actions);
-            let Some(action) = actions.into_iter().next() else {
-                return self.converged(&state) && self.remember(visited);
-            };
-            match self.next_state(&state, action) {
-                Some(next) => state = next,
-                None => return false,
-            }
-        }
-        false
-    }
-
-    fn remember(&self, fingerprints: Vec<u64>) -> bool {
-        if let Ok(mut set) = self.converging.lock() {
-            set.extend(fingerprints);
-        }
-        true
+        self.converging.within(
+            state,
+            steps,
+            |state| {
+                let mut actions = Vec::new();
+                self.progress_actions(state, &mut actions);
+                let action = actions.into_iter().next()?;
+                self.next_state(state, action)
+            },
+            |state| self.converged(state),
+        )
     }
 
     /// Pods that count toward the surge: not terminating.
