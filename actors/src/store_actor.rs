@@ -22,7 +22,8 @@ const WATCH_BUFFER: usize = 65_536;
 /// The most batches one transaction commits together.
 const GROUP_LIMIT: usize = 1024;
 
-type ApplyReply = Result<Vec<WatchEvent>, StoreError>;
+/// The events a batch made, shared with the watch rather than copied for it.
+type ApplyReply = Result<Vec<Arc<WatchEvent>>, StoreError>;
 
 /// A batch waiting for the committer, and whom to tell (nobody, for a `tell`).
 type Pending = (Batch, Option<ReplySender<ApplyReply>>);
@@ -78,12 +79,15 @@ fn commit_loop(
         let (batches, replies): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
         let count = batches.len();
         let started = std::time::Instant::now();
-        let results = match store.apply_group(batches, jiff::Timestamp::now()) {
-            Ok(results) => results,
+        let results: Vec<ApplyReply> = match store.apply_group(batches, jiff::Timestamp::now()) {
+            Ok(results) => results
+                .into_iter()
+                .map(|result| result.map(|events| events.into_iter().map(Arc::new).collect()))
+                .collect(),
             Err(error) => vec![Err(error); count],
         };
         let metrics = &crate::metrics::METRICS;
-        let written: Vec<&WatchEvent> = results.iter().flatten().flatten().collect();
+        let written: Vec<&Arc<WatchEvent>> = results.iter().flatten().flatten().collect();
         if let Some(last) = written.last() {
             metrics.store_write(written.len(), started.elapsed(), last.resource_version);
         }
@@ -92,7 +96,7 @@ fn commit_loop(
             .set(i64::try_from(events.receiver_count()).unwrap_or(i64::MAX));
         for event in written {
             // No receiver is not an error: nobody is watching yet.
-            let _ = events.send(Arc::new(event.clone()));
+            let _ = events.send(event.clone());
         }
         for (result, reply) in results.into_iter().zip(replies) {
             match reply {
