@@ -235,6 +235,12 @@ fn verify() -> anyhow::Result<ExitCode> {
     })
 }
 
+/// mimalloc instead of glibc's allocator: the control plane allocates and frees JSON values at
+/// a high rate from several threads, and glibc's malloc/free took about a third of the CPU in
+/// the scale benchmark.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Warnings and errors by default; SHIPSHAPE_LOG (e.g. `debug`, `shipshape_actors=debug`)
