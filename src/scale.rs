@@ -27,6 +27,8 @@ pub(crate) struct ScaleFigures {
     registered: Duration,
     scheduled: Duration,
     converged: Duration,
+    /// Durable writes from the first Deployment to convergence (lease renewals included).
+    writes: usize,
     peak_rss: Option<u64>,
 }
 
@@ -51,6 +53,11 @@ impl ScaleFigures {
         println!(
             "  converged (all Running)   {:>9.1} s   (target under 60 s)",
             self.converged.as_secs_f64()
+        );
+        println!(
+            "  durable writes            {:>9}     ({:.1} per pod: create, bind, status, owners' status, leases)",
+            self.writes,
+            self.writes as f64 / self.pods.max(1) as f64
         );
         match self.peak_rss {
             Some(bytes) => println!(
@@ -89,6 +96,8 @@ struct Counts {
     nodes: usize,
     bound: usize,
     running: usize,
+    /// Every durable write the watch reported.
+    writes: usize,
 }
 
 pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Result<ScaleFigures> {
@@ -120,6 +129,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
         let mut nodes_seen = 0;
         let mut bound = std::collections::HashSet::new();
         let mut running = std::collections::HashSet::new();
+        let mut writes = 0;
         loop {
             let event = match live.recv().await {
                 Ok(event) => event,
@@ -128,6 +138,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
                 }
                 Err(_) => return Ok(()),
             };
+            writes += 1;
             if event.key.starts_with("Node/") && event.kind == EventType::Added {
                 nodes_seen += 1;
             } else if event.key.starts_with("Pod/") && event.kind != EventType::Deleted {
@@ -144,6 +155,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
                 nodes: nodes_seen,
                 bound: bound.len(),
                 running: running.len(),
+                writes,
             });
         }
     });
@@ -186,6 +198,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
         .await
         .context("namespace")?;
     let started = Instant::now();
+    let writes_before = counts_rx.borrow().writes;
     let count = pods.div_ceil(REPLICAS);
     for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
         let writes = chunk
@@ -225,6 +238,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
     let scheduled = started.elapsed();
     wait(&mut counts_rx, &|c| c.running >= pods).await?;
     let converged = started.elapsed();
+    let writes = counts_rx.borrow().writes - writes_before;
     let peak_rss = peak_rss();
 
     // Each actor finishes what it is writing before the store goes, so none reports a write
@@ -246,6 +260,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
         registered,
         scheduled,
         converged,
+        writes,
         peak_rss,
     })
 }
