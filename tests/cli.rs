@@ -3394,6 +3394,7 @@ spec:
         );
         assert!(out.contains("all pods scheduled"), "{out}");
         assert!(out.contains("converged (all Running)"), "{out}");
+        assert!(out.contains("per pod: create, bind, status"), "{out}");
         assert!(
             out.contains("3 pods bound to one node at once: all Running in")
                 || out.contains("pod start: skipped (the containerd runtime needs root"),
