@@ -665,15 +665,18 @@ fn keep_allocated(current: &Value, new: &mut Value) {
     }
 }
 
-fn declared_content(object: &Value) -> Value {
-    match object {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
+/// Whether two objects declare the same thing: equal outside `metadata` and `status`.
+/// Compared in place: a write used to copy both sides whole to compare them.
+fn same_declared(a: &Value, b: &Value) -> bool {
+    let declared = |k: &String| !matches!(k.as_str(), "metadata" | "status");
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.keys().filter(|k| declared(k)).count() == b.keys().filter(|k| declared(k)).count()
+                && a.iter()
+                    .filter(|(k, _)| declared(k))
+                    .all(|(k, v)| b.get(k) == Some(v))
+        }
+        (a, b) => a == b,
     }
 }
 
@@ -872,7 +875,7 @@ fn apply_write(
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             keep_allocated(&current.object, &mut object);
-            let changed = declared_content(&current.object) != declared_content(&object);
+            let changed = !same_declared(&current.object, &object);
             for field in [
                 "uid",
                 "creationTimestamp",
@@ -950,7 +953,15 @@ fn apply_write(
             if let Some(precondition) = &precondition {
                 check(&key, &current, precondition)?;
             }
-            let before = declared_content(&current.object);
+            // What the patch may change outside metadata and status, as it was: a merge patch
+            // touches only its own top-level keys (a patch that is not an object replaces all).
+            let before: Option<Vec<(String, Option<Value>)>> = patch.as_object().map(|p| {
+                p.keys()
+                    .filter(|k| !matches!(k.as_str(), "metadata" | "status"))
+                    .map(|k| (k.clone(), current.object.get(k).cloned()))
+                    .collect()
+            });
+            let whole_before = before.is_none().then(|| current.object.clone());
             let identity: Vec<(&str, Option<Value>)> = [
                 "uid",
                 "creationTimestamp",
@@ -975,7 +986,14 @@ fn apply_write(
                     set_metadata(&mut current.object, field, value);
                 }
             }
-            if declared_content(&current.object) != before {
+            let changed = match (&before, &whole_before) {
+                (Some(touched), _) => touched
+                    .iter()
+                    .any(|(k, old)| current.object.get(k) != old.as_ref()),
+                (None, Some(whole)) => !same_declared(whole, &current.object),
+                (None, None) => true,
+            };
+            if changed {
                 let generation = current
                     .object
                     .pointer("/metadata/generation")
@@ -1196,6 +1214,67 @@ mod tests {
             json!([{"type": "Ready", "status": "False", "lastTransitionTime": "t3"}])
         );
         assert_eq!(flipped["data"], json!({"k": "1"}), "the rest is untouched");
+    }
+
+    #[test]
+    fn a_patch_counts_a_generation_only_when_it_changes_what_is_declared() {
+        let (_dir, mut store) = store();
+        store
+            .apply(
+                Batch {
+                    writes: vec![create("a")],
+                    audit: None,
+                },
+                now(),
+            )
+            .expect("creates");
+        let generation_after = |store: &mut Store, patch: Value| {
+            store
+                .apply(
+                    Batch {
+                        writes: vec![Write::Patch {
+                            key: key("a"),
+                            precondition: None,
+                            patch,
+                        }],
+                        audit: None,
+                    },
+                    now(),
+                )
+                .expect("patches");
+            store.get(&key("a")).expect("reads").expect("exists").object["metadata"]["generation"]
+                .clone()
+        };
+        assert_eq!(
+            generation_after(&mut store, json!({"status": {"x": 1}})),
+            1,
+            "status only"
+        );
+        assert_eq!(
+            generation_after(&mut store, json!({"metadata": {"labels": {"l": "v"}}})),
+            1,
+            "metadata only"
+        );
+        assert_eq!(
+            generation_after(&mut store, json!({"data": {"k": "1"}})),
+            1,
+            "the same value"
+        );
+        assert_eq!(
+            generation_after(&mut store, json!({"data": {"k": "2"}})),
+            2,
+            "a new value"
+        );
+        assert_eq!(
+            generation_after(&mut store, json!({"spec": {"n": 1}})),
+            3,
+            "a new key"
+        );
+        assert_eq!(
+            generation_after(&mut store, json!({"spec": null})),
+            4,
+            "a removed key"
+        );
     }
 
     #[test]
