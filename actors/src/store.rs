@@ -665,6 +665,14 @@ fn keep_allocated(current: &Value, new: &mut Value) {
     }
 }
 
+/// What a merge patch may change outside `metadata` and `status`, as it was before the patch.
+enum Before {
+    /// The top-level fields the patch names (a merge patch touches only those).
+    Fields(Vec<(String, Option<Value>)>),
+    /// The whole object (a patch that is not an object replaces it all).
+    Whole(Value),
+}
+
 /// Whether two objects declare the same thing: equal outside `metadata` and `status`.
 /// Compared in place: a write used to copy both sides whole to compare them.
 fn same_declared(a: &Value, b: &Value) -> bool {
@@ -955,13 +963,15 @@ fn apply_write(
             }
             // What the patch may change outside metadata and status, as it was: a merge patch
             // touches only its own top-level keys (a patch that is not an object replaces all).
-            let before: Option<Vec<(String, Option<Value>)>> = patch.as_object().map(|p| {
-                p.keys()
-                    .filter(|k| !matches!(k.as_str(), "metadata" | "status"))
-                    .map(|k| (k.clone(), current.object.get(k).cloned()))
-                    .collect()
-            });
-            let whole_before = before.is_none().then(|| current.object.clone());
+            let before = match patch.as_object() {
+                Some(p) => Before::Fields(
+                    p.keys()
+                        .filter(|k| !matches!(k.as_str(), "metadata" | "status"))
+                        .map(|k| (k.clone(), current.object.get(k).cloned()))
+                        .collect(),
+                ),
+                None => Before::Whole(current.object.clone()),
+            };
             let identity: Vec<(&str, Option<Value>)> = [
                 "uid",
                 "creationTimestamp",
@@ -986,12 +996,11 @@ fn apply_write(
                     set_metadata(&mut current.object, field, value);
                 }
             }
-            let changed = match (&before, &whole_before) {
-                (Some(touched), _) => touched
+            let changed = match &before {
+                Before::Fields(fields) => fields
                     .iter()
                     .any(|(k, old)| current.object.get(k) != old.as_ref()),
-                (None, Some(whole)) => !same_declared(whole, &current.object),
-                (None, None) => true,
+                Before::Whole(whole) => !same_declared(whole, &current.object),
             };
             if changed {
                 let generation = current
@@ -1172,34 +1181,34 @@ mod tests {
         assert!(config["spec"].get("clusterIP").is_none());
     }
 
-    #[test]
-    fn a_condition_replaces_its_own_type_and_keeps_its_transition_time_when_unchanged() {
-        let (_dir, mut store) = store();
+    /// Applies `write` alone and returns object `a` as it is afterwards.
+    fn write_a(store: &mut Store, write: Write) -> Value {
         store
             .apply(
                 Batch {
-                    writes: vec![create("a")],
+                    writes: vec![write],
                     audit: None,
                 },
                 now(),
             )
-            .expect("creates");
+            .expect("applies");
+        store.get(&key("a")).expect("reads").expect("exists").object
+    }
+
+    #[test]
+    fn a_condition_replaces_its_own_type_and_keeps_its_transition_time_when_unchanged() {
+        let (_dir, mut store) = store();
+        write_a(&mut store, create("a"));
         let set = |store: &mut Store, status: &str, time: &str| {
-            store
-                .apply(
-                    Batch {
-                        writes: vec![Write::SetCondition {
-                            key: key("a"),
-                            precondition: None,
-                            condition: json!({"type": "Ready", "status": status,
-                                              "lastTransitionTime": time}),
-                        }],
-                        audit: None,
-                    },
-                    now(),
-                )
-                .expect("sets");
-            store.get(&key("a")).expect("reads").expect("exists").object
+            let condition = json!({"type": "Ready", "status": status, "lastTransitionTime": time});
+            write_a(
+                store,
+                Write::SetCondition {
+                    key: key("a"),
+                    precondition: None,
+                    condition,
+                },
+            )
         };
         let first = set(&mut store, "True", "t1");
         assert_eq!(
@@ -1219,31 +1228,17 @@ mod tests {
     #[test]
     fn a_patch_counts_a_generation_only_when_it_changes_what_is_declared() {
         let (_dir, mut store) = store();
-        store
-            .apply(
-                Batch {
-                    writes: vec![create("a")],
-                    audit: None,
-                },
-                now(),
-            )
-            .expect("creates");
+        write_a(&mut store, create("a"));
         let generation_after = |store: &mut Store, patch: Value| {
-            store
-                .apply(
-                    Batch {
-                        writes: vec![Write::Patch {
-                            key: key("a"),
-                            precondition: None,
-                            patch,
-                        }],
-                        audit: None,
-                    },
-                    now(),
-                )
-                .expect("patches");
-            store.get(&key("a")).expect("reads").expect("exists").object["metadata"]["generation"]
-                .clone()
+            let patched = write_a(
+                store,
+                Write::Patch {
+                    key: key("a"),
+                    precondition: None,
+                    patch,
+                },
+            );
+            patched["metadata"]["generation"].clone()
         };
         assert_eq!(
             generation_after(&mut store, json!({"status": {"x": 1}})),

@@ -9,4 +9,5 @@ pub mod converge;
 pub mod nodeloss;
 pub mod rollout;
 pub mod verify;
+pub mod views;
 pub mod workloads;

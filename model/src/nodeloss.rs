@@ -19,13 +19,13 @@ use std::fmt;
 use crate::converge::Converging;
 
 use shipshape_reconciler::decision::Decision;
-use shipshape_reconciler::nodes::{
-    NodeAction, NodeHealth, PodOnNode, UNREACHABLE_TAINT, decide_node,
-};
+use shipshape_reconciler::nodes::{NodeAction, NodeHealth, PodOnNode, decide_node};
 use shipshape_reconciler::replicaset::{
-    PodPhase, PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
+    ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
-use shipshape_reconciler::scheduler::{NodeView, OwnerCounts, PodRequest, Taint, schedule};
+use shipshape_reconciler::scheduler::NodeView;
+
+use crate::views::{node_view, placement, pod_view};
 use stateright::{Model, Property};
 
 /// The lease grace period, in lease periods: a node silent for longer is marked.
@@ -36,8 +36,8 @@ const EVICTION_TIMEOUT: i64 = 1;
 const AGE_CAP: u8 = 1;
 /// The clock the decisions are given; ages are subtracted from it.
 const NOW: i64 = 100;
-/// Each pod requests this much cpu; nodes are sized in multiples of it.
-const POD_CPU_MILLI: u64 = 100;
+/// The one owner of every pod here.
+const OWNER: &str = "ReplicaSet/web";
 
 /// How far a fault-free run may go from any reachable state before it must have converged.
 pub const CONVERGENCE_STEPS: usize = 200;
@@ -282,21 +282,7 @@ impl NodeLossModel {
             pods: state
                 .pods
                 .iter()
-                .map(|p| PodView {
-                    name: p.name.clone(),
-                    uid: p.uid.to_string(),
-                    node: p.node.map(|n| format!("node-{n}")),
-                    phase: if p.running {
-                        PodPhase::Running
-                    } else {
-                        PodPhase::Pending
-                    },
-                    ready: p.ready,
-                    ready_since: p.ready.then_some(0),
-                    restarts: 0,
-                    created: i64::from(p.uid),
-                    terminating: p.terminating,
-                })
+                .map(|p| pod_view(&p.name, p.uid, p.node, p.running, p.ready, p.terminating))
                 .collect(),
         }
     }
@@ -307,45 +293,18 @@ impl NodeLossModel {
             .iter()
             .enumerate()
             .map(|(n, node)| {
-                let bound = state.pods.iter().filter(|p| p.node == Some(n)).count() as u32;
-                let mut pods_by_owner = OwnerCounts::default();
-                pods_by_owner.add(&"ReplicaSet/web".into(), bound);
-                NodeView {
-                    name: format!("node-{n}"),
-                    ready: node.ready,
-                    unschedulable: false,
-                    labels: Default::default(),
-                    taints: if node.tainted {
-                        vec![Taint {
-                            key: UNREACHABLE_TAINT.into(),
-                            value: String::new(),
-                            effect: "NoExecute".into(),
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                    cpu_milli: u64::from(self.pods_per_node()) * POD_CPU_MILLI,
-                    memory: 1 << 30,
-                    used_cpu_milli: u64::from(bound) * POD_CPU_MILLI,
-                    used_memory: 0,
-                    max_pods: 110,
-                    used_pods: bound,
-                    pods_by_owner,
-                }
+                let owners = state
+                    .pods
+                    .iter()
+                    .filter(|p| p.node == Some(n))
+                    .map(|_| OWNER);
+                node_view(n, self.pods_per_node(), owners, node.ready, node.tainted)
             })
             .collect()
     }
 
     fn placement(&self, state: &LossState) -> Option<usize> {
-        let request = PodRequest {
-            owner: "ReplicaSet/web".into(),
-            cpu_milli: POD_CPU_MILLI,
-            memory: 0,
-            ..PodRequest::default()
-        };
-        schedule(&request, &self.node_views(state))
-            .ok()
-            .and_then(|name| name.strip_prefix("node-").and_then(|n| n.parse().ok()))
+        placement(OWNER, &self.node_views(state))
     }
 
     /// A lease period later: kubelets that are up and whose renewal got through are fresh

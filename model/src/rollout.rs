@@ -16,13 +16,12 @@ use shipshape_reconciler::deployment::{
     RolloutStrategy, budgets, decide_deployment,
 };
 use shipshape_reconciler::replicaset::{
-    PodPhase, PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
+    ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
-use shipshape_reconciler::scheduler::{NodeView, OwnerCounts, PodRequest, schedule};
+use shipshape_reconciler::scheduler::NodeView;
 use stateright::{Model, Property};
 
-/// Each pod requests this much cpu; nodes are sized in multiples of it.
-const POD_CPU_MILLI: u64 = 100;
+use crate::views::{node_view, placement, pod_view};
 
 /// The sizes and budgets a run explores.
 #[derive(Clone, Debug)]
@@ -184,21 +183,7 @@ impl RolloutModel {
                 .pods
                 .iter()
                 .filter(|p| p.owner == rs.name)
-                .map(|p| PodView {
-                    name: p.name.clone(),
-                    uid: p.uid.to_string(),
-                    node: p.node.map(|n| format!("node-{n}")),
-                    phase: if p.ready {
-                        PodPhase::Running
-                    } else {
-                        PodPhase::Pending
-                    },
-                    ready: p.ready,
-                    ready_since: p.ready.then_some(0),
-                    restarts: 0,
-                    created: i64::from(p.uid),
-                    terminating: p.terminating,
-                })
+                .map(|p| pod_view(&p.name, p.uid, p.node, p.ready, p.ready, p.terminating))
                 .collect(),
         }
     }
@@ -206,39 +191,28 @@ impl RolloutModel {
     fn node_views(&self, state: &State) -> Vec<NodeView> {
         (0..self.nodes)
             .map(|n| {
-                let bound: Vec<&Pod> = state.pods.iter().filter(|p| p.node == Some(n)).collect();
-                let mut pods_by_owner = OwnerCounts::default();
-                for pod in &bound {
-                    pods_by_owner.add(&format!("ReplicaSet/{}", pod.owner).into(), 1);
-                }
-                NodeView {
-                    name: format!("node-{n}"),
-                    ready: true,
-                    unschedulable: false,
-                    labels: Default::default(),
-                    taints: Vec::new(),
-                    cpu_milli: u64::from(self.pods_per_node) * POD_CPU_MILLI,
-                    memory: 1 << 30,
-                    used_cpu_milli: bound.len() as u64 * POD_CPU_MILLI,
-                    used_memory: 0,
-                    max_pods: 110,
-                    used_pods: bound.len() as u32,
-                    pods_by_owner,
-                }
+                let owners: Vec<String> = state
+                    .pods
+                    .iter()
+                    .filter(|p| p.node == Some(n))
+                    .map(|p| format!("ReplicaSet/{}", p.owner))
+                    .collect();
+                node_view(
+                    n,
+                    self.pods_per_node,
+                    owners.iter().map(String::as_str),
+                    true,
+                    false,
+                )
             })
             .collect()
     }
 
     fn placement(&self, state: &State, pod: &Pod) -> Option<usize> {
-        let request = PodRequest {
-            owner: format!("ReplicaSet/{}", pod.owner).into(),
-            cpu_milli: POD_CPU_MILLI,
-            memory: 0,
-            ..PodRequest::default()
-        };
-        schedule(&request, &self.node_views(state))
-            .ok()
-            .and_then(|name| name.strip_prefix("node-").and_then(|n| n.parse().ok()))
+        placement(
+            &format!("ReplicaSet/{}", pod.owner),
+            &self.node_views(state),
+        )
     }
 
     fn replica_set_decision(

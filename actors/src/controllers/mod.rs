@@ -309,6 +309,17 @@ pub fn string_map(value: Option<&Value>) -> std::collections::BTreeMap<String, S
         .unwrap_or_default()
 }
 
+/// A list of strings (values, namespaces), empty if absent; non-strings are skipped.
+pub fn string_list<C: FromIterator<String>>(value: Option<&Value>) -> C {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
 /// Enough of a pod to write an Event about it (what `kubectl describe pod` matches on).
 pub fn pod_reference(namespace: &str, name: &str, uid: &str) -> Value {
     serde_json::json!({

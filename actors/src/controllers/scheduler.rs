@@ -21,7 +21,9 @@ use shipshape_reconciler::scheduler::{
     schedule_from,
 };
 
-use super::{condition, condition_is_true, pod_reference, rfc3339, seconds, string_map, text};
+use super::{
+    condition, condition_is_true, pod_reference, rfc3339, seconds, string_list, string_map, text,
+};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
@@ -233,6 +235,13 @@ impl Scheduler {
         request.repelled_by = repelled_by;
     }
 
+    /// A pod was placed: pending pods whose affinity waits for company may go now.
+    fn wake_attracted(&self, dirty: &mut Dirty, event: &WatchEvent) {
+        for waiting in &self.attracted {
+            dirty.mark(waiting.clone(), || because(event));
+        }
+    }
+
     fn mark_pending(&self, dirty: &mut Dirty, reason: &str) {
         for key in &self.pending {
             dirty.mark(key.clone(), || reason.to_string());
@@ -344,14 +353,7 @@ pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
                 // Validation refuses other operators; one that slips through matches nothing.
                 operator: NodeOperator::parse(text(r, "/operator").unwrap_or_default())
                     .unwrap_or(NodeOperator::In),
-                values: r
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect(),
+                values: string_list(r.get("values")),
             })
             .collect()
     };
@@ -384,14 +386,7 @@ pub fn pod_terms(pod: &Value) -> Option<PodTerms> {
                     .and_then(|s| {
                         Selector::parse(&s, &shipshape_api::path::FieldPath::root()).ok()
                     });
-                let mut namespaces: BTreeSet<String> = term
-                    .get("namespaces")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect();
+                let mut namespaces: BTreeSet<String> = string_list(term.get("namespaces"));
                 let every_namespace = term
                     .get("namespaceSelector")
                     .and_then(Value::as_object)
@@ -595,11 +590,8 @@ impl Controller for Scheduler {
                     Some("Succeeded") | Some("Failed")
                 );
                 if !finished && self.refresh(&event.key, event.resource_version, pod) {
-                    // Pods whose affinity waits for company may go now (the first event of a
-                    // binding this scheduler assumed lands here).
-                    for waiting in &self.attracted {
-                        dirty.mark(waiting.clone(), || because(event));
-                    }
+                    // The first event of a binding this scheduler assumed lands here.
+                    self.wake_attracted(dirty, event);
                     return;
                 }
                 let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
@@ -627,10 +619,7 @@ impl Controller for Scheduler {
                 let placed = cached.node.is_some();
                 self.set_pod(&event.key, Some(cached));
                 if placed {
-                    // Pods whose affinity waits for company may go now.
-                    for waiting in &self.attracted {
-                        dirty.mark(waiting.clone(), || because(event));
-                    }
+                    self.wake_attracted(dirty, event);
                 }
                 if !wants_node {
                     self.pending.remove(&event.key);
