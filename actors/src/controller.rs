@@ -82,10 +82,6 @@ impl Dirty {
     fn take(&mut self) -> BTreeMap<String, String> {
         std::mem::take(&mut self.0)
     }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// The reason a watch event gives: `Pod demo/web-x modified`.
@@ -109,7 +105,10 @@ pub struct ControllerActor<C: Controller> {
     tombstones: HashMap<String, u64>,
     /// Keys with a wake-up pending, and when.
     timers: HashMap<String, Instant>,
-    run_pending: bool,
+    /// Keys with writes the store has not answered yet, and how many.
+    in_flight: HashMap<String, usize>,
+    /// Dirty keys held back until their writes are answered.
+    held: Dirty,
     pump: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -123,7 +122,8 @@ impl<C: Controller> ControllerActor<C> {
             versions: HashMap::new(),
             tombstones: HashMap::new(),
             timers: HashMap::new(),
-            run_pending: false,
+            in_flight: HashMap::new(),
+            held: Dirty::default(),
             pump: None,
         }
     }
@@ -180,9 +180,28 @@ impl<C: Controller> ControllerActor<C> {
         });
     }
 
-    /// Reconciles every dirty key, writes what was decided, and takes in the results.
-    async fn run(&mut self, me: &ActorRef<Self>) {
-        let keys = self.dirty.take();
+    /// Reconciles every dirty key whose earlier writes are all answered, and sends what was
+    /// decided to the store without waiting: the answers come back as [`Written`], so the
+    /// controller keeps deciding other keys while the store commits (the scheduler binds the
+    /// next pods while the last bindings are made durable).
+    ///
+    /// A key with writes still unanswered is held back until they are: its next decision must
+    /// see what its last one wrote (read-your-writes), or the ReplicaSet controller would
+    /// create the same pods twice. Other keys decide on a cache that may lack those writes,
+    /// which is a stale read: every write a decision makes carries the preconditions that make
+    /// that safe, and the models explore exactly that fault.
+    fn run(&mut self, me: &ActorRef<Self>) {
+        let mut keys = self.dirty.take();
+        if !self.in_flight.is_empty() {
+            keys.retain(|key, reason| {
+                if self.in_flight.contains_key(key) {
+                    self.held.mark(key.clone(), || std::mem::take(reason));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         if keys.is_empty() {
             return;
         }
@@ -205,17 +224,32 @@ impl<C: Controller> ControllerActor<C> {
                 self.schedule(&key, after, me);
             }
             for batch in decided.batches {
+                *self.in_flight.entry(key.clone()).or_default() += 1;
                 writes.push((key.clone(), batch, span.clone()));
             }
         }
-        // Every batch goes to the store at once: the store commits them together.
-        let store = self.store.clone();
-        let results =
-            futures_util::future::join_all(writes.into_iter().map(|(key, batch, span)| {
-                let store = store.clone();
-                async move { (key, store.ask(Apply(batch)).await) }.instrument(span)
-            }))
-            .await;
+        if writes.is_empty() {
+            return;
+        }
+        // Every batch goes to the store at once (the store commits them together); the answers
+        // come back as one message, in the order the batches were sent.
+        let (store, me) = (self.store.clone(), me.downgrade());
+        tokio::spawn(async move {
+            let results =
+                futures_util::future::join_all(writes.into_iter().map(|(key, batch, span)| {
+                    let store = store.clone();
+                    async move { (key, store.ask(Apply(batch)).await) }.instrument(span)
+                }))
+                .await;
+            if let Some(me) = me.upgrade() {
+                let _ = me.tell(Written(results)).await;
+            }
+        });
+    }
+
+    /// Takes in the store's answers to one round of writes.
+    fn written(&mut self, results: WriteResults, me: &ActorRef<Self>) {
+        let name = self.controller.name();
         for (key, result) in results {
             match result {
                 Ok(events) => {
@@ -240,11 +274,35 @@ impl<C: Controller> ControllerActor<C> {
                     self.schedule(&key, Duration::from_secs(2), me);
                 }
             }
+            if let Some(count) = self.in_flight.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.in_flight.remove(&key);
+                    if let Some(reason) = self.held.0.remove(&key) {
+                        self.dirty.mark(key, || reason);
+                    }
+                }
+            }
         }
-        if !self.dirty.is_empty() && !self.run_pending {
-            self.run_pending = true;
-            let _ = me.tell(Run).await;
-        }
+    }
+}
+
+/// The store's answer to each batch of one round, with the key that decided it.
+type WriteResults = Vec<(
+    String,
+    Result<Vec<Arc<WatchEvent>>, kameo::error::SendError<Apply, StoreError>>,
+)>;
+
+/// The answers to a round of writes (see [`ControllerActor::run`]).
+struct Written(WriteResults);
+
+impl<C: Controller> Message<Written> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, Written(results): Written, ctx: &mut Context<Self, Self::Reply>) {
+        let me = ctx.actor_ref().clone();
+        self.written(results, &me);
+        self.run(&me);
     }
 }
 
@@ -423,7 +481,7 @@ impl<C: Controller> Message<Listed> for ControllerActor<C> {
             "listed"
         );
         let me = ctx.actor_ref().clone();
-        self.run(&me).await;
+        self.run(&me);
     }
 }
 
@@ -442,7 +500,7 @@ impl<C: Controller> Message<Observed> for ControllerActor<C> {
         }
         self.forget_tombstones(observed.last);
         let me = ctx.actor_ref().clone();
-        self.run(&me).await;
+        self.run(&me);
     }
 }
 
@@ -462,20 +520,7 @@ impl<C: Controller> Message<Wake> for ControllerActor<C> {
         }
         self.dirty.mark(key, || "timer".into());
         let me = ctx.actor_ref().clone();
-        self.run(&me).await;
-    }
-}
-
-/// Continue with keys that became dirty from the controller's own writes.
-struct Run;
-
-impl<C: Controller> Message<Run> for ControllerActor<C> {
-    type Reply = ();
-
-    async fn handle(&mut self, _: Run, ctx: &mut Context<Self, Self::Reply>) {
-        self.run_pending = false;
-        let me = ctx.actor_ref().clone();
-        self.run(&me).await;
+        self.run(&me);
     }
 }
 
@@ -492,6 +537,103 @@ impl<C: Controller> Message<Poke<C>> for ControllerActor<C> {
     async fn handle(&mut self, Poke(change): Poke<C>, ctx: &mut Context<Self, Self::Reply>) {
         change(&mut self.controller, &mut self.dirty);
         let me = ctx.actor_ref().clone();
-        self.run(&me).await;
+        self.run(&me);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, Write};
+    use crate::store_actor::List;
+    use serde_json::json;
+
+    /// Creates a ConfigMap under a new name whenever its cache holds none: the shape of a
+    /// ReplicaSet creating pods, which must see its own creations before deciding again.
+    #[derive(Default)]
+    struct MakesOne {
+        seen: usize,
+        made: usize,
+    }
+
+    impl Controller for MakesOne {
+        fn name(&self) -> &'static str {
+            "makes-one"
+        }
+
+        fn kinds(&self) -> Vec<Kind> {
+            vec![Kind::ConfigMap]
+        }
+
+        fn reset(&mut self) {
+            self.seen = 0;
+        }
+
+        fn observe(&mut self, event: &WatchEvent, _: &mut Dirty) {
+            if event.kind == EventType::Added {
+                self.seen += 1;
+            }
+        }
+
+        fn reconcile(&mut self, _: &str, _: jiff::Timestamp) -> Reconciled {
+            if self.seen > 0 {
+                return Reconciled::default();
+            }
+            self.made += 1;
+            Reconciled {
+                batches: vec![Batch {
+                    writes: vec![Write::Create {
+                        object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": format!("made-{}", self.made), "namespace": "demo"}}),
+                        applied: None,
+                        application: None,
+                    }],
+                    audit: None,
+                }],
+                requeue_after: None,
+            }
+        }
+    }
+
+    fn poke() -> Poke<MakesOne> {
+        Poke(Box::new(|_: &mut MakesOne, dirty: &mut Dirty| {
+            dirty.mark("k", || "poked".into());
+        }))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_key_is_not_decided_again_until_its_writes_are_answered() {
+        use kameo::actor::Spawn;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StoreActor::spawn(StoreActor::new(
+            Store::open(&dir.path().join("db.redb")).expect("opens"),
+        ));
+        let controller = ControllerActor::start(MakesOne::default(), store.clone());
+        // Three nudges in a row: the second and third reach the actor while the first
+        // decision's create is still on its way to disk.
+        for _ in 0..3 {
+            controller.tell(poke()).await.expect("delivered");
+        }
+        let made = || async {
+            store
+                .ask(List {
+                    kind: Some(Kind::ConfigMap),
+                    namespace: None,
+                })
+                .await
+                .expect("lists")
+                .len()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while made().await == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Let any duplicate decision land before counting.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(made().await, 1, "one ConfigMap, decided once");
+        let _ = controller.stop_gracefully().await;
+        controller.wait_for_shutdown().await;
+        let _ = store.stop_gracefully().await;
+        store.wait_for_shutdown().await;
     }
 }

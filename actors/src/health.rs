@@ -6,6 +6,7 @@
 //! works. Both come from the store alone, so a stopped cluster can still answer "how was it?".
 //! Pure: no I/O, no clock.
 
+use shipshape_api::pointer::At;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -82,7 +83,7 @@ impl Assessment {
 /// written.
 pub fn assess(kind: Kind, object: &Value) -> Option<Assessment> {
     if object
-        .pointer("/metadata/deletionTimestamp")
+        .at("/metadata/deletionTimestamp")
         .is_some_and(|t| !t.is_null())
     {
         return Some(Assessment::new(Health::Progressing, "Pending deletion"));
@@ -179,7 +180,7 @@ pub fn status_json(status: &ApplicationStatus, health: &ApplicationHealth) -> Va
 }
 
 fn flag(object: &Value, pointer: &str) -> bool {
-    object.pointer(pointer).and_then(Value::as_bool) == Some(true)
+    object.at(pointer).and_then(Value::as_bool) == Some(true)
 }
 
 /// A count from the status; absent counts are zero, as Kubernetes omits them.
@@ -296,7 +297,7 @@ fn stateful_set(set: &Value) -> Assessment {
     // explicit RollingUpdate without `rollingUpdate` as it is; Argo reads the defaulted object.
     let strategy = text(set, "/spec/updateStrategy/type");
     let rolling_update = set
-        .pointer("/spec/updateStrategy/rollingUpdate")
+        .at("/spec/updateStrategy/rollingUpdate")
         .filter(|r| !r.is_null());
     let partition = match (strategy, rolling_update) {
         (None, _) => Some(0),
@@ -408,7 +409,7 @@ fn failure(terminated: &Value, container: &str) -> Option<String> {
 
 fn pod(pod: &Value) -> Assessment {
     let statuses = |field: &str| -> Vec<&Value> {
-        pod.pointer(&format!("/status/{field}"))
+        pod.at(&format!("/status/{field}"))
             .and_then(Value::as_array)
             .map(|list| list.iter().collect())
             .unwrap_or_default()
@@ -423,7 +424,7 @@ fn pod(pod: &Value) -> Assessment {
         .iter()
         .chain(&containers)
         .filter_map(|status| {
-            let waiting = status.pointer("/state/waiting")?;
+            let waiting = status.at("/state/waiting")?;
             let reason = text(waiting, "/reason").filter(|r| stuck(r))?;
             Some(match text(waiting, "/message").filter(|m| !m.is_empty()) {
                 Some(why) => format!("{reason}: {why}"),
@@ -436,7 +437,7 @@ fn pod(pod: &Value) -> Assessment {
     }
     let first_failure = |state: &str| {
         init.iter().chain(&containers).find_map(|status| {
-            let terminated = status.pointer(&format!("/{state}/terminated"))?;
+            let terminated = status.at(&format!("/{state}/terminated"))?;
             failure(terminated, text(status, "/name").unwrap_or_default())
         })
     };
@@ -456,7 +457,7 @@ fn pod(pod: &Value) -> Assessment {
                 Assessment::new(Health::Healthy, message)
             } else if containers
                 .iter()
-                .any(|c| c.pointer("/lastState/terminated").is_some())
+                .any(|c| c.at("/lastState/terminated").is_some())
             {
                 // Not ready and restarted: it ran and failed; back-off may follow.
                 Assessment::new(Health::Degraded, or_failure("lastState"))
@@ -511,7 +512,7 @@ fn cron_job(cron_job: &Value) -> Assessment {
         );
     };
     let active = cron_job
-        .pointer("/status/active")
+        .at("/status/active")
         .and_then(Value::as_array)
         .is_some_and(|jobs| !jobs.is_empty());
     if active {
@@ -552,7 +553,7 @@ fn claim(claim: &Value) -> Assessment {
 
 fn has_address(object: &Value) -> bool {
     object
-        .pointer("/status/loadBalancer/ingress")
+        .at("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
         .is_some_and(|ingress| !ingress.is_empty())
 }

@@ -2,6 +2,7 @@
 //! both follow these two kinds, and both need the same few fields typed (addresses parsed,
 //! ports numbered, only ready endpoints). One projection keeps them reading the objects alike.
 
+use shipshape_api::pointer::At;
 use std::net::IpAddr;
 
 use serde_json::Value;
@@ -72,7 +73,7 @@ pub struct EndpointSubset {
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
-    object.pointer(pointer).and_then(Value::as_str)
+    object.at(pointer).and_then(Value::as_str)
 }
 
 fn port_number(value: &Value) -> Option<u16> {
@@ -114,7 +115,7 @@ impl ServiceView {
             cluster_ips.clear();
         }
         let load_balancer_ips = object
-            .pointer("/status/loadBalancer/ingress")
+            .at("/status/loadBalancer/ingress")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -134,7 +135,7 @@ impl ServiceView {
             })
             .collect();
         let affinity_seconds = (spec["sessionAffinity"] == "ClientIP").then(|| {
-            spec.pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
+            spec.at("/sessionAffinityConfig/clientIP/timeoutSeconds")
                 .and_then(Value::as_u64)
                 .and_then(|n| u32::try_from(n).ok())
                 // Kubernetes' default: three hours.

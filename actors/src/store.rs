@@ -7,8 +7,10 @@
 //! acknowledged only after the transaction is durable (redb commits with fsync). The audit record
 //! of a batch is written in the same transaction, so history and state cannot disagree.
 
-use std::collections::BTreeMap;
+use shipshape_api::pointer::At;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -18,13 +20,14 @@ use shipshape_api::{Kind, ObjectKey};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const WATCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("watch_log");
+/// Where the watch log was kept on disk (dropped when a store opens; it lives in memory now).
+const OLD_WATCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("watch_log");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 const RESOURCE_VERSION: &str = "store/resource-version";
 
 /// How many watch events are kept for replay; a watcher further behind must relist.
-pub const WATCH_LOG_LIMIT: u64 = 10_000;
+pub const WATCH_LOG_LIMIT: usize = 10_000;
 
 /// An object as stored: the object itself and what Git last applied to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,7 +46,7 @@ impl StoredObject {
     /// The object's resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.object
-            .pointer("/metadata/resourceVersion")
+            .at("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .and_then(|rv| rv.parse().ok())
             .unwrap_or(0)
@@ -52,7 +55,7 @@ impl StoredObject {
     /// The object's uid.
     pub fn uid(&self) -> &str {
         self.object
-            .pointer("/metadata/uid")
+            .at("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default()
     }
@@ -316,7 +319,7 @@ pub fn parse_storage_key(text: &str) -> Option<ObjectKey> {
 
 /// The key of an object given as JSON.
 pub fn key_of(object: &Value) -> Result<ObjectKey, StoreError> {
-    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+    let text = |pointer: &str| object.at(pointer).and_then(Value::as_str);
     let (Some(api_version), Some(kind)) = (text("/apiVersion"), text("/kind")) else {
         return Err(StoreError::Invalid(
             "apiVersion and kind are required".into(),
@@ -342,9 +345,16 @@ pub fn key_of(object: &Value) -> Result<ObjectKey, StoreError> {
     })
 }
 
+/// One batch's verdict: the events it made (shared with the watch), or why it was refused.
+pub type Applied = Result<Vec<Arc<WatchEvent>>, StoreError>;
+
 /// The redb database and the rules for writing it.
 pub struct Store {
     db: Database,
+    /// The newest [`WATCH_LOG_LIMIT`] changes, oldest first: what a watch replays. Kept in
+    /// memory, as the Kubernetes API server's watch cache is; after a restart a watcher from
+    /// an older resourceVersion is told to list again (`Expired`, Kubernetes' 410).
+    recent: Mutex<VecDeque<Arc<WatchEvent>>>,
 }
 
 impl Store {
@@ -361,11 +371,15 @@ impl Store {
             // Create every table up front so that readers never find one missing.
             txn.open_table(OBJECTS).map_err(db_error)?;
             txn.open_table(META).map_err(db_error)?;
-            txn.open_table(WATCH_LOG).map_err(db_error)?;
             txn.open_table(AUDIT).map_err(db_error)?;
         }
+        // Data directories from before the watch log moved to memory still hold it on disk.
+        txn.delete_table(OLD_WATCH_LOG).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            recent: Mutex::new(VecDeque::new()),
+        })
     }
 
     /// The newest resourceVersion written.
@@ -381,7 +395,7 @@ impl Store {
         &mut self,
         batch: Batch,
         now: jiff::Timestamp,
-    ) -> Result<Vec<WatchEvent>, StoreError> {
+    ) -> Result<Vec<Arc<WatchEvent>>, StoreError> {
         self.apply_group(vec![batch], now)?
             .pop()
             .unwrap_or_else(|| Err(StoreError::Invalid("no batch".into())))
@@ -397,13 +411,12 @@ impl Store {
         &self,
         batches: Vec<Batch>,
         now: jiff::Timestamp,
-    ) -> Result<Vec<Result<Vec<WatchEvent>, StoreError>>, StoreError> {
+    ) -> Result<Vec<Applied>, StoreError> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let results = {
             let mut tables = Tables {
                 objects: txn.open_table(OBJECTS).map_err(db_error)?,
                 meta: txn.open_table(META).map_err(db_error)?,
-                log: txn.open_table(WATCH_LOG).map_err(db_error)?,
                 audit: txn.open_table(AUDIT).map_err(db_error)?,
             };
             let mut rv = read_json(tables.meta.get(RESOURCE_VERSION).map_err(db_error)?)?
@@ -417,16 +430,20 @@ impl Store {
                 .meta
                 .insert(RESOURCE_VERSION, to_bytes(&Value::from(rv)).as_slice())
                 .map_err(db_error)?;
-            if rv > WATCH_LOG_LIMIT {
-                let cutoff = rv - WATCH_LOG_LIMIT;
-                tables
-                    .log
-                    .retain_in(..=cutoff, |_, _| false)
-                    .map_err(db_error)?;
-            }
             results
         };
         txn.commit().map_err(db_error)?;
+        let results: Vec<Applied> = results
+            .into_iter()
+            .map(|result| result.map(|events| events.into_iter().map(Arc::new).collect()))
+            .collect();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        for event in results.iter().flatten().flatten() {
+            if recent.len() >= WATCH_LOG_LIMIT {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
         Ok(results)
     }
 
@@ -507,27 +524,19 @@ impl Store {
     }
 
     /// The changes after `resource_version`, from the log; `Expired` if the log no longer
-    /// reaches back that far.
-    pub fn events_since(&self, resource_version: u64) -> Result<Vec<WatchEvent>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let log = txn.open_table(WATCH_LOG).map_err(db_error)?;
+    /// reaches back that far (or the store has restarted since).
+    pub fn events_since(&self, resource_version: u64) -> Result<Vec<Arc<WatchEvent>>, StoreError> {
         let newest = self.resource_version()?;
-        let oldest = match log.first().map_err(db_error)? {
-            Some((rv, _)) => rv.value(),
-            None => newest + 1,
-        };
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = recent.front().map_or(newest + 1, |e| e.resource_version);
         if resource_version + 1 < oldest && resource_version < newest {
             return Err(StoreError::Expired {
                 requested: resource_version,
                 oldest,
             });
         }
-        let mut events = Vec::new();
-        for entry in log.range(resource_version + 1..).map_err(db_error)? {
-            let (_, value) = entry.map_err(db_error)?;
-            events.push(serde_json::from_slice(value.value()).map_err(db_error)?);
-        }
-        Ok(events)
+        let start = recent.partition_point(|e| e.resource_version <= resource_version);
+        Ok(recent.range(start..).cloned().collect())
     }
 
     /// The audit log, oldest first.
@@ -692,13 +701,55 @@ fn same_declared(a: &Value, b: &Value) -> bool {
 struct Tables<'txn> {
     objects: redb::Table<'txn, &'static str, &'static [u8]>,
     meta: redb::Table<'txn, &'static str, &'static [u8]>,
-    log: redb::Table<'txn, u64, &'static [u8]>,
     audit: redb::Table<'txn, u64, &'static [u8]>,
 }
 
-/// A batch's object changes before they reach the table: the batch's writes see each other,
-/// and a refused batch leaves no trace.
-type Overlay = BTreeMap<String, Option<StoredObject>>;
+/// A batch's changes before they reach the table: the batch's writes see each other, and a
+/// refused batch leaves no trace.
+///
+/// Each object lives once, in its newest event: that event goes to the watch and its object
+/// is what the table stores, so a write neither copies the object nor serialises it twice.
+#[derive(Default)]
+struct Overlay {
+    /// The batch's events so far, in order.
+    events: Vec<WatchEvent>,
+    /// Per key written: where its object now is, or `None` once deleted.
+    latest: BTreeMap<String, Option<Latest>>,
+}
+
+/// Where a key's object is in an [`Overlay`], and what is stored beside it.
+struct Latest {
+    /// Its newest event.
+    event: usize,
+    applied: Option<Value>,
+    application: Option<String>,
+}
+
+impl Overlay {
+    /// Records a change; `kept` (what is stored beside the object) is None for a deletion.
+    fn record(&mut self, event: WatchEvent, kept: Option<(Option<Value>, Option<String>)>) {
+        let index = self.events.len();
+        self.latest.insert(
+            event.key.clone(),
+            kept.map(|(applied, application)| Latest {
+                event: index,
+                applied,
+                application,
+            }),
+        );
+        self.events.push(event);
+    }
+}
+
+/// A [`StoredObject`] borrowed for serialising: the same JSON.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    object: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    application: Option<&'a str>,
+}
 
 impl Tables<'_> {
     /// Applies one batch. The inner result is the batch's own verdict; the outer error is a
@@ -709,9 +760,8 @@ impl Tables<'_> {
         rv: &mut u64,
         now: jiff::Timestamp,
     ) -> Result<Result<Vec<WatchEvent>, StoreError>, StoreError> {
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         let mut meta_writes = Vec::new();
-        let mut events = Vec::new();
         let mut next = *rv;
         for write in batch.writes {
             if let Write::SetMeta { key, value } = write {
@@ -720,14 +770,20 @@ impl Tables<'_> {
             }
             next += 1;
             match apply_write(&self.objects, &mut overlay, write, next, now) {
-                Ok(event) => events.push(event),
+                Ok(()) => {}
                 Err(StoreError::Database(error)) => return Err(StoreError::Database(error)),
                 Err(refused) => return Ok(Err(refused)),
             }
         }
-        for (key, stored) in overlay {
+        let Overlay { events, latest } = overlay;
+        for (key, stored) in latest {
             match stored {
-                Some(stored) => {
+                Some(latest) => {
+                    let stored = StoredRef {
+                        object: &events[latest.event].object,
+                        applied: latest.applied.as_ref(),
+                        application: latest.application.as_deref(),
+                    };
                     self.objects
                         .insert(key.as_str(), to_bytes(&stored).as_slice())
                         .map_err(db_error)?;
@@ -746,11 +802,6 @@ impl Tables<'_> {
                     .insert(key.as_str(), to_bytes(&value).as_slice())
                     .map_err(db_error)?;
             }
-        }
-        for event in &events {
-            self.log
-                .insert(event.resource_version, to_bytes(event).as_slice())
-                .map_err(db_error)?;
         }
         *rv = next;
         if let Some(entry) = batch.audit {
@@ -785,8 +836,14 @@ fn current(
     overlay: &Overlay,
     key: &str,
 ) -> Result<Option<StoredObject>, StoreError> {
-    match overlay.get(key) {
-        Some(stored) => Ok(stored.clone()),
+    match overlay.latest.get(key) {
+        // Written twice in one batch (rare): the earlier event keeps its own copy.
+        Some(Some(latest)) => Ok(Some(StoredObject {
+            object: overlay.events[latest.event].object.clone(),
+            applied: latest.applied.clone(),
+            application: latest.application.clone(),
+        })),
+        Some(None) => Ok(None),
         None => read_json(objects.get(key).map_err(db_error)?),
     }
 }
@@ -820,7 +877,7 @@ fn apply_write(
     write: Write,
     rv: u64,
     now: jiff::Timestamp,
-) -> Result<WatchEvent, StoreError> {
+) -> Result<(), StoreError> {
     let existing = |overlay: &Overlay, key: &str| -> Result<StoredObject, StoreError> {
         current(objects, overlay, key)?.ok_or_else(|| StoreError::NotFound(key.to_string()))
     };
@@ -834,11 +891,7 @@ fn apply_write(
             if current(objects, overlay, &key)?.is_some() {
                 return Err(StoreError::AlreadyExists(key));
             }
-            if object
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .is_none()
-            {
+            if object.at("/metadata/uid").and_then(Value::as_str).is_none() {
                 set_metadata(
                     &mut object,
                     "uid",
@@ -879,7 +932,7 @@ fn apply_write(
             }
             let generation = current
                 .object
-                .pointer("/metadata/generation")
+                .at("/metadata/generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             keep_allocated(&current.object, &mut object);
@@ -890,7 +943,7 @@ fn apply_write(
                 "deletionTimestamp",
                 "deletionGracePeriodSeconds",
             ] {
-                if let Some(value) = current.object.pointer(&format!("/metadata/{field}")) {
+                if let Some(value) = current.object.at(&format!("/metadata/{field}")) {
                     set_metadata(&mut object, field, value.clone());
                 }
             }
@@ -983,10 +1036,7 @@ fn apply_write(
             .map(|field| {
                 (
                     field,
-                    current
-                        .object
-                        .pointer(&format!("/metadata/{field}"))
-                        .cloned(),
+                    current.object.at(&format!("/metadata/{field}")).cloned(),
                 )
             })
             .collect();
@@ -1005,7 +1055,7 @@ fn apply_write(
             if changed {
                 let generation = current
                     .object
-                    .pointer("/metadata/generation")
+                    .at("/metadata/generation")
                     .and_then(Value::as_i64)
                     .unwrap_or(1);
                 set_metadata(
@@ -1029,11 +1079,7 @@ fn apply_write(
             let key = storage_key(&key);
             let mut current = existing(overlay, &key)?;
             check(&key, &current, &precondition)?;
-            if current
-                .object
-                .pointer("/metadata/deletionTimestamp")
-                .is_none()
-            {
+            if current.object.at("/metadata/deletionTimestamp").is_none() {
                 let deadline = now
                     .checked_add(jiff::SignedDuration::from_secs(grace_seconds))
                     .unwrap_or(now);
@@ -1059,15 +1105,16 @@ fn apply_write(
             let key = storage_key(&key);
             let current = existing(overlay, &key)?;
             check(&key, &current, &precondition)?;
-            overlay.insert(key.clone(), None);
             let mut object = current.object;
             set_metadata(&mut object, "resourceVersion", Value::from(rv.to_string()));
-            return Ok(WatchEvent {
+            let event = WatchEvent {
                 resource_version: rv,
                 kind: EventType::Deleted,
                 key,
                 object,
-            });
+            };
+            overlay.record(event, None);
+            return Ok(());
         }
         Write::SetMeta { .. } => {
             return Err(StoreError::Invalid(
@@ -1075,14 +1122,19 @@ fn apply_write(
             ));
         }
     };
-    let object = stored.object.clone();
-    overlay.insert(key.clone(), Some(stored));
-    Ok(WatchEvent {
+    let StoredObject {
+        object,
+        applied,
+        application,
+    } = stored;
+    let event = WatchEvent {
         resource_version: rv,
         kind,
         key,
         object,
-    })
+    };
+    overlay.record(event, Some((applied, application)));
+    Ok(())
 }
 
 /// Puts `condition` into `object`'s `status.conditions` in place of the one of its type.
@@ -1360,7 +1412,7 @@ mod tests {
 
     #[test]
     fn replays_events_and_expires_old_positions() {
-        let (_dir, mut store) = store();
+        let (dir, mut store) = store();
         store
             .apply(
                 Batch {
@@ -1412,6 +1464,16 @@ mod tests {
         ));
         let newest = store.resource_version().expect("reads");
         assert_eq!(store.events_since(newest - 5).expect("recent").len(), 5);
+
+        // The log lives in memory: after a restart only the present can be watched from,
+        // and an older position is told to list again.
+        drop(store);
+        let store = Store::open(&dir.path().join("db.redb")).expect("reopens");
+        assert!(matches!(
+            store.events_since(newest - 5),
+            Err(StoreError::Expired { .. })
+        ));
+        assert_eq!(store.events_since(newest).expect("present"), vec![]);
     }
 
     #[test]

@@ -19,11 +19,11 @@ use crate::store::{Batch, Store, StoreError, StoredObject, WatchEvent};
 /// How many events a live watcher may fall behind before it must relist.
 const WATCH_BUFFER: usize = 65_536;
 
-/// The most batches one transaction commits together.
-const GROUP_LIMIT: usize = 1024;
+/// Roughly the most writes one transaction commits together (whole batches are never split).
+const GROUP_WRITES: usize = 2048;
 
 /// The events a batch made, shared with the watch rather than copied for it.
-type ApplyReply = Result<Vec<Arc<WatchEvent>>, StoreError>;
+type ApplyReply = crate::store::Applied;
 
 /// A batch waiting for the committer, and whom to tell (nobody, for a `tell`).
 type Pending = (Batch, Option<ReplySender<ApplyReply>>);
@@ -69,10 +69,14 @@ fn commit_loop(
     queue: &mpsc::Receiver<Pending>,
 ) {
     while let Ok(first) = queue.recv() {
+        let mut writes = first.0.writes.len();
         let mut group = vec![first];
-        while group.len() < GROUP_LIMIT {
+        while writes < GROUP_WRITES {
             match queue.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) => {
+                    writes += next.0.writes.len();
+                    group.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -80,10 +84,7 @@ fn commit_loop(
         let count = batches.len();
         let started = std::time::Instant::now();
         let results: Vec<ApplyReply> = match store.apply_group(batches, jiff::Timestamp::now()) {
-            Ok(results) => results
-                .into_iter()
-                .map(|result| result.map(|events| events.into_iter().map(Arc::new).collect()))
-                .collect(),
+            Ok(results) => results,
             Err(error) => vec![Err(error); count],
         };
         let metrics = &crate::metrics::METRICS;
@@ -214,7 +215,7 @@ pub struct Watch {
 /// A watch: the changes already logged, then every later one live.
 pub struct WatchStart {
     /// Logged changes after the requested resourceVersion, in order.
-    pub replay: Vec<WatchEvent>,
+    pub replay: Vec<Arc<WatchEvent>>,
     /// Later changes. Skip those at or below the last replayed resourceVersion; a `Lagged`
     /// error means the watcher fell too far behind and must list again.
     pub live: broadcast::Receiver<Arc<WatchEvent>>,

@@ -20,6 +20,7 @@ pub mod load;
 pub mod names;
 pub mod object;
 pub mod path;
+pub mod pointer;
 pub mod quantity;
 pub mod schema;
 pub mod selector;

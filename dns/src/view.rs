@@ -2,6 +2,7 @@
 //! Services, Endpoints and Pods it needs and, after each batch of changes, builds a new
 //! [`Zone`] and swaps it in. A batch of a thousand changes rebuilds once.
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -143,9 +144,9 @@ fn endpoint_infos(object: &Value) -> Vec<EndpointInfo> {
 }
 
 fn pod_info(object: &Value) -> Option<PodInfo> {
-    let ip: IpAddr = object.pointer("/status/podIP")?.as_str()?.parse().ok()?;
+    let ip: IpAddr = object.at("/status/podIP")?.as_str()?.parse().ok()?;
     Some(PodInfo {
-        namespace: object.pointer("/metadata/namespace")?.as_str()?.to_string(),
+        namespace: object.at("/metadata/namespace")?.as_str()?.to_string(),
         ip,
     })
 }

@@ -3,6 +3,7 @@
 //! containerd. It runs as a [`Controller`] over the store's watch like every other actor, so a
 //! restarted kubelet lists, adopts what is running, and removes what no longer belongs to it.
 
+use shipshape_api::pointer::At;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -230,7 +231,7 @@ impl Kubelet {
         let current = self.pods.get(key).cloned();
         let uid = current
             .as_ref()
-            .and_then(|p| p.pointer("/metadata/uid"))
+            .and_then(|p| p.at("/metadata/uid"))
             .and_then(Value::as_str)
             .map(str::to_string);
         // A different incarnation under the same name: the old one's worker stops it.
@@ -252,7 +253,7 @@ impl Kubelet {
             }
             _ => {
                 // A deleted pod whose worker already finished stays finished.
-                if pod.pointer("/metadata/deletionTimestamp").is_some()
+                if pod.at("/metadata/deletionTimestamp").is_some()
                     && self.workers.contains_key(&uid)
                 {
                     return;
@@ -271,7 +272,7 @@ impl Kubelet {
             .values()
             .cloned()
             .chain(self.pods.values().filter_map(|p| {
-                p.pointer("/metadata/uid")
+                p.at("/metadata/uid")
                     .and_then(Value::as_str)
                     .map(str::to_string)
             }))
@@ -361,10 +362,7 @@ impl Controller for Kubelet {
             }
             Kind::Pod => {
                 let bound = event.kind != EventType::Deleted
-                    && event
-                        .object
-                        .pointer("/spec/nodeName")
-                        .and_then(Value::as_str)
+                    && event.object.at("/spec/nodeName").and_then(Value::as_str)
                         == Some(me.as_str());
                 if bound {
                     self.pods.insert(event.key.clone(), event.object.clone());

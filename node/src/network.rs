@@ -7,6 +7,7 @@
 //! The bridge is each node's gateway and the pods' default route: pods on different nodes of the
 //! same host reach each other through the host's routes to every node's bridge.
 
+use shipshape_api::pointer::At;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -97,7 +98,7 @@ impl NodeNetwork {
             .cni("ADD", "bridge", &self.bridge_config(), id, &path)
             .await?;
         result
-            .pointer("/ips/0/address")
+            .at("/ips/0/address")
             .and_then(Value::as_str)
             .and_then(|a| a.split('/').next())
             .and_then(|a| a.parse().ok())
@@ -192,7 +193,7 @@ pub async fn address_in(name: &str) -> Option<Ipv4Addr> {
         .await
         .ok()?;
     let list: Value = serde_json::from_slice(&output.stdout).ok()?;
-    list.pointer("/0/addr_info/0/local")?.as_str()?.parse().ok()
+    list.at("/0/addr_info/0/local")?.as_str()?.parse().ok()
 }
 
 /// The names of the network namespaces in `/run/netns` starting with `prefix`.

@@ -7,6 +7,7 @@
 //! Nothing the worker knows is only in memory: on a restart of shipshape it adopts the
 //! containers labelled with its pod's uid and the namespace it already wired.
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -156,7 +157,7 @@ struct PodState {
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    value.at(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Runs pod `uid` until it is deleted (or the kubelet stops), following `pods`.
@@ -204,11 +205,11 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
                 state.teardown().await;
                 return;
             }
-            Some(pod) if pod.pointer("/metadata/deletionTimestamp").is_some() => {
+            Some(pod) if pod.at("/metadata/deletionTimestamp").is_some() => {
                 state.pod = pod.clone();
                 let grace = pod
-                    .pointer("/metadata/deletionGracePeriodSeconds")
-                    .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds"))
+                    .at("/metadata/deletionGracePeriodSeconds")
+                    .or_else(|| pod.at("/spec/terminationGracePeriodSeconds"))
                     .and_then(Value::as_u64)
                     .unwrap_or(30);
                 state.stop_all(Duration::from_secs(grace)).await;
@@ -280,11 +281,7 @@ impl PodState {
     }
 
     fn policy(&self) -> RestartPolicy {
-        RestartPolicy::parse(
-            self.pod
-                .pointer("/spec/restartPolicy")
-                .and_then(Value::as_str),
-        )
+        RestartPolicy::parse(self.pod.at("/spec/restartPolicy").and_then(Value::as_str))
     }
 
     fn note(&mut self, kind: &str, reason: &str, message: String) {
@@ -420,13 +417,13 @@ impl PodState {
             let policy = self.policy();
             let init: Vec<Value> = self
                 .pod
-                .pointer("/spec/initContainers")
+                .at("/spec/initContainers")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
             let containers: Vec<Value> = self
                 .pod
-                .pointer("/spec/containers")
+                .at("/spec/containers")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
@@ -470,7 +467,7 @@ impl PodState {
         // ConfigMap and Secret volumes follow their objects while the pod runs.
         let projected = self
             .pod
-            .pointer("/spec/volumes")
+            .at("/spec/volumes")
             .and_then(Value::as_array)
             .is_some_and(|v| {
                 v.iter()
@@ -610,10 +607,7 @@ impl PodState {
                 return Step::Wake(Duration::from_secs(5));
             }
         };
-        if container
-            .pointer("/imagePullPolicy")
-            .and_then(Value::as_str)
-            == Some("Always")
+        if container.at("/imagePullPolicy").and_then(Value::as_str) == Some("Always")
             && restarts == 0
             && !self.records.contains_key(&name)
         {
@@ -743,7 +737,7 @@ impl PodState {
     fn container_spec(&self, name: &str) -> Option<Value> {
         ["/spec/containers", "/spec/initContainers"]
             .iter()
-            .filter_map(|p| self.pod.pointer(p).and_then(Value::as_array))
+            .filter_map(|p| self.pod.at(p).and_then(Value::as_array))
             .flatten()
             .find(|c| text(c, "/name") == name)
             .cloned()
@@ -869,7 +863,7 @@ impl PodState {
             );
             let grace = self
                 .pod
-                .pointer("/spec/terminationGracePeriodSeconds")
+                .at("/spec/terminationGracePeriodSeconds")
                 .and_then(Value::as_u64)
                 .unwrap_or(30);
             let runtime = self.shared.runtime.clone();
@@ -982,8 +976,7 @@ impl PodState {
                     None if optional => {}
                     None => return Err(missing(kind, &self.namespace, object_name)),
                 }
-            } else if let Some(field) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str)
-            {
+            } else if let Some(field) = from.at("/fieldRef/fieldPath").and_then(Value::as_str) {
                 let value = match field {
                     "metadata.name" => self.name.clone(),
                     "metadata.namespace" => self.namespace.clone(),
@@ -1064,7 +1057,7 @@ impl PodState {
     async fn prepare_volumes(&self) -> Result<(), String> {
         let volumes = self
             .pod
-            .pointer("/spec/volumes")
+            .at("/spec/volumes")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -1097,7 +1090,7 @@ impl PodState {
                     .await
                     .map_err(|e| format!("volume {name}: {e}"))?;
             } else if let Some(claim) = volume
-                .pointer("/persistentVolumeClaim/claimName")
+                .at("/persistentVolumeClaim/claimName")
                 .and_then(Value::as_str)
             {
                 let path = self.claim_path(claim).await?;
@@ -1147,7 +1140,7 @@ impl PodState {
         };
         let volume = pvc
             .object
-            .pointer("/spec/volumeName")
+            .at("/spec/volumeName")
             .and_then(Value::as_str)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("waiting for persistentvolumeclaim \"{claim}\" to be bound"))?;
@@ -1167,7 +1160,7 @@ impl PodState {
         }
         ["/spec/hostPath/path", "/spec/local/path"]
             .iter()
-            .find_map(|field| pv.pointer(field).and_then(Value::as_str))
+            .find_map(|field| pv.at(field).and_then(Value::as_str))
             .map(PathBuf::from)
             .ok_or_else(|| {
                 format!(
@@ -1184,7 +1177,7 @@ impl PodState {
     fn volume_mounts(&self, container: &Value) -> Result<Vec<BindMount>, String> {
         let volumes = self
             .pod
-            .pointer("/spec/volumes")
+            .at("/spec/volumes")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
@@ -1200,7 +1193,7 @@ impl PodState {
                 .iter()
                 .find(|v| text(v, "/name") == name)
                 .ok_or_else(|| format!("volumeMount {name}: no volume of that name in the pod"))?;
-            let mut source = match volume.pointer("/hostPath/path").and_then(Value::as_str) {
+            let mut source = match volume.at("/hostPath/path").and_then(Value::as_str) {
                 Some(path) => PathBuf::from(path),
                 None => self.volume_dir(name),
             };
@@ -1453,7 +1446,7 @@ impl PodState {
         let time = seconds_text(now);
         let list = |field: &str| -> Vec<Value> {
             self.pod
-                .pointer(field)
+                .at(field)
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default()
@@ -1632,9 +1625,9 @@ fn qos_class(containers: &[Value]) -> &'static str {
     let mut guaranteed = true;
     for container in containers {
         for resource in ["cpu", "memory"] {
-            let limit = container.pointer(&format!("/resources/limits/{resource}"));
+            let limit = container.at(&format!("/resources/limits/{resource}"));
             let request = container
-                .pointer(&format!("/resources/requests/{resource}"))
+                .at(&format!("/resources/requests/{resource}"))
                 .or(limit);
             any |= limit.is_some() || request.is_some();
             guaranteed &= limit.is_some() && limit == request;

@@ -3,6 +3,7 @@
 //! or a command through containerd's exec. What a run of results means (the thresholds) is
 //! decided in `shipshape_reconciler::kubelet::tally`.
 
+use shipshape_api::pointer::At;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -163,7 +164,7 @@ fn action(probe: &Value, container: &Value, field: &str) -> Result<Action, Strin
             return Err(format!("{field}: exec needs a command"));
         }
         Ok(Action::Exec { command })
-    } else if let Some(seconds) = probe.pointer("/sleep/seconds").and_then(Value::as_u64) {
+    } else if let Some(seconds) = probe.at("/sleep/seconds").and_then(Value::as_u64) {
         Ok(Action::Sleep {
             duration: Duration::from_secs(seconds),
         })
@@ -201,7 +202,7 @@ pub fn parse(container: &Value, kind: ProbeKind) -> Result<Option<Probe>, String
 
 /// The container's `lifecycle.<hook>` handler (`preStop`, `postStart`), if it has one.
 pub fn hook(container: &Value, hook: &str) -> Result<Option<Action>, String> {
-    match container.pointer(&format!("/lifecycle/{hook}")) {
+    match container.at(&format!("/lifecycle/{hook}")) {
         None => Ok(None),
         Some(value) => action(value, container, &format!("lifecycle.{hook}")).map(Some),
     }

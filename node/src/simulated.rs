@@ -7,6 +7,7 @@
 //! would cost five thousand copies of the pod stream for nothing, since a simulated node does
 //! no work of its own.
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -365,7 +366,7 @@ impl Controller for SimulatedNodes {
             Kind::Pod => {
                 let object = &event.object;
                 let bound = object
-                    .pointer("/spec/nodeName")
+                    .at("/spec/nodeName")
                     .and_then(Value::as_str)
                     .filter(|n| self.nodes.contains_key(*n));
                 if event.kind == EventType::Deleted || bound.is_none() {
@@ -378,12 +379,11 @@ impl Controller for SimulatedNodes {
                 }
                 let Some(node_name) = bound else { return };
                 let ip = object
-                    .pointer("/status/podIP")
+                    .at("/status/podIP")
                     .and_then(Value::as_str)
                     .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-                let terminating = object.pointer("/metadata/deletionTimestamp").is_some();
-                let running =
-                    object.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+                let terminating = object.at("/metadata/deletionTimestamp").is_some();
+                let running = object.at("/status/phase").and_then(Value::as_str) == Some("Running");
                 let ready = is_ready(object);
                 let pod = self
                     .pods
@@ -401,7 +401,7 @@ impl Controller for SimulatedNodes {
                         containers: Vec::new(),
                     });
                 pod.uid = object
-                    .pointer("/metadata/uid")
+                    .at("/metadata/uid")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
@@ -411,7 +411,7 @@ impl Controller for SimulatedNodes {
                     pod.reported = Some(ready);
                 }
                 pod.containers = object
-                    .pointer("/spec/containers")
+                    .at("/spec/containers")
                     .and_then(Value::as_array)
                     .map(|list| {
                         list.iter()

@@ -6,6 +6,7 @@
 //! [`plan`] is pure (pod JSON and image in, a [`ContainerPlan`] or a one-line reason out), so
 //! the kubelet can report `CreateContainerConfigError` before touching containerd.
 
+use shipshape_api::pointer::At;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -87,7 +88,7 @@ fn text_list(value: Option<&Value>) -> Option<Vec<String>> {
 }
 
 fn quantity(container: &Value, pointer: &str) -> Result<Option<Quantity>, String> {
-    match container.pointer(pointer) {
+    match container.at(pointer) {
         None => Ok(None),
         Some(value) => {
             let text = match value {
@@ -104,8 +105,8 @@ fn quantity(container: &Value, pointer: &str) -> Result<Option<Quantity>, String
 /// The security context field `field` of the container, else of the pod.
 fn security<'a>(pod: &'a Value, container: &'a Value, field: &str) -> Option<&'a Value> {
     container
-        .pointer(&format!("/securityContext/{field}"))
-        .or_else(|| pod.pointer(&format!("/spec/securityContext/{field}")))
+        .at(&format!("/securityContext/{field}"))
+        .or_else(|| pod.at(&format!("/spec/securityContext/{field}")))
 }
 
 /// Decides a container's process, user, limits and security from the pod, the container, the
@@ -131,7 +132,7 @@ pub fn plan(
         ));
     }
     let hostname = pod
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("pod")
         .to_string();
@@ -186,7 +187,7 @@ pub fn plan(
     let cpu_request_milli = quantity(container, "/resources/requests/cpu")?
         .map(|q| i64::try_from(q.milli()).unwrap_or(i64::MAX));
     let capabilities = |field: &str| {
-        text_list(container.pointer(&format!("/securityContext/capabilities/{field}")))
+        text_list(container.at(&format!("/securityContext/capabilities/{field}")))
             .unwrap_or_default()
             .into_iter()
             .map(|c| c.trim_start_matches("CAP_").to_ascii_uppercase())
@@ -203,13 +204,13 @@ pub fn plan(
         cpu_limit_milli,
         cpu_request_milli,
         read_only_root: container
-            .pointer("/securityContext/readOnlyRootFilesystem")
+            .at("/securityContext/readOnlyRootFilesystem")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         add_capabilities: capabilities("add"),
         drop_capabilities: capabilities("drop"),
         allow_privilege_escalation: container
-            .pointer("/securityContext/allowPrivilegeEscalation")
+            .at("/securityContext/allowPrivilegeEscalation")
             .and_then(Value::as_bool)
             .unwrap_or(true),
     })

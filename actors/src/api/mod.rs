@@ -13,6 +13,7 @@ pub mod logs;
 pub mod tables;
 pub mod tls;
 
+use shipshape_api::pointer::At;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -511,7 +512,7 @@ impl Query {
         });
         let fields_hold = self.field_selector.iter().all(|(path, expected, equal)| {
             let pointer = format!("/{}", path.replace('.', "/"));
-            let actual = match object.pointer(&pointer) {
+            let actual = match object.at(&pointer) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Null) | None => String::new(),
                 Some(other) => other.to_string(),

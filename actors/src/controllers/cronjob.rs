@@ -5,6 +5,7 @@
 //! demos: a one-minute schedule then fires every 60/N seconds); times it writes
 //! (`lastScheduleTime`) are on that clock, times it reads from objects are mapped onto it.
 
+use shipshape_api::pointer::At;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -83,7 +84,7 @@ fn job_from_template(cronjob: &Value, name: &str, scheduled: i64) -> Value {
         let annotations = map.entry("annotations").or_insert_with(|| json!({}));
         if let Some(annotations) = annotations.as_object_mut() {
             annotations.insert(SCHEDULED_ANNOTATION.into(), rfc3339(scheduled).into());
-            if let Some(commit) = cronjob.pointer(&format!(
+            if let Some(commit) = cronjob.at(&format!(
                 "/metadata/annotations/{}",
                 COMMIT_ANNOTATION.replace('/', "~1")
             )) {
@@ -138,7 +139,7 @@ impl Controller for CronJobController {
         let Some(cronjob) = self.cronjobs.get(key) else {
             return Reconciled::default();
         };
-        if cronjob.pointer("/metadata/deletionTimestamp").is_some() {
+        if cronjob.at("/metadata/deletionTimestamp").is_some() {
             return Reconciled::default();
         }
         let Ok(cronjob_key) = key_of(cronjob) else {
@@ -185,7 +186,7 @@ impl Controller for CronJobController {
                 .map_or(default, |n| usize::try_from(n).unwrap_or(default))
         };
         let mut active_written: Vec<String> = cronjob
-            .pointer("/status/active")
+            .at("/status/active")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -207,9 +208,9 @@ impl Controller for CronJobController {
             failed_history: history("failedJobsHistoryLimit", 1),
             created: self
                 .clock
-                .at(seconds(cronjob.pointer("/metadata/creationTimestamp")).unwrap_or(0)),
-            last_schedule: seconds(cronjob.pointer("/status/lastScheduleTime")),
-            last_successful: seconds(cronjob.pointer("/status/lastSuccessfulTime")),
+                .at(seconds(cronjob.at("/metadata/creationTimestamp")).unwrap_or(0)),
+            last_schedule: seconds(cronjob.at("/status/lastScheduleTime")),
+            last_successful: seconds(cronjob.at("/status/lastSuccessfulTime")),
             active_written,
             jobs,
         };

@@ -3,6 +3,7 @@
 //! required node affinity and placed by the scheduler, as in Kubernetes; the template's
 //! revision is the `controller-revision-hash` label.
 
+use shipshape_api::pointer::At;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
@@ -148,7 +149,7 @@ impl Controller for DaemonSetController {
         let Some(set) = self.sets.get(key) else {
             return Reconciled::default();
         };
-        if set.pointer("/metadata/deletionTimestamp").is_some() {
+        if set.at("/metadata/deletionTimestamp").is_some() {
             return Reconciled::default();
         }
         let Ok(set_key) = key_of(set) else {
@@ -184,8 +185,8 @@ impl Controller for DaemonSetController {
         let mut view = DaemonSetView {
             name: set_key.name.clone(),
             nodes,
-            node_selector: string_map(set.pointer("/spec/template/spec/nodeSelector")),
-            tolerations: tolerations(set.pointer("/spec/template/spec/tolerations")),
+            node_selector: string_map(set.at("/spec/template/spec/nodeSelector")),
+            tolerations: tolerations(set.at("/spec/template/spec/tolerations")),
             on_delete: strategy["type"] == "OnDelete",
             max_unavailable: 1,
             generation: number(set, "/metadata/generation").unwrap_or(1),

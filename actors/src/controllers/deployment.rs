@@ -1,6 +1,7 @@
 //! The Deployment controller: one ReplicaSet per pod template, rolled over as the strategy
 //! says, deciding with [`shipshape_reconciler::deployment::decide_deployment`].
 
+use shipshape_api::pointer::At;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ fn strategy(deployment: &Value) -> RolloutStrategy {
     if text(deployment, "/spec/strategy/type") == Some("Recreate") {
         return RolloutStrategy::Recreate;
     }
-    let rolling = deployment.pointer("/spec/strategy/rollingUpdate");
+    let rolling = deployment.at("/spec/strategy/rollingUpdate");
     RolloutStrategy::RollingUpdate {
         max_surge: int_or_percent(
             rolling.and_then(|r| r.get("maxSurge")),
@@ -80,7 +81,7 @@ fn strategy(deployment: &Value) -> RolloutStrategy {
 /// The hash of a Deployment's pod template: what names its ReplicaSet.
 pub fn deployment_template_hash(deployment: &Value) -> String {
     let template = deployment
-        .pointer("/spec/template")
+        .at("/spec/template")
         .cloned()
         .unwrap_or(Value::Null);
     template_hash(&serde_json::to_vec(&template).unwrap_or_default())
@@ -188,7 +189,7 @@ fn summary(set: &Value) -> ReplicaSetSummary {
         resource_version: text(set, "/metadata/resourceVersion")
             .and_then(|r| r.parse().ok())
             .unwrap_or(0),
-        created: seconds(set.pointer("/metadata/creationTimestamp")).unwrap_or(0),
+        created: seconds(set.at("/metadata/creationTimestamp")).unwrap_or(0),
         replicas: number(set, "/spec/replicas")
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1),
@@ -201,11 +202,11 @@ fn summary(set: &Value) -> ReplicaSetSummary {
 /// The ReplicaSet a Deployment's current template asks for.
 fn replica_set(deployment: &Value, name: &str, hash: &str, replicas: u32, revision: u64) -> Value {
     let mut template = deployment
-        .pointer("/spec/template")
+        .at("/spec/template")
         .cloned()
         .unwrap_or_else(|| json!({}));
     let mut labels = template
-        .pointer("/metadata/labels")
+        .at("/metadata/labels")
         .cloned()
         .unwrap_or_else(|| json!({}));
     if let Some(map) = labels.as_object_mut() {
@@ -219,7 +220,7 @@ fn replica_set(deployment: &Value, name: &str, hash: &str, replicas: u32, revisi
         metadata.insert("labels".into(), labels.clone());
     }
     let mut selector = deployment
-        .pointer("/spec/selector")
+        .at("/spec/selector")
         .cloned()
         .unwrap_or_else(|| json!({}));
     if let Some(map) = selector.as_object_mut() {
@@ -229,7 +230,7 @@ fn replica_set(deployment: &Value, name: &str, hash: &str, replicas: u32, revisi
         }
     }
     let mut annotations = json!({ REVISION_ANNOTATION: revision.to_string() });
-    if let Some(commit) = deployment.pointer(&format!(
+    if let Some(commit) = deployment.at(&format!(
         "/metadata/annotations/{}",
         COMMIT_ANNOTATION.replace('/', "~1")
     )) {
@@ -240,7 +241,7 @@ fn replica_set(deployment: &Value, name: &str, hash: &str, replicas: u32, revisi
         "selector": selector,
         "template": template,
     });
-    if let Some(min_ready) = deployment.pointer("/spec/minReadySeconds") {
+    if let Some(min_ready) = deployment.at("/spec/minReadySeconds") {
         spec["minReadySeconds"] = min_ready.clone();
     }
     json!({
@@ -290,7 +291,7 @@ impl Controller for DeploymentController {
         let Some(deployment) = self.deployments.get(key) else {
             return Reconciled::default();
         };
-        if deployment.pointer("/metadata/deletionTimestamp").is_some() {
+        if deployment.at("/metadata/deletionTimestamp").is_some() {
             return Reconciled::default();
         }
         let Ok(deployment_key) = key_of(deployment) else {

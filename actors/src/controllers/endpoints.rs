@@ -3,6 +3,7 @@
 //! Services without a selector are left alone (their Endpoints are the user's), and so are
 //! Endpoints that Git declares.
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
@@ -87,7 +88,7 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 
 fn service_ports(service: &Value) -> Vec<ServicePort> {
     service
-        .pointer("/spec/ports")
+        .at("/spec/ports")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -115,7 +116,7 @@ fn service_ports(service: &Value) -> Vec<ServicePort> {
 fn endpoint_pod(pod: &Value) -> EndpointPod {
     let ready = condition_is_true(pod, "Ready");
     let named_ports = pod
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -142,7 +143,7 @@ fn endpoint_pod(pod: &Value) -> EndpointPod {
             .map(str::to_string),
         node: text(pod, "/spec/nodeName").map(str::to_string),
         ready,
-        terminating: pod.pointer("/metadata/deletionTimestamp").is_some(),
+        terminating: pod.at("/metadata/deletionTimestamp").is_some(),
         named_ports,
         hostname: text(pod, "/spec/hostname")
             .zip(text(pod, "/spec/subdomain"))
@@ -239,7 +240,7 @@ fn slice_name(service: &str, subset: &Subset) -> String {
 }
 
 fn written(event: &WatchEvent, content: Value) -> Written {
-    let labels = string_map(event.object.pointer("/metadata/labels"));
+    let labels = string_map(event.object.at("/metadata/labels"));
     Written {
         resource_version: event.resource_version,
         content,
@@ -308,7 +309,7 @@ impl EndpointsController {
         );
         let mut labels = service
             .object
-            .pointer("/metadata/labels")
+            .at("/metadata/labels")
             .cloned()
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({}));
@@ -393,18 +394,18 @@ impl Controller for EndpointsController {
                     self.services.insert(
                         event.key.clone(),
                         CachedService {
-                            selector: string_map(object.pointer("/spec/selector")),
+                            selector: string_map(object.at("/spec/selector")),
                             ports: service_ports(object),
                             publish_not_ready: object
-                                .pointer("/spec/publishNotReadyAddresses")
+                                .at("/spec/publishNotReadyAddresses")
                                 .and_then(Value::as_bool)
                                 .unwrap_or(false),
                             object: json!({
                                 "apiVersion": "v1", "kind": "Service",
                                 "metadata": {
                                     "name": key.name, "namespace": key.namespace,
-                                    "uid": object.pointer("/metadata/uid"),
-                                    "labels": object.pointer("/metadata/labels"),
+                                    "uid": object.at("/metadata/uid"),
+                                    "labels": object.at("/metadata/labels"),
                                 },
                             }),
                         },
@@ -419,7 +420,7 @@ impl Controller for EndpointsController {
             Kind::Pod => {
                 let old = self.pods.remove(&event.key);
                 let new = (!deleted).then(|| CachedPod {
-                    labels: string_map(event.object.pointer("/metadata/labels")),
+                    labels: string_map(event.object.at("/metadata/labels")),
                     view: endpoint_pod(&event.object),
                 });
                 if old.as_ref().map(|p| (&p.labels, &p.view))

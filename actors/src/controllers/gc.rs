@@ -1,6 +1,7 @@
 //! The garbage collector: deletes objects whose owners are all gone, and what a deleted
 //! Namespace held, deciding with [`shipshape_reconciler::gc::garbage`].
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::{Value, json};
@@ -94,7 +95,7 @@ impl Controller for GarbageCollector {
         }
         let owners: Vec<String> = event
             .object
-            .pointer("/metadata/ownerReferences")
+            .at("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -125,10 +126,7 @@ impl Controller for GarbageCollector {
             bound_pod: key.kind == Kind::Pod
                 && text(&event.object, "/spec/nodeName").is_some_and(|n| !n.is_empty()),
         };
-        let terminating = event
-            .object
-            .pointer("/metadata/deletionTimestamp")
-            .is_some();
+        let terminating = event.object.at("/metadata/deletionTimestamp").is_some();
         if !terminating && garbage(&cached.collectable, &self.live_uids, &self.namespaces).is_some()
         {
             dirty.mark(event.key.clone(), || because(event));

@@ -2,6 +2,7 @@
 //! [`shipshape_reconciler::job::decide_job`]. Finished pods are marked counted (an annotation)
 //! in the same transaction as the status that counts them, so counting is exactly once.
 
+use shipshape_api::pointer::At;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -57,22 +58,20 @@ fn job_pod(pod: &Value) -> JobPod {
         _ => None,
     };
     let statuses = pod
-        .pointer("/status/containerStatuses")
+        .at("/status/containerStatuses")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     let finished_at = statuses
         .iter()
-        .filter_map(|s| seconds(s.pointer("/state/terminated/finishedAt")))
+        .filter_map(|s| seconds(s.at("/state/terminated/finishedAt")))
         .max()
-        .or_else(|| {
-            outcome.map(|_| seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0))
-        });
+        .or_else(|| outcome.map(|_| seconds(pod.at("/metadata/creationTimestamp")).unwrap_or(0)));
     let restarts = statuses
         .iter()
         .filter_map(|s| s["restartCount"].as_u64())
         .sum::<u64>();
-    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+    let terminating = pod.at("/metadata/deletionTimestamp").is_some();
     JobPod {
         name: text(pod, "/metadata/name").unwrap_or_default().to_string(),
         uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
@@ -82,12 +81,12 @@ fn job_pod(pod: &Value) -> JobPod {
         finished_at,
         restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
         counted: pod
-            .pointer(&format!(
+            .at(&format!(
                 "/metadata/annotations/{}",
                 COUNTED_ANNOTATION.replace('/', "~1")
             ))
             .is_some(),
-        created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
+        created: seconds(pod.at("/metadata/creationTimestamp")).unwrap_or(0),
     }
 }
 
@@ -110,7 +109,7 @@ fn parse_status(job: &Value) -> JobStatus {
         ready: status_count(job, "ready"),
         succeeded: status_count(job, "succeeded"),
         failed: status_count(job, "failed"),
-        start_time: seconds(job.pointer("/status/startTime")),
+        start_time: seconds(job.at("/status/startTime")),
         ended,
     }
 }
@@ -199,7 +198,7 @@ impl Controller for JobController {
         let Some(job) = self.jobs.get(key) else {
             return Reconciled::default();
         };
-        if job.pointer("/metadata/deletionTimestamp").is_some() {
+        if job.at("/metadata/deletionTimestamp").is_some() {
             return Reconciled::default();
         }
         let Ok(job_key) = key_of(job) else {
@@ -229,7 +228,7 @@ impl Controller for JobController {
             ttl_seconds_after_finished: spec["ttlSecondsAfterFinished"].as_i64(),
             suspend,
             restart: match spec
-                .pointer("/template/spec/restartPolicy")
+                .at("/template/spec/restartPolicy")
                 .and_then(Value::as_str)
             {
                 Some("OnFailure") => JobRestart::OnFailure,

@@ -29,6 +29,7 @@ pub mod statefulset;
 pub mod volumes;
 
 use serde_json::Value;
+use shipshape_api::pointer::At;
 use shipshape_reconciler::replicaset::{PodPhase, PodView};
 
 /// The status of container `name` in `pod` (regular or init), if the kubelet reported one.
@@ -70,19 +71,19 @@ pub fn rfc3339(seconds: i64) -> String {
 
 /// The text at a JSON pointer.
 pub fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
-    object.pointer(pointer).and_then(Value::as_str)
+    object.at(pointer).and_then(Value::as_str)
 }
 
 /// The number at a JSON pointer.
 pub fn number(object: &Value, pointer: &str) -> Option<i64> {
-    object.pointer(pointer).and_then(Value::as_i64)
+    object.at(pointer).and_then(Value::as_i64)
 }
 
 /// The uid of an object's controlling owner of `kind` (the ownerReference with
 /// `controller: true`).
 pub fn controller_uid<'a>(object: &'a Value, kind: &str) -> Option<&'a str> {
     object
-        .pointer("/metadata/ownerReferences")?
+        .at("/metadata/ownerReferences")?
         .as_array()?
         .iter()
         .find(|owner| {
@@ -159,7 +160,7 @@ pub fn pod_from_template(owner: &Value, name: &str, labels: &[(&str, &str)]) -> 
             "ownerReferences".into(),
             serde_json::json!([owner_reference(owner)]),
         );
-        if let Some(commit) = owner.pointer(&format!(
+        if let Some(commit) = owner.at(&format!(
             "/metadata/annotations/{}",
             COMMIT_ANNOTATION.replace('/', "~1")
         )) {
@@ -283,7 +284,7 @@ pub fn owner_reference(owner: &Value) -> Value {
 /// An object's status condition of this type (`Ready`, `Progressing`, `PodScheduled`).
 pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
     object
-        .pointer("/status/conditions")?
+        .at("/status/conditions")?
         .as_array()?
         .iter()
         .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
@@ -350,7 +351,7 @@ pub fn pod_view(pod: &Value) -> PodView {
     };
     let (ready, ready_since) = ready_condition(pod);
     let restarts = pod
-        .pointer("/status/containerStatuses")
+        .at("/status/containerStatuses")
         .and_then(Value::as_array)
         .map(|statuses| {
             statuses
@@ -369,8 +370,8 @@ pub fn pod_view(pod: &Value) -> PodView {
         ready,
         ready_since,
         restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
-        created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
-        terminating: pod.pointer("/metadata/deletionTimestamp").is_some(),
+        created: seconds(pod.at("/metadata/creationTimestamp")).unwrap_or(0),
+        terminating: pod.at("/metadata/deletionTimestamp").is_some(),
     }
 }
 

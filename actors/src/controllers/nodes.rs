@@ -6,6 +6,7 @@
 //! it (as Kubernetes does): clocks of different machines need not agree, and after a restart
 //! every node gets a full grace period before it is judged.
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -58,7 +59,7 @@ impl NodeLifecycle {
 }
 
 fn taints(node: &Value) -> Vec<Value> {
-    node.pointer("/spec/taints")
+    node.at("/spec/taints")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
@@ -69,7 +70,7 @@ fn is_unreachable_taint(taint: &Value) -> bool {
 }
 
 fn tolerates_forever(pod: &Value) -> bool {
-    pod.pointer("/spec/tolerations")
+    pod.at("/spec/tolerations")
         .and_then(Value::as_array)
         .is_some_and(|list| {
             list.iter().any(|t| {
@@ -149,10 +150,7 @@ impl Controller for NodeLifecycle {
                         uid: text(&event.object, "/metadata/uid")
                             .unwrap_or_default()
                             .to_string(),
-                        terminating: event
-                            .object
-                            .pointer("/metadata/deletionTimestamp")
-                            .is_some(),
+                        terminating: event.object.at("/metadata/deletionTimestamp").is_some(),
                         tolerates_forever: tolerates_forever(&event.object),
                         ready: condition_is_true(&event.object, "Ready"),
                     };

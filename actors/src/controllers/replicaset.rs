@@ -1,6 +1,7 @@
 //! The ReplicaSet controller: keeps each set's pods at its replicas and reports its status,
 //! deciding with [`shipshape_reconciler::replicaset::decide_replica_set`].
 
+use shipshape_api::pointer::At;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -103,7 +104,7 @@ impl Controller for ReplicaSetController {
         let Some(set) = self.sets.get(key) else {
             return Reconciled::default();
         };
-        if set.pointer("/metadata/deletionTimestamp").is_some() {
+        if set.at("/metadata/deletionTimestamp").is_some() {
             return Reconciled::default();
         }
         let uid = text(set, "/metadata/uid").unwrap_or_default();

@@ -7,6 +7,7 @@
 //! store refuses is forgotten again. The binding itself carries the pod's resourceVersion, so a
 //! pod can never be bound twice.
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +165,7 @@ impl Scheduler {
             return false;
         };
         let node = text(pod, "/spec/nodeName").filter(|n| !n.is_empty());
-        let same_labels = match pod.pointer("/metadata/labels").and_then(Value::as_object) {
+        let same_labels = match pod.at("/metadata/labels").and_then(Value::as_object) {
             Some(labels) => {
                 labels.len() == cached.labels.len()
                     && labels
@@ -177,7 +178,7 @@ impl Scheduler {
             && node.is_some()
             && cached.node.as_deref() == node
             && text(pod, "/metadata/uid") == Some(cached.uid.as_str())
-            && pod.pointer("/metadata/deletionTimestamp").is_none()
+            && pod.at("/metadata/deletionTimestamp").is_none()
             && same_labels;
         if unchanged {
             cached.object_rv = resource_version;
@@ -303,18 +304,18 @@ pub fn units(value: Option<&Value>) -> u64 {
 /// What a pod asks of a node.
 pub fn pod_request(pod: &Value) -> PodRequest {
     let containers = pod
-        .pointer("/spec/containers")
+        .at("/spec/containers")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
     let sum = |resource: &str, read: fn(Option<&Value>) -> u64| -> u64 {
         containers
             .iter()
-            .map(|c| read(c.pointer(&format!("/resources/requests/{resource}"))))
+            .map(|c| read(c.at(&format!("/resources/requests/{resource}"))))
             .sum()
     };
     let owner = pod
-        .pointer("/metadata/ownerReferences")
+        .at("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .and_then(|owners| {
             owners
@@ -329,12 +330,12 @@ pub fn pod_request(pod: &Value) -> PodRequest {
             )
         })
         .unwrap_or_default();
-    let tolerations = tolerations(pod.pointer("/spec/tolerations"));
+    let tolerations = tolerations(pod.at("/spec/tolerations"));
     PodRequest {
         owner: owner.into(),
         cpu_milli: sum("cpu", milli),
         memory: sum("memory", units),
-        node_selector: string_map(pod.pointer("/spec/nodeSelector")),
+        node_selector: string_map(pod.at("/spec/nodeSelector")),
         tolerations,
         pinned: None,
         node_affinity: node_affinity(pod),
@@ -357,7 +358,7 @@ pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
             })
             .collect()
     };
-    pod.pointer(
+    pod.at(
         "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
     )
     .and_then(Value::as_array)
@@ -374,7 +375,7 @@ pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
 pub fn pod_terms(pod: &Value) -> Option<PodTerms> {
     let own_namespace = text(pod, "/metadata/namespace").unwrap_or("default");
     let terms = |path: &str| -> Vec<PodAffinityTerm> {
-        pod.pointer(path)
+        pod.at(path)
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -433,7 +434,7 @@ pub fn tolerations(list: Option<&Value>) -> Vec<Toleration> {
 /// tied to their node), if it names exactly one.
 pub fn pinned_node(pod: &Value) -> Option<String> {
     let terms = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?
+        .at("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")?
         .as_array()?;
     let fields = terms.first()?.get("matchFields")?.as_array()?;
     let field = fields
@@ -449,7 +450,7 @@ pub fn pinned_node(pod: &Value) -> Option<String> {
 pub fn node_view(node: &Value) -> NodeView {
     let ready = condition_is_true(node, "Ready");
     let taints = node
-        .pointer("/spec/taints")
+        .at("/spec/taints")
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
@@ -465,16 +466,16 @@ pub fn node_view(node: &Value) -> NodeView {
         name: text(node, "/metadata/name").unwrap_or_default().to_string(),
         ready,
         unschedulable: node
-            .pointer("/spec/unschedulable")
+            .at("/spec/unschedulable")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        labels: string_map(node.pointer("/metadata/labels")),
+        labels: string_map(node.at("/metadata/labels")),
         taints,
-        cpu_milli: milli(node.pointer("/status/allocatable/cpu")),
-        memory: units(node.pointer("/status/allocatable/memory")),
+        cpu_milli: milli(node.at("/status/allocatable/cpu")),
+        memory: units(node.at("/status/allocatable/memory")),
         used_cpu_milli: 0,
         used_memory: 0,
-        max_pods: u32::try_from(units(node.pointer("/status/allocatable/pods"))).unwrap_or(110),
+        max_pods: u32::try_from(units(node.at("/status/allocatable/pods"))).unwrap_or(110),
         used_pods: 0,
         pods_by_owner: OwnerCounts::default(),
     }
@@ -594,7 +595,7 @@ impl Controller for Scheduler {
                     self.wake_attracted(dirty, event);
                     return;
                 }
-                let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+                let terminating = pod.at("/metadata/deletionTimestamp").is_some();
                 let cached = CachedPod {
                     object_rv: event.resource_version,
                     node: text(pod, "/spec/nodeName")
@@ -602,12 +603,12 @@ impl Controller for Scheduler {
                         .map(str::to_string),
                     active: !finished,
                     request: pod_request(pod),
-                    created: seconds(pod.pointer("/metadata/creationTimestamp")).unwrap_or(0),
+                    created: seconds(pod.at("/metadata/creationTimestamp")).unwrap_or(0),
                     unschedulable: unschedulable_message(pod),
                     uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
                     claims: super::volumes::pod_claims(pod),
                     namespace: key.namespace.clone(),
-                    labels: self.intern(string_map(pod.pointer("/metadata/labels"))),
+                    labels: self.intern(string_map(pod.at("/metadata/labels"))),
                     terms: pod_terms(pod).map(Arc::new),
                 };
                 let freed = finished
@@ -807,7 +808,7 @@ mod tests {
         let Write::Patch { patch, .. } = write else {
             return Err(format!("{write:?}"));
         };
-        match patch.pointer("/spec/nodeName").and_then(Value::as_str) {
+        match patch.at("/spec/nodeName").and_then(Value::as_str) {
             Some(node) => Ok(node.to_string()),
             None => Err(patch["status"]["conditions"][0]["message"]
                 .as_str()

@@ -1,6 +1,7 @@
 //! The StatefulSet controller: ordinal pods with stable names, hostnames and claims, deciding
 //! with [`shipshape_reconciler::statefulset::decide_stateful_set`].
 
+use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
@@ -96,7 +97,7 @@ fn status_json(status: &StatefulSetStatus) -> Value {
 }
 
 fn claim_templates(set: &Value) -> Vec<&Value> {
-    set.pointer("/spec/volumeClaimTemplates")
+    set.at("/spec/volumeClaimTemplates")
         .and_then(Value::as_array)
         .map(|list| list.iter().collect())
         .unwrap_or_default()
@@ -128,7 +129,7 @@ fn ordinal_pod(set: &Value, name: &str, ordinal: u32, revision: &str) -> Value {
         .cloned()
         .unwrap_or_default();
     for template in claim_templates(set) {
-        let Some(template_name) = template.pointer("/metadata/name").and_then(Value::as_str) else {
+        let Some(template_name) = template.at("/metadata/name").and_then(Value::as_str) else {
             continue;
         };
         volumes.retain(|v| v["name"] != template_name);
@@ -146,16 +147,13 @@ fn ordinal_pod(set: &Value, name: &str, ordinal: u32, revision: &str) -> Value {
 fn claim_object(set: &Value, name: &str, template: &str, delete_with_set: bool) -> Option<Value> {
     let source = claim_templates(set)
         .into_iter()
-        .find(|t| t.pointer("/metadata/name").and_then(Value::as_str) == Some(template))?;
+        .find(|t| t.at("/metadata/name").and_then(Value::as_str) == Some(template))?;
     let mut metadata = json!({
         "name": name,
         "namespace": set["metadata"]["namespace"],
-        "labels": set.pointer("/spec/selector/matchLabels").cloned().unwrap_or_else(|| json!({})),
+        "labels": set.at("/spec/selector/matchLabels").cloned().unwrap_or_else(|| json!({})),
     });
-    if let Some(labels) = source
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-    {
+    if let Some(labels) = source.at("/metadata/labels").and_then(Value::as_object) {
         for (k, v) in labels {
             metadata["labels"][k] = v.clone();
         }
@@ -229,7 +227,7 @@ impl Controller for StatefulSetController {
         let Some(set) = self.sets.get(key) else {
             return Reconciled::default();
         };
-        if set.pointer("/metadata/deletionTimestamp").is_some() {
+        if set.at("/metadata/deletionTimestamp").is_some() {
             return Reconciled::default();
         }
         let Ok(set_key) = key_of(set) else {
@@ -268,7 +266,7 @@ impl Controller for StatefulSetController {
         let templates: Vec<String> = claim_templates(set)
             .iter()
             .filter_map(|t| {
-                t.pointer("/metadata/name")
+                t.at("/metadata/name")
                     .and_then(Value::as_str)
                     .map(str::to_string)
             })

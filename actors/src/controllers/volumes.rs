@@ -3,6 +3,7 @@
 //! pod), deciding with [`shipshape_reconciler::volumes::decide_volumes`]. It also keeps the
 //! built-in `local-path` StorageClass (the default) in the store.
 
+use shipshape_api::pointer::At;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -69,12 +70,12 @@ impl VolumeController {
 
 /// The claims a pod's volumes use.
 pub fn pod_claims(pod: &Value) -> Vec<String> {
-    pod.pointer("/spec/volumes")
+    pod.at("/spec/volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|v| {
-            v.pointer("/persistentVolumeClaim/claimName")?
+            v.at("/persistentVolumeClaim/claimName")?
                 .as_str()
                 .map(str::to_string)
         })
@@ -84,7 +85,7 @@ pub fn pod_claims(pod: &Value) -> Vec<String> {
 /// The node a volume's required node affinity names (`kubernetes.io/hostname In [node]`).
 pub fn volume_node(volume: &Value) -> Option<String> {
     let terms = volume
-        .pointer("/spec/nodeAffinity/required/nodeSelectorTerms")?
+        .at("/spec/nodeAffinity/required/nodeSelectorTerms")?
         .as_array()?;
     terms.iter().find_map(|term| {
         term["matchExpressions"].as_array()?.iter().find_map(|e| {
@@ -117,7 +118,7 @@ fn claim_view(claim: &Value, consumers: &BTreeMap<(String, String), String>) -> 
         class: claim["spec"]["storageClassName"]
             .as_str()
             .map(str::to_string),
-        request: units(claim.pointer("/spec/resources/requests/storage")),
+        request: units(claim.at("/spec/resources/requests/storage")),
         access_modes: modes(&claim["spec"]["accessModes"]),
         volume: text(claim, "/spec/volumeName")
             .filter(|v| !v.is_empty())
@@ -129,7 +130,7 @@ fn claim_view(claim: &Value, consumers: &BTreeMap<(String, String), String>) -> 
 }
 
 fn volume_view(volume: &Value) -> VolumeView {
-    let claim = volume.pointer("/spec/claimRef").map(|r| {
+    let claim = volume.at("/spec/claimRef").map(|r| {
         (
             text(r, "/namespace").unwrap_or("default").to_string(),
             text(r, "/name").unwrap_or_default().to_string(),
@@ -143,7 +144,7 @@ fn volume_view(volume: &Value) -> VolumeView {
         class: text(volume, "/spec/storageClassName")
             .unwrap_or_default()
             .to_string(),
-        capacity: units(volume.pointer("/spec/capacity/storage")),
+        capacity: units(volume.at("/spec/capacity/storage")),
         access_modes: modes(&volume["spec"]["accessModes"]),
         claim,
         reclaim_delete: text(volume, "/spec/persistentVolumeReclaimPolicy") == Some("Delete"),
@@ -151,7 +152,7 @@ fn volume_view(volume: &Value) -> VolumeView {
             .unwrap_or_default()
             .to_string(),
         provisioned: volume
-            .pointer(&format!(
+            .at(&format!(
                 "/metadata/annotations/{}",
                 PROVISIONED_BY.replace('/', "~1")
             ))
@@ -272,7 +273,7 @@ impl Controller for VolumeController {
         let claims: Vec<ClaimView> = self
             .claims
             .values()
-            .filter(|c| c.pointer("/metadata/deletionTimestamp").is_none())
+            .filter(|c| c.at("/metadata/deletionTimestamp").is_none())
             .map(|c| claim_view(c, &self.consumers))
             .collect();
         let volumes: Vec<VolumeView> = self.volumes.values().map(volume_view).collect();
@@ -352,7 +353,7 @@ impl Controller for VolumeController {
                     let capacity = pv["spec"]["capacity"].clone();
                     let access = pv["spec"]["accessModes"].clone();
                     let mut writes = Vec::new();
-                    if pv.pointer("/spec/claimRef").is_none() {
+                    if pv.at("/spec/claimRef").is_none() {
                         // Only the volume as it was seen free: a decision on a stale view
                         // cannot give a volume to a second claim.
                         let seen = text(pv, "/metadata/resourceVersion")
