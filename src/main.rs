@@ -241,7 +241,20 @@ fn verify() -> anyhow::Result<ExitCode> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long memory freed to mimalloc stays before it is returned to the system. mimalloc's
+/// default (one second) made the scale benchmark return and fault in again gigabytes of
+/// pages: about a sixth of its CPU went to the kernel zeroing pages. Under sustained churn the
+/// memory is now reused; what stays idle for this long is still given back.
+const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 30_000;
+
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (libmimalloc-sys names only some
+/// options; the version is pinned by Cargo.lock).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // SAFETY: mi_option_set only stores an option value; it is not thread safe, and no other
+    // thread exists yet.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
     let cli = Cli::parse();
     // Warnings and errors by default; SHIPSHAPE_LOG (e.g. `debug`, `shipshape_actors=debug`)
     // shows more, down to a span per reconcile.

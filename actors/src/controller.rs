@@ -24,11 +24,16 @@ use kameo::message::{Context, Message};
 use shipshape_api::Kind;
 use tracing::Instrument;
 
-use crate::store::{Batch, EventType, StoreError, WatchEvent, parse_storage_key};
+use crate::store::{Batch, EventType, StoreError, WatchEvent, storage_kind};
 use crate::store_actor::{Apply, ListWatch, StoreActor};
 
 /// How many watch events are handed to a controller at once.
 const EVENT_BATCH: usize = 4096;
+
+/// The most keys one round decides before its writes are sent. Later keys follow in the next
+/// round, as a message to itself: the first writes reach the store while the rest are decided,
+/// and other tasks (the watch pumps) get a thread between rounds.
+const ROUND_KEYS: usize = 512;
 
 /// Tombstones kept before the old ones are dropped.
 const TOMBSTONE_LIMIT: usize = 50_000;
@@ -79,8 +84,19 @@ impl Dirty {
         self.0.entry(key.into()).or_insert_with(reason);
     }
 
-    fn take(&mut self) -> BTreeMap<String, String> {
-        std::mem::take(&mut self.0)
+    /// Takes up to `limit` keys (the first in key order), leaving the rest marked.
+    fn take(&mut self, limit: usize) -> BTreeMap<String, String> {
+        match self.0.keys().nth(limit).cloned() {
+            Some(first_left) => {
+                let rest = self.0.split_off(&first_left);
+                std::mem::replace(&mut self.0, rest)
+            }
+            None => std::mem::take(&mut self.0),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -109,6 +125,8 @@ pub struct ControllerActor<C: Controller> {
     in_flight: HashMap<String, usize>,
     /// Dirty keys held back until their writes are answered.
     held: Dirty,
+    /// A [`Run`] is in the mailbox.
+    run_pending: bool,
     pump: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -124,6 +142,7 @@ impl<C: Controller> ControllerActor<C> {
             timers: HashMap::new(),
             in_flight: HashMap::new(),
             held: Dirty::default(),
+            run_pending: false,
             pump: None,
         }
     }
@@ -180,8 +199,8 @@ impl<C: Controller> ControllerActor<C> {
         });
     }
 
-    /// Reconciles every dirty key whose earlier writes are all answered, and sends what was
-    /// decided to the store without waiting: the answers come back as [`Written`], so the
+    /// Reconciles up to [`ROUND_KEYS`] dirty keys whose earlier writes are all answered, and
+    /// sends what was decided to the store without waiting: the answers come back as [`Written`], so the
     /// controller keeps deciding other keys while the store commits (the scheduler binds the
     /// next pods while the last bindings are made durable).
     ///
@@ -191,7 +210,12 @@ impl<C: Controller> ControllerActor<C> {
     /// which is a stale read: every write a decision makes carries the preconditions that make
     /// that safe, and the models explore exactly that fault.
     fn run(&mut self, me: &ActorRef<Self>) {
-        let mut keys = self.dirty.take();
+        let mut keys = self.dirty.take(ROUND_KEYS);
+        if !self.dirty.is_empty() && !self.run_pending {
+            self.run_pending = true;
+            // The mailbox is unbounded: this fails only when the actor is stopping.
+            let _ = me.tell(Run).try_send();
+        }
         if !self.in_flight.is_empty() {
             keys.retain(|key, reason| {
                 if self.in_flight.contains_key(key) {
@@ -354,9 +378,8 @@ async fn pump<C: Controller>(
 ) {
     let (queue, feed) = tokio::sync::mpsc::unbounded_channel();
     let feeder = tokio::spawn(feeder(feed, me));
-    let wanted = |event: &WatchEvent| {
-        parse_storage_key(&event.key).is_some_and(|key| kinds.contains(&key.kind))
-    };
+    let wanted =
+        |event: &WatchEvent| storage_kind(&event.key).is_some_and(|kind| kinds.contains(&kind));
     'relist: loop {
         let start = match store.ask(ListWatch(kinds.clone())).await {
             Ok(start) => start,
@@ -519,6 +542,19 @@ impl<C: Controller> Message<Wake> for ControllerActor<C> {
             self.timers.remove(&key);
         }
         self.dirty.mark(key, || "timer".into());
+        let me = ctx.actor_ref().clone();
+        self.run(&me);
+    }
+}
+
+/// Continue with the keys a round left marked.
+struct Run;
+
+impl<C: Controller> Message<Run> for ControllerActor<C> {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Run, ctx: &mut Context<Self, Self::Reply>) {
+        self.run_pending = false;
         let me = ctx.actor_ref().clone();
         self.run(&me);
     }

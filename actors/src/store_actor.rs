@@ -16,8 +16,10 @@ use tokio::sync::broadcast;
 
 use crate::store::{Batch, Store, StoreError, StoredObject, WatchEvent};
 
-/// How many events a live watcher may fall behind before it must relist.
-const WATCH_BUFFER: usize = 65_536;
+/// How many events a live watcher may fall behind before it must relist. An event a watcher
+/// has read is dropped from the buffer by the last reader, so the size costs memory only while
+/// someone lags; relisting 150,000 pods costs far more.
+const WATCH_BUFFER: usize = 262_144;
 
 /// Roughly the most writes one transaction commits together (whole batches are never split).
 const GROUP_WRITES: usize = 2048;

@@ -291,6 +291,17 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The kind whose [`Display`](fmt::Display) form is `name` (`Pod`, `Event.events.k8s.io`):
+    /// how storage keys name kinds. A table lookup, for the control plane reads the kind of
+    /// every watch event several times over.
+    pub fn by_display_name(name: &str) -> Option<Kind> {
+        static TABLE: std::sync::LazyLock<std::collections::HashMap<String, Kind>> =
+            std::sync::LazyLock::new(|| Kind::ALL.iter().map(|k| (k.to_string(), *k)).collect());
+        TABLE.get(name).copied()
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let info = self.info();
@@ -512,6 +523,15 @@ fn walk_unknown(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_kind_is_found_by_the_name_it_prints_as() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::by_display_name(&kind.to_string()), Some(*kind));
+        }
+        assert_eq!(Kind::by_display_name("pods"), None);
+        assert_eq!(Kind::by_display_name("Nope"), None);
+    }
 
     #[test]
     fn every_kind_has_consistent_facts() {
