@@ -276,6 +276,48 @@ fn serve_udp(
     }
 }
 
+/// How many ports to try when asked for any port (0): UDP picks one, and TCP may find it taken.
+const ANY_PORT_TRIES: usize = 16;
+
+/// A UDP socket and a TCP listener on the same address. Port 0 asks for any port: TCP takes
+/// the one UDP got, and if some TCP socket already holds that port, another is tried.
+fn bind_both(
+    requested: SocketAddr,
+) -> Result<(std::net::UdpSocket, tokio::net::TcpListener, SocketAddr), DnsError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let socket = bind(requested, Type::DGRAM)
+            .and_then(|socket| {
+                socket.set_nonblocking(false)?;
+                socket.set_read_timeout(Some(UDP_IDLE_CHECK))?;
+                Ok(std::net::UdpSocket::from(socket))
+            })
+            .map_err(|source| DnsError::Listen {
+                address: requested,
+                protocol: "udp",
+                source,
+            })?;
+        let address = socket.local_addr().unwrap_or(requested);
+        match bind(address, Type::STREAM)
+            .and_then(|socket| tokio::net::TcpListener::from_std(socket.into()))
+        {
+            Ok(listener) => return Ok((socket, listener, address)),
+            Err(error)
+                if requested.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < ANY_PORT_TRIES => {}
+            Err(source) => {
+                return Err(DnsError::Listen {
+                    address,
+                    protocol: "tcp",
+                    source,
+                });
+            }
+        }
+    }
+}
+
 /// A socket bound to `address`, even if that address is not on an interface yet: a node's
 /// bridge (and so its gateway address) appears with its first pod.
 fn bind(address: SocketAddr, kind: Type) -> Result<Socket, std::io::Error> {
@@ -327,26 +369,7 @@ impl DnsServer {
         let mut udp = Vec::new();
         let mut addresses = Vec::new();
         for &address in listen {
-            let socket = bind(address, Type::DGRAM)
-                .and_then(|socket| {
-                    socket.set_nonblocking(false)?;
-                    socket.set_read_timeout(Some(UDP_IDLE_CHECK))?;
-                    Ok(std::net::UdpSocket::from(socket))
-                })
-                .map_err(|source| DnsError::Listen {
-                    address,
-                    protocol: "udp",
-                    source,
-                })?;
-            // Port 0 asks for any port: TCP takes the one UDP got.
-            let address = socket.local_addr().unwrap_or(address);
-            let listener = bind(address, Type::STREAM)
-                .and_then(|socket| tokio::net::TcpListener::from_std(socket.into()))
-                .map_err(|source| DnsError::Listen {
-                    address,
-                    protocol: "tcp",
-                    source,
-                })?;
+            let (socket, listener, address) = bind_both(address)?;
             let socket = Arc::new(socket);
             for n in 0..udp_threads() {
                 let (socket, handler, runtime, stop) = (
