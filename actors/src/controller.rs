@@ -7,8 +7,9 @@
 //! is progress state a crash could lose: a restarted controller lists again and re-derives
 //! everything (level-triggered, as the design asks).
 //!
-//! Read-your-writes: the events a batch produced are fed back into the cache as soon as the
-//! store acknowledges it, so the next decision never repeats a write it already made (the
+//! Read-your-writes: writes are sent without waiting, but a key is not decided again until the
+//! store has answered its last writes, and the events a batch produced are fed into the cache
+//! with the answer, so the next decision never repeats a write it already made (the
 //! ReplicaSet controller would otherwise create a pod twice). The same events arriving later
 //! through the watch are recognised by resourceVersion and skipped, and a deletion leaves a
 //! tombstone so that an older event cannot bring the object back.
