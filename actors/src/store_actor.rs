@@ -14,7 +14,7 @@ use serde_json::Value;
 use shipshape_api::{Kind, ObjectKey};
 use tokio::sync::broadcast;
 
-use crate::store::{Batch, Store, StoreError, StoredObject, WatchEvent};
+use crate::store::{Applied, Batch, Store, StoreError, StoredObject, WatchEvent};
 
 /// How many events a live watcher may fall behind before it must relist. An event a watcher
 /// has read is dropped from the buffer by the last reader, so the size costs memory only while
@@ -24,11 +24,8 @@ const WATCH_BUFFER: usize = 262_144;
 /// Roughly the most writes one transaction commits together (whole batches are never split).
 const GROUP_WRITES: usize = 2048;
 
-/// The events a batch made, shared with the watch rather than copied for it.
-type ApplyReply = crate::store::Applied;
-
 /// A batch waiting for the committer, and whom to tell (nobody, for a `tell`).
-type Pending = (Batch, Option<ReplySender<ApplyReply>>);
+type Pending = (Batch, Option<ReplySender<Applied>>);
 
 /// Owns the [`Store`] and fans out its changes.
 ///
@@ -85,7 +82,7 @@ fn commit_loop(
         let (batches, replies): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
         let count = batches.len();
         let started = std::time::Instant::now();
-        let results: Vec<ApplyReply> = match store.apply_group(batches, jiff::Timestamp::now()) {
+        let results: Vec<Applied> = match store.apply_group(batches, jiff::Timestamp::now()) {
             Ok(results) => results,
             Err(error) => vec![Err(error); count],
         };
@@ -118,7 +115,7 @@ fn commit_loop(
 pub struct Apply(pub Batch);
 
 impl Message<Apply> for StoreActor {
-    type Reply = DelegatedReply<ApplyReply>;
+    type Reply = DelegatedReply<Applied>;
 
     async fn handle(
         &mut self,

@@ -742,10 +742,7 @@ mod tests {
         model.decide = hasty;
         let verdict = check("hasty", model);
         assert!(
-            verdict
-                .violations
-                .iter()
-                .any(|(p, _)| p.starts_with("pods are evicted only after")),
+            verdict.violated("pods are evicted only after"),
             "{:?}",
             verdict.violations
         );
@@ -753,10 +750,7 @@ mod tests {
         model.decide = stubborn;
         let verdict = check("stubborn", model);
         assert!(
-            verdict
-                .violations
-                .iter()
-                .any(|(p, _)| p.starts_with("from every state a fault-free run")),
+            verdict.violated("from every state a fault-free run"),
             "{:?}",
             verdict.violations
         );

@@ -44,6 +44,12 @@ impl Verdict {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// Whether a property whose name starts with `prefix` was violated (tests that show the
+    /// checker catches a known-wrong decision).
+    pub fn violated(&self, prefix: &str) -> bool {
+        self.violations.iter().any(|(p, _)| p.starts_with(prefix))
+    }
 }
 
 /// Checks `model` exhaustively (breadth first, so counterexamples are shortest).
@@ -307,13 +313,7 @@ mod tests {
             },
             Some(50_000),
         );
-        assert!(
-            set.violations
-                .iter()
-                .any(|(p, _)| p.starts_with("OrderedReady never")),
-            "{:?}",
-            set.violations
-        );
+        assert!(set.violated("OrderedReady never"), "{:?}", set.violations);
         let job = check_bounded(
             "forgetful",
             JobModel {
@@ -326,9 +326,7 @@ mod tests {
             Some(50_000),
         );
         assert!(
-            job.violations
-                .iter()
-                .any(|(p, _)| p.starts_with("a Job never records more")),
+            job.violated("a Job never records more"),
             "{:?}",
             job.violations
         );
