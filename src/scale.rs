@@ -3,6 +3,7 @@
 //! to converge and peak memory; every write is durable before it is acknowledged.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,6 +21,12 @@ use shipshape_node::{SimulatedConfig, SimulatedNodes};
 /// Replicas per Deployment in the benchmark.
 const REPLICAS: usize = 100;
 
+/// How often the benchmark writes as a user would while the cluster scales.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// The most user writes timed (a bound on the probe's objects in a run that never converges).
+const PROBE_LIMIT: usize = 10_000;
+
 /// What the scale benchmark measured.
 pub(crate) struct ScaleFigures {
     nodes: usize,
@@ -29,6 +36,11 @@ pub(crate) struct ScaleFigures {
     converged: Duration,
     /// Durable writes from the first Deployment to convergence (lease renewals included).
     writes: usize,
+    /// Objects the committer copied from its cache of recent writes, and parsed from disk.
+    copied: u64,
+    parsed: u64,
+    /// How long each user write during the scale-up took to become durable, shortest first.
+    probes: Vec<Duration>,
     peak_rss: Option<u64>,
 }
 
@@ -58,6 +70,22 @@ impl ScaleFigures {
             "  durable writes            {:>9}     ({:.1} per pod: create, bind, status, owners' status, leases)",
             self.writes,
             self.writes as f64 / self.pods.max(1) as f64
+        );
+        let at = |share: f64| -> f64 {
+            let last = self.probes.len().saturating_sub(1);
+            self.probes
+                .get(((last as f64) * share).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        println!(
+            "  a user's write meanwhile  {:>6.0} / {:.0} ms p50 / p99 over {} writes (Kubernetes' SLO: p99 under 1000 ms)",
+            at(0.5),
+            at(0.99),
+            self.probes.len()
+        );
+        println!(
+            "  objects copied, parsed    {:>9} {:>9}   (a write copies its object from the last writes or parses it from disk)",
+            self.copied, self.parsed
         );
         match self.peak_rss {
             Some(bytes) => println!(
@@ -103,7 +131,9 @@ struct Counts {
 pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Result<ScaleFigures> {
     let data = root.join("scale");
     std::fs::create_dir_all(&data)?;
-    let store = StoreActor::spawn(StoreActor::new(Store::open(&data.join("shipshape.redb"))?));
+    let store = Store::open(&data.join("shipshape.redb"))?;
+    let reads = store.object_reads();
+    let store = StoreActor::spawn(StoreActor::new(store));
     let cidr_prefix = 24 - (usize::BITS - nodes.max(1).saturating_sub(1).leading_zeros()).min(16);
     let config = SimulatedConfig {
         nodes,
@@ -198,6 +228,38 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
         .await
         .context("namespace")?;
     let started = Instant::now();
+    // A user's write while the cluster scales: one small object every 100 ms, timed from
+    // sending to durable, as Kubernetes' API latency SLO times mutating calls.
+    let probes = Arc::new(Mutex::new(Vec::new()));
+    let probe = {
+        let (store, latencies) = (store.clone(), probes.clone());
+        tokio::spawn(async move {
+            for i in 0..PROBE_LIMIT {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let sent = Instant::now();
+                let written = store
+                    .ask(Apply(Batch {
+                        writes: vec![Write::Create {
+                            object: json!({
+                                "apiVersion": "v1", "kind": "ConfigMap",
+                                "metadata": {"name": format!("probe-{i}"), "namespace": "scale"},
+                                "data": {"sent": i.to_string()},
+                            }),
+                            applied: None,
+                            application: None,
+                        }],
+                        audit: None,
+                    }))
+                    .await;
+                if written.is_err() {
+                    break;
+                }
+                if let Ok(mut latencies) = latencies.lock() {
+                    latencies.push(sent.elapsed());
+                }
+            }
+        })
+    };
     let writes_before = counts_rx.borrow().writes;
     let count = pods.div_ceil(REPLICAS);
     for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
@@ -236,6 +298,9 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
     }
     wait(&mut counts_rx, &|c| c.bound >= pods).await?;
     let scheduled = started.elapsed();
+    probe.abort();
+    let mut probes = probes.lock().map(|p| p.clone()).unwrap_or_default();
+    probes.sort();
     wait(&mut counts_rx, &|c| c.running >= pods).await?;
     let converged = started.elapsed();
     let writes = counts_rx.borrow().writes - writes_before;
@@ -261,6 +326,9 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
         scheduled,
         converged,
         writes,
+        copied: reads.copied.load(std::sync::atomic::Ordering::Relaxed),
+        parsed: reads.parsed.load(std::sync::atomic::Ordering::Relaxed),
+        probes,
         peak_rss,
     })
 }

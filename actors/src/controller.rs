@@ -26,7 +26,7 @@ use shipshape_api::Kind;
 use tracing::Instrument;
 
 use crate::store::{Batch, EventType, StoreError, WatchEvent, storage_kind};
-use crate::store_actor::{Apply, ListWatch, StoreActor};
+use crate::store_actor::{ApplyIn, ListWatch, StoreActor};
 
 /// How many watch events are handed to a controller at once.
 const EVENT_BATCH: usize = 4096;
@@ -35,6 +35,13 @@ const EVENT_BATCH: usize = 4096;
 /// round, as a message to itself: the first writes reach the store while the rest are decided,
 /// and other tasks (the watch pumps) get a thread between rounds.
 const ROUND_KEYS: usize = 512;
+
+/// The most writes one controller has sent and not yet had answered. Past it, the controller
+/// decides nothing new until answers come back: writes are sent without waiting, and without
+/// a bound one busy controller (a ReplicaSet controller creating 150,000 pods) queued seconds
+/// of work in front of everyone else's writes, the scheduler's bindings and a user's apply
+/// included. Two of the committer's groups: enough to keep it busy while the answers travel.
+const WRITES_IN_FLIGHT: usize = 2 * crate::store_actor::GROUP_WRITES;
 
 /// Tombstones kept before the old ones are dropped.
 const TOMBSTONE_LIMIT: usize = 50_000;
@@ -126,6 +133,8 @@ pub struct ControllerActor<C: Controller> {
     in_flight: HashMap<String, usize>,
     /// Dirty keys held back until their writes are answered.
     held: Dirty,
+    /// Writes sent and not yet answered, over all keys (bounded by [`WRITES_IN_FLIGHT`]).
+    writes_in_flight: usize,
     /// A [`Run`] is in the mailbox.
     run_pending: bool,
     pump: Option<tokio::task::JoinHandle<()>>,
@@ -143,6 +152,7 @@ impl<C: Controller> ControllerActor<C> {
             timers: HashMap::new(),
             in_flight: HashMap::new(),
             held: Dirty::default(),
+            writes_in_flight: 0,
             run_pending: false,
             pump: None,
         }
@@ -210,7 +220,13 @@ impl<C: Controller> ControllerActor<C> {
     /// create the same pods twice. Other keys decide on a cache that may lack those writes,
     /// which is a stale read: every write a decision makes carries the preconditions that make
     /// that safe, and the models explore exactly that fault.
+    ///
+    /// A round stops early once [`WRITES_IN_FLIGHT`] writes await answers; the keys left stay
+    /// marked and the next answer starts the next round.
     fn run(&mut self, me: &ActorRef<Self>) {
+        if self.writes_in_flight >= WRITES_IN_FLIGHT {
+            return;
+        }
         let mut keys = self.dirty.take(ROUND_KEYS);
         if !self.dirty.is_empty() && !self.run_pending {
             self.run_pending = true;
@@ -233,7 +249,16 @@ impl<C: Controller> ControllerActor<C> {
         let name = self.controller.name();
         let now = jiff::Timestamp::now();
         let mut writes = Vec::new();
-        for (key, reason) in keys {
+        let mut keys = keys.into_iter();
+        while let Some((key, reason)) = keys.next() {
+            if self.writes_in_flight >= WRITES_IN_FLIGHT {
+                // Put the rest back; the answers to what is in flight resume the work.
+                self.dirty.mark(key, || reason);
+                for (key, reason) in keys.by_ref() {
+                    self.dirty.mark(key, || reason);
+                }
+                break;
+            }
             let span = tracing::debug_span!("reconcile", controller = name, object = %key, %reason);
             let started = Instant::now();
             let decided = span.in_scope(|| self.controller.reconcile(&key, now));
@@ -250,6 +275,7 @@ impl<C: Controller> ControllerActor<C> {
             }
             for batch in decided.batches {
                 *self.in_flight.entry(key.clone()).or_default() += 1;
+                self.writes_in_flight += batch.writes.len();
                 writes.push((key.clone(), batch, span.clone()));
             }
         }
@@ -263,7 +289,9 @@ impl<C: Controller> ControllerActor<C> {
             let results =
                 futures_util::future::join_all(writes.into_iter().map(|(key, batch, span)| {
                     let store = store.clone();
-                    async move { (key, store.ask(Apply(batch)).await) }.instrument(span)
+                    let count = batch.writes.len();
+                    let lane = ApplyIn { lane: name, batch };
+                    async move { (key, count, store.ask(lane).await) }.instrument(span)
                 }))
                 .await;
             if let Some(me) = me.upgrade() {
@@ -275,7 +303,8 @@ impl<C: Controller> ControllerActor<C> {
     /// Takes in the store's answers to one round of writes.
     fn written(&mut self, results: WriteResults, me: &ActorRef<Self>) {
         let name = self.controller.name();
-        for (key, result) in results {
+        for (key, count, result) in results {
+            self.writes_in_flight = self.writes_in_flight.saturating_sub(count);
             match result {
                 Ok(events) => {
                     for event in &events {
@@ -312,10 +341,12 @@ impl<C: Controller> ControllerActor<C> {
     }
 }
 
-/// The store's answer to each batch of one round, with the key that decided it.
+/// The store's answer to each batch of one round, with the key that decided it and how many
+/// writes the batch held.
 type WriteResults = Vec<(
     String,
-    Result<Vec<Arc<WatchEvent>>, kameo::error::SendError<Apply, StoreError>>,
+    usize,
+    Result<Vec<Arc<WatchEvent>>, kameo::error::SendError<ApplyIn, StoreError>>,
 )>;
 
 /// The answers to a round of writes (see [`ControllerActor::run`]).
@@ -668,6 +699,100 @@ mod tests {
         // Let any duplicate decision land before counting.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(made().await, 1, "one ConfigMap, decided once");
+        let _ = controller.stop_gracefully().await;
+        controller.wait_for_shutdown().await;
+        let _ = store.stop_gracefully().await;
+        store.wait_for_shutdown().await;
+    }
+
+    /// Decides, once per key, a batch of `per_key` ConfigMaps named after the key.
+    struct MakesMany {
+        per_key: usize,
+        decided: std::collections::HashSet<String>,
+    }
+
+    impl Controller for MakesMany {
+        fn name(&self) -> &'static str {
+            "makes-many"
+        }
+
+        fn kinds(&self) -> Vec<Kind> {
+            vec![Kind::ConfigMap]
+        }
+
+        fn reset(&mut self) {}
+
+        fn observe(&mut self, _: &WatchEvent, _: &mut Dirty) {}
+
+        fn reconcile(&mut self, key: &str, _: jiff::Timestamp) -> Reconciled {
+            if !self.decided.insert(key.to_string()) {
+                return Reconciled::default();
+            }
+            let writes = (0..self.per_key)
+                .map(|i| Write::Create {
+                    object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("{key}-{i}"), "namespace": "demo"}}),
+                    applied: None,
+                    application: None,
+                })
+                .collect();
+            Reconciled {
+                batches: vec![Batch {
+                    writes,
+                    audit: None,
+                }],
+                requeue_after: None,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keys_past_the_bound_on_writes_in_flight_are_decided_when_answers_come() {
+        use kameo::actor::Spawn;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StoreActor::spawn(StoreActor::new(
+            Store::open(&dir.path().join("db.redb")).expect("opens"),
+        ));
+        // Each key's one batch is larger than half the bound, so the round must stop after
+        // two keys and the answers must start the rest; one batch alone exceeds nothing.
+        let per_key = WRITES_IN_FLIGHT / 2 + 1;
+        let keys = ["a", "b", "c", "d", "e"];
+        let controller = ControllerActor::start(
+            MakesMany {
+                per_key,
+                decided: Default::default(),
+            },
+            store.clone(),
+        );
+        controller
+            .tell(Poke(Box::new(
+                move |_: &mut MakesMany, dirty: &mut Dirty| {
+                    for key in keys {
+                        dirty.mark(key, || "poked".into());
+                    }
+                },
+            )))
+            .await
+            .expect("delivered");
+        let made = || async {
+            store
+                .ask(List {
+                    kind: Some(Kind::ConfigMap),
+                    namespace: None,
+                })
+                .await
+                .expect("lists")
+                .len()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while made().await < keys.len() * per_key && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            made().await,
+            keys.len() * per_key,
+            "every key's batch written"
+        );
         let _ = controller.stop_gracefully().await;
         controller.wait_for_shutdown().await;
         let _ = store.stop_gracefully().await;

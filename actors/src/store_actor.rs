@@ -22,10 +22,16 @@ use crate::store::{Applied, Batch, Store, StoreError, StoredObject, WatchEvent};
 const WATCH_BUFFER: usize = 262_144;
 
 /// Roughly the most writes one transaction commits together (whole batches are never split).
-const GROUP_WRITES: usize = 2048;
+pub(crate) const GROUP_WRITES: usize = 2048;
 
-/// A batch waiting for the committer, and whom to tell (nobody, for a `tell`).
-type Pending = (Batch, Option<ReplySender<Applied>>);
+/// A batch waiting for the committer, its lane, and whom to tell (nobody, for a `tell`).
+type Pending = (&'static str, Batch, Option<ReplySender<Applied>>);
+
+/// A batch in its lane, and whom to tell.
+type Waiting = (Batch, Option<ReplySender<Applied>>);
+
+/// The lane of writes sent with plain [`Apply`]: users, Git sync, the API.
+const CLIENT_LANE: &str = "clients";
 
 /// Owns the [`Store`] and fans out its changes.
 ///
@@ -67,19 +73,19 @@ fn commit_loop(
     events: &broadcast::Sender<Arc<WatchEvent>>,
     queue: &mpsc::Receiver<Pending>,
 ) {
-    while let Ok(first) = queue.recv() {
-        let mut writes = first.0.writes.len();
-        let mut group = vec![first];
-        while writes < GROUP_WRITES {
-            match queue.try_recv() {
-                Ok(next) => {
-                    writes += next.0.writes.len();
-                    group.push(next);
-                }
-                Err(_) => break,
+    let mut lanes = Lanes::default();
+    loop {
+        if lanes.is_empty() {
+            match queue.recv() {
+                Ok(first) => lanes.push(first),
+                Err(_) => return,
             }
         }
-        let (batches, replies): (Vec<Batch>, Vec<_>) = group.into_iter().unzip();
+        while let Ok(next) = queue.try_recv() {
+            lanes.push(next);
+        }
+        let (batches, replies): (Vec<Batch>, Vec<_>) =
+            lanes.group(GROUP_WRITES).into_iter().unzip();
         let count = batches.len();
         let started = std::time::Instant::now();
         let results: Vec<Applied> = match store.apply_group(batches, jiff::Timestamp::now()) {
@@ -111,8 +117,99 @@ fn commit_loop(
     }
 }
 
-/// Apply a batch, all or nothing; replies once it is durable.
+/// Writes waiting for the committer, one queue per writer. A group takes a batch from each
+/// lane in turn, so a writer with seconds of work queued (a ReplicaSet controller creating
+/// 150,000 pods) delays a user's apply or the scheduler's bindings by one group, not by its
+/// whole queue: the committer is shared fairly, as the API server's priority and fairness
+/// shares it. Within a lane batches keep their order.
+#[derive(Default)]
+struct Lanes {
+    /// Each lane's waiting batches, lanes in the order they first had work.
+    queues: Vec<(&'static str, std::collections::VecDeque<Waiting>)>,
+    /// The lane the next group starts with, so no lane is always first.
+    next: usize,
+}
+
+impl Lanes {
+    fn push(&mut self, (lane, batch, reply): Pending) {
+        let queue = match self.queues.iter().position(|(name, _)| *name == lane) {
+            Some(index) => &mut self.queues[index].1,
+            None => {
+                self.queues.push((lane, Default::default()));
+                &mut self.queues.last_mut().expect("just pushed").1
+            }
+        };
+        queue.push_back((batch, reply));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queues.iter().all(|(_, queue)| queue.is_empty())
+    }
+
+    /// Takes batches round-robin across lanes until about `limit` writes (at least one batch;
+    /// whole batches only).
+    fn group(&mut self, limit: usize) -> Vec<Waiting> {
+        let mut group = Vec::new();
+        let mut writes = 0;
+        let lanes = self.queues.len();
+        while writes < limit && !self.is_empty() {
+            for turn in 0..lanes {
+                let index = (self.next + turn) % lanes;
+                if let Some(pending) = self.queues[index].1.pop_front() {
+                    writes += pending.0.writes.len();
+                    group.push(pending);
+                    if writes >= limit {
+                        self.next = (index + 1) % lanes;
+                        break;
+                    }
+                }
+            }
+        }
+        self.queues.retain(|(_, queue)| !queue.is_empty());
+        if !self.queues.is_empty() {
+            self.next %= self.queues.len();
+        }
+        group
+    }
+}
+
+/// Apply a batch, all or nothing; replies once it is durable. It shares the [`CLIENT_LANE`]
+/// with every other client.
 pub struct Apply(pub Batch);
+
+/// Apply a batch in a lane of its own writer (a controller, by name), so that its backlog is
+/// committed in turn with other writers' rather than ahead of them.
+pub struct ApplyIn {
+    /// The writer's lane.
+    pub lane: &'static str,
+    /// The batch.
+    pub batch: Batch,
+}
+
+impl Message<ApplyIn> for StoreActor {
+    type Reply = DelegatedReply<Applied>;
+
+    async fn handle(
+        &mut self,
+        ApplyIn { lane, batch }: ApplyIn,
+        ctx: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        let (delegated, reply) = ctx.reply_sender();
+        self.send(lane, batch, reply);
+        delegated
+    }
+}
+
+impl StoreActor {
+    fn send(&self, lane: &'static str, batch: Batch, reply: Option<ReplySender<Applied>>) {
+        if let Err(mpsc::SendError((_, _, Some(reply)))) = self.committer.send((lane, batch, reply))
+        {
+            reply.send(Err(StoreError::Database(
+                "the store's committer has stopped".into(),
+            )));
+        }
+    }
+}
 
 impl Message<Apply> for StoreActor {
     type Reply = DelegatedReply<Applied>;
@@ -124,11 +221,7 @@ impl Message<Apply> for StoreActor {
     ) -> Self::Reply {
         // A `tell` has no reply sender: the write still happens, nobody hears of it.
         let (delegated, reply) = ctx.reply_sender();
-        if let Err(mpsc::SendError((_, Some(reply)))) = self.committer.send((batch, reply)) {
-            reply.send(Err(StoreError::Database(
-                "the store's committer has stopped".into(),
-            )));
-        }
+        self.send(CLIENT_LANE, batch, reply);
         delegated
     }
 }
@@ -287,5 +380,71 @@ impl Message<ResourceVersion> for StoreActor {
         _: &mut Context<Self, Self::Reply>,
     ) -> Self::Reply {
         self.store.resource_version()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Write;
+    use serde_json::json;
+
+    /// A batch of `writes` ConfigMaps, the first named `name`.
+    fn batch(name: &str, writes: usize) -> Batch {
+        Batch {
+            writes: (0..writes)
+                .map(|i| Write::Create {
+                    object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": if i == 0 { name.to_string() } else { format!("{name}-{i}") }}}),
+                    applied: None,
+                    application: None,
+                })
+                .collect(),
+            audit: None,
+        }
+    }
+
+    fn names(group: &[Waiting]) -> Vec<String> {
+        group
+            .iter()
+            .map(|(batch, _)| match &batch.writes[0] {
+                Write::Create { object, .. } => object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                _ => String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_writer_with_a_backlog_delays_another_by_one_group_at_most() {
+        let mut lanes = Lanes::default();
+        for i in 0..10 {
+            lanes.push(("replicaset", batch(&format!("rs-{i}"), 100), None));
+        }
+        lanes.push(("scheduler", batch("bind-0", 1), None));
+        lanes.push((CLIENT_LANE, batch("user-0", 1), None));
+        lanes.push(("scheduler", batch("bind-1", 1), None));
+        let first = names(&lanes.group(250));
+        assert!(first.contains(&"user-0".to_string()), "{first:?}");
+        assert!(first.contains(&"bind-0".to_string()), "{first:?}");
+        let rs: Vec<&String> = first.iter().filter(|n| n.starts_with("rs-")).collect();
+        assert!(rs.len() <= 3, "the backlog took the group: {first:?}");
+        let mut rest = Vec::new();
+        while !lanes.is_empty() {
+            rest.extend(names(&lanes.group(250)));
+        }
+        let all: Vec<String> = first.into_iter().chain(rest).collect();
+        let rs_order: Vec<&String> = all.iter().filter(|n| n.starts_with("rs-")).collect();
+        let expected: Vec<String> = (0..10).map(|i| format!("rs-{i}")).collect();
+        assert_eq!(
+            rs_order,
+            expected.iter().collect::<Vec<_>>(),
+            "a lane keeps its order"
+        );
+        assert_eq!(all.len(), 13, "nothing lost: {all:?}");
+        let binds: Vec<&String> = all.iter().filter(|n| n.starts_with("bind-")).collect();
+        assert_eq!(binds, ["bind-0", "bind-1"]);
     }
 }

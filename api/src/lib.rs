@@ -9,8 +9,8 @@
 //! - [`validate`]: the API server's rules for a decoded object.
 //! - [`yaml`], [`path`]: the positioned YAML reader and field paths that let every problem name
 //!   its line and field.
-//! - [`names`], [`quantity`], [`selector`]: Kubernetes' name syntaxes, resource quantities and
-//!   label selectors, shared with the scheduler and the controllers.
+//! - [`names`], [`quantity`], [`selector`], [`qos`]: Kubernetes' name syntaxes, resource quantities,
+//!   label selectors and QoS classes, shared with the scheduler, the controllers and the kubelets.
 //!
 //! This crate does no I/O beyond reading the files it is asked to load, and knows nothing of
 //! the store, the actors or the runtime.
@@ -21,6 +21,7 @@ pub mod names;
 pub mod object;
 pub mod path;
 pub mod pointer;
+pub mod qos;
 pub mod quantity;
 pub mod schema;
 pub mod selector;

@@ -1501,7 +1501,7 @@ impl PodState {
         let mut status = json!({
             "phase": phase.as_str(),
             "startTime": seconds_text(self.start_time),
-            "qosClass": qos_class(&containers),
+            "qosClass": self.pod.get("spec").map_or("BestEffort", shipshape_api::qos::qos_class),
             "conditions": [
                 condition("PodReadyToStartContainers", self.ip.is_some(), None),
                 condition("Initialized", init_done, (!init_done).then_some("ContainersNotInitialized")),
@@ -1618,28 +1618,6 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// Kubernetes' QoS class: Guaranteed when every container's cpu and memory limits equal its
-/// requests, BestEffort when nothing is requested or limited, Burstable otherwise.
-fn qos_class(containers: &[Value]) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for container in containers {
-        for resource in ["cpu", "memory"] {
-            let limit = container.at(&format!("/resources/limits/{resource}"));
-            let request = container
-                .at(&format!("/resources/requests/{resource}"))
-                .or(limit);
-            any |= limit.is_some() || request.is_some();
-            guaranteed &= limit.is_some() && limit == request;
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1667,14 +1645,5 @@ mod tests {
             !marked_not_ready_elsewhere(&marked, None),
             "nothing reported yet: the next sync writes anyway"
         );
-    }
-
-    #[test]
-    fn qos_classes() {
-        assert_eq!(qos_class(&[json!({})]), "BestEffort");
-        let g = json!({"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}});
-        assert_eq!(qos_class(&[g]), "Guaranteed");
-        let b = json!({"resources": {"requests": {"cpu": "100m"}}});
-        assert_eq!(qos_class(&[b]), "Burstable");
     }
 }

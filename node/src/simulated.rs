@@ -117,6 +117,8 @@ struct SimPod {
     crashes: u32,
     crashed_until: Option<Instant>,
     containers: Vec<(String, String)>,
+    /// Its QoS class (kept in every status the simulated kubelet writes, as a kubelet does).
+    qos: &'static str,
 }
 
 /// The simulated kubelets of a set of nodes.
@@ -277,7 +279,7 @@ impl SimulatedNodes {
         let mut status = json!({
             "phase": "Running",
             "startTime": time,
-            "qosClass": "BestEffort",
+            "qosClass": pod.qos,
             "conditions": [
                 {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": time},
                 {"type": "Initialized", "status": "True", "lastTransitionTime": time},
@@ -399,34 +401,25 @@ impl Controller for SimulatedNodes {
                         crashes: 0,
                         crashed_until: None,
                         containers: Vec::new(),
+                        qos: "BestEffort",
                     });
-                pod.uid = object
+                let uid = object
                     .at("/metadata/uid")
                     .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                    .unwrap_or_default();
+                // A pod's spec does not change after it is made: read it once per incarnation.
+                if pod.uid != uid {
+                    pod.uid = uid.to_string();
+                    pod.containers = containers(object);
+                    pod.qos = object
+                        .get("spec")
+                        .map_or("BestEffort", shipshape_api::qos::qos_class);
+                }
                 pod.object_rv = event.resource_version;
                 pod.terminating = terminating;
                 if pod.reported.is_none() && running {
                     pod.reported = Some(ready);
                 }
-                pod.containers = object
-                    .at("/spec/containers")
-                    .and_then(Value::as_array)
-                    .map(|list| {
-                        list.iter()
-                            .map(|c| {
-                                let field = |f: &str| {
-                                    c.get(f)
-                                        .and_then(Value::as_str)
-                                        .unwrap_or_default()
-                                        .to_string()
-                                };
-                                (field("name"), field("image"))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 if pod.ip.is_none()
                     && let (Some(ip), Some(node)) = (ip, self.nodes.get_mut(node_name))
                     && let Some(subnet) = node.subnet
@@ -458,6 +451,26 @@ impl Controller for SimulatedNodes {
             None => self.reconcile_pod(key, now),
         }
     }
+}
+
+/// A pod's containers' names and images, as its statuses list them.
+fn containers(pod: &Value) -> Vec<(String, String)> {
+    pod.at("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    let field = |f: &str| {
+                        c.get(f)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    (field("name"), field("image"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use shipshape_reconciler::job::{
 };
 
 use super::{
-    Owned, Owners, condition, number, pod_from_template, rfc3339, seconds, seed, status_count, text,
+    Owned, Owners, PodTemplate, condition, number, rfc3339, seconds, seed, status_count, text,
 };
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
@@ -258,11 +258,15 @@ impl Controller for JobController {
         let mut deletes = Vec::new();
         let mut counting = Vec::new();
         let mut events = Vec::new();
+        // Built on the first create: one template expansion, then a copy per pod.
+        let mut template: Option<PodTemplate> = None;
         for action in decision.actions {
             match action {
                 JobAction::CreatePod { name } => {
                     creates.push(Write::Create {
-                        object: pod_from_template(job, &name, &labels),
+                        object: template
+                            .get_or_insert_with(|| PodTemplate::new(job, &labels))
+                            .pod(&name),
                         applied: None,
                         application: None,
                     });

@@ -140,15 +140,25 @@ impl Owners {
 /// The pod `owner`'s template describes, named `name`, owned by `owner` (and carrying the commit
 /// that asked for it), with `labels` added to the template's.
 pub fn pod_from_template(owner: &Value, name: &str, labels: &[(&str, &str)]) -> Value {
-    let template = &owner["spec"]["template"];
-    let mut metadata = template
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if let Some(map) = metadata.as_object_mut() {
-        map.insert("name".into(), name.into());
-        map.insert("namespace".into(), owner["metadata"]["namespace"].clone());
-        map.insert(
+    PodTemplate::new(owner, labels).pod(name)
+}
+
+/// The pods one owner's template describes, built once: a controller creating many pods in
+/// one reconcile then pays one copy per pod, not one template expansion.
+pub struct PodTemplate(Value);
+
+impl PodTemplate {
+    /// `owner`'s template, owned by `owner`, carrying its commit and `labels`, in phase
+    /// Pending with its QoS class (as the API server sets it on creation).
+    pub fn new(owner: &Value, labels: &[(&str, &str)]) -> Self {
+        use serde_json::Map;
+        let template = &owner["spec"]["template"];
+        let mut metadata = match template.get("metadata") {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        metadata.insert("namespace".into(), owner["metadata"]["namespace"].clone());
+        metadata.insert(
             "generateName".into(),
             format!(
                 "{}-",
@@ -156,37 +166,57 @@ pub fn pod_from_template(owner: &Value, name: &str, labels: &[(&str, &str)]) -> 
             )
             .into(),
         );
-        map.insert(
+        metadata.insert(
             "ownerReferences".into(),
-            serde_json::json!([owner_reference(owner)]),
+            Value::Array(vec![owner_reference(owner)]),
         );
         if let Some(commit) = owner.at(&format!(
             "/metadata/annotations/{}",
             COMMIT_ANNOTATION.replace('/', "~1")
-        )) {
-            let annotations = map
-                .entry("annotations")
-                .or_insert_with(|| serde_json::json!({}));
-            if let Some(annotations) = annotations.as_object_mut() {
-                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+        )) && let Some(annotations) = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+        {
+            annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+        }
+        if !labels.is_empty()
+            && let Some(map_labels) = metadata
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+        {
+            for (key, value) in labels {
+                map_labels.insert((*key).into(), (*value).into());
             }
         }
-        if !labels.is_empty() {
-            let map_labels = map.entry("labels").or_insert_with(|| serde_json::json!({}));
-            if let Some(map_labels) = map_labels.as_object_mut() {
-                for (key, value) in labels {
-                    map_labels.insert((*key).into(), (*value).into());
-                }
-            }
-        }
+        let spec = match template.get("spec") {
+            Some(spec @ Value::Object(_)) => spec.clone(),
+            _ => Value::Object(Map::new()),
+        };
+        let mut status = Map::new();
+        status.insert("phase".into(), "Pending".into());
+        status.insert(
+            "qosClass".into(),
+            shipshape_api::qos::qos_class(&spec).into(),
+        );
+        let mut pod = Map::new();
+        pod.insert("apiVersion".into(), "v1".into());
+        pod.insert("kind".into(), "Pod".into());
+        pod.insert("metadata".into(), Value::Object(metadata));
+        pod.insert("spec".into(), spec);
+        pod.insert("status".into(), Value::Object(status));
+        Self(Value::Object(pod))
     }
-    serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": template.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})),
-        "status": {"phase": "Pending", "qosClass": "BestEffort"},
-    })
+
+    /// One pod of the template, named `name`.
+    pub fn pod(&self, name: &str) -> Value {
+        let mut pod = self.0.clone();
+        if let Some(metadata) = pod.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.insert("name".into(), name.into());
+        }
+        pod
+    }
 }
 
 /// Objects (pods, ReplicaSets) cached by the uid of their controlling owner of one kind, as a
@@ -226,11 +256,20 @@ impl<T> Owned<T> {
         event: &crate::store::WatchEvent,
         view: impl FnOnce(&Value) -> T,
     ) -> Option<String> {
-        let previous = self.forget(&event.key);
         if event.kind == crate::store::EventType::Deleted {
-            return previous;
+            return self.forget(&event.key);
         }
-        let owner = controller_uid(&event.object, self.owner_kind)?.to_string();
+        let owner = controller_uid(&event.object, self.owner_kind);
+        // The common change (a pod bound, started, ready) keeps its owner: replace the view
+        // in place rather than unfiling and refiling the key.
+        if let (Some((kept, cached)), Some(owner)) = (self.objects.get_mut(&event.key), owner)
+            && kept == owner
+        {
+            *cached = view(&event.object);
+            return Some(owner.to_string());
+        }
+        self.forget(&event.key);
+        let owner = owner?.to_string();
         self.by_owner
             .entry(owner.clone())
             .or_default()
@@ -418,5 +457,51 @@ mod tests {
             seconds(Some(&json!(rfc3339(1_800_000_000)))),
             Some(1_800_000_000)
         );
+    }
+
+    #[test]
+    fn owned_objects_follow_their_owner_through_changes() {
+        use crate::store::{EventType, WatchEvent};
+        let event = |kind, rv: u64, owner: Option<&str>, phase: &str| WatchEvent {
+            resource_version: rv,
+            kind,
+            key: "Pod/demo/web-a".into(),
+            object: json!({
+                "metadata": {"name": "web-a", "uid": "p1", "ownerReferences": owner
+                    .map(|uid| vec![json!({"kind": "ReplicaSet", "uid": uid, "controller": true})])
+                    .unwrap_or_default()},
+                "status": {"phase": phase},
+            }),
+        };
+        let mut owned = Owned::new("ReplicaSet");
+        let phases = |owned: &Owned<PodView>, uid: &str| -> Vec<PodPhase> {
+            owned.of(uid).map(|p| p.phase).collect()
+        };
+        let added = event(EventType::Added, 1, Some("rs1"), "Pending");
+        assert_eq!(owned.observe(&added, pod_view).as_deref(), Some("rs1"));
+        let running = event(EventType::Modified, 2, Some("rs1"), "Running");
+        assert_eq!(owned.observe(&running, pod_view).as_deref(), Some("rs1"));
+        assert_eq!(
+            phases(&owned, "rs1"),
+            [PodPhase::Running],
+            "updated in place"
+        );
+        let adopted = event(EventType::Modified, 3, Some("rs2"), "Running");
+        assert_eq!(owned.observe(&adopted, pod_view).as_deref(), Some("rs2"));
+        assert!(phases(&owned, "rs1").is_empty(), "moved, not copied");
+        assert_eq!(phases(&owned, "rs2"), [PodPhase::Running]);
+        let orphaned = event(EventType::Modified, 4, None, "Running");
+        assert_eq!(owned.observe(&orphaned, pod_view), None);
+        assert!(
+            owned.get("Pod/demo/web-a").is_none(),
+            "an orphan is not kept"
+        );
+        owned.observe(
+            &event(EventType::Modified, 5, Some("rs2"), "Running"),
+            pod_view,
+        );
+        let deleted = event(EventType::Deleted, 6, Some("rs2"), "Running");
+        assert_eq!(owned.observe(&deleted, pod_view).as_deref(), Some("rs2"));
+        assert!(phases(&owned, "rs2").is_empty());
     }
 }

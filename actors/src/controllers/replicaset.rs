@@ -10,7 +10,7 @@ use shipshape_reconciler::replicaset::{
     PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
 
-use super::{Owned, Owners, number, pod_from_template, pod_view, seed, status_count, text};
+use super::{Owned, Owners, PodTemplate, number, pod_view, seed, status_count, text};
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
 use crate::store::{AuditEntry, Batch, Precondition, WatchEvent, key_of, parse_storage_key};
@@ -130,11 +130,15 @@ impl Controller for ReplicaSetController {
         let mut creates = Vec::new();
         let mut deletes = Vec::new();
         let mut status = Vec::new();
+        // Built on the first create: one template expansion, then a copy per pod.
+        let mut template: Option<PodTemplate> = None;
         for action in decision.actions {
             match action {
                 ReplicaSetAction::CreatePod { name } => {
                     creates.push(Write::Create {
-                        object: pod_from_template(set, &name, &[]),
+                        object: template
+                            .get_or_insert_with(|| PodTemplate::new(set, &[]))
+                            .pod(&name),
                         applied: None,
                         application: None,
                     });
