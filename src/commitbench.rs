@@ -42,8 +42,8 @@ struct Up {
     args: UpArgs,
 }
 
-/// p50 and p99 of some durations.
-fn percentiles(values: &[Duration]) -> (Duration, Duration) {
+/// p50 and p99 of some durations (nearest rank); the commit and scale benchmarks both report them.
+pub(crate) fn percentiles(values: &[Duration]) -> (Duration, Duration) {
     let mut sorted = values.to_vec();
     sorted.sort();
     let at = |q: f64| {

@@ -39,7 +39,7 @@ pub(crate) struct ScaleFigures {
     /// Objects the committer copied from its cache of recent writes, and parsed from disk.
     copied: u64,
     parsed: u64,
-    /// How long each user write during the scale-up took to become durable, shortest first.
+    /// How long each user write during the scale-up took to become durable.
     probes: Vec<Duration>,
     peak_rss: Option<u64>,
 }
@@ -71,16 +71,11 @@ impl ScaleFigures {
             self.writes,
             self.writes as f64 / self.pods.max(1) as f64
         );
-        let at = |share: f64| -> f64 {
-            let last = self.probes.len().saturating_sub(1);
-            self.probes
-                .get(((last as f64) * share).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
+        let (p50, p99) = crate::commitbench::percentiles(&self.probes);
         println!(
             "  a user's write meanwhile  {:>6.0} / {:.0} ms p50 / p99 over {} writes (Kubernetes' SLO: p99 under 1000 ms)",
-            at(0.5),
-            at(0.99),
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0,
             self.probes.len()
         );
         println!(
@@ -299,8 +294,7 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
     wait(&mut counts_rx, &|c| c.bound >= pods).await?;
     let scheduled = started.elapsed();
     probe.abort();
-    let mut probes = probes.lock().map(|p| p.clone()).unwrap_or_default();
-    probes.sort();
+    let probes = probes.lock().map(|p| p.clone()).unwrap_or_default();
     wait(&mut counts_rx, &|c| c.running >= pods).await?;
     let converged = started.elapsed();
     let writes = counts_rx.borrow().writes - writes_before;

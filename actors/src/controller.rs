@@ -616,6 +616,54 @@ mod tests {
     use crate::store_actor::List;
     use serde_json::json;
 
+    /// A store actor over a fresh database in `dir`.
+    fn spawn_store(dir: &tempfile::TempDir) -> ActorRef<StoreActor> {
+        use kameo::actor::Spawn;
+        StoreActor::spawn(StoreActor::new(
+            Store::open(&dir.path().join("db.redb")).expect("opens"),
+        ))
+    }
+
+    /// How many ConfigMaps the store holds.
+    async fn config_maps(store: &ActorRef<StoreActor>) -> usize {
+        store
+            .ask(List {
+                kind: Some(Kind::ConfigMap),
+                namespace: None,
+            })
+            .await
+            .expect("lists")
+            .len()
+    }
+
+    /// Waits until the store holds at least `count` ConfigMaps or `limit` has passed, and
+    /// says how many it holds.
+    async fn wait_for_config_maps(
+        store: &ActorRef<StoreActor>,
+        count: usize,
+        limit: Duration,
+    ) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let made = config_maps(store).await;
+            if made >= count || Instant::now() >= deadline {
+                return made;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops a controller, then the store it writes to.
+    async fn stop<C: Controller>(
+        controller: ActorRef<ControllerActor<C>>,
+        store: ActorRef<StoreActor>,
+    ) {
+        let _ = controller.stop_gracefully().await;
+        controller.wait_for_shutdown().await;
+        let _ = store.stop_gracefully().await;
+        store.wait_for_shutdown().await;
+    }
+
     /// Creates a ConfigMap under a new name whenever its cache holds none: the shape of a
     /// ReplicaSet creating pods, which must see its own creations before deciding again.
     #[derive(Default)]
@@ -671,38 +719,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_key_is_not_decided_again_until_its_writes_are_answered() {
-        use kameo::actor::Spawn;
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = StoreActor::spawn(StoreActor::new(
-            Store::open(&dir.path().join("db.redb")).expect("opens"),
-        ));
+        let store = spawn_store(&dir);
         let controller = ControllerActor::start(MakesOne::default(), store.clone());
         // Three nudges in a row: the second and third reach the actor while the first
         // decision's create is still on its way to disk.
         for _ in 0..3 {
             controller.tell(poke()).await.expect("delivered");
         }
-        let made = || async {
-            store
-                .ask(List {
-                    kind: Some(Kind::ConfigMap),
-                    namespace: None,
-                })
-                .await
-                .expect("lists")
-                .len()
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while made().await == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_config_maps(&store, 1, Duration::from_secs(10)).await;
         // Let any duplicate decision land before counting.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(made().await, 1, "one ConfigMap, decided once");
-        let _ = controller.stop_gracefully().await;
-        controller.wait_for_shutdown().await;
-        let _ = store.stop_gracefully().await;
-        store.wait_for_shutdown().await;
+        assert_eq!(config_maps(&store).await, 1, "one ConfigMap, decided once");
+        stop(controller, store).await;
     }
 
     /// Decides, once per key, a batch of `per_key` ConfigMaps named after the key.
@@ -748,11 +777,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn keys_past_the_bound_on_writes_in_flight_are_decided_when_answers_come() {
-        use kameo::actor::Spawn;
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = StoreActor::spawn(StoreActor::new(
-            Store::open(&dir.path().join("db.redb")).expect("opens"),
-        ));
+        let store = spawn_store(&dir);
         // Each key's one batch is larger than half the bound, so the round must stop after
         // two keys and the answers must start the rest; one batch alone exceeds nothing.
         let per_key = WRITES_IN_FLIGHT / 2 + 1;
@@ -774,28 +800,9 @@ mod tests {
             )))
             .await
             .expect("delivered");
-        let made = || async {
-            store
-                .ask(List {
-                    kind: Some(Kind::ConfigMap),
-                    namespace: None,
-                })
-                .await
-                .expect("lists")
-                .len()
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while made().await < keys.len() * per_key && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(
-            made().await,
-            keys.len() * per_key,
-            "every key's batch written"
-        );
-        let _ = controller.stop_gracefully().await;
-        controller.wait_for_shutdown().await;
-        let _ = store.stop_gracefully().await;
-        store.wait_for_shutdown().await;
+        let made =
+            wait_for_config_maps(&store, keys.len() * per_key, Duration::from_secs(60)).await;
+        assert_eq!(made, keys.len() * per_key, "every key's batch written");
+        stop(controller, store).await;
     }
 }

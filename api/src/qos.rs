@@ -7,7 +7,8 @@ use serde_json::Value;
 use crate::pointer::At;
 use crate::quantity::Quantity;
 
-/// Kubernetes' QoS class of a pod spec (`spec`, with `containers` and `initContainers`):
+/// Kubernetes' QoS class of a pod spec (`spec`, with `containers` and `initContainers`; a
+/// missing spec, `Null`, has no containers):
 /// `Guaranteed` when every container limits both cpu and memory and requests what it limits,
 /// `BestEffort` when no container requests or limits either, `Burstable` otherwise.
 pub fn qos_class(spec: &Value) -> &'static str {
@@ -70,6 +71,7 @@ mod tests {
             "BestEffort"
         );
         assert_eq!(qos_class(&spec(json!({}))), "BestEffort");
+        assert_eq!(qos_class(&Value::Null), "BestEffort", "no spec at all");
         assert_eq!(
             qos_class(&spec(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
             "Guaranteed",

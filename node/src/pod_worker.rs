@@ -1501,7 +1501,7 @@ impl PodState {
         let mut status = json!({
             "phase": phase.as_str(),
             "startTime": seconds_text(self.start_time),
-            "qosClass": self.pod.get("spec").map_or("BestEffort", shipshape_api::qos::qos_class),
+            "qosClass": shipshape_api::qos::qos_class(&self.pod["spec"]),
             "conditions": [
                 condition("PodReadyToStartContainers", self.ip.is_some(), None),
                 condition("Initialized", init_done, (!init_done).then_some("ContainersNotInitialized")),

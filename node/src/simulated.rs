@@ -411,9 +411,7 @@ impl Controller for SimulatedNodes {
                 if pod.uid != uid {
                     pod.uid = uid.to_string();
                     pod.containers = containers(object);
-                    pod.qos = object
-                        .get("spec")
-                        .map_or("BestEffort", shipshape_api::qos::qos_class);
+                    pod.qos = shipshape_api::qos::qos_class(&object["spec"]);
                 }
                 pod.object_rv = event.resource_version;
                 pod.terminating = terminating;
