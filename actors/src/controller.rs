@@ -14,7 +14,7 @@
 //! through the watch are recognised by resourceVersion and skipped, and a deletion leaves a
 //! tombstone so that an older event cannot bring the object back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,29 +82,65 @@ pub trait Controller: Send + 'static {
     fn write_failed(&mut self, _key: &str) {}
 }
 
-/// Keys waiting to be reconciled, each with the reason it was first marked.
+/// Keys waiting to be reconciled, each with the reason it was first marked, taken oldest
+/// mark first: a work queue, as Kubernetes' controllers and scheduler use. Under a backlog the
+/// change that has waited longest is decided next, whatever its name; taking keys in name
+/// order let later pods with smaller names (`app-1000-…` before `app-2-…`) overtake earlier
+/// ones again and again.
 #[derive(Debug, Default)]
-pub struct Dirty(BTreeMap<String, String>);
+pub struct Dirty {
+    reasons: HashMap<String, String>,
+    /// Every marked key, in the order marked. An entry whose key was taken or removed since is
+    /// stale and skipped; every key in `reasons` has at least one entry.
+    order: VecDeque<String>,
+}
 
 impl Dirty {
-    /// Marks `key`, keeping the first reason given.
+    /// Marks `key`, keeping the first reason given and its place in the queue.
     pub fn mark(&mut self, key: impl Into<String>, reason: impl FnOnce() -> String) {
-        self.0.entry(key.into()).or_insert_with(reason);
-    }
-
-    /// Takes up to `limit` keys (the first in key order), leaving the rest marked.
-    fn take(&mut self, limit: usize) -> BTreeMap<String, String> {
-        match self.0.keys().nth(limit).cloned() {
-            Some(first_left) => {
-                let rest = self.0.split_off(&first_left);
-                std::mem::replace(&mut self.0, rest)
-            }
-            None => std::mem::take(&mut self.0),
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.reasons.entry(key.into()) {
+            self.order.push_back(slot.key().clone());
+            slot.insert(reason());
         }
     }
 
+    /// Marks `key` ahead of every other (a key taken and not decided after all).
+    fn put_back(&mut self, key: String, reason: String) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.reasons.entry(key) {
+            self.order.push_front(slot.key().clone());
+            slot.insert(reason);
+        }
+    }
+
+    /// Takes up to `limit` keys, the longest marked first, leaving the rest marked.
+    fn take(&mut self, limit: usize) -> Vec<(String, String)> {
+        let mut taken = Vec::with_capacity(limit.min(self.reasons.len()));
+        while taken.len() < limit
+            && let Some(key) = self.order.pop_front()
+        {
+            if let Some(reason) = self.reasons.remove(&key) {
+                taken.push((key, reason));
+            }
+        }
+        taken
+    }
+
+    /// Unmarks `key`, returning its reason.
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let reason = self.reasons.remove(key)?;
+        // Keys only ever removed (never taken) would leave the queue growing: drop the stale
+        // entries once they outnumber the live ones.
+        if self.order.len() > 2 * self.reasons.len() + 64 {
+            let mut kept = std::collections::HashSet::new();
+            let reasons = &self.reasons;
+            self.order
+                .retain(|key| reasons.contains_key(key) && kept.insert(key.clone()));
+        }
+        Some(reason)
+    }
+
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.reasons.is_empty()
     }
 }
 
@@ -168,21 +204,33 @@ impl<C: Controller> ControllerActor<C> {
 
     /// Feeds one event to the controller unless the cache already has it (or newer).
     fn observe(&mut self, event: &WatchEvent) {
-        let seen = self
-            .versions
-            .get(&event.key)
-            .or_else(|| self.tombstones.get(&event.key));
-        if seen.is_some_and(|seen| *seen >= event.resource_version) {
-            return;
-        }
+        let rv = event.resource_version;
         if event.kind == EventType::Deleted {
+            let seen = self
+                .versions
+                .get(&event.key)
+                .or_else(|| self.tombstones.get(&event.key));
+            if seen.is_some_and(|seen| *seen >= rv) {
+                return;
+            }
             self.versions.remove(&event.key);
-            self.tombstones
-                .insert(event.key.clone(), event.resource_version);
+            self.tombstones.insert(event.key.clone(), rv);
+        } else if let Some(seen) = self.versions.get_mut(&event.key) {
+            // The common case (a live object changed again) copies no key.
+            if *seen >= rv {
+                return;
+            }
+            *seen = rv;
         } else {
+            if self
+                .tombstones
+                .get(&event.key)
+                .is_some_and(|seen| *seen >= rv)
+            {
+                return;
+            }
             self.tombstones.remove(&event.key);
-            self.versions
-                .insert(event.key.clone(), event.resource_version);
+            self.versions.insert(event.key.clone(), rv);
         }
         self.controller.observe(event, &mut self.dirty);
     }
@@ -234,7 +282,7 @@ impl<C: Controller> ControllerActor<C> {
             let _ = me.tell(Run).try_send();
         }
         if !self.in_flight.is_empty() {
-            keys.retain(|key, reason| {
+            keys.retain_mut(|(key, reason)| {
                 if self.in_flight.contains_key(key) {
                     self.held.mark(key.clone(), || std::mem::take(reason));
                     false
@@ -252,10 +300,13 @@ impl<C: Controller> ControllerActor<C> {
         let mut keys = keys.into_iter();
         while let Some((key, reason)) = keys.next() {
             if self.writes_in_flight >= WRITES_IN_FLIGHT {
-                // Put the rest back; the answers to what is in flight resume the work.
-                self.dirty.mark(key, || reason);
-                for (key, reason) in keys.by_ref() {
-                    self.dirty.mark(key, || reason);
+                // Put the rest back where they were, first in line; the answers to what is
+                // in flight resume the work.
+                let rest: Vec<_> = std::iter::once((key, reason))
+                    .chain(keys.by_ref())
+                    .collect();
+                for (key, reason) in rest.into_iter().rev() {
+                    self.dirty.put_back(key, reason);
                 }
                 break;
             }
@@ -332,7 +383,7 @@ impl<C: Controller> ControllerActor<C> {
                 *count -= 1;
                 if *count == 0 {
                     self.in_flight.remove(&key);
-                    if let Some(reason) = self.held.0.remove(&key) {
+                    if let Some(reason) = self.held.remove(&key) {
                         self.dirty.mark(key, || reason);
                     }
                 }
@@ -615,6 +666,40 @@ mod tests {
     use crate::store::{Store, Write};
     use crate::store_actor::List;
     use serde_json::json;
+
+    #[test]
+    fn dirty_keys_are_taken_in_the_order_first_marked() {
+        let mut dirty = Dirty::default();
+        for key in ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1"] {
+            dirty.mark(key, || format!("{key} added"));
+        }
+        dirty.mark("Pod/a/web-9", || "modified later".into());
+        let keys = |taken: Vec<(String, String)>| -> Vec<String> {
+            taken.into_iter().map(|(key, _)| key).collect()
+        };
+        let first = dirty.take(2);
+        assert_eq!(first[0].1, "Pod/a/web-9 added", "the first reason is kept");
+        assert_eq!(keys(first), ["Pod/a/web-9", "Pod/a/web-10"]);
+        // A key taken and put back goes ahead of the others; one removed is not taken.
+        dirty.mark("Pod/a/zz", || "added".into());
+        dirty.put_back("Pod/a/web-10".into(), "again".into());
+        assert_eq!(dirty.remove("Pod/a/zz").as_deref(), Some("added"));
+        assert_eq!(keys(dirty.take(10)), ["Pod/a/web-10", "Pod/a/app-1"]);
+        assert!(dirty.is_empty());
+    }
+
+    #[test]
+    fn keys_marked_and_removed_over_and_over_leave_no_queue_behind() {
+        let mut held = Dirty::default();
+        for round in 0..10_000 {
+            let key = format!("Pod/a/p-{round}");
+            held.mark(key.clone(), || "held".into());
+            assert!(held.remove(&key).is_some());
+        }
+        assert!(held.order.len() <= 64, "{} stale entries", held.order.len());
+        held.mark("Pod/a/last", || "held".into());
+        assert_eq!(held.take(5).len(), 1);
+    }
 
     /// A store actor over a fresh database in `dir`.
     fn spawn_store(dir: &tempfile::TempDir) -> ActorRef<StoreActor> {

@@ -259,7 +259,12 @@ impl AuditRecord {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }
 
 /// Why the store refused or failed.
@@ -369,12 +374,10 @@ pub struct Store {
     dropper: Option<std::sync::mpsc::Sender<Vec<Arc<WatchEvent>>>>,
 }
 
-/// How many of the newest writes [`ObjectCache`] remembers (about 250 MB of pods at most).
-/// At 30,000 writes a second a pod's next write (bound, then Running) can come seconds after
-/// the last: the watch ring's 10,000 events caught under 1% of them, this catches most when
-/// the scheduler keeps up with pod creation (measured: 117,000-305,000 of 480,000 writes in
-/// the scale benchmark; few when 150,000 pods are created faster than they are bound).
-const CACHED_WRITES: usize = 60_000;
+/// How many objects [`ObjectCache`] holds: the most recently written ones, each at its newest
+/// write. A write to an object still here copies it; one written longer ago is read and parsed
+/// from disk, which costs about three copies.
+const CACHED_OBJECTS: usize = 50_000;
 
 /// The current state of recently written objects that are stored with nothing beside them
 /// (controller-made ones, the bulk of writes at scale). A write to such an object copies it
@@ -383,9 +386,11 @@ const CACHED_WRITES: usize = 60_000;
 struct ObjectCache {
     /// Each cached key's newest event.
     by_key: std::collections::HashMap<String, Arc<WatchEvent>>,
-    /// The cached events, oldest first; an event leaves `by_key` when it leaves here (unless
-    /// a newer one replaced it).
-    order: VecDeque<Arc<WatchEvent>>,
+    /// The cached events in the order they were written, oldest first. An entry whose key has
+    /// been written since is stale: it no longer counts, and it does not keep the event's
+    /// object alive (a `Weak`). Stale entries are dropped when they reach the front, or all at
+    /// once when they outnumber the live ones.
+    order: VecDeque<std::sync::Weak<WatchEvent>>,
     /// How often a write found its object here, and how often it had to parse it.
     reads: Arc<ObjectReads>,
 }
@@ -406,20 +411,38 @@ impl ObjectCache {
         self.by_key.get(key)
     }
 
+    /// `entry` of `order`, if it is still its key's newest event.
+    fn live(&self, entry: &std::sync::Weak<WatchEvent>) -> Option<Arc<WatchEvent>> {
+        let event = entry.upgrade()?;
+        let newest = self.by_key.get(&event.key)?;
+        Arc::ptr_eq(newest, &event).then_some(event)
+    }
+
+    /// Remembers `event` as its key's newest; the events that leave (superseded, or the least
+    /// recently written beyond [`CACHED_OBJECTS`]) go to `evicted`, to be freed off the
+    /// committer.
     fn insert(&mut self, event: &Arc<WatchEvent>, evicted: &mut Vec<Arc<WatchEvent>>) {
-        self.by_key.insert(event.key.clone(), event.clone());
-        self.order.push_back(event.clone());
-        if self.order.len() > CACHED_WRITES
-            && let Some(old) = self.order.pop_front()
-        {
-            if self
-                .by_key
-                .get(&old.key)
-                .is_some_and(|c| Arc::ptr_eq(c, &old))
-            {
-                self.by_key.remove(&old.key);
+        let superseded = match self.by_key.get_mut(&event.key) {
+            Some(newest) => Some(std::mem::replace(newest, event.clone())),
+            None => self.by_key.insert(event.key.clone(), event.clone()),
+        };
+        evicted.extend(superseded);
+        self.order.push_back(Arc::downgrade(event));
+        while self.by_key.len() > CACHED_OBJECTS {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(live) = self.live(&oldest) {
+                self.by_key.remove(&live.key);
+                evicted.push(live);
             }
-            evicted.push(old);
+        }
+        if self.order.len() > 2 * self.by_key.len().max(CACHED_OBJECTS) {
+            let order = std::mem::take(&mut self.order);
+            self.order = order
+                .into_iter()
+                .filter(|entry| self.live(entry).is_some())
+                .collect();
         }
     }
 
@@ -429,8 +452,8 @@ impl ObjectCache {
 
     /// Forgets everything, handing the events over to be freed.
     fn clear(&mut self, evicted: &mut Vec<Arc<WatchEvent>>) {
-        self.by_key.clear();
-        evicted.extend(self.order.drain(..));
+        self.order.clear();
+        evicted.extend(self.by_key.drain().map(|(_, event)| event));
     }
 }
 
@@ -550,6 +573,7 @@ impl Store {
                 audit: txn.open_table(AUDIT).map_err(db_error)?,
                 cached,
                 evicted,
+                last_audit: None,
             };
             let mut rv = read_json(tables.meta.get(RESOURCE_VERSION).map_err(db_error)?)?
                 .and_then(|v: Value| v.as_u64())
@@ -826,6 +850,10 @@ struct Tables<'txn> {
     cached: &'txn mut ObjectCache,
     /// Events the cache let go of, to be freed off the committer.
     evicted: &'txn mut Vec<Arc<WatchEvent>>,
+    /// The newest audit record's position and hash, once read in this transaction: every
+    /// audited batch chains onto it, and parsing the last record again for each batch of a
+    /// group cost more than hashing.
+    last_audit: Option<(u64, String)>,
 }
 
 /// A batch's changes before they reach the table: the batch's writes see each other, and a
@@ -933,13 +961,16 @@ impl Tables<'_> {
         }
         *rv = next;
         if let Some(entry) = batch.audit {
-            let (seq, prev_hash) = match self.audit.last().map_err(db_error)? {
-                Some((seq, bytes)) => {
-                    let record: AuditRecord = serde_json::from_slice(bytes.value())
-                        .map_err(|e| db_error(format!("audit record {}: {e}", seq.value())))?;
-                    (seq.value() + 1, record.hash)
-                }
-                None => (1, String::new()),
+            let (seq, prev_hash) = match self.last_audit.take() {
+                Some((seq, hash)) => (seq + 1, hash),
+                None => match self.audit.last().map_err(db_error)? {
+                    Some((seq, bytes)) => {
+                        let record: AuditRecord = serde_json::from_slice(bytes.value())
+                            .map_err(|e| db_error(format!("audit record {}: {e}", seq.value())))?;
+                        (seq.value() + 1, record.hash)
+                    }
+                    None => (1, String::new()),
+                },
             };
             let mut record = AuditRecord {
                 seq,
@@ -953,6 +984,7 @@ impl Tables<'_> {
             self.audit
                 .insert(seq, to_bytes(&record).as_slice())
                 .map_err(db_error)?;
+            self.last_audit = Some((seq, record.hash));
         }
         let events: Vec<Arc<WatchEvent>> = events.into_iter().map(Arc::new).collect();
         for (event, plain) in events.iter().zip(plain) {
@@ -1433,7 +1465,7 @@ mod tests {
     }
 
     #[test]
-    fn the_object_cache_forgets_the_oldest_writes_but_not_newer_ones_of_the_same_key() {
+    fn the_object_cache_forgets_the_least_recently_written_objects() {
         let event = |key: &str, rv: u64| {
             Arc::new(WatchEvent {
                 resource_version: rv,
@@ -1447,17 +1479,38 @@ mod tests {
         cache.insert(&event("old", 1), &mut evicted);
         cache.insert(&event("renewed", 2), &mut evicted);
         cache.insert(&event("renewed", 3), &mut evicted);
-        // Two more writes than the cache holds: `old` and `renewed`'s first event leave.
-        for rv in 4..=u64::try_from(CACHED_WRITES).expect("fits") + 2 {
+        let rvs = |evicted: &[Arc<WatchEvent>]| -> Vec<u64> {
+            evicted.iter().map(|e| e.resource_version).collect()
+        };
+        assert_eq!(rvs(&evicted), vec![2], "a superseded write leaves at once");
+        // One object more than the cache holds: `old`, the least recently written, leaves.
+        let last = u64::try_from(CACHED_OBJECTS).expect("fits") + 2;
+        for rv in 4..=last {
             cache.insert(&event(&format!("filler-{rv}"), rv), &mut evicted);
         }
-        let evicted_rvs: Vec<u64> = evicted.iter().map(|e| e.resource_version).collect();
-        assert_eq!(evicted_rvs, vec![1, 2]);
+        assert_eq!(rvs(&evicted), vec![2, 1]);
         assert!(cache.get("old").is_none());
         assert_eq!(cache.get("renewed").map(|e| e.resource_version), Some(3));
+        // A new key pushes out one object, the least recently written (`renewed`); rewriting
+        // it over and over pushes out no more, and the queue of writes stays bounded.
+        evicted.clear();
+        let hot_last = last + 3 * u64::try_from(CACHED_OBJECTS).expect("fits");
+        for rv in last + 1..=hot_last {
+            cache.insert(&event("hot", rv), &mut evicted);
+        }
+        let others: Vec<&str> = evicted
+            .iter()
+            .map(|e| e.key.as_str())
+            .filter(|key| *key != "hot")
+            .collect();
+        assert_eq!(others, vec!["renewed"]);
+        assert_eq!(cache.get("hot").map(|e| e.resource_version), Some(hot_last));
+        assert_eq!(cache.by_key.len(), CACHED_OBJECTS);
+        assert!(cache.order.len() <= 2 * CACHED_OBJECTS + 1);
+        evicted.clear();
         cache.clear(&mut evicted);
         assert!(cache.get("renewed").is_none());
-        assert_eq!(evicted.len(), 2 + CACHED_WRITES);
+        assert_eq!(evicted.len(), CACHED_OBJECTS);
     }
 
     #[test]
@@ -1724,6 +1777,45 @@ mod tests {
             Err(StoreError::Expired { .. })
         ));
         assert_eq!(store.events_since(newest).expect("present"), vec![]);
+    }
+
+    #[test]
+    fn audited_batches_of_one_group_chain_onto_each_other() {
+        let (_dir, store) = store();
+        let audited = |write: Write, name: &str| Batch {
+            writes: vec![write],
+            audit: Some(AuditEntry {
+                actor: "git".into(),
+                action: "sync".into(),
+                subject: "web".into(),
+                details: json!({"object": name}),
+            }),
+        };
+        let results = store
+            .apply_group(
+                vec![
+                    audited(create("a"), "a"),
+                    // Refused (it exists): no record.
+                    audited(create("a"), "a again"),
+                    audited(create("b"), "b"),
+                ],
+                now(),
+            )
+            .expect("commits");
+        assert!(matches!(results[1], Err(StoreError::AlreadyExists(_))));
+        store
+            .apply_group(vec![audited(create("c"), "c")], now())
+            .expect("commits");
+        let records = store.audit_records().expect("reads");
+        assert_eq!(verify_audit(&records), Ok(3));
+        let subjects: Vec<(u64, &Value)> = records
+            .iter()
+            .map(|r| (r.seq, &r.entry.details["object"]))
+            .collect();
+        assert_eq!(
+            subjects,
+            [(1, &json!("a")), (2, &json!("b")), (3, &json!("c"))]
+        );
     }
 
     #[test]
