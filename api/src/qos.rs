@@ -42,13 +42,7 @@ pub fn qos_class(spec: &Value) -> &'static str {
 
 /// `1` and `1000m` are the same cpu: compare quantities, not their spelling.
 fn same_amount(a: Option<&Value>, b: Option<&Value>) -> bool {
-    let parse = |v: Option<&Value>| -> Option<Quantity> {
-        match v? {
-            Value::String(text) => text.parse().ok(),
-            Value::Number(n) => n.to_string().parse().ok(),
-            _ => None,
-        }
-    };
+    let parse = |v: Option<&Value>| -> Option<Quantity> { Quantity::from_json(v?).ok() };
     match (parse(a), parse(b)) {
         (Some(a), Some(b)) => a.milli() == b.milli(),
         _ => a == b,

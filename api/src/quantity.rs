@@ -58,6 +58,20 @@ impl Quantity {
         self.nanos < 0
     }
 
+    /// A quantity as a manifest gives it: a string (`"500m"`) or a bare JSON number (`0.5`,
+    /// `2`), which Kubernetes also accepts. The one reading of a JSON quantity the scheduler,
+    /// the QoS class and the kubelet share, so that all three agree on `cpu: 0.5`.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, QuantityError> {
+        match value {
+            serde_json::Value::String(text) => text.parse(),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(units) => Ok(Self::from_units(units)),
+                None => n.to_string().parse(),
+            },
+            other => Err(QuantityError::Malformed(other.to_string())),
+        }
+    }
+
     /// The sum of two quantities, or `None` on overflow.
     pub fn checked_add(self, other: Quantity) -> Option<Quantity> {
         self.nanos
@@ -168,6 +182,24 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         s.parse().expect(s)
+    }
+
+    #[test]
+    fn json_numbers_and_strings_are_the_same_quantities() {
+        use serde_json::json;
+        let milli = |v: serde_json::Value| Quantity::from_json(&v).map(|q| q.milli());
+        assert_eq!(milli(json!(0.5)), Ok(500));
+        assert_eq!(milli(json!(2)), Ok(2000));
+        assert_eq!(milli(json!("500m")), Ok(500));
+        assert_eq!(milli(json!(1e3)), Ok(1_000_000));
+        assert!(matches!(
+            milli(json!(true)),
+            Err(QuantityError::Malformed(_))
+        ));
+        assert!(matches!(
+            milli(json!("lots")),
+            Err(QuantityError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -90,15 +90,9 @@ fn text_list(value: Option<&Value>) -> Option<Vec<String>> {
 fn quantity(container: &Value, pointer: &str) -> Result<Option<Quantity>, String> {
     match container.at(pointer) {
         None => Ok(None),
-        Some(value) => {
-            let text = match value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            text.parse::<Quantity>()
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", pointer.trim_start_matches('/').replace('/', ".")))
-        }
+        Some(value) => Quantity::from_json(value)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", pointer.trim_start_matches('/').replace('/', "."))),
     }
 }
 

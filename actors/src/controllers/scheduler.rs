@@ -285,11 +285,7 @@ impl Scheduler {
 }
 
 fn quantity(value: Option<&Value>) -> Option<Quantity> {
-    match value? {
-        Value::String(text) => text.parse().ok(),
-        Value::Number(n) => n.as_i64().map(Quantity::from_units),
-        _ => None,
-    }
+    Quantity::from_json(value?).ok()
 }
 
 fn milli(value: Option<&Value>) -> u64 {
@@ -771,10 +767,14 @@ mod tests {
             "spec": {"containers": [
                 {"resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
                 {"resources": {"requests": {"cpu": 1}}},
+                {"resources": {"requests": {"cpu": 0.5}}},
             ], "nodeSelector": {"disk": "ssd"}},
         });
         let request = pod_request(&pod);
-        assert_eq!(request.cpu_milli, 1250);
+        assert_eq!(
+            request.cpu_milli, 1750,
+            "a bare 0.5 is half a cpu, as the kubelet reads it"
+        );
         assert_eq!(request.memory, 64 << 20);
         assert_eq!(request.owner.name(), "ReplicaSet/web-1");
         assert_eq!(
