@@ -14,7 +14,9 @@
 //! through the watch are recognised by resourceVersion and skipped, and a deletion leaves a
 //! tombstone so that an older event cannot bring the object back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,25 +106,14 @@ impl Dirty {
         }
     }
 
-    /// Marks `key` ahead of every other (a key taken and not decided after all).
-    fn put_back(&mut self, key: String, reason: String) {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.reasons.entry(key) {
-            self.order.push_front(slot.key().clone());
-            slot.insert(reason);
-        }
-    }
-
-    /// Takes up to `limit` keys, the longest marked first, leaving the rest marked.
-    fn take(&mut self, limit: usize) -> Vec<(String, String)> {
-        let mut taken = Vec::with_capacity(limit.min(self.reasons.len()));
-        while taken.len() < limit
-            && let Some(key) = self.order.pop_front()
-        {
+    /// Takes the key marked longest ago.
+    fn pop(&mut self) -> Option<(String, String)> {
+        while let Some(key) = self.order.pop_front() {
             if let Some(reason) = self.reasons.remove(&key) {
-                taken.push((key, reason));
+                return Some((key, reason));
             }
         }
-        taken
+        None
     }
 
     /// Unmarks `key`, returning its reason.
@@ -183,10 +174,10 @@ impl<C: Controller> ControllerActor<C> {
             controller,
             store,
             dirty: Dirty::default(),
-            versions: HashMap::new(),
-            tombstones: HashMap::new(),
-            timers: HashMap::new(),
-            in_flight: HashMap::new(),
+            versions: HashMap::default(),
+            tombstones: HashMap::default(),
+            timers: HashMap::default(),
+            in_flight: HashMap::default(),
             held: Dirty::default(),
             writes_in_flight: 0,
             run_pending: false,
@@ -272,43 +263,19 @@ impl<C: Controller> ControllerActor<C> {
     /// A round stops early once [`WRITES_IN_FLIGHT`] writes await answers; the keys left stay
     /// marked and the next answer starts the next round.
     fn run(&mut self, me: &ActorRef<Self>) {
-        if self.writes_in_flight >= WRITES_IN_FLIGHT {
-            return;
-        }
-        let mut keys = self.dirty.take(ROUND_KEYS);
-        if !self.dirty.is_empty() && !self.run_pending {
-            self.run_pending = true;
-            // The mailbox is unbounded: this fails only when the actor is stopping.
-            let _ = me.tell(Run).try_send();
-        }
-        if !self.in_flight.is_empty() {
-            keys.retain_mut(|(key, reason)| {
-                if self.in_flight.contains_key(key) {
-                    self.held.mark(key.clone(), || std::mem::take(reason));
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        if keys.is_empty() {
-            return;
-        }
         let name = self.controller.name();
         let now = jiff::Timestamp::now();
         let mut writes = Vec::new();
-        let mut keys = keys.into_iter();
-        while let Some((key, reason)) = keys.next() {
-            if self.writes_in_flight >= WRITES_IN_FLIGHT {
-                // Put the rest back where they were, first in line; the answers to what is
-                // in flight resume the work.
-                let rest: Vec<_> = std::iter::once((key, reason))
-                    .chain(keys.by_ref())
-                    .collect();
-                for (key, reason) in rest.into_iter().rev() {
-                    self.dirty.put_back(key, reason);
-                }
+        let mut looked = 0;
+        // Keys are taken one at a time, so those a round does not reach keep their place.
+        while looked < ROUND_KEYS && self.writes_in_flight < WRITES_IN_FLIGHT {
+            let Some((key, reason)) = self.dirty.pop() else {
                 break;
+            };
+            looked += 1;
+            if self.in_flight.contains_key(&key) {
+                self.held.mark(key, || reason);
+                continue;
             }
             let span = tracing::debug_span!("reconcile", controller = name, object = %key, %reason);
             let started = Instant::now();
@@ -329,6 +296,13 @@ impl<C: Controller> ControllerActor<C> {
                 self.writes_in_flight += batch.writes.len();
                 writes.push((key.clone(), batch, span.clone()));
             }
+        }
+        // More keys wait: the next round follows as a message to itself, unless the bound on
+        // writes in flight stopped this one (then the answers start the next).
+        if !self.dirty.is_empty() && !self.run_pending && self.writes_in_flight < WRITES_IN_FLIGHT {
+            self.run_pending = true;
+            // The mailbox is unbounded: this fails only when the actor is stopping.
+            let _ = me.tell(Run).try_send();
         }
         if writes.is_empty() {
             return;
@@ -670,21 +644,18 @@ mod tests {
     #[test]
     fn dirty_keys_are_taken_in_the_order_first_marked() {
         let mut dirty = Dirty::default();
-        for key in ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1"] {
+        for key in ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1", "Pod/a/zz"] {
             dirty.mark(key, || format!("{key} added"));
         }
         dirty.mark("Pod/a/web-9", || "modified later".into());
-        let keys = |taken: Vec<(String, String)>| -> Vec<String> {
-            taken.into_iter().map(|(key, _)| key).collect()
-        };
-        let first = dirty.take(2);
-        assert_eq!(first[0].1, "Pod/a/web-9 added", "the first reason is kept");
-        assert_eq!(keys(first), ["Pod/a/web-9", "Pod/a/web-10"]);
-        // A key taken and put back goes ahead of the others; one removed is not taken.
-        dirty.mark("Pod/a/zz", || "added".into());
-        dirty.put_back("Pod/a/web-10".into(), "again".into());
-        assert_eq!(dirty.remove("Pod/a/zz").as_deref(), Some("added"));
-        assert_eq!(keys(dirty.take(10)), ["Pod/a/web-10", "Pod/a/app-1"]);
+        assert_eq!(dirty.remove("Pod/a/zz").as_deref(), Some("Pod/a/zz added"));
+        let mut taken = Vec::new();
+        while let Some(next) = dirty.pop() {
+            taken.push(next);
+        }
+        assert_eq!(taken[0].1, "Pod/a/web-9 added", "the first reason is kept");
+        let keys: Vec<&str> = taken.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1"]);
         assert!(dirty.is_empty());
     }
 
@@ -698,7 +669,11 @@ mod tests {
         }
         assert!(held.order.len() <= 64, "{} stale entries", held.order.len());
         held.mark("Pod/a/last", || "held".into());
-        assert_eq!(held.take(5).len(), 1);
+        assert_eq!(
+            held.pop().map(|(key, _)| key).as_deref(),
+            Some("Pod/a/last")
+        );
+        assert!(held.pop().is_none());
     }
 
     /// A store actor over a fresh database in `dir`.

@@ -385,7 +385,7 @@ const CACHED_OBJECTS: usize = 50_000;
 #[derive(Default)]
 struct ObjectCache {
     /// Each cached key's newest event.
-    by_key: std::collections::HashMap<String, Arc<WatchEvent>>,
+    by_key: foldhash::HashMap<String, Arc<WatchEvent>>,
     /// The cached events in the order they were written, oldest first. An entry whose key has
     /// been written since is stale: it no longer counts, and it does not keep the event's
     /// object alive (a `Weak`). Stale entries are dropped when they reach the front, or all at

@@ -8,7 +8,9 @@
 //! no work of its own.
 
 use shipshape_api::pointer::At;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -138,7 +140,7 @@ impl SimulatedNodes {
         let mut this = Self {
             config,
             nodes: BTreeMap::new(),
-            pods: HashMap::new(),
+            pods: HashMap::default(),
         };
         this.reset();
         this

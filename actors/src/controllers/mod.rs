@@ -224,8 +224,8 @@ impl PodTemplate {
 /// concerns. Objects without such an owner are not kept.
 pub struct Owned<T> {
     owner_kind: &'static str,
-    objects: std::collections::HashMap<String, (String, T)>,
-    by_owner: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    objects: foldhash::HashMap<String, (String, T)>,
+    by_owner: foldhash::HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl<T> Owned<T> {
@@ -233,8 +233,8 @@ impl<T> Owned<T> {
     pub fn new(owner_kind: &'static str) -> Self {
         Self {
             owner_kind,
-            objects: std::collections::HashMap::new(),
-            by_owner: std::collections::HashMap::new(),
+            objects: foldhash::HashMap::default(),
+            by_owner: foldhash::HashMap::default(),
         }
     }
 

@@ -8,7 +8,9 @@
 //! pod can never be bound twice.
 
 use shipshape_api::pointer::At;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
