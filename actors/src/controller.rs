@@ -15,10 +15,10 @@
 //! tombstone so that an older event cannot bring the object back.
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};

@@ -9,10 +9,10 @@
 
 use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 use serde_json::{Value, json};
 use shipshape_actors::Write;

@@ -9,10 +9,10 @@
 
 use shipshape_api::pointer::At;
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+use foldhash::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 use shipshape_api::Kind;
