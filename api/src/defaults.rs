@@ -121,6 +121,11 @@ pub fn apply_defaults(object: &mut Object) {
                 for port in spec.ports.iter_mut().flatten() {
                     set(&mut port.protocol, "TCP".to_string());
                     set(&mut port.target_port, IntOrString::Int(port.port));
+                    // `nodePort: 0` asks for an allocated port, as leaving it out does. Stored
+                    // without it, the port the cluster allocated survives Git's next update.
+                    if port.node_port == Some(0) {
+                        port.node_port = None;
+                    }
                 }
             }
         }
@@ -240,5 +245,21 @@ mod tests {
         assert_eq!(value["spec"]["type"], "ClusterIP");
         assert_eq!(value["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(value["spec"]["ports"][0]["targetPort"], 80);
+    }
+
+    #[test]
+    fn node_port_zero_is_left_for_the_cluster_to_allocate() {
+        let mut object = Object::from_json(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 0}, {"port": 81, "nodePort": 30081}]}
+        }))
+        .expect("decodes");
+        apply_defaults(&mut object);
+        let value = object.to_json();
+        assert!(
+            value["spec"]["ports"][0].get("nodePort").is_none(),
+            "{value}"
+        );
+        assert_eq!(value["spec"]["ports"][1]["nodePort"], 30081);
     }
 }

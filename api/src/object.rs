@@ -241,13 +241,272 @@ pub enum KindLookup {
     Found(Kind),
     /// The kind is known but not at this apiVersion; the supported one is given.
     WrongVersion(Kind),
-    /// No supported kind has this name.
+    /// A kind built into Kubernetes that shipshape does not serve, with the reason.
+    NotServed(&'static UnservedKind),
+    /// No kind shipshape knows of: a custom resource, RBAC, or a misspelling.
     Unknown,
 }
+
+/// A kind built into Kubernetes that shipshape does not serve. Users apply these with kubectl
+/// every day, so "unsupported kind" alone would read as a bug; each says why, or what to use.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnservedKind {
+    /// The API group (empty for the core group); any version of it matches.
+    pub group: &'static str,
+    /// `ReplicationController`.
+    pub kind: &'static str,
+    /// The rest of a sentence that starts with the kind: `is not supported by shipshape yet:
+    /// use a Deployment`.
+    pub why: &'static str,
+}
+
+impl UnservedKind {
+    /// The sentence a user reads: `ReplicationController is not supported by shipshape yet: …`.
+    pub fn message(&self) -> String {
+        format!("{} {}", self.kind, self.why)
+    }
+}
+
+const ADMISSION: &str = "is not supported: shipshape has no admission webhooks or policies";
+const REVIEW: &str =
+    "is not supported: it is a question put to the API server, not an object to keep in Git";
+const CERTIFICATES: &str = "is not supported: shipshape has no certificate signing API";
+const FLOW_CONTROL: &str = "is not supported: shipshape has no API priority and fairness";
+const DEVICES: &str = "is not supported: shipshape has no dynamic resource allocation";
+const CSI: &str =
+    "is not supported: shipshape's storage is its built-in local-path provisioner, not CSI";
+const SERVICE_ADDRESSES: &str =
+    "is not supported: Service addresses come from shipshape's --service-cidr";
+
+/// The kinds Kubernetes (1.34) builds in that shipshape does not serve. RBAC's kinds are left
+/// out on purpose: with custom resources they get the general "not custom resources or RBAC".
+static UNSERVED_KINDS: &[UnservedKind] = &[
+    UnservedKind {
+        group: "",
+        kind: "ReplicationController",
+        why: "is not supported by shipshape yet: use a Deployment",
+    },
+    UnservedKind {
+        group: "",
+        kind: "PodTemplate",
+        why: "is not supported by shipshape yet: put the pod template in a Deployment, StatefulSet, DaemonSet or Job",
+    },
+    UnservedKind {
+        group: "",
+        kind: "Binding",
+        why: "is not supported: the scheduler binds pods; use spec.nodeName or a nodeSelector",
+    },
+    UnservedKind {
+        group: "",
+        kind: "ComponentStatus",
+        why: "is not supported: it reports the control plane's health and cannot be declared",
+    },
+    UnservedKind {
+        group: "apps",
+        kind: "ControllerRevision",
+        why: "is not supported: controllers record their own revisions, not Git",
+    },
+    UnservedKind {
+        group: "apiregistration.k8s.io",
+        kind: "APIService",
+        why: "is not supported: shipshape has no aggregated APIs",
+    },
+    UnservedKind {
+        group: "apiextensions.k8s.io",
+        kind: "CustomResourceDefinition",
+        why: "is not supported: shipshape serves no custom resources",
+    },
+    UnservedKind {
+        group: "admissionregistration.k8s.io",
+        kind: "MutatingWebhookConfiguration",
+        why: ADMISSION,
+    },
+    UnservedKind {
+        group: "admissionregistration.k8s.io",
+        kind: "ValidatingWebhookConfiguration",
+        why: ADMISSION,
+    },
+    UnservedKind {
+        group: "admissionregistration.k8s.io",
+        kind: "ValidatingAdmissionPolicy",
+        why: ADMISSION,
+    },
+    UnservedKind {
+        group: "admissionregistration.k8s.io",
+        kind: "ValidatingAdmissionPolicyBinding",
+        why: ADMISSION,
+    },
+    UnservedKind {
+        group: "admissionregistration.k8s.io",
+        kind: "MutatingAdmissionPolicy",
+        why: ADMISSION,
+    },
+    UnservedKind {
+        group: "admissionregistration.k8s.io",
+        kind: "MutatingAdmissionPolicyBinding",
+        why: ADMISSION,
+    },
+    UnservedKind {
+        group: "authentication.k8s.io",
+        kind: "TokenReview",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "authentication.k8s.io",
+        kind: "SelfSubjectReview",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "authentication.k8s.io",
+        kind: "TokenRequest",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "authorization.k8s.io",
+        kind: "SubjectAccessReview",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "authorization.k8s.io",
+        kind: "LocalSubjectAccessReview",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "authorization.k8s.io",
+        kind: "SelfSubjectAccessReview",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "authorization.k8s.io",
+        kind: "SelfSubjectRulesReview",
+        why: REVIEW,
+    },
+    UnservedKind {
+        group: "certificates.k8s.io",
+        kind: "CertificateSigningRequest",
+        why: CERTIFICATES,
+    },
+    UnservedKind {
+        group: "certificates.k8s.io",
+        kind: "ClusterTrustBundle",
+        why: CERTIFICATES,
+    },
+    UnservedKind {
+        group: "certificates.k8s.io",
+        kind: "PodCertificateRequest",
+        why: CERTIFICATES,
+    },
+    UnservedKind {
+        group: "coordination.k8s.io",
+        kind: "LeaseCandidate",
+        why: "is not supported: the control plane writes these, not Git",
+    },
+    UnservedKind {
+        group: "flowcontrol.apiserver.k8s.io",
+        kind: "FlowSchema",
+        why: FLOW_CONTROL,
+    },
+    UnservedKind {
+        group: "flowcontrol.apiserver.k8s.io",
+        kind: "PriorityLevelConfiguration",
+        why: FLOW_CONTROL,
+    },
+    UnservedKind {
+        group: "networking.k8s.io",
+        kind: "IPAddress",
+        why: SERVICE_ADDRESSES,
+    },
+    UnservedKind {
+        group: "networking.k8s.io",
+        kind: "ServiceCIDR",
+        why: SERVICE_ADDRESSES,
+    },
+    UnservedKind {
+        group: "node.k8s.io",
+        kind: "RuntimeClass",
+        why: "is not supported by shipshape yet",
+    },
+    UnservedKind {
+        group: "policy",
+        kind: "Eviction",
+        why: "is not supported: it is a request to evict a pod (as kubectl drain makes), not an object to keep in Git",
+    },
+    UnservedKind {
+        group: "policy",
+        kind: "PodSecurityPolicy",
+        why: "is not supported: Kubernetes removed it in 1.25",
+    },
+    UnservedKind {
+        group: "resource.k8s.io",
+        kind: "DeviceClass",
+        why: DEVICES,
+    },
+    UnservedKind {
+        group: "resource.k8s.io",
+        kind: "ResourceClaim",
+        why: DEVICES,
+    },
+    UnservedKind {
+        group: "resource.k8s.io",
+        kind: "ResourceClaimTemplate",
+        why: DEVICES,
+    },
+    UnservedKind {
+        group: "resource.k8s.io",
+        kind: "ResourceSlice",
+        why: DEVICES,
+    },
+    UnservedKind {
+        group: "resource.k8s.io",
+        kind: "DeviceTaintRule",
+        why: DEVICES,
+    },
+    UnservedKind {
+        group: "scheduling.k8s.io",
+        kind: "PriorityClass",
+        why: "is not supported by shipshape yet",
+    },
+    UnservedKind {
+        group: "storage.k8s.io",
+        kind: "CSIDriver",
+        why: CSI,
+    },
+    UnservedKind {
+        group: "storage.k8s.io",
+        kind: "CSINode",
+        why: CSI,
+    },
+    UnservedKind {
+        group: "storage.k8s.io",
+        kind: "CSIStorageCapacity",
+        why: CSI,
+    },
+    UnservedKind {
+        group: "storage.k8s.io",
+        kind: "VolumeAttachment",
+        why: CSI,
+    },
+    UnservedKind {
+        group: "storage.k8s.io",
+        kind: "VolumeAttributesClass",
+        why: CSI,
+    },
+    UnservedKind {
+        group: "storagemigration.k8s.io",
+        kind: "StorageVersionMigration",
+        why: "is not supported: shipshape migrates its own storage",
+    },
+    UnservedKind {
+        group: "internal.apiserver.k8s.io",
+        kind: "StorageVersion",
+        why: "is not supported: the API server writes these, not Git",
+    },
+];
 
 impl Kind {
     /// Finds the kind a manifest's `apiVersion` and `kind` name.
     pub fn lookup(api_version: &str, kind: &str) -> KindLookup {
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
         let mut same_name = None;
         for candidate in Kind::ALL {
             let info = candidate.info();
@@ -255,11 +514,16 @@ impl Kind {
                 if info.api_version == api_version {
                     return KindLookup::Found(*candidate);
                 }
-                let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
                 if same_name.is_none() || info.group == group {
                     same_name = Some(*candidate);
                 }
             }
+        }
+        if let Some(unserved) = UNSERVED_KINDS
+            .iter()
+            .find(|unserved| unserved.group == group && unserved.kind == kind)
+        {
+            return KindLookup::NotServed(unserved);
         }
         same_name.map_or(KindLookup::Unknown, KindLookup::WrongVersion)
     }
@@ -337,6 +601,10 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// The message for a required field that the input leaves out (or sets to `null`), as decoding
+/// reports it; the loader relies on it to report one missing field once.
+pub const REQUIRED_FIELD_MISSING: &str = "required field is missing";
+
 /// Why JSON could not be decoded into a supported object.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -374,7 +642,7 @@ impl DecodeError {
             .and_then(|rest| rest.strip_suffix('`'))
         {
             segments.push(Segment::Field(field.to_string()));
-            "required field is missing".to_string()
+            REQUIRED_FIELD_MISSING.to_string()
         } else if let Some(rest) = inner.strip_prefix("invalid type: ") {
             match rest.split_once(", expected ") {
                 // YAML reads yes/no/on/off and bare numbers as non-strings, as Kubernetes does.
@@ -398,6 +666,26 @@ impl DecodeError {
     }
 }
 
+impl DecodeError {
+    /// Names what to do about a value of Secret `data` or ConfigMap `binaryData` that is not
+    /// base64, the form Kubernetes keeps those maps in. The decoder's own words ("Invalid
+    /// symbol 95, offset 7.") say neither that base64 was expected nor where plain text goes.
+    fn explain_base64(self, kind: Kind) -> Self {
+        let (map, plain) = match kind {
+            Kind::Secret => ("data", "put plain text under stringData instead"),
+            Kind::ConfigMap => ("binaryData", "put text under data instead"),
+            _ => return self,
+        };
+        match self.path.segments() {
+            [Segment::Field(field), Segment::Field(key)] if field == map => Self {
+                path: FieldPath::parse(map).key(key),
+                message: format!("must be base64-encoded ({plain})"),
+            },
+            _ => self,
+        }
+    }
+}
+
 impl Object {
     /// Decodes an object from its JSON form, choosing the kind from `apiVersion` and `kind`.
     /// Unknown fields are ignored here; [`unknown_fields`] finds them.
@@ -407,13 +695,19 @@ impl Object {
             return Err(DecodeError::at_root("apiVersion and kind are required"));
         };
         match Kind::lookup(api_version, kind) {
-            KindLookup::Found(kind) => Self::decode(kind, value),
+            KindLookup::Found(kind) => {
+                Self::decode(kind, value).map_err(|error| error.explain_base64(kind))
+            }
             KindLookup::WrongVersion(known) => Err(DecodeError {
                 path: FieldPath::parse("apiVersion"),
                 message: format!(
                     "{kind} is not supported at {api_version}: use {}",
                     known.info().api_version
                 ),
+            }),
+            KindLookup::NotServed(unserved) => Err(DecodeError {
+                path: FieldPath::parse("kind"),
+                message: unserved.message(),
             }),
             KindLookup::Unknown => Err(DecodeError {
                 path: FieldPath::parse("kind"),
@@ -441,7 +735,7 @@ impl Object {
                 .into_iter()
                 .map(|path| DecodeError {
                     path,
-                    message: "required field is missing".to_string(),
+                    message: REQUIRED_FIELD_MISSING.to_string(),
                 }),
         );
         Ok((object, problems))
@@ -573,6 +867,43 @@ mod tests {
     }
 
     #[test]
+    fn built_in_kinds_shipshape_does_not_serve_say_so_plainly() {
+        let message = |api_version: &str, kind: &str| match Kind::lookup(api_version, kind) {
+            KindLookup::NotServed(unserved) => unserved.message(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            message("v1", "ReplicationController"),
+            "ReplicationController is not supported by shipshape yet: use a Deployment"
+        );
+        assert_eq!(
+            message("apiregistration.k8s.io/v1", "APIService"),
+            "APIService is not supported: shipshape has no aggregated APIs"
+        );
+        // RBAC and custom resources keep the general message; a kind by the same name in
+        // another group is someone's custom resource.
+        assert_eq!(
+            Kind::lookup("rbac.authorization.k8s.io/v1", "Role"),
+            KindLookup::Unknown
+        );
+        assert_eq!(
+            Kind::lookup("example.com/v1", "APIService"),
+            KindLookup::Unknown
+        );
+        for unserved in UNSERVED_KINDS {
+            let api_version = match unserved.group {
+                "" => "v1".to_string(),
+                group => format!("{group}/v1"),
+            };
+            assert_eq!(
+                Kind::lookup(&api_version, unserved.kind),
+                KindLookup::NotServed(unserved)
+            );
+            assert!(Kind::by_name(unserved.kind).is_none(), "{unserved:?}");
+        }
+    }
+
+    #[test]
     fn decoding_names_the_failing_field() {
         let error = Object::from_json(json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
@@ -595,6 +926,28 @@ mod tests {
             error.message.starts_with("must be a string"),
             "{}",
             error.message
+        );
+    }
+
+    #[test]
+    fn data_that_is_not_base64_says_where_plain_text_goes() {
+        let error = Object::from_json(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "data": {"user": "YWRtaW4=", "password": "hunter2_"}
+        }))
+        .expect_err("plain text under data");
+        assert_eq!(
+            error.to_string(),
+            "data[password]: must be base64-encoded (put plain text under stringData instead)"
+        );
+        let error = Object::from_json(json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "binaryData": {"logo.png": 42}
+        }))
+        .expect_err("a number under binaryData");
+        assert_eq!(
+            error.to_string(),
+            "binaryData[logo.png]: must be base64-encoded (put text under data instead)"
         );
     }
 

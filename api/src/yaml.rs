@@ -8,6 +8,10 @@
 //! Scalars are resolved as Kubernetes resolves them (go-yaml v2, YAML 1.1: `0400` is octal). Anchors, aliases
 //! and `<<` merge keys work. Input is bounded: nesting deeper than [`MAX_DEPTH`] or a document
 //! that expands to more than [`MAX_NODES`] values (an alias bomb) is an error, not a hang.
+//!
+//! One leniency is go-yaml's, not the YAML spec's: a line inside a flow collection (`[ … ]`,
+//! `{ … }`) may sit at or left of its key's indentation, as in `command: [` … `]` with the `]`
+//! under the `c` (see [`parse_documents`]).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -268,9 +272,49 @@ impl Node {
     }
 }
 
+/// Most bytes [`parse_documents`] re-reads while moving under-indented flow lines right: each
+/// move costs one more read of the text, and this caps the total for hostile input.
+const MAX_REREAD_BYTES: usize = 64 * 1024 * 1024;
+
 /// Reads every document of a YAML stream.
+///
+/// Kubernetes, kubectl, Argo CD and Flux read YAML with go-yaml, which (like libyaml) does not
+/// check indentation inside a flow collection, so manifests such as Kubernetes' own examples put
+/// the closing `]` of a multi-line `command: [` at the key's column. saphyr-parser follows the
+/// spec, which wants every line of the collection indented past the key, and stops with "invalid
+/// indentation". Inside a flow collection leading spaces carry no meaning (they are separation,
+/// or folded away within a multi-line scalar), so such a line is moved right far enough and the
+/// text read again. Only spaces at the start of a line are added, so every line number stays as
+/// written. Multi-line quoted scalars indented too little are still refused, as the spec says.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
-    Builder::default().run(text)
+    let mut text = Cow::Borrowed(text);
+    let mut reread = 0usize;
+    let mut last_moved = None;
+    loop {
+        let mut builder = Builder::default();
+        let error = match builder.run(&text) {
+            Ok(()) => return Ok(builder.documents),
+            Err(error) => error,
+        };
+        let Some(line) = builder.under_indented_flow_line.take() else {
+            return Err(error);
+        };
+        // Each move leaves the text before the line as it was, so a second stop on the same
+        // line (or an earlier one) means moving does not help.
+        reread = reread.saturating_add(text.len());
+        if last_moved.is_some_and(|moved| line.start <= moved) || reread > MAX_REREAD_BYTES {
+            return Err(error);
+        }
+        let Some((at, _)) = text.char_indices().nth(line.start) else {
+            return Err(error);
+        };
+        let mut moved = String::with_capacity(text.len() + line.missing);
+        moved.push_str(&text[..at]);
+        moved.extend(std::iter::repeat_n(' ', line.missing));
+        moved.push_str(&text[at..]);
+        text = Cow::Owned(moved);
+        last_moved = Some(line.start);
+    }
 }
 
 /// Reads a `.json` file: through the YAML reader (which keeps lines) when it can, else with a
@@ -318,11 +362,13 @@ fn check_depth(node: &Node, depth: usize, error: &mut Option<YamlError>) {
 enum Frame {
     Seq {
         line: u32,
+        column: usize,
         anchor: usize,
         items: Vec<Node>,
     },
     Map {
         line: u32,
+        column: usize,
         anchor: usize,
         entries: Vec<Entry>,
         seen: HashSet<String>,
@@ -333,6 +379,23 @@ enum Frame {
     },
 }
 
+impl Frame {
+    /// The (0-based) column the collection starts at: its `[`, `{`, first `-` or first key.
+    fn column(&self) -> usize {
+        match self {
+            Frame::Seq { column, .. } | Frame::Map { column, .. } => *column,
+        }
+    }
+}
+
+/// A line inside a flow collection that saphyr-parser found indented too little.
+struct UnderIndentedFlowLine {
+    /// Where the line starts, in characters from the start of the text.
+    start: usize,
+    /// How many spaces to add in front of it.
+    missing: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
@@ -340,6 +403,8 @@ struct Builder {
     nodes: usize,
     documents: Vec<Document>,
     current: Option<Document>,
+    /// Set when the parser stopped on an under-indented line of a flow collection.
+    under_indented_flow_line: Option<UnderIndentedFlowLine>,
 }
 
 fn line_of(span: &Span) -> u32 {
@@ -347,14 +412,47 @@ fn line_of(span: &Span) -> u32 {
 }
 
 impl Builder {
-    fn run(mut self, text: &str) -> Result<Vec<Document>, YamlError> {
+    /// Records where a scanner error is a flow line indented too little, and how far right
+    /// moving it would satisfy the scanner.
+    ///
+    /// Invariant (saphyr-parser 0.3's scanner; the flow-line test pins it): these two errors
+    /// arise only inside a flow collection, since in block context the scanner closes blocks
+    /// down to the line's column instead. There a line must start at or right of the scanner's
+    /// indentation, which is at most one column past the start of the innermost collection the
+    /// parser has reported open: the block collection around the flow one (plus one after its
+    /// `key:` or `-`), or an open flow collection, which passed the same check itself.
+    fn note_under_indented_flow_line(&mut self, error: &saphyr_parser::ScanError) {
+        if !matches!(
+            error.info(),
+            "invalid indentation" | "invalid indentation in flow construct"
+        ) {
+            return;
+        }
+        let marker = error.marker();
+        let wanted = self.stack.last().map_or(0, |frame| frame.column() + 1);
+        if marker.col() < wanted {
+            self.under_indented_flow_line = Some(UnderIndentedFlowLine {
+                start: marker.index().saturating_sub(marker.col()),
+                missing: wanted - marker.col(),
+            });
+        }
+    }
+
+    fn run(&mut self, text: &str) -> Result<(), YamlError> {
         let mut parser = Parser::new_from_str(text);
         while let Some(next) = parser.next_event() {
-            let (event, span) = next.map_err(|error| YamlError::Syntax {
-                line: u32::try_from(error.marker().line()).unwrap_or(u32::MAX),
-                message: error.info().to_string(),
-            })?;
+            let (event, span) = match next {
+                Ok(next) => next,
+                Err(error) => {
+                    self.note_under_indented_flow_line(&error);
+                    return Err(YamlError::Syntax {
+                        line: u32::try_from(error.marker().line()).unwrap_or(u32::MAX),
+                        message: error.info().to_string(),
+                    });
+                }
+            };
             let line = line_of(&span);
+            let column = span.start.col();
             match event {
                 Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
                 Event::DocumentStart(_) => {
@@ -388,6 +486,7 @@ impl Builder {
                     self.open(
                         Frame::Seq {
                             line,
+                            column,
                             anchor,
                             items: Vec::new(),
                         },
@@ -399,6 +498,7 @@ impl Builder {
                     self.open(
                         Frame::Map {
                             line,
+                            column,
                             anchor,
                             entries: Vec::new(),
                             seen: HashSet::new(),
@@ -431,7 +531,7 @@ impl Builder {
             }
         }
         self.finish_document();
-        Ok(self.documents)
+        Ok(())
     }
 
     fn count(&mut self, n: usize, line: u32) -> Result<(), YamlError> {
@@ -463,6 +563,7 @@ impl Builder {
                 line,
                 anchor,
                 items,
+                ..
             } => (
                 Node {
                     line,
@@ -878,6 +979,55 @@ mod tests {
         ));
         let error = parse_documents("a: [1,\n").expect_err("broken");
         assert!(matches!(error, YamlError::Syntax { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn reads_flow_lines_at_their_keys_indentation_as_go_yaml_does() {
+        // The shape of Kubernetes' own examples, which kubectl applies.
+        let text = concat!(
+            "spec:\n",
+            "  containers:\n",
+            "  - name: a\n",
+            "    image: busybox\n",
+            "    command: [\n",
+            "      \"sh\", \"-c\", \"sleep 1\"\n",
+            "    ]\n",
+            "    args: [\"a\",\n",
+            "    \"b\"\n",
+            "    ]\n",
+            "    env: [{name: X,\n",
+            "    value: \"1\"}\n",
+            "  ]\n",
+            "  - name: b\n",
+            "    image: busybox\n",
+            "    workingDir: /tmp\n",
+            "top: [\n",
+            "x, [w,\n",
+            "z]]\n",
+        );
+        let node = one(text);
+        assert_eq!(
+            node.to_json(),
+            json!({"spec": {"containers": [
+                {"name": "a", "image": "busybox", "command": ["sh", "-c", "sleep 1"],
+                 "args": ["a", "b"], "env": [{"name": "X", "value": "1"}]},
+                {"name": "b", "image": "busybox", "workingDir": "/tmp"}]},
+                "top": ["x", ["w", "z"]]})
+        );
+        let containers = FieldPath::parse("spec.containers");
+        assert_eq!(node.line_of(&containers.index(0).field("args").index(1)), 9);
+        assert_eq!(
+            node.line_of(&containers.index(0).field("env").index(0).field("value")),
+            12
+        );
+        assert_eq!(node.line_of(&containers.index(1).field("workingDir")), 16);
+        assert_eq!(node.line_of(&FieldPath::parse("top").index(1)), 18);
+        // Moving a line right does not hide real mistakes, nor their lines.
+        let error = parse_documents("a:\n  b: [1,\n  2\nc: 3\n").expect_err("unclosed");
+        assert!(matches!(error, YamlError::Syntax { .. }), "{error:?}");
+        assert_eq!(error.line(), 4, "{error:?}");
+        let error = parse_documents("a:\n  b: x\n c: y\n").expect_err("block indentation");
+        assert_eq!(error.line(), 3, "{error:?}");
     }
 
     #[test]

@@ -90,9 +90,10 @@ pub fn cluster_ip(
 }
 
 /// Decides one NodePort: `requested` honoured when free and in range, else the first free port
-/// from where `seed` points.
+/// from where `seed` points. A request of 0 is no request: Kubernetes reads `nodePort: 0` as
+/// unset and allocates one.
 pub fn node_port(requested: Option<u16>, used: &BTreeSet<u16>, seed: u64) -> Result<u16, String> {
-    if let Some(port) = requested {
+    if let Some(port) = requested.filter(|&port| port != 0) {
         if !(NODE_PORT_MIN..=NODE_PORT_MAX).contains(&port) {
             return Err(format!(
                 "spec.ports.nodePort: Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {NODE_PORT_MIN}-{NODE_PORT_MAX}"
@@ -217,6 +218,7 @@ pub enum Claim {
 }
 
 /// The addresses and ports `service` holds or asks for, each with the field that says so.
+/// `nodePort: 0` asks for nothing (Kubernetes allocates a port for it), so it claims nothing.
 pub fn claims(service: &serde_json::Value) -> Vec<(String, Claim)> {
     let spec = &service["spec"];
     let mut claims = Vec::new();
@@ -230,7 +232,7 @@ pub fn claims(service: &serde_json::Value) -> Vec<(String, Claim)> {
         ));
     }
     for (index, port) in spec["ports"].as_array().into_iter().flatten().enumerate() {
-        if let Some(n) = port["nodePort"].as_u64() {
+        if let Some(n) = port["nodePort"].as_u64().filter(|&n| n != 0) {
             claims.push((format!("spec.ports[{index}].nodePort"), Claim::NodePort(n)));
         }
     }
@@ -413,6 +415,44 @@ mod tests {
                 .unwrap_err()
                 .contains("valid range")
         );
+    }
+
+    #[test]
+    fn node_port_zero_is_allocated_like_a_missing_one() {
+        let used = BTreeSet::from([30000]);
+        assert_eq!(node_port(Some(0), &used, 0), node_port(None, &used, 0));
+        assert_eq!(node_port(Some(0), &used, 0), Ok(30001));
+        // Two Services leaving the port to the cluster do not ask for the same one.
+        let a = serde_json::json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 0}]}});
+        let b = serde_json::json!({"spec": {"type": "NodePort", "ports": [{"port": 81, "nodePort": 0}]}});
+        assert!(claims(&a).is_empty());
+        assert!(
+            taken(
+                &[("Service demo/a".to_string(), &a)],
+                &[("Service demo/b".to_string(), &b)]
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn validate_does_not_see_node_port_zero_as_a_shared_port() {
+        let service = |name: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 0\n"
+            )
+        };
+        let files: Vec<shipshape_api::load::SourceFile> = ["a", "b"]
+            .iter()
+            .map(|name| shipshape_api::load::SourceFile {
+                relative: format!("{name}/svc.yaml"),
+                display: format!("repo/{name}/svc.yaml"),
+                bytes: service(name).into_bytes(),
+            })
+            .collect();
+        let loaded = shipshape_api::load::load(&files);
+        assert!(loaded.is_valid(), "{:?}", loaded.problems);
+        assert_eq!(address_problems(&loaded.manifests), Vec::new());
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Controller for ServiceAllocator {
             .as_array()
             .into_iter()
             .flatten()
-            .all(|p| p["nodePort"].is_u64());
+            .all(|p| p["nodePort"].as_u64().is_some_and(|n| n != 0));
         let balanced =
             self.wants_load_balancer(&object) == Self::load_balancer_address(&object).is_some();
         let done = (!Self::wants_cluster_ip(&object) || object["spec"]["clusterIP"].is_string())
