@@ -178,6 +178,12 @@ async fn store_writes(root: &Path, writes: usize, watchers: usize) -> anyhow::Re
                 .map_err(|e| anyhow::anyhow!("store write: {e}"))
         }
     };
+    apply(vec![Write::Create {
+        object: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+        applied: None,
+        application: None,
+    }])
+    .await?;
     let started = Instant::now();
     for i in 0..writes {
         apply(vec![Write::Create {

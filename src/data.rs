@@ -26,11 +26,25 @@ pub fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Opens the cluster's database, creating the data directory on first use.
+/// Opens the cluster's database, creating the data directory on first use. The directory is
+/// the owner's alone (0700) and the database too (0600): it holds Secrets, the API token and
+/// the CA's key. A directory from before is tightened the same way.
 pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(data_dir)
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    Ok(Store::open(&data_dir.join(DATABASE))?)
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict the data directory {}", data_dir.display()))?;
+    let store = Store::open(&data_dir.join(DATABASE))?;
+    std::fs::set_permissions(
+        data_dir.join(DATABASE),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .with_context(|| format!("cannot restrict the database in {}", data_dir.display()))?;
+    Ok(store)
 }
 
 /// A cluster as a command finds it: its database when stopped, its API server when running.
@@ -55,5 +69,34 @@ pub fn connect(data_dir: &Path) -> anyhow::Result<Cluster> {
             crate::remote::Remote::from_data_dir(data_dir)?,
         )),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_data_directory_and_database_are_the_owners_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("a/data");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        drop(open_store(&data).expect("opens"));
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join(DATABASE)), 0o600);
+        // A directory left open by an earlier version is tightened.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(data.join(DATABASE), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        drop(open_store(&data).expect("opens"));
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join(DATABASE)), 0o600);
     }
 }

@@ -284,6 +284,8 @@ pub(crate) async fn run(root: &Path, records: usize, seconds: u64) -> anyhow::Re
     let server = DnsServer::start(cell.clone(), &["127.0.0.1:0".parse()?], None)?;
     let address = server.addresses()[0];
 
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}});
+    apply(&store, vec![create(namespace)]).await?;
     for chunk in (0..records).collect::<Vec<_>>().chunks(500) {
         apply(&store, chunk.iter().map(|&i| create(service(i))).collect()).await?;
     }

@@ -37,6 +37,8 @@ struct StatusData {
     applications: Vec<(ApplicationStatus, Option<ApplicationHealth>)>,
     /// Read from a stopped cluster's database: health is as the objects were last seen.
     stopped: bool,
+    /// Why the last sync could not fetch or read Git, when it could not.
+    git_error: Option<Value>,
 }
 
 /// What `status` shows, from the database or the API server.
@@ -65,6 +67,7 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
                 head,
                 applications,
                 stopped: true,
+                git_error: store.get_meta(gitsync::GIT_ERROR_META)?,
             })
         }
         Cluster::Running(remote) => {
@@ -83,6 +86,7 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
                 head: answer["commit"].as_str().map(str::to_string),
                 applications,
                 stopped: false,
+                git_error: Some(answer["gitError"].clone()).filter(|e| !e.is_null()),
             })
         }
     }
@@ -195,6 +199,7 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
         head,
         applications,
         stopped,
+        git_error,
     } = status_data(&connect(data_dir)?)?;
     match output {
         Output::Json | Output::Yaml => {
@@ -209,6 +214,7 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                 "source": source,
                 "commit": head,
                 "applications": applications,
+                "gitError": git_error,
             });
             print_value(&value, output)?;
         }
@@ -224,6 +230,13 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                     source.describe_reference(),
                     source.url,
                     short(head.as_deref())
+                );
+            }
+            if let Some(error) = &git_error {
+                println!(
+                    "last sync could not read Git ({}): {}",
+                    error["time"].as_str().unwrap_or("at an unknown time"),
+                    error["message"].as_str().unwrap_or("unknown error")
                 );
             }
             let mut rows = vec![

@@ -252,6 +252,15 @@ pub(crate) async fn run(
             store.clone(),
         );
         let actor = ControllerActor::start(kubelet, store.clone());
+        apply(
+            &store,
+            vec![Write::Create {
+                object: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+                applied: None,
+                application: None,
+            }],
+        )
+        .await?;
         let measured = async {
             // Warm up once (first use of the snapshotter, the bridge, the CNI plugins).
             let mut pod_times = Vec::new();

@@ -25,6 +25,13 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
         .extend(shipshape_reconciler::services::address_problems(
             &result.manifests,
         ));
+    // Offline, only the files given can declare Namespaces (in shipshape nothing else can).
+    let namespaces = shipshape_reconciler::namespaces::missing_namespaces(
+        &result.manifests,
+        &BTreeSet::new(),
+        &BTreeSet::new(),
+    );
+    result.problems.extend(namespaces);
     result
         .problems
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));

@@ -54,7 +54,7 @@ mod validate {
             stderr(&output)
         );
         assert!(
-            stdout(&output).starts_with("24 objects in 10 files, 1 application: 5 Service, 2 Pod"),
+            stdout(&output).starts_with("25 objects in 11 files, 1 application: 5 Service, 2 Pod"),
             "{}",
             stdout(&output)
         );
@@ -632,8 +632,10 @@ mod gitops {
     #[test]
     fn kill_9_while_applying_a_large_commit_loses_nothing_and_duplicates_nothing() {
         let repo = Repo::new();
-        let bulk: String = (0..1000)
-            .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\n  namespace: bulk\ndata:\n  i: \"{i}\"\n"))
+        let namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bulk\n".to_string();
+        let bulk: String = std::iter::once(namespace)
+            .chain((0..1000)
+            .map(|i| format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\n  namespace: bulk\ndata:\n  i: \"{i}\"\n")))
             .collect();
         write(&repo.path(), "apps/bulk/objects.yaml", &bulk);
         commit(&repo.path(), "a thousand objects");
@@ -1373,6 +1375,27 @@ spec:
                     .contains("desired state comes from Git: edit apps/web/page.yaml and commit"),
                 "{}",
                 text(&refused)
+            );
+            // `kubectl scale` goes through the scale subresource: refused the same way.
+            let scaled = kubectl(
+                &kubeconfig,
+                &cache,
+                &[
+                    "scale",
+                    "deployment",
+                    "web",
+                    "-n",
+                    "demo",
+                    "--replicas",
+                    "5",
+                ],
+            );
+            assert_eq!(scaled.status.code(), Some(1), "{}", text(&scaled));
+            assert!(
+                text(&scaled)
+                    .contains("desired state comes from Git: edit apps/web/deploy.yaml and commit"),
+                "{}",
+                text(&scaled)
             );
             let uid = |kubeconfig: &Path, cache: &Path| {
                 String::from_utf8_lossy(

@@ -347,6 +347,15 @@ impl<C: Controller> ControllerActor<C> {
                     self.controller.write_failed(&key);
                     self.schedule(&key, Duration::from_millis(200), me);
                 }
+                Err(kameo::error::SendError::HandlerError(
+                    error @ StoreError::NamespaceNotFound { .. },
+                )) => {
+                    // Its namespace is gone (Git pruned it): nothing can be made there until
+                    // it is back, and Namespaces are not among the watched kinds.
+                    tracing::debug!(controller = name, object = %key, %error, "namespace missing");
+                    self.controller.write_failed(&key);
+                    self.schedule(&key, Duration::from_secs(5), me);
+                }
                 Err(error) => {
                     tracing::warn!(controller = name, object = %key, %error, "write failed");
                     self.controller.write_failed(&key);
@@ -760,7 +769,7 @@ mod tests {
                 batches: vec![Batch {
                     writes: vec![Write::Create {
                         object: json!({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": format!("made-{}", self.made), "namespace": "demo"}}),
+                            "metadata": {"name": format!("made-{}", self.made), "namespace": "default"}}),
                         applied: None,
                         application: None,
                     }],
@@ -820,7 +829,7 @@ mod tests {
             let writes = (0..self.per_key)
                 .map(|i| Write::Create {
                     object: json!({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": format!("{key}-{i}"), "namespace": "demo"}}),
+                        "metadata": {"name": format!("{key}-{i}"), "namespace": "default"}}),
                     applied: None,
                     application: None,
                 })

@@ -8,7 +8,7 @@
 //! manifest is rejected whole and stays on its last good commit; the others proceed. Only
 //! applications whose files changed since they were last applied are re-planned.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use git2::{FetchOptions, FetchPrune, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -35,6 +35,9 @@ pub const SOURCE_ANNOTATION: &str = "shipshape.dev/source";
 
 /// Where the store keeps the newest commit synced.
 pub const HEAD_META: &str = "git/head";
+/// Where the store keeps why the last sync could not fetch or read Git (absent once one
+/// succeeds), for `status`: a remote that hangs or refuses is seen, not only logged.
+pub const GIT_ERROR_META: &str = "git/error";
 /// Where the store keeps each application's [`ApplicationStatus`] (`app/NAME`).
 pub const APP_META_PREFIX: &str = "app/";
 
@@ -112,10 +115,48 @@ pub struct Snapshot {
     pub applications: BTreeMap<String, ApplicationTree>,
 }
 
+/// How long one fetch may take in all before it is abandoned: a remote that hangs must not
+/// freeze syncing (the next poll tries again).
+pub const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a connection to the remote may stay silent (connecting, or mid-transfer) before
+/// the fetch fails.
+const FETCH_SILENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A bare mirror of the source repository in the data directory.
 pub struct Mirror {
     repo: Repository,
     source: GitSource,
+    fetch_timeout: std::time::Duration,
+}
+
+/// Makes libgit2 give up on a connection silent for `silence` (connecting, or waiting for
+/// data): the transfer callbacks that enforce the whole-fetch bound only run while data flows.
+fn set_silence_timeout(silence: std::time::Duration) {
+    let millis = i32::try_from(silence.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: these set two integers in libgit2's global options, which it guards itself.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
+        let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
+    }
+}
+
+/// The folder `path` names inside a commit's tree, as the tree sees it: `.`, `./apps/` and
+/// `apps//x` read as the root, `apps` and `apps/x`. A path that climbs out (`..`) is refused.
+pub fn tree_path(path: &str) -> Result<String, GitError> {
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(GitError(format!(
+                    "--path {path} leaves the repository: name a folder inside it"
+                )));
+            }
+            part => parts.push(part),
+        }
+    }
+    Ok(parts.join("/"))
 }
 
 impl GitSource {
@@ -155,7 +196,26 @@ impl Mirror {
                     .map_err(git_error("cannot point the mirror at the repository"))?;
             }
         }
-        Ok(Self { repo, source })
+        set_silence_timeout(FETCH_SILENCE);
+        let source = GitSource {
+            path: tree_path(&source.path)?,
+            ..source
+        };
+        Ok(Self {
+            repo,
+            source,
+            fetch_timeout: FETCH_TIMEOUT,
+        })
+    }
+
+    /// The same mirror with another bound on a whole fetch (tests use a short one). The bound
+    /// on a silent connection, libgit2's and so process-wide, is lowered to it if longer.
+    pub fn with_fetch_timeout(self, fetch_timeout: std::time::Duration) -> Self {
+        set_silence_timeout(fetch_timeout.min(FETCH_SILENCE));
+        Self {
+            fetch_timeout,
+            ..self
+        }
     }
 
     /// Fetches branches and tags; branches deleted upstream go away here too.
@@ -164,7 +224,13 @@ impl Mirror {
             .repo
             .find_remote("origin")
             .map_err(git_error("the mirror has no origin"))?;
+        // The transfer callbacks run while data flows: past the deadline they abort the fetch.
+        let deadline = std::time::Instant::now() + self.fetch_timeout;
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.transfer_progress(|_| std::time::Instant::now() < deadline);
+        callbacks.sideband_progress(|_| std::time::Instant::now() < deadline);
         let mut options = FetchOptions::new();
+        options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(git2::AutotagOption::All);
         let refspecs = [
@@ -174,7 +240,17 @@ impl Mirror {
         ];
         remote
             .fetch(&refspecs, Some(&mut options), None)
-            .map_err(|e| GitError(format!("cannot fetch {}: {}", self.source.url, e.message())))
+            .map_err(|e| {
+                if std::time::Instant::now() >= deadline {
+                    GitError(format!(
+                        "cannot fetch {}: no answer within {} s (the next poll tries again)",
+                        self.source.url,
+                        self.fetch_timeout.as_secs()
+                    ))
+                } else {
+                    GitError(format!("cannot fetch {}: {}", self.source.url, e.message()))
+                }
+            })
     }
 
     /// The commit the source's reference names now.
@@ -247,7 +323,13 @@ impl Mirror {
         let mut root_files = Vec::new();
         let mut root_digest = Sha256::new();
         for entry in base.iter() {
-            let name = entry.name().unwrap_or_default().to_string();
+            let Some(name) = entry.name().ok().map(str::to_string) else {
+                return Err(GitError(format!(
+                    "folder or file \"{}\" in commit {} has a name that is not UTF-8: rename it (application names are text)",
+                    String::from_utf8_lossy(entry.name_bytes()),
+                    info.short()
+                )));
+            };
             if name.starts_with('.') {
                 continue;
             }
@@ -304,6 +386,13 @@ impl Mirror {
             }
         }
         if !root_files.is_empty() {
+            // A folder named like the root application joins it (its files keep their
+            // `root/` paths), so the loader can refuse the clash instead of one silently
+            // replacing the other.
+            if let Some(folder) = applications.remove(ROOT_APPLICATION) {
+                root_digest.update(format!("{ROOT_APPLICATION}/\0{}\n", folder.digest).as_bytes());
+                root_files.extend(folder.files);
+            }
             let digest: String = root_digest
                 .finalize()
                 .iter()
@@ -534,6 +623,14 @@ fn set_uid(object: &mut Value, uid: &str) {
     }
 }
 
+/// What the rest of the commit does, as one application's sync needs to know it.
+struct OtherApplications<'a> {
+    /// For each application that applies this commit: the namespaces its objects are in.
+    namespaces_used: &'a BTreeMap<String, BTreeSet<String>>,
+    /// The applications the commit has a folder (or top-level files) for.
+    in_commit: &'a BTreeSet<String>,
+}
+
 /// The GitSync actor: syncs on request (the poll timer, `shipshape sync`, a webhook).
 #[derive(Actor)]
 pub struct GitSync {
@@ -541,6 +638,9 @@ pub struct GitSync {
     // shareable across awaits. It is only held inside blocking sections, never across an await.
     mirror: std::sync::Mutex<Mirror>,
     store: ActorRef<StoreActor>,
+    /// Whether a fetch error may be recorded in the store (true at start: one from an earlier
+    /// run may be).
+    fetch_error_recorded: bool,
 }
 
 impl GitSync {
@@ -549,6 +649,7 @@ impl GitSync {
         Self {
             mirror: std::sync::Mutex::new(mirror),
             store,
+            fetch_error_recorded: true,
         }
     }
 
@@ -575,6 +676,26 @@ impl GitSync {
     pub async fn sync(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
         let started = std::time::Instant::now();
         let report = self.sync_inner(options).await;
+        let failed_fetch = match &report {
+            Err(SyncError::Git(error)) => Some(error.to_string()),
+            _ => None,
+        };
+        if failed_fetch.is_some() || self.fetch_error_recorded {
+            let value = failed_fetch.as_ref().map_or(
+                Value::Null,
+                |message| json!({"message": message, "time": jiff::Timestamp::now().to_string()}),
+            );
+            let recorded = Batch {
+                writes: vec![Write::SetMeta {
+                    key: GIT_ERROR_META.into(),
+                    value,
+                }],
+                audit: None,
+            };
+            if self.ask_store(Apply(recorded)).await.is_ok() {
+                self.fetch_error_recorded = failed_fetch.is_some();
+            }
+        }
         let metrics = &crate::metrics::METRICS;
         metrics
             .sync_seconds
@@ -670,6 +791,28 @@ impl GitSync {
             .extend(shipshape_reconciler::services::address_problems(
                 &loaded.manifests,
             ));
+        // Nothing may land in a namespace that neither exists nor comes with this commit.
+        let existing: BTreeSet<String> = self
+            .ask_store(List {
+                kind: Some(shipshape_api::Kind::Namespace),
+                namespace: None,
+            })
+            .await?
+            .into_iter()
+            .map(|(key, _)| key.name)
+            .collect();
+        let invalid: BTreeSet<String> = loaded
+            .failed_applications()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        loaded
+            .problems
+            .extend(shipshape_reconciler::namespaces::missing_namespaces(
+                &loaded.manifests,
+                &existing,
+                &invalid,
+            ));
         let failed = loaded.failed_applications();
 
         // The statuses read at the start are current: only this actor writes them.
@@ -683,8 +826,41 @@ impl GitSync {
             .chain(known.keys())
             .cloned()
             .collect();
-        names.sort_by_key(|name| (name != ROOT_APPLICATION, name.clone()));
+        // What each application that will apply this commit puts in which namespaces: a
+        // Namespace is pruned only when nobody stays in it.
+        let mut namespaces_used: BTreeMap<String, BTreeSet<String>> = snapshot
+            .applications
+            .keys()
+            .filter(|name| !failed.contains(name.as_str()))
+            .filter(|name| !known.get(*name).is_some_and(|s| s.suspended))
+            .map(|name| (name.clone(), BTreeSet::new()))
+            .collect();
+        for manifest in &loaded.manifests {
+            if let Some(used) = namespaces_used.get_mut(&manifest.application) {
+                used.insert(manifest.object.key().namespace);
+            }
+        }
+        // Root first, then the applications that declare Namespaces, so that a Namespace
+        // exists before the objects of another application land in it.
+        let declares_namespaces: BTreeSet<&str> = loaded
+            .manifests
+            .iter()
+            .filter(|m| m.object.kind() == shipshape_api::Kind::Namespace)
+            .map(|m| m.application.as_str())
+            .collect();
+        names.sort_by_key(|name| {
+            (
+                name != ROOT_APPLICATION,
+                !declares_namespaces.contains(name.as_str()),
+                name.clone(),
+            )
+        });
         names.dedup();
+        let in_commit: BTreeSet<String> = snapshot.applications.keys().cloned().collect();
+        let others = OtherApplications {
+            namespaces_used: &namespaces_used,
+            in_commit: &in_commit,
+        };
 
         let mut outcomes = Vec::new();
         for name in names {
@@ -726,7 +902,7 @@ impl GitSync {
                         source: m.file.clone(),
                     })
                     .collect();
-                self.apply_application(&name, status, digest, &commit, desired, options)
+                self.apply_application(&name, status, digest, &commit, desired, options, &others)
                     .await?
             };
             outcomes.push((name, outcome));
@@ -922,6 +1098,7 @@ impl GitSync {
         commit: &CommitInfo,
         desired: Vec<Desired>,
         options: SyncOptions,
+        others: &OtherApplications<'_>,
     ) -> Result<Outcome, SyncError> {
         let live = self.ask_store(ManagedBy(name.into())).await?;
         let live_objects: BTreeMap<shipshape_api::ObjectKey, Value> = live
@@ -990,6 +1167,21 @@ impl GitSync {
                 return Ok(Outcome::Failed(vec![problem]));
             }
         };
+        if let Some(problem) = self
+            .namespace_prune_blocked(name, &plan, options, others)
+            .await?
+        {
+            self.record_failure(
+                name,
+                status,
+                commit,
+                format!("namespace still in use in commit {}", commit.short()),
+                vec![problem.clone()],
+                "conflict",
+            )
+            .await?;
+            return Ok(Outcome::Failed(vec![problem]));
+        }
         let (mut created, mut updated, mut pruned) = (0, 0, 0);
         let mut writes = Vec::new();
         let mut events = Vec::new();
@@ -1128,8 +1320,69 @@ impl GitSync {
                 self.ask_store(Apply(retry)).await?;
                 Ok(Outcome::Retry(format!("{key}: {reason}")))
             }
+            // The checks above make this rare (a Namespace declared only by a suspended
+            // application): the store refused the whole batch, nothing was written.
+            Err(SyncError::Store(refused @ StoreError::NamespaceNotFound { .. })) => {
+                let problem = refused.to_string();
+                self.record_failure(
+                    name,
+                    status,
+                    commit,
+                    format!("namespace missing in commit {}", commit.short()),
+                    vec![problem.clone()],
+                    "conflict",
+                )
+                .await?;
+                Ok(Outcome::Failed(vec![problem]))
+            }
             Err(other) => Err(other),
         }
+    }
+
+    /// Why `plan` may not prune one of its Namespaces yet: another application keeps objects
+    /// in it (it still declares some there, or is failed or suspended and so keeps what it
+    /// has). Deleting the Namespace would take them along behind that application's back.
+    async fn namespace_prune_blocked(
+        &self,
+        name: &str,
+        plan: &gitops::Plan,
+        options: SyncOptions,
+        others: &OtherApplications<'_>,
+    ) -> Result<Option<String>, SyncError> {
+        for action in &plan.actions {
+            let Action::Prune { key, .. } = action else {
+                continue;
+            };
+            if key.kind != shipshape_api::Kind::Namespace {
+                continue;
+            }
+            let mut users = BTreeMap::new();
+            for (_, stored) in self
+                .ask_store(List {
+                    kind: None,
+                    namespace: Some(key.name.clone()),
+                })
+                .await?
+            {
+                let Some(user) = stored.application else {
+                    continue;
+                };
+                let stays = match others.namespaces_used.get(&user) {
+                    Some(used) => used.contains(&key.name),
+                    // A folder gone from the commit is pruned only with --allow-empty.
+                    None => !(options.allow_empty && !others.in_commit.contains(&user)),
+                };
+                users.insert(user, stays);
+            }
+            if let Some(staying) = shipshape_reconciler::namespaces::prune_blocked_by(name, &users)
+            {
+                return Ok(Some(format!(
+                    "{key}: cannot be pruned while application {} keeps objects in it: remove them from Git first, or in the same commit",
+                    staying.join(", ")
+                )));
+            }
+        }
+        Ok(None)
     }
 
     async fn set_suspended(&self, application: &str, suspended: bool) -> Result<(), SyncError> {

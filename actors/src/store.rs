@@ -287,6 +287,15 @@ pub enum StoreError {
     /// The write itself is malformed.
     #[error("invalid write: {0}")]
     Invalid(String),
+    /// A create in a namespace that has no Namespace object (Kubernetes' NamespaceLifecycle
+    /// admission): nothing may be made where the garbage collector would delete it again.
+    #[error("{key}: namespaces \"{namespace}\" not found")]
+    NamespaceNotFound {
+        /// The object that was to be created.
+        key: String,
+        /// The namespace it names.
+        namespace: String,
+    },
     /// A watch asked for changes older than the log keeps: list again and watch from there.
     #[error("resourceVersion {requested} is too old (the oldest kept is {oldest}): list again")]
     Expired {
@@ -320,6 +329,15 @@ pub fn parse_storage_key(text: &str) -> Option<ObjectKey> {
         kind,
         namespace: parts.next()?.to_string(),
         name: parts.next()?.to_string(),
+    })
+}
+
+/// The storage key of Namespace `name`.
+fn namespace_key(name: &str) -> String {
+    storage_key(&ObjectKey {
+        kind: Kind::Namespace,
+        namespace: String::new(),
+        name: name.to_string(),
     })
 }
 
@@ -612,6 +630,25 @@ impl Store {
         Ok(found)
     }
 
+    /// The objects of one kind (in one namespace, if given) and the resourceVersion they are
+    /// at, from one consistent read: a list's resourceVersion must be the one its items are
+    /// at, or a watch started from it repeats or misses changes.
+    pub fn list_at(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(u64, Vec<(ObjectKey, StoredObject)>), StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        let rv = read_json(meta.get(RESOURCE_VERSION).map_err(db_error)?)?
+            .and_then(|v: Value| v.as_u64())
+            .unwrap_or(0);
+        let mut found = Vec::new();
+        list_into(&objects, Some(kind), namespace, &mut found)?;
+        Ok((rv, found))
+    }
+
     /// The objects of these kinds and the resourceVersion they are at, from one consistent
     /// read: what a controller starts from before following the watch.
     pub fn snapshot(
@@ -802,7 +839,8 @@ fn keep_allocated(current: &Value, new: &mut Value) {
     let old_ports = old["ports"].as_array().cloned().unwrap_or_default();
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports {
-            if port.get("nodePort").is_some() {
+            // 0 means unset, as in Kubernetes: the allocated port stays.
+            if port.get("nodePort").is_some_and(|n| n.as_u64() != Some(0)) {
                 continue;
             }
             let same = |p: &&Value| {
@@ -1074,9 +1112,26 @@ fn apply_write(
             applied,
             application,
         } => {
-            let key = storage_key(&key_of(&object)?);
+            let object_key = key_of(&object)?;
+            let key = storage_key(&object_key);
             if current(objects, cached, overlay, &key)?.is_some() {
                 return Err(StoreError::AlreadyExists(key));
+            }
+            // Invariant: nothing lives in a namespace that does not exist, so no controller can
+            // make an object that the garbage collector deletes for its namespace, round after
+            // round (each round an audit record). Events are let through: they ride in the
+            // same batch as the status they explain (a kubelet stopping a pod in a namespace
+            // just pruned), nothing recreates them, and the collector removes them.
+            let namespace = &object_key.namespace;
+            if !namespace.is_empty()
+                && object_key.kind != Kind::Event
+                && !shipshape_reconciler::gc::BUILT_IN_NAMESPACES.contains(&namespace.as_str())
+                && current(objects, cached, overlay, &namespace_key(namespace))?.is_none()
+            {
+                return Err(StoreError::NamespaceNotFound {
+                    key,
+                    namespace: namespace.clone(),
+                });
             }
             if object.at("/metadata/uid").and_then(Value::as_str).is_none() {
                 set_metadata(
@@ -1366,7 +1421,7 @@ mod tests {
 
     fn config_map(name: &str, data: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": name, "namespace": "demo"}, "data": {"k": data}})
+               "metadata": {"name": name, "namespace": "default"}, "data": {"k": data}})
     }
 
     fn now() -> jiff::Timestamp {
@@ -1388,7 +1443,7 @@ mod tests {
     }
 
     fn key(name: &str) -> ObjectKey {
-        parse_storage_key(&format!("ConfigMap/demo/{name}")).expect("key")
+        parse_storage_key(&format!("ConfigMap/default/{name}")).expect("key")
     }
 
     #[test]
@@ -1670,6 +1725,45 @@ mod tests {
         assert_eq!(after.object["metadata"]["generation"], 2);
         assert_eq!(after.application.as_deref(), Some("web"));
         assert_eq!(store.resource_version().expect("reads"), 3);
+    }
+
+    #[test]
+    fn nothing_is_created_in_a_namespace_that_does_not_exist() {
+        let (_dir, mut store) = store();
+        let in_shop = |name: &str| Write::Create {
+            object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": name, "namespace": "shop"}}),
+            applied: None,
+            application: None,
+        };
+        let namespace = Write::Create {
+            object: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            applied: None,
+            application: None,
+        };
+        let batch = |writes| Batch {
+            writes,
+            audit: None,
+        };
+        match store.apply(batch(vec![create("a"), in_shop("x")]), now()) {
+            Err(error @ StoreError::NamespaceNotFound { .. }) => assert_eq!(
+                error.to_string(),
+                "ConfigMap/shop/x: namespaces \"shop\" not found"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(store.resource_version().expect("reads"), 0);
+        // The Namespace earlier in the same batch, or already stored, lets the create through.
+        store
+            .apply(batch(vec![namespace, in_shop("x")]), now())
+            .expect("applies");
+        store
+            .apply(batch(vec![in_shop("y")]), now())
+            .expect("applies");
+        // Built-in namespaces and cluster-scoped objects need no Namespace object.
+        store
+            .apply(batch(vec![create("a")]), now())
+            .expect("applies");
     }
 
     #[test]

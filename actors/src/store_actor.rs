@@ -399,7 +399,23 @@ impl Message<AuditLog> for StoreActor {
     }
 }
 
-/// Read the newest resourceVersion.
+/// List one kind with the resourceVersion it is at, from one read.
+pub struct ListAt {
+    /// The kind.
+    pub kind: Kind,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+}
+
+impl Message<ListAt> for StoreActor {
+    type Reply = Result<(u64, Vec<(ObjectKey, StoredObject)>), StoreError>;
+
+    async fn handle(&mut self, list: ListAt, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.store.list_at(list.kind, list.namespace.as_deref())
+    }
+}
+
+/// The cluster's resourceVersion now.
 pub struct ResourceVersion;
 
 impl Message<ResourceVersion> for StoreActor {

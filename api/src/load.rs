@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::object::{Kind, KindLookup, Object, ObjectKey};
+use crate::object::{Kind, KindLookup, Object, ObjectKey, REQUIRED_FIELD_MISSING};
 use crate::path::FieldPath;
 use crate::validate::validate;
 use crate::yaml::{self, Node, Value};
@@ -342,9 +342,30 @@ pub fn load(files: &[SourceFile]) -> LoadResult {
             message: (*why).to_string(),
         });
     }
+    // Files at the top form the application `root`; a folder of that name would be read as
+    // the same application, half one and half the other. Refused until one is renamed.
+    let root_folder = format!("{ROOT_APPLICATION}/");
+    let top_files = files
+        .iter()
+        .any(|f| !f.relative.contains('/') && is_manifest_name(&f.relative));
+    let clashing = |file: &SourceFile| top_files && file.relative.starts_with(root_folder.as_str());
+    if let Some(file) = files.iter().find(|f| clashing(f)) {
+        result.applications.insert(ROOT_APPLICATION.to_string());
+        result.problems.push(Problem {
+            file: file.display.clone(),
+            line: 1,
+            application: ROOT_APPLICATION.to_string(),
+            object: None,
+            field: None,
+            message: format!(
+                "the folder {ROOT_APPLICATION}/ clashes with application {ROOT_APPLICATION} (the files at the top of the path): rename the folder"
+            ),
+        });
+    }
     let mut locations: BTreeMap<ObjectKey, Vec<(String, u32, String)>> = BTreeMap::new();
     for file in files {
         if !is_manifest_name(&file.relative)
+            || clashing(file)
             || refused_folders
                 .iter()
                 .any(|(folder, _, _)| file.relative.starts_with(folder.as_str()))
@@ -552,6 +573,15 @@ fn load_object(ctx: &mut DocumentContext<'_>, node: &Node, top_level: bool) {
             );
             return;
         }
+        KindLookup::NotServed(unserved) => {
+            ctx.problem(
+                node.line_of(&FieldPath::parse("kind")),
+                Some(object_ref),
+                Some(&FieldPath::parse("kind")),
+                unserved.message(),
+            );
+            return;
+        }
         KindLookup::Unknown => {
             ctx.problem(
                 node.line_of(&FieldPath::parse("kind")),
@@ -607,11 +637,14 @@ fn load_object(ctx: &mut DocumentContext<'_>, node: &Node, top_level: bool) {
     }
     for problem in validate(&object) {
         valid = false;
-        // A required field left out is reported once, by the schema check above.
-        if reported
-            .iter()
-            .any(|(path, message)| *path == problem.path && *message == problem.message)
-        {
+        // A required field left out is reported once, by the schema check above: not again by
+        // a rule about it or about anything beneath it (no `metadata`, so no `metadata.name`;
+        // no `containers`, so not "at least one container").
+        if reported.iter().any(|(path, message)| {
+            (*path == problem.path && *message == problem.message)
+                || (message == REQUIRED_FIELD_MISSING
+                    && problem.path.segments().starts_with(path.segments()))
+        }) {
             continue;
         }
         ctx.problem(

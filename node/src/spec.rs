@@ -96,6 +96,23 @@ fn quantity(container: &Value, pointer: &str) -> Result<Option<Quantity>, String
     }
 }
 
+/// The CFS period, as the kubelet sets it (100 ms).
+const CPU_PERIOD: u64 = 100_000;
+
+/// The CFS quota for a CPU limit, as the kubelet's `MilliCPUToQuota`: the limit's share of
+/// the period, at least 1 ms; a limit too large to express saturates instead of overflowing.
+fn cpu_quota(milli: i64) -> i64 {
+    let period = i64::try_from(CPU_PERIOD).unwrap_or(i64::MAX);
+    (milli.saturating_mul(period) / 1000).max(1000)
+}
+
+/// The cgroup v1 shares for a CPU request, as the kubelet's `MilliCPUToShares`: 1024 per cpu,
+/// between 2 and 262,144 (the kernel's range).
+fn cpu_shares(milli: i64) -> u64 {
+    let shares = milli.max(0).saturating_mul(1024) / 1000;
+    u64::try_from(shares).unwrap_or(0).clamp(2, 262_144)
+}
+
 /// The security context field `field` of the container, else of the pod.
 fn security<'a>(pod: &'a Value, container: &'a Value, field: &str) -> Option<&'a Value> {
     container
@@ -303,10 +320,10 @@ pub fn runtime_spec(
     }
     let mut cpu = LinuxCpuBuilder::default();
     if let Some(milli) = plan.cpu_limit_milli {
-        cpu = cpu.quota(milli.max(1) * 100).period(100_000u64);
+        cpu = cpu.quota(cpu_quota(milli)).period(CPU_PERIOD);
     }
     if let Some(milli) = plan.cpu_request_milli {
-        cpu = cpu.shares(((milli.max(0) as u64) * 1024 / 1000).max(2));
+        cpu = cpu.shares(cpu_shares(milli));
     }
     let resources = LinuxResourcesBuilder::default()
         .memory(memory.build().map_err(oci)?)
@@ -342,6 +359,18 @@ pub fn runtime_spec(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cpu_limits_and_requests_from_any_number_become_kernel_values() {
+        assert_eq!(cpu_quota(500), 50_000);
+        assert_eq!(cpu_quota(1), 1000, "at least 1 ms per period");
+        assert_eq!(cpu_quota(i64::MAX), i64::MAX / 1000);
+        assert_eq!(cpu_shares(250), 256);
+        assert_eq!(cpu_shares(0), 2);
+        assert_eq!(cpu_shares(-5), 2);
+        assert_eq!(cpu_shares(i64::MAX), 262_144);
+        assert_eq!(cpu_shares(1_000_000), 262_144);
+    }
 
     fn image() -> ResolvedImage {
         ResolvedImage {

@@ -31,6 +31,7 @@ pub mod gc;
 pub mod gitops;
 pub mod job;
 pub mod kubelet;
+pub mod namespaces;
 pub mod nodes;
 pub mod replicaset;
 pub mod scheduler;

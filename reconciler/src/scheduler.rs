@@ -412,10 +412,11 @@ pub fn unfit(pod: &PodRequest, node: &NodeView) -> Option<Unfit> {
     if node.used_pods >= node.max_pods {
         return Some(Unfit::TooManyPods);
     }
-    if node.used_cpu_milli + pod.cpu_milli > node.cpu_milli {
+    // Saturating: a request past any node's size (`100Ei`) fits nowhere, and never wraps.
+    if node.used_cpu_milli.saturating_add(pod.cpu_milli) > node.cpu_milli {
         return Some(Unfit::Cpu);
     }
-    if node.used_memory + pod.memory > node.memory {
+    if node.used_memory.saturating_add(pod.memory) > node.memory {
         return Some(Unfit::Memory);
     }
     if pod.affinity.iter().any(|d| !d.contains(node)) {
@@ -539,12 +540,17 @@ pub fn schedule_from(
         feasible += 1;
         // Least allocated: the larger share left free (in thousandths, cpu and memory averaged).
         let free = |total: u64, used: u64| {
-            ((total - used.min(total)) * 1000)
-                .checked_div(total)
-                .unwrap_or(0)
+            u64::try_from(
+                (u128::from(total - used.min(total)) * 1000)
+                    .checked_div(u128::from(total))
+                    .unwrap_or(0),
+            )
+            .unwrap_or(0)
         };
-        let score = free(node.cpu_milli, node.used_cpu_milli + pod.cpu_milli)
-            + free(node.memory, node.used_memory + pod.memory);
+        let score = free(
+            node.cpu_milli,
+            node.used_cpu_milli.saturating_add(pod.cpu_milli),
+        ) + free(node.memory, node.used_memory.saturating_add(pod.memory));
         let siblings = node.pods_by_owner.get(&pod.owner);
         let better = match best {
             None => true,

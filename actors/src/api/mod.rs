@@ -36,7 +36,7 @@ use crate::store::{
     AuditEntry, Batch, EventType, Precondition, StoreError, WatchEvent, Write, parse_storage_key,
 };
 use crate::store_actor::{
-    Apply, AuditLog, Get, GetMeta, List, ListMeta, ResourceVersion, StoreActor, Watch,
+    Apply, AuditLog, Get, GetMeta, List, ListAt, ListMeta, StoreActor, Watch,
 };
 
 /// The Kubernetes version whose API (through k8s-openapi) this server speaks.
@@ -343,6 +343,15 @@ enum Route {
     Suspend(String, bool),
     PodLog(String, String),
     PodExec(String, String),
+    /// `…/NAME/scale` or `…/NAME/status` of a named object.
+    Subresource(Target, Subresource),
+}
+
+/// The subresources kubectl uses on Git-managed objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Subresource {
+    Scale,
+    Status,
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -391,6 +400,20 @@ fn parse_route(path: &str) -> Option<Route> {
             namespace: Some(namespace.to_string()),
             name: Some(name.to_string()),
         },
+        ["namespaces", namespace, plural, name, sub] => {
+            let kind = find(plural)?;
+            let sub = match *sub {
+                "status" => Subresource::Status,
+                "scale" if scalable(kind) => Subresource::Scale,
+                _ => return None,
+            };
+            let target = Target {
+                kind,
+                namespace: Some(namespace.to_string()),
+                name: Some(name.to_string()),
+            };
+            return Some(Route::Subresource(target, sub));
+        }
         [plural] => Target {
             kind: find(plural)?,
             namespace: None,
@@ -578,6 +601,9 @@ async fn dispatch(
             read(&state, target, &query, wants_table(&headers)).await
         }
         (Route::Resource(target), Method::DELETE) => delete(&state, target, &headers).await,
+        (Route::Subresource(target, sub), Method::GET) => subresource(&state, target, sub).await,
+        // `kubectl scale` and status writes: the same refusal as any write, naming the file.
+        (Route::Subresource(target, _), _) => refuse_write(&state, target).await,
         (Route::Resource(target), _) => refuse_write(&state, target).await,
         (_, _) => status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -592,19 +618,15 @@ async fn list_objects(
     target: &Target,
     query: &Query,
 ) -> Result<(Vec<Value>, u64), Response> {
-    let rv = state
-        .store
-        .ask(ResourceVersion)
-        .await
-        .map_err(store_failure)?;
     let namespace = target
         .namespace
         .clone()
         .filter(|_| target.kind.info().namespaced);
-    let found = state
+    // One read for both, so a watch from this resourceVersion neither repeats nor misses.
+    let (rv, found) = state
         .store
-        .ask(List {
-            kind: Some(target.kind),
+        .ask(ListAt {
+            kind: target.kind,
             namespace,
         })
         .await
@@ -839,6 +861,56 @@ async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Respon
     }
 }
 
+/// The kinds with a `scale` subresource.
+fn scalable(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet
+    )
+}
+
+/// `GET …/status` (the object) and `GET …/scale` (an autoscaling/v1 Scale, as the API server
+/// answers it for `kubectl get --subresource scale`).
+async fn subresource(state: &ApiState, target: Target, sub: Subresource) -> Response {
+    let name = target.name.clone().unwrap_or_default();
+    let object = match state.store.ask(Get(key_for(&target, &name))).await {
+        Ok(Some(stored)) => stored.object,
+        Ok(None) => return not_found(&target, &name),
+        Err(error) => return store_failure(error),
+    };
+    match sub {
+        Subresource::Status => Json(object).into_response(),
+        Subresource::Scale => Json(scale_of(&object)).into_response(),
+    }
+}
+
+/// The Scale of a Deployment, ReplicaSet or StatefulSet.
+fn scale_of(object: &Value) -> Value {
+    let metadata = &object["metadata"];
+    let selector: Vec<String> = object["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .collect();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata["uid"],
+            "resourceVersion": metadata["resourceVersion"],
+            "creationTimestamp": metadata["creationTimestamp"],
+        },
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {
+            "replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector.join(","),
+        },
+    })
+}
+
 async fn refuse_write(state: &ApiState, target: Target) -> Response {
     let source = match &target.name {
         Some(name) => state
@@ -864,8 +936,24 @@ async fn refuse_write(state: &ApiState, target: Target) -> Response {
     status(StatusCode::FORBIDDEN, "Forbidden", message)
 }
 
+/// How long a sync request waits for its answer: a fetch is bounded by
+/// [`crate::gitsync::FETCH_TIMEOUT`], applying takes little more, and past this the request
+/// answers (the sync goes on) rather than hold a webhook's connection open.
+const SYNC_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 async fn sync_now(state: &ApiState, allow_empty: bool) -> Response {
-    match state.sync.ask(SyncNow(SyncOptions { allow_empty })).await {
+    let asked = state.sync.ask(SyncNow(SyncOptions { allow_empty }));
+    let Ok(answer) = tokio::time::timeout(SYNC_ANSWER_TIMEOUT, asked).await else {
+        return status(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!(
+                "the sync did not finish within {} s; it goes on, and `shipshape status` shows how it ended",
+                SYNC_ANSWER_TIMEOUT.as_secs()
+            ),
+        );
+    };
+    match answer {
         Ok(report) => {
             let applications: serde_json::Map<String, Value> = report
                 .applications
@@ -904,6 +992,12 @@ async fn cluster_status(state: &ApiState) -> Response {
         .ask(GetMeta(crate::gitsync::HEAD_META.into()))
         .await
         .map_err(store_failure);
+    let git_error = state
+        .store
+        .ask(GetMeta(crate::gitsync::GIT_ERROR_META.into()))
+        .await
+        .ok()
+        .flatten();
     let applications = state
         .store
         .ask(ListMeta(crate::gitsync::APP_META_PREFIX.into()))
@@ -928,7 +1022,7 @@ async fn cluster_status(state: &ApiState) -> Response {
                     crate::health::status_json(&status, &health.unwrap_or_default())
                 })
                 .collect();
-            Json(json!({"source": source, "commit": head, "applications": applications}))
+            Json(json!({"source": source, "commit": head, "applications": applications, "gitError": git_error}))
                 .into_response()
         }
         (Err(response), _, _, _)
@@ -997,6 +1091,17 @@ mod tests {
             parse_route("/apis/shipshape.dev/v1/sync"),
             Some(Route::Sync)
         ));
+        let Some(Route::Subresource(t, Subresource::Scale)) =
+            parse_route("/apis/apps/v1/namespaces/demo/deployments/web/scale")
+        else {
+            panic!("a deployment's scale");
+        };
+        assert_eq!((t.kind, t.name.as_deref()), (Kind::Deployment, Some("web")));
+        assert!(matches!(
+            parse_route("/api/v1/namespaces/demo/pods/web-1/status"),
+            Some(Route::Subresource(_, Subresource::Status))
+        ));
+        assert!(parse_route("/api/v1/namespaces/demo/configmaps/x/scale").is_none());
         assert!(parse_route("/apis/apps/v1/widgets").is_none());
         assert!(parse_route("/apis/example.com/v1").is_none());
     }

@@ -14,7 +14,7 @@ use shipshape_reconciler::cronjob::{
     Concurrency, CronJobAction, CronJobView, OwnedJob, Skip, decide_cronjob,
 };
 
-use super::{COMMIT_ANNOTATION, Owned, Owners, condition, owner_reference, rfc3339, seconds, text};
+use super::{Owned, Owners, condition, owner_reference, provenance, rfc3339, seconds, text};
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
@@ -84,11 +84,8 @@ fn job_from_template(cronjob: &Value, name: &str, scheduled: i64) -> Value {
         let annotations = map.entry("annotations").or_insert_with(|| json!({}));
         if let Some(annotations) = annotations.as_object_mut() {
             annotations.insert(SCHEDULED_ANNOTATION.into(), rfc3339(scheduled).into());
-            if let Some(commit) = cronjob.at(&format!(
-                "/metadata/annotations/{}",
-                COMMIT_ANNOTATION.replace('/', "~1")
-            )) {
-                annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+            for (key, value) in provenance(cronjob) {
+                annotations.insert(key.into(), value.clone());
             }
         }
     }

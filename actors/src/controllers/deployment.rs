@@ -13,8 +13,8 @@ use shipshape_reconciler::deployment::{
 };
 
 use super::{
-    COMMIT_ANNOTATION, Owned, Owners, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition,
-    condition_is_true, number, owner_reference, rfc3339, seconds, text,
+    Owned, Owners, REVISION_ANNOTATION, TEMPLATE_HASH_LABEL, condition, condition_is_true, number,
+    owner_reference, provenance, rfc3339, seconds, text,
 };
 use crate::Write;
 use crate::controller::{Controller, Dirty, Reconciled, because};
@@ -230,11 +230,8 @@ fn replica_set(deployment: &Value, name: &str, hash: &str, replicas: u32, revisi
         }
     }
     let mut annotations = json!({ REVISION_ANNOTATION: revision.to_string() });
-    if let Some(commit) = deployment.at(&format!(
-        "/metadata/annotations/{}",
-        COMMIT_ANNOTATION.replace('/', "~1")
-    )) {
-        annotations[COMMIT_ANNOTATION] = commit.clone();
+    for (key, value) in provenance(deployment) {
+        annotations[key] = value.clone();
     }
     let mut spec = json!({
         "replicas": replicas,

@@ -55,6 +55,15 @@ pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// The annotation tying an object to the commit that asked for it (copied from owner to owned).
 pub use crate::gitsync::COMMIT_ANNOTATION;
 
+/// The annotations an owned object inherits from its owner: the commit and the application
+/// that asked for it, so `kubectl get pods -o wide` names both for a Deployment's pods.
+pub fn provenance(owner: &Value) -> impl Iterator<Item = (&'static str, &Value)> {
+    let annotations = owner.at("/metadata/annotations");
+    [COMMIT_ANNOTATION, crate::gitsync::APPLICATION_ANNOTATION]
+        .into_iter()
+        .filter_map(move |key| Some((key, annotations?.get(key)?)))
+}
+
 /// Seconds since the epoch of an RFC 3339 time, as decisions take time.
 pub fn seconds(time: Option<&Value>) -> Option<i64> {
     time.and_then(Value::as_str)
@@ -170,15 +179,16 @@ impl PodTemplate {
             "ownerReferences".into(),
             Value::Array(vec![owner_reference(owner)]),
         );
-        if let Some(commit) = owner.at(&format!(
-            "/metadata/annotations/{}",
-            COMMIT_ANNOTATION.replace('/', "~1")
-        )) && let Some(annotations) = metadata
-            .entry("annotations")
-            .or_insert_with(|| Value::Object(Map::new()))
-            .as_object_mut()
+        let inherited: Vec<_> = provenance(owner).collect();
+        if !inherited.is_empty()
+            && let Some(annotations) = metadata
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
         {
-            annotations.insert(COMMIT_ANNOTATION.into(), commit.clone());
+            for (key, value) in inherited {
+                annotations.insert(key.into(), value.clone());
+            }
         }
         if !labels.is_empty()
             && let Some(map_labels) = metadata
@@ -431,6 +441,24 @@ pub fn seed(parts: &[&str]) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pods_inherit_the_commit_and_application_of_their_owner() {
+        let owner = json!({
+            "metadata": {"name": "web", "namespace": "demo", "uid": "u1",
+                         "annotations": {"shipshape.dev/commit": "abc123",
+                                         "shipshape.dev/application": "web",
+                                         "shipshape.dev/source": "apps/web/deploy.yaml"}},
+            "spec": {"template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "busybox"}]}}},
+        });
+        let pod = pod_from_template(&owner, "web-1", &[]);
+        let annotations = &pod["metadata"]["annotations"];
+        assert_eq!(annotations["shipshape.dev/commit"], "abc123");
+        assert_eq!(annotations["shipshape.dev/application"], "web");
+        // The file belongs to the owner alone: the pod is not declared there.
+        assert!(annotations.get("shipshape.dev/source").is_none());
+    }
 
     #[test]
     fn projects_a_pod_as_the_decisions_see_it() {

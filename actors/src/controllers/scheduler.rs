@@ -265,8 +265,9 @@ impl Scheduler {
                 // Pods already bound to it (listed before the node) count from now on.
                 for pod in self.pods.values() {
                     if pod.node.as_deref() == Some(name) && pod.active {
-                        view.used_cpu_milli += pod.request.cpu_milli;
-                        view.used_memory += pod.request.memory;
+                        view.used_cpu_milli =
+                            view.used_cpu_milli.saturating_add(pod.request.cpu_milli);
+                        view.used_memory = view.used_memory.saturating_add(pod.request.memory);
                         view.used_pods += 1;
                         view.pods_by_owner.add(&pod.request.owner, 1);
                     }
@@ -291,12 +292,45 @@ fn quantity(value: Option<&Value>) -> Option<Quantity> {
 }
 
 fn milli(value: Option<&Value>) -> u64 {
-    quantity(value).map_or(0, |q| u64::try_from(q.milli()).unwrap_or(0))
+    quantity(value).map_or(0, |q| saturate(q.milli()))
 }
 
 /// A quantity (memory, storage) in whole units, 0 when absent or unreadable.
 pub fn units(value: Option<&Value>) -> u64 {
-    quantity(value).map_or(0, |q| u64::try_from(q.units()).unwrap_or(0))
+    quantity(value).map_or(0, |q| saturate(q.units()))
+}
+
+/// A request as a node's capacity is counted: a negative one (refused by validation) is
+/// nothing, and one past u64 is everything, so `100Ei` fits on no node rather than on all.
+fn saturate(amount: i128) -> u64 {
+    if amount < 0 {
+        0
+    } else {
+        u64::try_from(amount).unwrap_or(u64::MAX)
+    }
+}
+
+/// A pod's request of one resource, as Kubernetes counts it: init containers run one at a
+/// time before the others, so the pod needs the larger of the biggest init container and the
+/// sum of its containers; sidecars (init containers with `restartPolicy: Always`) keep running,
+/// so they add to everything started after them. Saturating, never wrapping.
+pub fn effective_request(
+    containers: impl Iterator<Item = u64>,
+    init_containers: impl Iterator<Item = (u64, bool)>,
+) -> u64 {
+    let mut sidecars = 0u64;
+    let mut init_peak = 0u64;
+    for (request, sidecar) in init_containers {
+        if sidecar {
+            sidecars = sidecars.saturating_add(request);
+            init_peak = init_peak.max(sidecars);
+        } else {
+            init_peak = init_peak.max(sidecars.saturating_add(request));
+        }
+    }
+    containers
+        .fold(sidecars, u64::saturating_add)
+        .max(init_peak)
 }
 
 /// What a pod asks of a node.
@@ -306,11 +340,20 @@ pub fn pod_request(pod: &Value) -> PodRequest {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let init_containers = pod
+        .at("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let sum = |resource: &str, read: fn(Option<&Value>) -> u64| -> u64 {
-        containers
-            .iter()
-            .map(|c| read(c.at(&format!("/resources/requests/{resource}"))))
-            .sum()
+        let request = |c: &Value| read(c.at(&format!("/resources/requests/{resource}")));
+        effective_request(
+            containers.iter().map(request),
+            init_containers.iter().map(|c| {
+                let sidecar = c.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+                (request(c), sidecar)
+            }),
+        )
     };
     let owner = pod
         .at("/metadata/ownerReferences")
@@ -761,6 +804,32 @@ impl Controller for Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_containers_and_huge_requests_count_as_kubernetes_counts_them() {
+        let pod = |init: Value, containers: Value| {
+            pod_request(&json!({"spec": {"initContainers": init, "containers": containers}}))
+        };
+        let cpu = |milli: &str| json!({"resources": {"requests": {"cpu": milli}}});
+        // The biggest init container beats the sum of the containers.
+        let request = pod(
+            json!([cpu("2"), cpu("500m")]),
+            json!([cpu("250m"), cpu("250m")]),
+        );
+        assert_eq!(request.cpu_milli, 2000);
+        // ... and the sum beats a small init container.
+        let request = pod(json!([cpu("100m")]), json!([cpu("250m"), cpu("250m")]));
+        assert_eq!(request.cpu_milli, 500);
+        // A sidecar keeps running beside the init containers after it and the containers.
+        let mut sidecar = cpu("300m");
+        sidecar["restartPolicy"] = json!("Always");
+        let request = pod(json!([sidecar, cpu("1")]), json!([cpu("250m")]));
+        assert_eq!(request.cpu_milli, 1300);
+        // A request past u64 fits no node, rather than reading as nothing.
+        let huge = json!({"resources": {"requests": {"memory": "100Ei"}}});
+        let request = pod(json!([]), json!([huge.clone(), huge]));
+        assert_eq!(request.memory, u64::MAX);
+    }
 
     #[test]
     fn reads_requests_and_allocatable_as_kubernetes_quantities() {

@@ -355,6 +355,11 @@ async fn follows_a_file_url_and_a_tag() {
     std::fs::create_dir_all(&repo).expect("mkdir");
     git(&repo, &["init", "-q"]);
     write(&repo, "app/cm.yaml", &config_map("tagged", "v1", ""));
+    write(
+        &repo,
+        "app/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+    );
     commit(&repo, "release 1");
     git(&repo, &["tag", "v1"]);
     write(&repo, "app/cm.yaml", &config_map("tagged", "v2", ""));
@@ -435,4 +440,219 @@ async fn a_resumed_application_catches_up_at_an_unchanged_commit() {
         "{report:?}"
     );
     assert_eq!(cluster.value("page").await.as_deref(), Some("v9"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_in_a_namespace_nothing_declares_are_refused_until_it_is() {
+    let cluster = Cluster::new();
+    cluster.sync(false).await;
+    let in_shop = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cart\n  namespace: shop\n";
+    write(&cluster.repo, "apps/web/cart.yaml", in_shop);
+    commit(&cluster.repo, "web: a cart in shop");
+    let report = cluster.sync(false).await;
+    let web = report.applications.iter().find(|(n, _)| n == "web");
+    assert!(
+        matches!(web, Some((_, Outcome::Failed(p))) if p[0].contains("namespaces \"shop\" not found")),
+        "{web:?}"
+    );
+    assert!(
+        cluster
+            .get(key(Kind::ConfigMap, "shop", "cart"))
+            .await
+            .is_none()
+    );
+
+    // Declared in a team folder that sorts after web: it is applied first all the same.
+    write(
+        &cluster.repo,
+        "apps/zteam/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+    );
+    commit(&cluster.repo, "zteam: the shop namespace");
+    let report = cluster.sync(false).await;
+    let order: Vec<&str> = report
+        .applications
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(order, ["root", "zteam", "api", "web"]);
+    assert!(
+        report
+            .applications
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Applied { .. } | Outcome::Unchanged)),
+        "{report:?}"
+    );
+    assert!(
+        cluster
+            .get(key(Kind::ConfigMap, "shop", "cart"))
+            .await
+            .is_some()
+    );
+
+    // The Namespace may not go while web still declares its cart there.
+    std::fs::remove_dir_all(cluster.repo.join("apps/zteam")).expect("rm");
+    commit(&cluster.repo, "zteam: gone");
+    let report = cluster.sync(true).await;
+    let zteam = report.applications.iter().find(|(n, _)| n == "zteam");
+    assert!(
+        matches!(zteam, Some((_, Outcome::Failed(p))) if p[0].contains("application web keeps objects in it")),
+        "{zteam:?}"
+    );
+    assert!(
+        cluster
+            .get(key(Kind::Namespace, "", "shop"))
+            .await
+            .is_some()
+    );
+
+    // Both in one commit: the cart and the Namespace go.
+    std::fs::remove_file(cluster.repo.join("apps/web/cart.yaml")).expect("rm");
+    commit(&cluster.repo, "web: no cart");
+    cluster.sync(true).await;
+    assert!(
+        cluster
+            .get(key(Kind::ConfigMap, "shop", "cart"))
+            .await
+            .is_none()
+    );
+    assert!(
+        cluster
+            .get(key(Kind::Namespace, "", "shop"))
+            .await
+            .is_none()
+    );
+}
+
+#[test]
+fn a_path_is_read_as_the_tree_names_it() {
+    assert_eq!(tree_path(".").as_deref(), Ok(""));
+    assert_eq!(tree_path("./").as_deref(), Ok(""));
+    assert_eq!(tree_path("").as_deref(), Ok(""));
+    assert_eq!(tree_path("./apps/").as_deref(), Ok("apps"));
+    assert_eq!(tree_path("apps//prod/.").as_deref(), Ok("apps/prod"));
+    assert!(tree_path("../elsewhere").is_err());
+    assert!(tree_path("apps/../../x").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_at_the_repository_root_sync_with_path_dot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q"]);
+    write(
+        &repo,
+        "namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+    );
+    write(&repo, "web/page.yaml", &config_map("page", "v1", ""));
+    commit(&repo, "at the root");
+    let store = StoreActor::spawn(StoreActor::new(
+        Store::open(&dir.path().join("db.redb")).expect("store"),
+    ));
+    let source = GitSource {
+        url: repo.display().to_string(),
+        reference: GitRef::Branch("main".into()),
+        path: ".".into(),
+    };
+    let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
+    let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+    let report = sync
+        .ask(SyncNow(SyncOptions::default()))
+        .await
+        .expect("syncs");
+    assert_eq!(
+        outcomes(&report),
+        vec![
+            ("root".into(), applied(1, 0, 0, 0)),
+            ("web".into(), applied(1, 0, 0, 0)),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_folder_does_not_replace_the_top_level_files() {
+    let cluster = Cluster::new();
+    cluster.sync(false).await;
+    write(
+        &cluster.repo,
+        "apps/root/extra.yaml",
+        &config_map("extra", "x", ""),
+    );
+    commit(&cluster.repo, "a folder named root");
+    let report = cluster.sync(false).await;
+    let root = report.applications.iter().find(|(n, _)| n == "root");
+    assert!(
+        matches!(root, Some((_, Outcome::Failed(p))) if p[0].contains("clashes with application root")),
+        "{root:?}"
+    );
+    // The top-level Namespace was not pruned by a root application that lost its files.
+    assert!(
+        cluster
+            .get(key(Kind::Namespace, "", "demo"))
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_that_never_answers_fails_the_fetch_in_bounded_time() {
+    // A server on loopback that accepts connections and says nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("address");
+    let silent = std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(8));
+        drop(held);
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = GitSource {
+        url: format!("http://{address}/repo.git"),
+        reference: GitRef::Branch("main".into()),
+        path: String::new(),
+    };
+    let mirror = Mirror::open(&mirror_dir(dir.path()), source)
+        .expect("mirror")
+        .with_fetch_timeout(std::time::Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let error = tokio::task::spawn_blocking(move || mirror.fetch())
+        .await
+        .expect("joins")
+        .expect_err("a silent remote cannot be fetched");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(7),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(error.0.contains("cannot fetch"), "{error}");
+    let _ = silent.join();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_fetch_is_recorded_for_status_until_one_succeeds() {
+    let cluster = Cluster::new();
+    cluster.sync(false).await;
+    let recorded = || async {
+        cluster
+            .store
+            .ask(GetMeta(GIT_ERROR_META.into()))
+            .await
+            .expect("store answers")
+    };
+    assert_eq!(recorded().await, None);
+    let moved = cluster.repo.with_extension("moved");
+    std::fs::rename(&cluster.repo, &moved).expect("mv");
+    let failed = cluster.sync.ask(SyncNow(SyncOptions::default())).await;
+    assert!(failed.is_err(), "{failed:?}");
+    let error = recorded().await.expect("recorded");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot fetch")),
+        "{error}"
+    );
+    std::fs::rename(&moved, &cluster.repo).expect("mv back");
+    cluster.sync(false).await;
+    assert_eq!(recorded().await, None);
 }

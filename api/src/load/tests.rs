@@ -151,6 +151,48 @@ fn explains_kinds_it_cannot_take() {
 }
 
 #[test]
+fn a_missing_field_is_reported_once_at_the_line_that_lacks_it() {
+    let result = load(&[
+        file(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\ndata:\n  a: b\n",
+        ),
+        file(
+            "pod.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  restartPolicy: Never\n",
+        ),
+        file(
+            "deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      restartPolicy: Always\n",
+        ),
+    ]);
+    assert_eq!(
+        lines(&result),
+        vec![
+            "repo/cm.yaml:1: ConfigMap (unnamed): metadata: required field is missing",
+            "repo/deploy.yaml:11: Deployment default/web: spec.template.spec.containers: required field is missing",
+            "repo/pod.yaml:5: Pod default/p: spec.containers: required field is missing",
+        ]
+    );
+}
+
+#[test]
+fn explains_built_in_kinds_it_does_not_serve() {
+    let result = load(&[file(
+        "x.yaml",
+        "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\n---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
+    )]);
+    assert_eq!(
+        lines(&result),
+        vec![
+            "repo/x.yaml:2: ReplicationController rc: kind: ReplicationController is not supported by shipshape yet: use a Deployment",
+            "repo/x.yaml:6: APIService v1beta1.metrics.k8s.io: kind: APIService is not supported: shipshape has no aggregated APIs",
+            "repo/x.yaml:10: Role r: kind: unsupported kind Role (rbac.authorization.k8s.io/v1): shipshape serves the built-in workload, service, config, storage and policy kinds, not custom resources or RBAC",
+        ]
+    );
+}
+
+#[test]
 fn garbage_is_an_error_not_a_panic() {
     let result = load(&[
         file(
@@ -320,4 +362,24 @@ proptest! {
         let prefixed = format!("apiVersion: apps/v1\nkind: Deployment\n{text}");
         let _ = load(&[file("b.yaml", &prefixed)]);
     }
+}
+
+#[test]
+fn a_root_folder_beside_top_level_files_is_refused() {
+    let namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n";
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n";
+    let result = load(&[
+        file("namespaces.yaml", namespace),
+        file("root/config.yaml", config),
+    ]);
+    assert_eq!(
+        lines(&result),
+        [
+            "repo/root/config.yaml:1: the folder root/ clashes with application root (the files at the top of the path): rename the folder"
+        ]
+    );
+    // Alone, a folder named root is simply the application root.
+    let alone = load(&[file("root/config.yaml", config)]);
+    assert_eq!(lines(&alone), Vec::<String>::new());
+    assert_eq!(alone.manifests.len(), 1);
 }
