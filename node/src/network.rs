@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::containerd::RuntimeError;
@@ -24,12 +25,48 @@ const CNI_VERSION: &str = "0.4.0";
 /// One node's pod network.
 #[derive(Clone, Debug)]
 pub struct NodeNetwork {
-    /// The bridge's name (`ship-node-1`).
+    /// The bridge's name (`ship-node-1`; see [`bridge_name`]).
     pub bridge: String,
     /// The node's /24.
     pub subnet: Cidr,
     cni_dir: PathBuf,
     ipam_dir: PathBuf,
+}
+
+/// The bridge of node `node`: `ship-{node}` when that fits in a Linux interface name (15 bytes)
+/// and the node name is a DNS label or subdomain, as every node shipshape makes is; otherwise
+/// `ship-`, the name's first three characters, `_` and six base32 digits of its SHA-256
+/// (`ship-wor_k2mq7a`). Cutting long names short instead made `worker-east-1` and `worker-east-2`
+/// share a bridge.
+///
+/// Invariant: distinct nodes get distinct bridges. Short forms are distinct because they spell
+/// the whole name; hashed forms differ unless 30 bits of SHA-256 collide; and the two never meet,
+/// because only hashed forms contain `_`, which a DNS name cannot. The hash is SHA-256 rather
+/// than std's hasher so the name stays the same across releases: a bridge outlives shipshape
+/// when workloads are kept.
+pub fn bridge_name(node: &str) -> String {
+    /// Linux's IFNAMSIZ (16) less the terminating NUL.
+    const MAX: usize = 15;
+    let dns = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let short = format!("ship-{node}");
+    if short.len() <= MAX && node.chars().all(dns) {
+        return short;
+    }
+    let prefix: String = node
+        .chars()
+        .take(3)
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if dns(c) { c } else { '-' })
+        .collect();
+    // Six base32 digits hold 30 bits of the digest (six hex digits would hold 24): even 256
+    // nodes, a /16 pod CIDR's worth of /24s, share a bridge name about once in 30 000.
+    const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = Sha256::digest(node.as_bytes());
+    let bits = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    let hash: String = (0..6)
+        .map(|i| char::from(BASE32[((bits >> (27 - 5 * i)) & 31) as usize]))
+        .collect();
+    format!("ship-{prefix}_{hash}")
 }
 
 /// The path of a pod's network namespace.
@@ -41,11 +78,8 @@ impl NodeNetwork {
     /// The network of node `node` with `subnet`, plugins in `cni_dir`, IPAM state under
     /// `data_dir`.
     pub fn new(node: &str, subnet: Cidr, cni_dir: &Path, data_dir: &Path) -> Self {
-        // Linux interface names hold 15 bytes.
-        let mut bridge = format!("ship-{node}");
-        bridge.truncate(15);
         Self {
-            bridge,
+            bridge: bridge_name(node),
             subnet,
             cni_dir: cni_dir.to_path_buf(),
             ipam_dir: data_dir.join("cni").join(node),
@@ -238,5 +272,54 @@ mod tests {
         let config = net.bridge_config();
         assert_eq!(config["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert_eq!(config["ipam"]["ranges"][0][0]["gateway"], "10.244.3.1");
+    }
+
+    /// What the kernel's `dev_valid_name` accepts: 1 to 15 bytes, not `.` or `..`, no `/`,
+    /// `:` or whitespace.
+    fn valid_interface_name(name: &str) -> bool {
+        (1..=15).contains(&name.len())
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', ':'])
+            && !name.chars().any(char::is_whitespace)
+    }
+
+    #[test]
+    fn short_node_names_keep_their_bridge_name() {
+        for (node, bridge) in [("node-1", "ship-node-1"), ("bench-1", "ship-bench-1")] {
+            assert_eq!(bridge_name(node), bridge);
+        }
+        assert_eq!(
+            bridge_name("node-12345"),
+            "ship-node-12345",
+            "exactly 15 bytes still fits"
+        );
+    }
+
+    #[test]
+    fn long_node_names_sharing_a_prefix_get_distinct_valid_bridges() {
+        let mut names = vec![
+            "worker-east-1".to_string(),
+            "worker-east-2".to_string(),
+            "node-1234567890".to_string(),
+            "node-1234567891".to_string(),
+            "node-12345".to_string(),
+            "a.very.long.node.name.example.com".to_string(),
+            "Node With Spaces/and:colons".to_string(),
+            "nöde-ünicode-1".to_string(),
+            "..".to_string(),
+        ];
+        names.extend((3..1000).map(|i| format!("worker-east-{i}")));
+        let mut seen = std::collections::HashMap::new();
+        for node in &names {
+            let bridge = bridge_name(node);
+            assert!(valid_interface_name(&bridge), "{node:?} gave {bridge:?}");
+            assert!(bridge.starts_with("ship-"), "{bridge}");
+            if let Some(other) = seen.insert(bridge.clone(), node) {
+                panic!("{other:?} and {node:?} share the bridge {bridge}");
+            }
+        }
+        assert!(bridge_name("worker-east-1").starts_with("ship-wor"));
+        assert_eq!(bridge_name("worker-east-1"), bridge_name("worker-east-1"));
     }
 }

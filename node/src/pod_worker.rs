@@ -621,6 +621,7 @@ impl PodState {
             spec,
             probes,
             cgroup,
+            skipped_env,
         } = match self.configure(container, &image, suffix).await {
             Ok(configured) => configured,
             Err(problem) => {
@@ -633,6 +634,14 @@ impl PodState {
                 return Step::Wake(problem.retry);
             }
         };
+        if !skipped_env.is_empty() {
+            // Kubernetes' own words for it, so a search for the reason finds its docs.
+            let message = format!(
+                "Keys [{}] from the EnvFrom configMap or secret were skipped since they are invalid environment variable names.",
+                skipped_env.join(", ")
+            );
+            self.note("Warning", "InvalidEnvironmentVariableNames", message);
+        }
         let runtime = self.shared.runtime.clone();
         if let Some(old) = self.records.get_mut(&name) {
             old.stop_probes();
@@ -702,7 +711,7 @@ impl PodState {
             retry: Duration::from_secs(retry),
             announce: false,
         };
-        let env = self
+        let (env, skipped_env) = self
             .environment(container)
             .await
             .map_err(|m| problem(m, 5))?;
@@ -731,6 +740,7 @@ impl PodState {
             spec,
             probes,
             cgroup,
+            skipped_env,
         })
     }
 
@@ -911,9 +921,14 @@ impl PodState {
     }
 
     /// The container's environment: literal values, ConfigMap and Secret keys (env and
-    /// envFrom), and the pod fields Kubernetes offers through fieldRef.
-    async fn environment(&self, container: &Value) -> Result<Vec<(String, String)>, String> {
+    /// envFrom), and the pod fields Kubernetes offers through fieldRef; beside it, the envFrom
+    /// keys skipped for not being variable names.
+    async fn environment(
+        &self,
+        container: &Value,
+    ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
         let mut env = Vec::new();
+        let mut skipped = Vec::new();
         for source in container
             .get("envFrom")
             .and_then(Value::as_array)
@@ -928,11 +943,11 @@ impl PodState {
             };
             let optional = reference.get("optional").and_then(Value::as_bool) == Some(true);
             let object_name = text(reference, "/name");
-            match self.data_of(kind, object_name).await? {
-                Some(data) => {
-                    for (key, value) in data {
-                        env.push((format!("{prefix}{key}"), value));
-                    }
+            match self.object_of(kind, object_name).await? {
+                Some(object) => {
+                    let (found, invalid) = crate::volumes::env_from(kind, &object, prefix);
+                    env.extend(found);
+                    skipped.extend(invalid);
                 }
                 None if optional => {}
                 None => return Err(missing(kind, &self.namespace, object_name)),
@@ -992,7 +1007,19 @@ impl PodState {
                 env.push((name, value));
             }
         }
-        Ok(env)
+        Ok((env, skipped))
+    }
+
+    /// ConfigMap or Secret `name` in the pod's namespace.
+    async fn object_of(&self, kind: Kind, name: &str) -> Result<Option<Value>, String> {
+        let key = object_key(kind, &self.namespace, name);
+        let stored = self
+            .shared
+            .store
+            .ask(Get(key))
+            .await
+            .map_err(|e| format!("reading {} {name}: {e}", kind.info().kind))?;
+        Ok(stored.map(|stored| stored.object))
     }
 
     /// The data of ConfigMap or Secret `name` in the pod's namespace, as text (for env).
@@ -1026,7 +1053,8 @@ impl PodState {
     }
 
     /// Rotates the running containers' logs past [`LOG_MAX_BYTES`], keeping [`LOG_KEEP`] older
-    /// files (`0.log.1` …) as the kubelet does. The shim appends, so copy-then-truncate is safe.
+    /// files (`0.log.1` …) as the kubelet does, without losing what the shim appends meanwhile
+    /// ([`rotate_log`] says how).
     async fn rotate_logs(&self) {
         for (name, record) in &self.records {
             if !matches!(record.current, Current::Running { .. }) {
@@ -1039,15 +1067,23 @@ impl PodState {
             if !big {
                 continue;
             }
-            let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
-            let _ = tokio::fs::remove_file(numbered(LOG_KEEP)).await;
-            for n in (1..LOG_KEEP).rev() {
-                let _ = tokio::fs::rename(numbered(n), numbered(n + 1)).await;
-            }
-            if tokio::fs::copy(&path, numbered(1)).await.is_ok()
-                && let Ok(file) = tokio::fs::OpenOptions::new().write(true).open(&path).await
-            {
-                let _ = file.set_len(0).await;
+            let log = path.clone();
+            let rotation =
+                tokio::task::spawn_blocking(move || rotate_log(&log, LOG_MAX_BYTES, LOG_KEEP))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|rotation| rotation);
+            let log = path.display();
+            match rotation {
+                Ok(Rotation::Small | Rotation::Collapsed) => {}
+                Ok(Rotation::Truncated) => tracing::warn!(
+                    pod = %self.name, container = %name, %log,
+                    "this filesystem cannot cut a file's front (FALLOC_FL_COLLAPSE_RANGE): the log \
+                     was rotated by truncating it, which can lose lines written meanwhile"
+                ),
+                Err(error) => tracing::warn!(
+                    pod = %self.name, container = %name, %log, %error, "rotating the log failed"
+                ),
             }
         }
     }
@@ -1563,6 +1599,8 @@ struct Configured {
     spec: oci_spec::runtime::Spec,
     probes: Vec<Probe>,
     cgroup: String,
+    /// envFrom keys left out because they are not valid variable names.
+    skipped_env: Vec<String>,
 }
 
 /// Why a container cannot be configured, and when to try again.
@@ -1618,9 +1656,271 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// What one look at a container log did.
+#[derive(Debug, PartialEq)]
+enum Rotation {
+    /// The log was within its limit.
+    Small,
+    /// The log's front moved to `.1` and was cut from the file in place: nothing lost.
+    Collapsed,
+    /// The filesystem cannot cut a file's front (tmpfs, btrfs, NFS): the log was copied and
+    /// truncated, and what the container wrote between the last look and the truncation is lost.
+    Truncated,
+}
+
+/// Rotates the log at `path` once it is past `max_bytes`, keeping `keep` rotated files.
+///
+/// The writer is not ours: the shim opened the file `O_WRONLY|O_APPEND` when the task started
+/// and holds it until the task ends (containerd's `pkg/process/io.go`, `file://` stdio), so the
+/// file cannot be renamed and reopened, and copy-then-truncate loses whatever the shim appends
+/// between the copy and the truncation. Instead: copy whole blocks from the front, which an
+/// appending writer never changes, into the new `.1`, then remove exactly those bytes from the
+/// file with `fallocate(FALLOC_FL_COLLAPSE_RANGE)`. The kernel does that under the inode lock
+/// that appends take too, so every append lands either after the collapsed range (and stays) or
+/// after the collapse (at the new end). A line can be split between `.1` and the current file;
+/// the files read oldest first are the container's output byte for byte, which is how
+/// `kubectl logs` reads them (`shipshape_actors::api::logs`).
+///
+/// Where the filesystem cannot collapse, the rest is copied after the blocks and the file
+/// truncated, checking the length again until it stops growing (a few rounds at most): that
+/// shrinks the window in which lines are lost from the whole copy to one length check, but
+/// cannot close it, so the caller warns.
+///
+/// Readers of the log ([`shipshape_actors::api::logs::rotating`]) are kept out from the first
+/// rename to the collapse, so they never see the front in both files or in neither.
+///
+/// A crash before the collapse leaves the front both in `.1` and in the file: shown twice,
+/// never lost.
+fn rotate_log(path: &std::path::Path, max_bytes: u64, keep: u32) -> std::io::Result<Rotation> {
+    use shipshape_actors::api::logs::rotated_log_path;
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let length = meta.len();
+    if length <= max_bytes {
+        return Ok(Rotation::Small);
+    }
+    // The kernel collapses whole filesystem blocks only, and never a range reaching the end.
+    let block = std::os::unix::fs::MetadataExt::blksize(&meta).max(1);
+    let front = (length - 1) / block * block;
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".rotating");
+    let fresh = PathBuf::from(fresh);
+    let mut rotated = std::fs::File::create(&fresh)?;
+    let copied = std::io::copy(&mut std::io::Read::take(&mut file, front), &mut rotated);
+    if !matches!(copied, Ok(n) if n == front) {
+        let _ = std::fs::remove_file(&fresh);
+        return Err(match copied {
+            Err(error) => error,
+            Ok(_) => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the log shrank while it was copied",
+            ),
+        });
+    }
+    // Readers of this log must not see the front in both places, or in neither.
+    let _rotating = shipshape_actors::api::logs::rotating();
+    if keep == 0 {
+        std::fs::remove_file(&fresh)?;
+    } else {
+        let _ = std::fs::remove_file(rotated_log_path(path, keep));
+        for n in (1..keep).rev() {
+            let _ = std::fs::rename(rotated_log_path(path, n), rotated_log_path(path, n + 1));
+        }
+        std::fs::rename(&fresh, rotated_log_path(path, 1))?;
+    }
+    if collapse_front(&file, front).is_ok() {
+        return Ok(Rotation::Collapsed);
+    }
+    // Catch up a few times at most: a writer faster than the copy must not keep readers out.
+    let mut copied = front;
+    for _ in 0..8 {
+        let now = file.metadata()?.len();
+        if now <= copied {
+            break;
+        }
+        file.seek(SeekFrom::Start(copied))?;
+        let more = std::io::copy(
+            &mut std::io::Read::take(&mut file, now - copied),
+            &mut rotated,
+        )?;
+        if more == 0 {
+            break;
+        }
+        copied += more;
+    }
+    file.set_len(0)?;
+    Ok(Rotation::Truncated)
+}
+
+/// Removes the first `length` bytes of `file`, moving the rest to the front, atomically with
+/// respect to other writers; `length` must be a whole number of filesystem blocks.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+fn collapse_front(file: &std::fs::File, length: u64) -> std::io::Result<()> {
+    use std::ffi::c_int;
+    use std::os::fd::AsRawFd;
+    const FALLOC_FL_COLLAPSE_RANGE: c_int = 0x08;
+    unsafe extern "C" {
+        // glibc's and musl's, with a 64-bit off_t on 64-bit targets.
+        fn fallocate(fd: c_int, mode: c_int, offset: i64, len: i64) -> c_int;
+    }
+    let length = i64::try_from(length).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    loop {
+        // SAFETY: fallocate touches no memory of ours, and `file` keeps the descriptor open.
+        let result = unsafe { fallocate(file.as_raw_fd(), FALLOC_FL_COLLAPSE_RANGE, 0, length) };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+fn collapse_front(_file: &std::fs::File, _length: u64) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Whether files in `dir` can have their front collapsed (ext4 and XFS can; tmpfs cannot).
+#[cfg(test)]
+fn collapse_supported(dir: &std::path::Path) -> bool {
+    let path = dir.join("collapse-probe");
+    let probe = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut file| {
+            let block = std::os::unix::fs::MetadataExt::blksize(&file.metadata()?);
+            std::io::Write::write_all(&mut file, &vec![b'x'; 2 * block as usize])?;
+            collapse_front(&file, block)
+        });
+    let _ = std::fs::remove_file(&path);
+    probe.is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shipshape_actors::api::logs::rotated_log_path;
+    use std::io::Write;
+
+    /// A run's whole log: its rotated files, oldest first, then the current one.
+    fn whole_log(path: &std::path::Path, keep: u32) -> Vec<u8> {
+        let mut all = Vec::new();
+        for n in (1..=keep).rev() {
+            if let Ok(bytes) = std::fs::read(rotated_log_path(path, n)) {
+                all.extend(bytes);
+            }
+        }
+        all.extend(std::fs::read(path).expect("the current log"));
+        all
+    }
+
+    fn numbered_lines(range: std::ops::Range<u32>) -> Vec<u8> {
+        range
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn rotation_keeps_every_line_a_concurrent_writer_appends() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        if !collapse_supported(dir.path()) {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "CI's temporary directory must support FALLOC_FL_COLLAPSE_RANGE (ext4, XFS)"
+                );
+            }
+            eprintln!("skipped: the temporary directory's filesystem cannot collapse a range");
+            return;
+        }
+        let path = dir.path().join("0.log");
+        std::fs::File::create(&path).expect("the log");
+        const LINES: u32 = 400_000;
+        const KEEP: u32 = 10_000;
+        // Appends as the shim does: one O_APPEND descriptor held open, one write per line.
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .expect("the log, for appending");
+                for i in 0..LINES {
+                    file.write_all(format!("line {i}\n").as_bytes())
+                        .expect("an append");
+                }
+            })
+        };
+        let mut rotations = 0;
+        while !writer.is_finished() {
+            if rotate_log(&path, 8 << 10, KEEP).expect("a rotation") != Rotation::Small {
+                rotations += 1;
+            }
+        }
+        writer.join().expect("the writer");
+        let all = whole_log(&path, KEEP);
+        let expected = numbered_lines(0..LINES);
+        if all != expected {
+            let (got, wanted) = (
+                String::from_utf8_lossy(&all),
+                String::from_utf8_lossy(&expected),
+            );
+            let first_wrong = got
+                .lines()
+                .zip(wanted.lines())
+                .find(|(got, want)| got != want);
+            panic!(
+                "{} bytes kept of {} written over {rotations} rotations; first difference \
+                 (got, wanted): {first_wrong:?}",
+                all.len(),
+                expected.len()
+            );
+        }
+        assert!(rotations >= 10, "only {rotations} rotations ran");
+    }
+
+    #[test]
+    fn rotation_keeps_only_the_newest_files() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("0.log");
+        std::fs::File::create(&path).expect("the log");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("the log, for appending");
+        let mut written = 0;
+        for round in 0..6 {
+            file.write_all(&numbered_lines(round * 1000..(round + 1) * 1000))
+                .expect("a write");
+            written = (round + 1) * 1000;
+            assert_ne!(
+                rotate_log(&path, 4096, 2).expect("a rotation"),
+                Rotation::Small
+            );
+        }
+        assert!(
+            !rotated_log_path(&path, 3).exists(),
+            "only two rotated files are kept"
+        );
+        let kept = whole_log(&path, 2);
+        let all = numbered_lines(0..written);
+        assert!(
+            kept.len() < all.len() && all.ends_with(&kept),
+            "the newest lines, in order"
+        );
+        assert_eq!(
+            rotate_log(&path, u64::MAX, 2).expect("a look"),
+            Rotation::Small
+        );
+    }
 
     #[test]
     fn expands_earlier_variables_as_kubernetes_does() {

@@ -53,6 +53,60 @@ pub fn object_data(kind: Kind, object: &Value) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
+/// The variables `envFrom` takes from a ConfigMap or Secret, as the kubelet does: `data` only
+/// (a ConfigMap's `binaryData` is for files: its bytes, NULs included, cannot be a variable),
+/// each key behind `prefix`, in key order. Names that are not variable names (Kubernetes'
+/// `[-._a-zA-Z][-._a-zA-Z0-9]*`) are returned apart, to be skipped with an event.
+pub fn env_from(kind: Kind, object: &Value, prefix: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    let mut values = BTreeMap::new();
+    let entries = |field: &str| {
+        object
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+    };
+    for (key, value) in entries("data") {
+        let text = value.as_str().unwrap_or_default();
+        let value = if kind == Kind::Secret {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            text.to_string()
+        };
+        values.insert(key.clone(), value);
+    }
+    // A Secret's stringData is merged over its data, as the API server does on write.
+    if kind == Kind::Secret {
+        for (key, value) in entries("stringData") {
+            values.insert(key.clone(), value.as_str().unwrap_or_default().to_string());
+        }
+    }
+    for (key, value) in values {
+        let name = format!("{prefix}{key}");
+        if is_env_var_name(&name) {
+            found.push((name, value));
+        } else {
+            skipped.push(name);
+        }
+    }
+    (found, skipped)
+}
+
+/// Kubernetes' `IsEnvVarName`.
+fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '-' | '.' | '_'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
 /// A file to write into a volume: relative path, contents, mode.
 pub type VolumeFile = (String, Vec<u8>, u32);
 
@@ -162,6 +216,37 @@ pub async fn check_host_path(source: &Value) -> Result<(), String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn env_from_takes_data_only_and_sets_invalid_names_apart() {
+        let config = json!({
+            "data": {"MODE": "fast", "log.level": "debug", "1st": "x", "has space": "y"},
+            "binaryData": {"BLOB": "AAE="},
+        });
+        let (found, skipped) = env_from(Kind::ConfigMap, &config, "");
+        assert_eq!(
+            found,
+            [
+                ("MODE".to_string(), "fast".to_string()),
+                ("log.level".to_string(), "debug".to_string()),
+            ]
+        );
+        assert_eq!(skipped, ["1st", "has space"]);
+        // A prefix can make a key valid.
+        let (found, skipped) = env_from(Kind::ConfigMap, &config, "APP_");
+        assert_eq!(found.len(), 3, "MODE, log.level and APP_1st");
+        assert_eq!(skipped, ["APP_has space"]);
+        assert!(found.iter().all(|(name, _)| name != "APP_BLOB"));
+        let secret = json!({"data": {"TOKEN": "aGk="}, "stringData": {"USER": "ada"}});
+        let (found, _) = env_from(Kind::Secret, &secret, "");
+        assert_eq!(
+            found,
+            [
+                ("TOKEN".to_string(), "hi".to_string()),
+                ("USER".to_string(), "ada".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn secrets_are_decoded_and_config_maps_keep_binary_data() {
