@@ -579,6 +579,11 @@ mod gitops {
     #[test]
     fn emptying_an_application_waits_for_allow_empty_and_suspend_stops_syncing() {
         let repo = Repo::new();
+        write(
+            &repo.path(),
+            "apps/namespaces.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+        );
         write(&repo.path(), "apps/web/a.yaml", &config_map("a", "1"));
         write(&repo.path(), "apps/web/b.yaml", &config_map("b", "1"));
         write(&repo.path(), "apps/other/c.yaml", &config_map("c", "1"));

@@ -629,6 +629,8 @@ struct OtherApplications<'a> {
     namespaces_used: &'a BTreeMap<String, BTreeSet<String>>,
     /// The applications the commit has a folder (or top-level files) for.
     in_commit: &'a BTreeSet<String>,
+    /// How this sync was asked for.
+    options: SyncOptions,
 }
 
 /// The GitSync actor: syncs on request (the poll timer, `shipshape sync`, a webhook).
@@ -860,6 +862,7 @@ impl GitSync {
         let others = OtherApplications {
             namespaces_used: &namespaces_used,
             in_commit: &in_commit,
+            options,
         };
 
         let mut outcomes = Vec::new();
@@ -902,7 +905,7 @@ impl GitSync {
                         source: m.file.clone(),
                     })
                     .collect();
-                self.apply_application(&name, status, digest, &commit, desired, options, &others)
+                self.apply_application(&name, status, digest, &commit, desired, &others)
                     .await?
             };
             outcomes.push((name, outcome));
@@ -1097,9 +1100,9 @@ impl GitSync {
         digest: Option<String>,
         commit: &CommitInfo,
         desired: Vec<Desired>,
-        options: SyncOptions,
         others: &OtherApplications<'_>,
     ) -> Result<Outcome, SyncError> {
+        let options = others.options;
         let live = self.ask_store(ManagedBy(name.into())).await?;
         let live_objects: BTreeMap<shipshape_api::ObjectKey, Value> = live
             .iter()
@@ -1167,10 +1170,7 @@ impl GitSync {
                 return Ok(Outcome::Failed(vec![problem]));
             }
         };
-        if let Some(problem) = self
-            .namespace_prune_blocked(name, &plan, options, others)
-            .await?
-        {
+        if let Some(problem) = self.namespace_prune_blocked(name, &plan, others).await? {
             self.record_failure(
                 name,
                 status,
@@ -1346,7 +1346,6 @@ impl GitSync {
         &self,
         name: &str,
         plan: &gitops::Plan,
-        options: SyncOptions,
         others: &OtherApplications<'_>,
     ) -> Result<Option<String>, SyncError> {
         for action in &plan.actions {
@@ -1370,7 +1369,7 @@ impl GitSync {
                 let stays = match others.namespaces_used.get(&user) {
                     Some(used) => used.contains(&key.name),
                     // A folder gone from the commit is pruned only with --allow-empty.
-                    None => !(options.allow_empty && !others.in_commit.contains(&user)),
+                    None => !others.options.allow_empty || others.in_commit.contains(&user),
                 };
                 users.insert(user, stays);
             }

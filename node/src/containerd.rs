@@ -236,14 +236,16 @@ impl Containerd {
     pub async fn start_own(data_dir: &Path) -> Result<Self, RuntimeError> {
         let base = data_dir.join("containerd");
         let socket = base.join("containerd.sock");
-        // Someone (an earlier `up` that was killed) may have left ours running: use it.
-        if let Some((channel, version)) = probe(&socket, Duration::from_secs(2)).await {
-            return Ok(Self {
-                channel,
-                socket,
-                version,
-                own: None,
-            });
+        // An earlier `up` that was killed (`kill -9`) left ours running. Using it as if it were
+        // the system's would leave it behind after the next Ctrl-C: stop it, and start it again
+        // as our own child (its shims, and so the containers, live on and are adopted).
+        let leftovers = processes_on_socket(Path::new("/proc"), &socket);
+        if !leftovers.is_empty() {
+            tracing::info!(
+                ?leftovers,
+                "stopping the containerd an earlier run left behind"
+            );
+            stop_leftovers(&leftovers).await;
         }
         let child = spawn_containerd(&base)?;
         let own = Arc::new(Mutex::new(OwnContainerd { child }));
@@ -335,6 +337,43 @@ impl Containerd {
     }
 }
 
+/// The processes (under `proc`, normally `/proc`) whose command line serves `--address
+/// socket`: a containerd of ours that an earlier run left behind.
+pub fn processes_on_socket(proc: &Path, socket: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    let wanted = socket.as_os_str().as_encoded_bytes();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0);
+            args.any(|arg| arg == b"--address")
+                .then(|| args.next())
+                .flatten()
+                .filter(|arg| *arg == wanted)
+                .map(|_| pid)
+        })
+        .collect()
+}
+
+/// Stops leftover containerd processes: TERM, then KILL after 10 s.
+async fn stop_leftovers(pids: &[u32]) {
+    let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
+    for pid in pids {
+        signal(*pid, "TERM");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(alive) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in pids.iter().filter(|pid| alive(pid)) {
+        signal(*pid, "KILL");
+    }
+}
+
 /// Sends a signal to a process with the `kill` program (no libc binding needed for one call).
 fn signal(pid: u32, name: &str) {
     let _ = std::process::Command::new("kill")
@@ -395,4 +434,34 @@ pub fn request<T>(namespace: &str, message: T, lease: Option<&str>) -> Request<T
         metadata.insert("containerd-lease", value);
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_containerd_an_earlier_run_left_on_our_socket() {
+        let proc = tempfile::tempdir().expect("tempdir");
+        let process = |pid: &str, args: &[&str]| {
+            let dir = proc.path().join(pid);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let mut cmdline = args.join("\0");
+            cmdline.push('\0');
+            std::fs::write(dir.join("cmdline"), cmdline).expect("write");
+        };
+        let ours = "/var/lib/shipshape/containerd/containerd.sock";
+        process(
+            "41",
+            &["containerd", "--config", "c.toml", "--address", ours],
+        );
+        process(
+            "42",
+            &["containerd", "--address", "/run/containerd/containerd.sock"],
+        );
+        process("43", &["sh", "-c", ours]);
+        process("self", &["not", "a", "pid"]);
+        std::fs::create_dir_all(proc.path().join("44")).expect("a process without cmdline");
+        assert_eq!(processes_on_socket(proc.path(), Path::new(ours)), [41]);
+    }
 }
