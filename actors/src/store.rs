@@ -638,15 +638,7 @@ impl Store {
         kind: Kind,
         namespace: Option<&str>,
     ) -> Result<(u64, Vec<(ObjectKey, StoredObject)>), StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let objects = txn.open_table(OBJECTS).map_err(db_error)?;
-        let meta = txn.open_table(META).map_err(db_error)?;
-        let rv = read_json(meta.get(RESOURCE_VERSION).map_err(db_error)?)?
-            .and_then(|v: Value| v.as_u64())
-            .unwrap_or(0);
-        let mut found = Vec::new();
-        list_into(&objects, Some(kind), namespace, &mut found)?;
-        Ok((rv, found))
+        self.read_at(&[kind], namespace)
     }
 
     /// The objects of these kinds and the resourceVersion they are at, from one consistent
@@ -654,6 +646,14 @@ impl Store {
     pub fn snapshot(
         &self,
         kinds: &[Kind],
+    ) -> Result<(u64, Vec<(ObjectKey, StoredObject)>), StoreError> {
+        self.read_at(kinds, None)
+    }
+
+    fn read_at(
+        &self,
+        kinds: &[Kind],
+        namespace: Option<&str>,
     ) -> Result<(u64, Vec<(ObjectKey, StoredObject)>), StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let objects = txn.open_table(OBJECTS).map_err(db_error)?;
@@ -663,7 +663,7 @@ impl Store {
             .unwrap_or(0);
         let mut found = Vec::new();
         for kind in kinds {
-            list_into(&objects, Some(*kind), None, &mut found)?;
+            list_into(&objects, Some(*kind), namespace, &mut found)?;
         }
         Ok((rv, found))
     }

@@ -1042,14 +1042,8 @@ impl PodState {
         kind: Kind,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        let key = object_key(kind, &self.namespace, name);
-        let stored = self
-            .shared
-            .store
-            .ask(Get(key))
-            .await
-            .map_err(|e| format!("reading {} {name}: {e}", kind.info().kind))?;
-        Ok(stored.map(|stored| crate::volumes::object_data(kind, &stored.object)))
+        let object = self.object_of(kind, name).await?;
+        Ok(object.map(|object| crate::volumes::object_data(kind, &object)))
     }
 
     /// Rotates the running containers' logs past [`LOG_MAX_BYTES`], keeping [`LOG_KEEP`] older
