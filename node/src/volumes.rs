@@ -13,44 +13,53 @@ use shipshape_api::Kind;
 /// The data of a ConfigMap (`data` and `binaryData`) or a Secret (`data` decoded, and
 /// `stringData`), by key.
 pub fn object_data(kind: Kind, object: &Value) -> BTreeMap<String, Vec<u8>> {
-    use base64::Engine as _;
-    let decode = |text: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap_or_default()
-    };
-    let mut data = BTreeMap::new();
-    let entries = |field: &str| {
-        object
-            .get(field)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect::<Vec<_>>()
-    };
-    for (key, value) in entries("data") {
-        let bytes = if kind == Kind::Secret {
-            decode(&value)
-        } else {
-            value.into_bytes()
-        };
-        data.insert(key, bytes);
-    }
-    let extra = if kind == Kind::Secret {
-        "stringData"
-    } else {
-        "binaryData"
-    };
-    for (key, value) in entries(extra) {
-        let bytes = if kind == Kind::Secret {
-            value.into_bytes()
-        } else {
-            decode(&value)
-        };
-        data.insert(key, bytes);
+    let mut data = declared_data(kind, object);
+    if kind != Kind::Secret {
+        for (key, value) in text_entries(object, "binaryData") {
+            data.insert(key.clone(), decode_base64(value));
+        }
     }
     data
+}
+
+/// What a ConfigMap or Secret holds as text: `data` (decoded for a Secret) with a Secret's
+/// `stringData` merged over it, as the API server does on write; a ConfigMap's `binaryData`
+/// left out.
+fn declared_data(kind: Kind, object: &Value) -> BTreeMap<String, Vec<u8>> {
+    let mut data = BTreeMap::new();
+    for (key, value) in text_entries(object, "data") {
+        let bytes = if kind == Kind::Secret {
+            decode_base64(value)
+        } else {
+            value.as_bytes().to_vec()
+        };
+        data.insert(key.clone(), bytes);
+    }
+    if kind == Kind::Secret {
+        for (key, value) in text_entries(object, "stringData") {
+            data.insert(key.clone(), value.as_bytes().to_vec());
+        }
+    }
+    data
+}
+
+/// The entries of map `field` of `object`, values as text (a non-string reads as empty).
+fn text_entries<'a>(object: &'a Value, field: &str) -> impl Iterator<Item = (&'a String, &'a str)> {
+    object
+        .get(field)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| (key, value.as_str().unwrap_or_default()))
+}
+
+/// Base64 as Kubernetes stores bytes; validation refuses anything else, so a stray value
+/// reads as empty rather than failing the pod.
+fn decode_base64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_default()
 }
 
 /// The variables `envFrom` takes from a ConfigMap or Secret, as the kubelet does: `data` only
@@ -60,37 +69,10 @@ pub fn object_data(kind: Kind, object: &Value) -> BTreeMap<String, Vec<u8>> {
 pub fn env_from(kind: Kind, object: &Value, prefix: &str) -> (Vec<(String, String)>, Vec<String>) {
     let mut found = Vec::new();
     let mut skipped = Vec::new();
-    let mut values = BTreeMap::new();
-    let entries = |field: &str| {
-        object
-            .get(field)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-    };
-    for (key, value) in entries("data") {
-        let text = value.as_str().unwrap_or_default();
-        let value = if kind == Kind::Secret {
-            use base64::Engine as _;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .unwrap_or_default();
-            String::from_utf8_lossy(&bytes).into_owned()
-        } else {
-            text.to_string()
-        };
-        values.insert(key.clone(), value);
-    }
-    // A Secret's stringData is merged over its data, as the API server does on write.
-    if kind == Kind::Secret {
-        for (key, value) in entries("stringData") {
-            values.insert(key.clone(), value.as_str().unwrap_or_default().to_string());
-        }
-    }
-    for (key, value) in values {
+    for (key, bytes) in declared_data(kind, object) {
         let name = format!("{prefix}{key}");
         if is_env_var_name(&name) {
-            found.push((name, value));
+            found.push((name, String::from_utf8_lossy(&bytes).into_owned()));
         } else {
             skipped.push(name);
         }
