@@ -640,9 +640,9 @@ pub struct GitSync {
     // shareable across awaits. It is only held inside blocking sections, never across an await.
     mirror: std::sync::Mutex<Mirror>,
     store: ActorRef<StoreActor>,
-    /// Whether a fetch error may be recorded in the store (true at start: one from an earlier
+    /// Whether a Git error may be recorded in the store (true at start: one from an earlier
     /// run may be).
-    fetch_error_recorded: bool,
+    git_error_recorded: bool,
 }
 
 impl GitSync {
@@ -651,7 +651,7 @@ impl GitSync {
         Self {
             mirror: std::sync::Mutex::new(mirror),
             store,
-            fetch_error_recorded: true,
+            git_error_recorded: true,
         }
     }
 
@@ -678,12 +678,12 @@ impl GitSync {
     pub async fn sync(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
         let started = std::time::Instant::now();
         let report = self.sync_inner(options).await;
-        let failed_fetch = match &report {
+        let git_error = match &report {
             Err(SyncError::Git(error)) => Some(error.to_string()),
             _ => None,
         };
-        if failed_fetch.is_some() || self.fetch_error_recorded {
-            let value = failed_fetch.as_ref().map_or(
+        if git_error.is_some() || self.git_error_recorded {
+            let value = git_error.as_ref().map_or(
                 Value::Null,
                 |message| json!({"message": message, "time": jiff::Timestamp::now().to_string()}),
             );
@@ -695,7 +695,7 @@ impl GitSync {
                 audit: None,
             };
             if self.ask_store(Apply(recorded)).await.is_ok() {
-                self.fetch_error_recorded = failed_fetch.is_some();
+                self.git_error_recorded = git_error.is_some();
             }
         }
         let metrics = &crate::metrics::METRICS;
@@ -1130,16 +1130,8 @@ impl GitSync {
         }
         let clashes = self.addresses_taken(&desired).await?;
         if !clashes.is_empty() {
-            self.record_failure(
-                name,
-                status,
-                commit,
-                format!("address conflict in commit {}", commit.short()),
-                clashes.clone(),
-                "conflict",
-            )
-            .await?;
-            return Ok(Outcome::Failed(clashes));
+            let message = format!("address conflict in commit {}", commit.short());
+            return self.refuse(name, status, commit, message, clashes).await;
         }
         let plan = match gitops::plan_application(&desired, &managed, &foreign, options.allow_empty)
         {
@@ -1158,29 +1150,17 @@ impl GitSync {
                     format!("is managed by application {app}")
                 });
                 let problem = format!("{source}: {key} {who}");
-                self.record_failure(
-                    name,
-                    status,
-                    commit,
-                    format!("conflict in commit {}", commit.short()),
-                    vec![problem.clone()],
-                    "conflict",
-                )
-                .await?;
-                return Ok(Outcome::Failed(vec![problem]));
+                let message = format!("conflict in commit {}", commit.short());
+                return self
+                    .refuse(name, status, commit, message, vec![problem])
+                    .await;
             }
         };
         if let Some(problem) = self.namespace_prune_blocked(name, &plan, others).await? {
-            self.record_failure(
-                name,
-                status,
-                commit,
-                format!("namespace still in use in commit {}", commit.short()),
-                vec![problem.clone()],
-                "conflict",
-            )
-            .await?;
-            return Ok(Outcome::Failed(vec![problem]));
+            let message = format!("namespace still in use in commit {}", commit.short());
+            return self
+                .refuse(name, status, commit, message, vec![problem])
+                .await;
         }
         let (mut created, mut updated, mut pruned) = (0, 0, 0);
         let mut writes = Vec::new();
@@ -1323,20 +1303,27 @@ impl GitSync {
             // The checks above make this rare (a Namespace declared only by a suspended
             // application): the store refused the whole batch, nothing was written.
             Err(SyncError::Store(refused @ StoreError::NamespaceNotFound { .. })) => {
-                let problem = refused.to_string();
-                self.record_failure(
-                    name,
-                    status,
-                    commit,
-                    format!("namespace missing in commit {}", commit.short()),
-                    vec![problem.clone()],
-                    "conflict",
-                )
-                .await?;
-                Ok(Outcome::Failed(vec![problem]))
+                let message = format!("namespace missing in commit {}", commit.short());
+                self.refuse(name, status, commit, message, vec![refused.to_string()])
+                    .await
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Fails the application for a conflict with the cluster (an address, an object, a
+    /// Namespace): recorded as such, and the problems returned as its outcome.
+    async fn refuse(
+        &self,
+        name: &str,
+        status: ApplicationStatus,
+        commit: &CommitInfo,
+        message: String,
+        problems: Vec<String>,
+    ) -> Result<Outcome, SyncError> {
+        self.record_failure(name, status, commit, message, problems.clone(), "conflict")
+            .await?;
+        Ok(Outcome::Failed(problems))
     }
 
     /// Why `plan` may not prune one of its Namespaces yet: another application keeps objects

@@ -1123,9 +1123,8 @@ fn apply_write(
             // same batch as the status they explain (a kubelet stopping a pod in a namespace
             // just pruned), nothing recreates them, and the collector removes them.
             let namespace = &object_key.namespace;
-            if !namespace.is_empty()
-                && object_key.kind != Kind::Event
-                && !shipshape_reconciler::gc::BUILT_IN_NAMESPACES.contains(&namespace.as_str())
+            if object_key.kind != Kind::Event
+                && shipshape_reconciler::gc::needs_namespace_object(namespace)
                 && current(objects, cached, overlay, &namespace_key(namespace))?.is_none()
             {
                 return Err(StoreError::NamespaceNotFound {

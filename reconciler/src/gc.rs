@@ -32,6 +32,13 @@ pub enum Garbage {
 pub const BUILT_IN_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// Whether an object in `namespace` needs a Namespace object to exist: not when it is
+/// cluster-scoped (no namespace) or in a namespace Kubernetes makes itself. The collector, the
+/// store's refusal and the sync's check all ask this one question.
+pub fn needs_namespace_object(namespace: &str) -> bool {
+    !namespace.is_empty() && !BUILT_IN_NAMESPACES.contains(&namespace)
+}
+
 /// Whether `object` is garbage, given the uids of every live object and the live namespaces.
 pub fn garbage(
     object: &Collectable,
@@ -41,9 +48,8 @@ pub fn garbage(
     if !object.owners.is_empty() && object.owners.iter().all(|uid| !live_uids.contains(uid)) {
         return Some(Garbage::OwnersGone);
     }
-    let namespace_gone = !object.namespace.is_empty()
-        && !BUILT_IN_NAMESPACES.contains(&object.namespace.as_str())
-        && !live_namespaces.contains(&object.namespace);
+    let namespace_gone =
+        needs_namespace_object(&object.namespace) && !live_namespaces.contains(&object.namespace);
     (namespace_gone && !object.from_git).then_some(Garbage::NamespaceGone)
 }
 

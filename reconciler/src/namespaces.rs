@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use shipshape_api::Kind;
 use shipshape_api::load::{Manifest, ObjectRef, Problem};
 
-use crate::gc::BUILT_IN_NAMESPACES;
+use crate::gc::needs_namespace_object;
 
 /// One problem for every object whose namespace is neither built in, nor in `existing`, nor
 /// declared by an application that is not in `failed`. An application that fails for this
@@ -40,8 +40,7 @@ pub fn missing_namespaces(
             .filter_map(|m| {
                 let key = m.object.key();
                 let namespace = key.namespace.as_str();
-                let exists = namespace.is_empty()
-                    || BUILT_IN_NAMESPACES.contains(&namespace)
+                let exists = !needs_namespace_object(namespace)
                     || existing.contains(namespace)
                     || declared.contains(namespace);
                 (!exists).then(|| Problem {

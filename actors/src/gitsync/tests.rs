@@ -59,6 +59,26 @@ fn key(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
     }
 }
 
+const DEMO_NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n";
+
+/// A folder for one test with an empty Git repository in `repo/`.
+fn new_repo() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&repo, &["init", "-q"]);
+    (dir, repo)
+}
+
+/// A store and a GitSync following `source`, with their data in `dir`.
+fn start_sync(dir: &Path, source: GitSource) -> (ActorRef<StoreActor>, ActorRef<GitSync>) {
+    let store = Store::open(&dir.join("db.redb")).expect("store");
+    let store = StoreActor::spawn(StoreActor::new(store));
+    let mirror = Mirror::open(&mirror_dir(dir), source).expect("mirror");
+    let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+    (store, sync)
+}
+
 struct Cluster {
     _dir: tempfile::TempDir,
     repo: std::path::PathBuf,
@@ -68,15 +88,8 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = dir.path().join("repo");
-        std::fs::create_dir_all(&repo).expect("mkdir");
-        git(&repo, &["init", "-q"]);
-        write(
-            &repo,
-            "apps/namespaces.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-        );
+        let (dir, repo) = new_repo();
+        write(&repo, "apps/namespaces.yaml", DEMO_NAMESPACE);
         write(&repo, "apps/web/page.yaml", &config_map("page", "v1", ""));
         write(
             &repo,
@@ -95,15 +108,12 @@ impl Cluster {
         write(&repo, "apps/api/README.md", "# not a manifest\n");
         write(&repo, "README.md", "outside the path\n");
         commit(&repo, "first");
-        let store = Store::open(&dir.path().join("db.redb")).expect("store");
-        let store = StoreActor::spawn(StoreActor::new(store));
         let source = GitSource {
             url: repo.display().to_string(),
             reference: GitRef::Branch("main".into()),
             path: "apps".into(),
         };
-        let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
-        let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+        let (store, sync) = start_sync(dir.path(), source);
         Self {
             _dir: dir,
             repo,
@@ -350,31 +360,20 @@ async fn a_conflicting_object_fails_only_its_application() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn follows_a_file_url_and_a_tag() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    git(&repo, &["init", "-q"]);
+    let (dir, repo) = new_repo();
     write(&repo, "app/cm.yaml", &config_map("tagged", "v1", ""));
-    write(
-        &repo,
-        "app/namespace.yaml",
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-    );
+    write(&repo, "app/namespace.yaml", DEMO_NAMESPACE);
     commit(&repo, "release 1");
     git(&repo, &["tag", "v1"]);
     write(&repo, "app/cm.yaml", &config_map("tagged", "v2", ""));
     commit(&repo, "work in progress");
 
-    let store = StoreActor::spawn(StoreActor::new(
-        Store::open(&dir.path().join("db.redb")).expect("store"),
-    ));
     let source = GitSource {
         url: format!("file://{}", repo.display()),
         reference: GitRef::Tag("v1".into()),
         path: String::new(),
     };
-    let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
-    let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+    let (store, sync) = start_sync(dir.path(), source);
     let report = sync
         .ask(SyncNow(SyncOptions::default()))
         .await
@@ -537,27 +536,16 @@ fn a_path_is_read_as_the_tree_names_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manifests_at_the_repository_root_sync_with_path_dot() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    git(&repo, &["init", "-q"]);
-    write(
-        &repo,
-        "namespace.yaml",
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
-    );
+    let (dir, repo) = new_repo();
+    write(&repo, "namespace.yaml", DEMO_NAMESPACE);
     write(&repo, "web/page.yaml", &config_map("page", "v1", ""));
     commit(&repo, "at the root");
-    let store = StoreActor::spawn(StoreActor::new(
-        Store::open(&dir.path().join("db.redb")).expect("store"),
-    ));
     let source = GitSource {
         url: repo.display().to_string(),
         reference: GitRef::Branch("main".into()),
         path: ".".into(),
     };
-    let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
-    let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+    let (_store, sync) = start_sync(dir.path(), source);
     let report = sync
         .ask(SyncNow(SyncOptions::default()))
         .await
