@@ -71,7 +71,11 @@ fn reading() -> RwLockReadGuard<'static, ()> {
 type FileId = (u64, u64);
 
 fn identity(path: &Path) -> Option<FileId> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(path).ok().as_ref().map(file_id)
+}
+
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    (meta.dev(), meta.ino())
 }
 
 #[derive(Default)]
@@ -134,11 +138,9 @@ fn snapshot(path: &Path, tail: Option<usize>, chunk: usize) -> std::io::Result<S
         let length = file.metadata()?.len();
         files.push((file, length));
     }
+    // From the open file, not its path: the one this snapshot reads.
     let newest_rotated = match files.first() {
-        Some((file, _)) => {
-            let meta = file.metadata()?;
-            Some((meta.dev(), meta.ino()))
-        }
+        Some((file, _)) => Some(file_id(&file.metadata()?)),
         None => None,
     };
     files.reverse();
