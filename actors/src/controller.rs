@@ -7,6 +7,12 @@
 //! is progress state a crash could lose: a restarted controller lists again and re-derives
 //! everything (level-triggered, as the design asks).
 //!
+//! Supervision: a controller that panics in a handler is restarted in place (its `on_panic`
+//! goes on rather than stopping): the cache, timers and writes in flight are forgotten, and
+//! after a back-off ([`crate::supervision::RestartBackoff`]) it lists and watches again. A
+//! generation number tells the fresh state's messages from the answers, events and timers of
+//! the one that panicked, which may still be on their way; those are dropped.
+//!
 //! Read-your-writes: writes are sent without waiting, but a key is not decided again until the
 //! store has answered its last writes, and the events a batch produced are fed into the cache
 //! with the answer, so the next decision never repeats a write it already made (the
@@ -15,6 +21,7 @@
 //! tombstone so that an older event cannot bring the object back.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +29,14 @@ use foldhash::HashMap;
 
 use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
-use kameo::error::ActorStopReason;
+use kameo::error::{ActorStopReason, PanicError};
 use kameo::message::{Context, Message};
 use shipshape_api::Kind;
 use tracing::Instrument;
 
 use crate::store::{Batch, EventType, StoreError, WatchEvent, storage_kind};
 use crate::store_actor::{ApplyIn, ListWatch, StoreActor};
+use crate::supervision::RestartBackoff;
 
 /// How many watch events are handed to a controller at once.
 const EVENT_BATCH: usize = 4096;
@@ -164,7 +172,15 @@ pub struct ControllerActor<C: Controller> {
     writes_in_flight: usize,
     /// A [`Run`] is in the mailbox.
     run_pending: bool,
+    /// Lists, then follows the watch (see [`pump`]).
     pump: Option<tokio::task::JoinHandle<()>>,
+    /// Bumped by every restart; messages from before it carry an older one and are dropped.
+    generation: u64,
+    /// This generation's list has been taken in: until then nothing is decided, as the cache
+    /// is empty, not the store.
+    synced: bool,
+    /// The waits between restarts after panics.
+    backoff: RestartBackoff,
 }
 
 impl<C: Controller> ControllerActor<C> {
@@ -182,6 +198,9 @@ impl<C: Controller> ControllerActor<C> {
             writes_in_flight: 0,
             run_pending: false,
             pump: None,
+            generation: 0,
+            synced: false,
+            backoff: RestartBackoff::default(),
         }
     }
 
@@ -191,6 +210,41 @@ impl<C: Controller> ControllerActor<C> {
     pub fn start(controller: C, store: ActorRef<StoreActor>) -> ActorRef<Self> {
         use kameo::actor::Spawn;
         Self::spawn_with_mailbox(Self::new(controller, store), kameo::mailbox::unbounded())
+    }
+
+    /// Starts the pump for the current generation after `delay`.
+    fn start_pump(&mut self, delay: Duration, me: WeakActorRef<Self>) {
+        if let Some(old) = self.pump.take() {
+            old.abort();
+        }
+        let kinds = self.controller.kinds();
+        let store = self.store.clone();
+        let name = self.controller.name();
+        let generation = self.generation;
+        self.pump = Some(tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            pump(name, kinds, store, me, generation).await;
+        }));
+    }
+
+    /// Starts over after a panic: the controller's cache and everything this actor tracked
+    /// is forgotten, and a fresh list follows after `delay`. Whatever the panicking handler
+    /// left half done is re-derived from the store (level-triggered).
+    fn restart(&mut self, delay: Duration, me: WeakActorRef<Self>) {
+        self.generation = self.generation.wrapping_add(1);
+        self.synced = false;
+        self.controller.reset();
+        self.dirty = Dirty::default();
+        self.held = Dirty::default();
+        self.versions.clear();
+        self.tombstones.clear();
+        self.timers.clear();
+        self.in_flight.clear();
+        self.writes_in_flight = 0;
+        self.run_pending = false;
+        self.start_pump(delay, me);
     }
 
     /// Feeds one event to the controller unless the cache already has it (or newer).
@@ -240,11 +294,11 @@ impl<C: Controller> ControllerActor<C> {
             return;
         }
         self.timers.insert(key.to_string(), at);
-        let (me, key) = (me.downgrade(), key.to_string());
+        let (me, key, generation) = (me.downgrade(), key.to_string(), self.generation);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if let Some(me) = me.upgrade() {
-                let _ = me.tell(Wake(key)).await;
+                let _ = me.tell(Wake { key, generation }).await;
             }
         });
     }
@@ -263,6 +317,10 @@ impl<C: Controller> ControllerActor<C> {
     /// A round stops early once [`WRITES_IN_FLIGHT`] writes await answers; the keys left stay
     /// marked and the next answer starts the next round.
     fn run(&mut self, me: &ActorRef<Self>) {
+        if !self.synced {
+            // The list that follows decides what is marked by then.
+            return;
+        }
         let name = self.controller.name();
         let now = jiff::Timestamp::now();
         let mut writes = Vec::new();
@@ -309,7 +367,7 @@ impl<C: Controller> ControllerActor<C> {
         }
         // Every batch goes to the store at once (the store commits them together); the answers
         // come back as one message, in the order the batches were sent.
-        let (store, me) = (self.store.clone(), me.downgrade());
+        let (store, me, generation) = (self.store.clone(), me.downgrade(), self.generation);
         tokio::spawn(async move {
             let results =
                 futures_util::future::join_all(writes.into_iter().map(|(key, batch, span)| {
@@ -320,7 +378,7 @@ impl<C: Controller> ControllerActor<C> {
                 }))
                 .await;
             if let Some(me) = me.upgrade() {
-                let _ = me.tell(Written(results)).await;
+                let _ = me.tell(Written(results, generation)).await;
             }
         });
     }
@@ -383,13 +441,23 @@ type WriteResults = Vec<(
     Result<Vec<Arc<WatchEvent>>, kameo::error::SendError<ApplyIn, StoreError>>,
 )>;
 
-/// The answers to a round of writes (see [`ControllerActor::run`]).
-struct Written(WriteResults);
+/// The answers to a round of writes (see [`ControllerActor::run`]), and the generation that
+/// sent them.
+struct Written(WriteResults, u64);
 
 impl<C: Controller> Message<Written> for ControllerActor<C> {
     type Reply = ();
 
-    async fn handle(&mut self, Written(results): Written, ctx: &mut Context<Self, Self::Reply>) {
+    async fn handle(
+        &mut self,
+        Written(results, generation): Written,
+        ctx: &mut Context<Self, Self::Reply>,
+    ) {
+        if generation != self.generation {
+            // Sent before a restart: the fresh list already has (or the watch brings) what
+            // these writes did, and their keys' counts were forgotten.
+            return;
+        }
         let me = ctx.actor_ref().clone();
         self.written(results, &me);
         self.run(&me);
@@ -405,11 +473,23 @@ impl<C: Controller> Actor for ControllerActor<C> {
     }
 
     async fn on_start(mut state: Self, me: ActorRef<Self>) -> Result<Self, Self::Error> {
-        let kinds = state.controller.kinds();
-        let store = state.store.clone();
-        let name = state.controller.name();
-        state.pump = Some(tokio::spawn(pump(name, kinds, store, me.downgrade())));
+        state.start_pump(Duration::ZERO, me.downgrade());
         Ok(state)
+    }
+
+    /// Goes on after a panic, from a fresh list (see the module's doc): a controller keeps
+    /// nothing a list cannot give back, and one stopped for good would leave its objects
+    /// unreconciled with nobody told.
+    async fn on_panic(
+        &mut self,
+        me: WeakActorRef<Self>,
+        error: PanicError,
+    ) -> Result<ControlFlow<ActorStopReason>, Self::Error> {
+        let name = self.controller.name();
+        let delay = self.backoff.next_delay(Instant::now());
+        crate::supervision::record_restart(name, &crate::supervision::panic_message(&error), delay);
+        self.restart(delay, me);
+        Ok(ControlFlow::Continue(()))
     }
 
     async fn on_stop(
@@ -441,9 +521,11 @@ async fn pump<C: Controller>(
     kinds: Vec<Kind>,
     store: ActorRef<StoreActor>,
     me: WeakActorRef<ControllerActor<C>>,
+    generation: u64,
 ) {
     let (queue, feed) = tokio::sync::mpsc::unbounded_channel();
-    let feeder = tokio::spawn(feeder(feed, me));
+    // Aborted with the pump (a restart aborts it): nothing queued before is handed on.
+    let _feeder = AbortOnDrop(tokio::spawn(feeder(feed, me, generation)));
     let wanted =
         |event: &WatchEvent| storage_kind(&event.key).is_some_and(|kind| kinds.contains(&kind));
     'relist: loop {
@@ -470,6 +552,7 @@ async fn pump<C: Controller>(
             .send(Feed::Listed(Listed {
                 resource_version: listed,
                 objects,
+                generation,
             }))
             .is_err()
         {
@@ -498,13 +581,22 @@ async fn pump<C: Controller>(
             }
         }
     }
-    feeder.abort();
+}
+
+/// Aborts a task when dropped, so that a task's helper ends with it, aborted or not.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Hands queued changes to the actor, as many at a time as have gathered.
 async fn feeder<C: Controller>(
     mut feed: tokio::sync::mpsc::UnboundedReceiver<Feed>,
     me: WeakActorRef<ControllerActor<C>>,
+    generation: u64,
 ) {
     let mut pending = None;
     loop {
@@ -538,7 +630,12 @@ async fn feeder<C: Controller>(
                         Err(_) => break,
                     }
                 }
-                if actor.ask(Observed { events, last }).await.is_err() {
+                let observed = Observed {
+                    events,
+                    last,
+                    generation,
+                };
+                if actor.ask(observed).await.is_err() {
                     return;
                 }
             }
@@ -550,12 +647,18 @@ async fn feeder<C: Controller>(
 struct Listed {
     resource_version: u64,
     objects: Vec<WatchEvent>,
+    /// The generation whose pump listed.
+    generation: u64,
 }
 
 impl<C: Controller> Message<Listed> for ControllerActor<C> {
     type Reply = ();
 
     async fn handle(&mut self, listed: Listed, ctx: &mut Context<Self, Self::Reply>) {
+        if listed.generation != self.generation {
+            return;
+        }
+        self.synced = true;
         self.controller.reset();
         self.versions.clear();
         self.tombstones.clear();
@@ -578,12 +681,17 @@ impl<C: Controller> Message<Listed> for ControllerActor<C> {
 struct Observed {
     events: Vec<Arc<WatchEvent>>,
     last: u64,
+    /// The generation whose pump watched.
+    generation: u64,
 }
 
 impl<C: Controller> Message<Observed> for ControllerActor<C> {
     type Reply = ();
 
     async fn handle(&mut self, observed: Observed, ctx: &mut Context<Self, Self::Reply>) {
+        if observed.generation != self.generation {
+            return;
+        }
         for event in &observed.events {
             self.observe(event);
         }
@@ -593,13 +701,23 @@ impl<C: Controller> Message<Observed> for ControllerActor<C> {
     }
 }
 
-/// A timer a decision asked for.
-struct Wake(String);
+/// A timer a decision asked for, by the generation that set it.
+struct Wake {
+    key: String,
+    generation: u64,
+}
 
 impl<C: Controller> Message<Wake> for ControllerActor<C> {
     type Reply = ();
 
-    async fn handle(&mut self, Wake(key): Wake, ctx: &mut Context<Self, Self::Reply>) {
+    async fn handle(
+        &mut self,
+        Wake { key, generation }: Wake,
+        ctx: &mut Context<Self, Self::Reply>,
+    ) {
+        if generation != self.generation {
+            return;
+        }
         if self
             .timers
             .get(&key)
@@ -842,6 +960,207 @@ mod tests {
                 requeue_after: None,
             }
         }
+    }
+
+    /// Creates the ConfigMap `name` in `default`.
+    async fn create_config_map(store: &ActorRef<StoreActor>, name: &str) {
+        let batch = Batch {
+            writes: vec![Write::Create {
+                object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": "default"}}),
+                applied: None,
+                application: None,
+            }],
+            audit: None,
+        };
+        store
+            .ask(crate::store_actor::Apply(batch))
+            .await
+            .expect("created");
+    }
+
+    /// Waits until the store holds the ConfigMap `name` or `limit` has passed.
+    async fn wait_for_config_map(
+        store: &ActorRef<StoreActor>,
+        name: &str,
+        limit: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = store
+                .ask(crate::store_actor::Get(shipshape_api::ObjectKey {
+                    kind: Kind::ConfigMap,
+                    namespace: "default".into(),
+                    name: name.into(),
+                }))
+                .await
+                .expect("reads");
+            if found.is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `actor` has been restarted `count` times or `limit` has passed, and says
+    /// how many times it has.
+    async fn wait_for_restarts(actor: &str, count: u64, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let restarts = crate::metrics::METRICS.actor_restart_count(actor);
+            if restarts >= count || Instant::now() >= deadline {
+                return restarts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Answers every ConfigMap `req-N` with a ConfigMap `done-N` (unless its cache has one),
+    /// and panics the first time it decides `boom`, as a bug would.
+    struct AnswersRequests {
+        seen: std::collections::HashSet<String>,
+        panicked: bool,
+    }
+
+    impl AnswersRequests {
+        /// Its name, unique among the tests: the restart counter is process-wide.
+        const NAME: &'static str = "answers-requests";
+    }
+
+    impl Controller for AnswersRequests {
+        fn name(&self) -> &'static str {
+            Self::NAME
+        }
+
+        fn kinds(&self) -> Vec<Kind> {
+            vec![Kind::ConfigMap]
+        }
+
+        fn reset(&mut self) {
+            self.seen.clear();
+        }
+
+        fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
+            let Some(name) = event.key.rsplit('/').next() else {
+                return;
+            };
+            if event.kind == EventType::Deleted {
+                self.seen.remove(name);
+            } else {
+                self.seen.insert(name.to_string());
+            }
+            if name == "boom" || name.starts_with("req-") {
+                dirty.mark(name, || because(event));
+            }
+        }
+
+        fn reconcile(&mut self, key: &str, _: jiff::Timestamp) -> Reconciled {
+            if key == "boom" && !self.panicked {
+                self.panicked = true;
+                panic!("injected panic deciding {key}");
+            }
+            let Some(number) = key.strip_prefix("req-") else {
+                return Reconciled::default();
+            };
+            let done = format!("done-{number}");
+            if self.seen.contains(&done) {
+                return Reconciled::default();
+            }
+            Reconciled {
+                batches: vec![Batch {
+                    writes: vec![Write::Create {
+                        object: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": done, "namespace": "default"}}),
+                        applied: None,
+                        application: None,
+                    }],
+                    audit: None,
+                }],
+                requeue_after: None,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_controller_that_panics_lists_again_and_reconciles_later_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = spawn_store(&dir);
+        let controller = ControllerActor::start(
+            AnswersRequests {
+                seen: Default::default(),
+                panicked: false,
+            },
+            store.clone(),
+        );
+        let limit = Duration::from_secs(15);
+        create_config_map(&store, "req-1").await;
+        assert!(wait_for_config_map(&store, "done-1", limit).await);
+
+        create_config_map(&store, "boom").await;
+        let name = AnswersRequests::NAME;
+        assert_eq!(wait_for_restarts(name, 1, limit).await, 1, "restarted once");
+        create_config_map(&store, "req-2").await;
+        assert!(
+            wait_for_config_map(&store, "done-2", limit).await,
+            "a change after the panic is reconciled"
+        );
+        assert!(controller.is_alive());
+        assert_eq!(crate::metrics::METRICS.actor_restart_count(name), 1);
+        let exposed = format!("shipshape_actor_restarts_total{{actor=\"{name}\"}} 1");
+        assert!(
+            crate::metrics::METRICS
+                .encode()
+                .lines()
+                .any(|line| line == exposed),
+            "{exposed} in /metrics"
+        );
+        stop(controller, store).await;
+    }
+
+    /// Panics whenever it has listed: a crash loop.
+    struct PanicsOnEveryList;
+
+    impl PanicsOnEveryList {
+        /// Its name, unique among the tests: the restart counter is process-wide.
+        const NAME: &'static str = "panics-on-every-list";
+    }
+
+    impl Controller for PanicsOnEveryList {
+        fn name(&self) -> &'static str {
+            Self::NAME
+        }
+
+        fn kinds(&self) -> Vec<Kind> {
+            vec![Kind::ConfigMap]
+        }
+
+        fn reset(&mut self) {}
+
+        fn observe(&mut self, _: &WatchEvent, _: &mut Dirty) {}
+
+        fn listed(&mut self, _: &mut Dirty) {
+            panic!("cannot take in a list");
+        }
+
+        fn reconcile(&mut self, _: &str, _: jiff::Timestamp) -> Reconciled {
+            Reconciled::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_controller_that_panics_on_every_list_is_restarted_with_a_growing_back_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = spawn_store(&dir);
+        let controller = ControllerActor::start(PanicsOnEveryList, store.clone());
+        // Panics at about 0 s, 1 s (after waiting 1 s) and 3 s (after 2 s); the next waits 4 s.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let restarts = crate::metrics::METRICS.actor_restart_count(PanicsOnEveryList::NAME);
+        assert!((2..=3).contains(&restarts), "{restarts} restarts in 3.5 s");
+        assert!(controller.is_alive(), "still restarting");
+        stop(controller, store).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

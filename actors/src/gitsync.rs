@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use futures_util::FutureExt;
 use git2::{FetchOptions, FetchPrune, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use kameo::Actor;
 use kameo::actor::ActorRef;
@@ -634,15 +635,44 @@ struct OtherApplications<'a> {
 }
 
 /// The GitSync actor: syncs on request (the poll timer, `shipshape sync`, a webhook).
-#[derive(Actor)]
 pub struct GitSync {
     // git2's Repository may move between threads but not be shared; the lock makes the actor
     // shareable across awaits. It is only held inside blocking sections, never across an await.
     mirror: std::sync::Mutex<Mirror>,
     store: ActorRef<StoreActor>,
-    /// Whether a Git error may be recorded in the store (true at start: one from an earlier
-    /// run may be).
-    git_error_recorded: bool,
+    /// The Git error recorded in the store: `None` at start (one from an earlier run may be
+    /// there), then what was last written. A remote that keeps failing the same way is
+    /// written once, not at every poll.
+    git_error_recorded: Option<Option<String>>,
+    /// Makes the next sync panic, as a bug would.
+    #[cfg(test)]
+    panic_next_sync: bool,
+}
+
+impl Actor for GitSync {
+    type Args = Self;
+    type Error = std::convert::Infallible;
+
+    fn name() -> &'static str {
+        "GitSync"
+    }
+
+    async fn on_start(state: Self, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+        Ok(state)
+    }
+
+    /// Goes on after a panic outside a sync (a sync's own is caught and reported by
+    /// [`GitSync::sync`]): GitSync holds nothing a panic can corrupt that the store does not
+    /// hold again, and stopping would silently end every later sync.
+    async fn on_panic(
+        &mut self,
+        _: kameo::actor::WeakActorRef<Self>,
+        error: kameo::error::PanicError,
+    ) -> Result<std::ops::ControlFlow<kameo::error::ActorStopReason>, Self::Error> {
+        let message = crate::supervision::panic_message(&error);
+        crate::supervision::record_restart("gitsync", &message, std::time::Duration::ZERO);
+        Ok(std::ops::ControlFlow::Continue(()))
+    }
 }
 
 impl GitSync {
@@ -651,7 +681,9 @@ impl GitSync {
         Self {
             mirror: std::sync::Mutex::new(mirror),
             store,
-            git_error_recorded: true,
+            git_error_recorded: None,
+            #[cfg(test)]
+            panic_next_sync: false,
         }
     }
 
@@ -677,12 +709,27 @@ impl GitSync {
     /// One sync: fetch, resolve, read, validate, then plan and apply each changed application.
     pub async fn sync(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
         let started = std::time::Instant::now();
-        let report = self.sync_inner(options).await;
+        // A panic (a bug) fails this sync like a Git error: recorded for `status`, answered to
+        // whoever asked, and the next poll syncs again.
+        let report = match std::panic::AssertUnwindSafe(self.sync_inner(options))
+            .catch_unwind()
+            .await
+        {
+            Ok(report) => report,
+            Err(payload) => {
+                let message = crate::supervision::payload_message(payload.as_ref());
+                crate::supervision::record_restart("gitsync", &message, std::time::Duration::ZERO);
+                Err(SyncError::Git(GitError(format!(
+                    "internal error: {message}"
+                ))))
+            }
+        };
         let git_error = match &report {
             Err(SyncError::Git(error)) => Some(error.to_string()),
             _ => None,
         };
-        if git_error.is_some() || self.git_error_recorded {
+        if self.git_error_recorded.as_ref() != Some(&git_error) {
+            // `time` is when this failure was first seen.
             let value = git_error.as_ref().map_or(
                 Value::Null,
                 |message| json!({"message": message, "time": jiff::Timestamp::now().to_string()}),
@@ -695,7 +742,7 @@ impl GitSync {
                 audit: None,
             };
             if self.ask_store(Apply(recorded)).await.is_ok() {
-                self.git_error_recorded = git_error.is_some();
+                self.git_error_recorded = Some(git_error);
             }
         }
         let metrics = &crate::metrics::METRICS;
@@ -719,6 +766,10 @@ impl GitSync {
     }
 
     async fn sync_inner(&mut self, options: SyncOptions) -> Result<SyncReport, SyncError> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.panic_next_sync) {
+            panic!("injected failure");
+        }
         let previous = self
             .ask_store(GetMeta(HEAD_META.into()))
             .await?
@@ -737,10 +788,12 @@ impl GitSync {
                 .iter()
                 .all(|s| s.suspended || s.sync != SyncState::OutOfSync || !s.message.is_empty());
         let fetched = tokio::task::block_in_place(|| {
-            let mirror = self
-                .mirror
-                .lock()
-                .map_err(|_| GitError("the mirror lock is poisoned".into()))?;
+            // A sync that panicked while holding the lock poisoned it; the mirror is Git's
+            // on-disk repository, which the next fetch reads as it finds it.
+            let mirror = self.mirror.lock().unwrap_or_else(|poisoned| {
+                self.mirror.clear_poison();
+                poisoned.into_inner()
+            });
             mirror.fetch()?;
             let target = mirror.resolve()?;
             if settled && previous == Some(target) {

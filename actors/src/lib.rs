@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod service_view;
 pub mod store;
 pub mod store_actor;
+pub mod supervision;
 
 pub use gitsync::{GitRef, GitSource, GitSync, Mirror, SyncNow, SyncOptions, SyncReport};
 pub use store::{Batch, Store, StoreError, Write};

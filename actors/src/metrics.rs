@@ -29,6 +29,13 @@ pub struct ControllerLabels {
     pub controller: String,
 }
 
+/// Labels of an actor's figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActorLabels {
+    /// replicaset, scheduler, gitsync, store, …
+    pub actor: String,
+}
+
 /// Every figure the control plane keeps.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +59,9 @@ pub struct Metrics {
     pub scheduling_seconds: Histogram,
     /// Pods bound to nodes.
     pub pods_scheduled: Counter,
+    /// Restarts of an actor after it panicked: a rising count is a bug to look at, even
+    /// though the cluster carries on.
+    pub actor_restarts: Family<ActorLabels, Counter>,
 }
 
 fn seconds() -> Histogram {
@@ -73,6 +83,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         reconcile_seconds: Family::new_with_constructor(seconds),
         scheduling_seconds: seconds(),
         pods_scheduled: Counter::default(),
+        actor_restarts: Family::default(),
     };
     registry.register(
         "syncs",
@@ -124,6 +135,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Pods bound to nodes",
         metrics.pods_scheduled.clone(),
     );
+    registry.register(
+        "actor_restarts",
+        "Restarts of an actor after a panic",
+        metrics.actor_restarts.clone(),
+    );
     Metrics {
         registry,
         ..metrics
@@ -157,6 +173,24 @@ impl Metrics {
                 controller: controller.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records that `actor` panicked and was restarted (or, for the store, ended the process).
+    pub fn actor_restarted(&self, actor: &str) {
+        self.actor_restarts
+            .get_or_create(&ActorLabels {
+                actor: actor.to_string(),
+            })
+            .inc();
+    }
+
+    /// How many times `actor` was restarted after a panic.
+    pub fn actor_restart_count(&self, actor: &str) -> u64 {
+        self.actor_restarts
+            .get_or_create(&ActorLabels {
+                actor: actor.to_string(),
+            })
+            .get()
     }
 
     /// The text exposition.

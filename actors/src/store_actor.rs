@@ -39,7 +39,6 @@ const CLIENT_LANE: &str = "clients";
 /// transaction (group commit): each batch is acknowledged only once durable, yet many writers
 /// share one fsync. Reads run on the actor against redb's snapshot isolation, never waiting for
 /// a commit.
-#[derive(Actor)]
 pub struct StoreActor {
     store: Arc<Store>,
     events: broadcast::Sender<Arc<WatchEvent>>,
@@ -55,7 +54,17 @@ impl StoreActor {
         let (thread_store, thread_events) = (store.clone(), events.clone());
         let spawned = std::thread::Builder::new()
             .name("store-commit".into())
-            .spawn(move || commit_loop(&thread_store, &thread_events, &queue));
+            .spawn(move || {
+                let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    commit_loop(&thread_store, &thread_events, &queue);
+                }));
+                // A committer that panicked leaves writes unanswered and the watch behind
+                // the database: the store has failed, as if its actor had panicked.
+                if let Err(payload) = committed {
+                    let message = crate::supervision::payload_message(payload.as_ref());
+                    crate::supervision::store_failed(&message, thread_store.path());
+                }
+            });
         if let Err(error) = spawned {
             // Without the thread every write answers "database unavailable" (its queue is gone).
             tracing::error!(%error, "cannot start the store's committer thread");
@@ -65,6 +74,30 @@ impl StoreActor {
             events,
             committer,
         }
+    }
+}
+
+impl Actor for StoreActor {
+    type Args = Self;
+    type Error = std::convert::Infallible;
+
+    fn name() -> &'static str {
+        "StoreActor"
+    }
+
+    async fn on_start(state: Self, _: kameo::actor::ActorRef<Self>) -> Result<Self, Self::Error> {
+        Ok(state)
+    }
+
+    /// A panic ends the process (see [`crate::supervision::store_failed`]): the store is the
+    /// one actor that cannot simply be restarted in place, and a restart resumes from redb.
+    async fn on_panic(
+        &mut self,
+        _: kameo::actor::WeakActorRef<Self>,
+        error: kameo::error::PanicError,
+    ) -> Result<std::ops::ControlFlow<kameo::error::ActorStopReason>, Self::Error> {
+        let message = crate::supervision::panic_message(&error);
+        crate::supervision::store_failed(&message, self.store.path())
     }
 }
 
@@ -412,6 +445,40 @@ impl Message<ListAt> for StoreActor {
 
     async fn handle(&mut self, list: ListAt, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
         self.store.list_at(list.kind, list.namespace.as_deref())
+    }
+}
+
+/// Open a snapshot of the objects to list from in pages, all at its resourceVersion
+/// (see [`Store::read_view`]). Reading it needs no actor: pages are read wherever the view is.
+pub struct OpenReadView;
+
+impl Message<OpenReadView> for StoreActor {
+    type Reply = Result<Arc<crate::store::ReadView>, StoreError>;
+
+    async fn handle(&mut self, _: OpenReadView, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        self.store.read_view().map(Arc::new)
+    }
+}
+
+/// Read one page of the audit log (see [`Store::audit_page`]).
+pub struct ReadAuditPage {
+    /// Records after this sequence number.
+    pub after: u64,
+    /// None after this one (the newest if `None`): where the first page of a list stopped.
+    pub until: Option<u64>,
+    /// How many records, and bytes of them, the page may hold.
+    pub size: crate::store::PageSize,
+}
+
+impl Message<ReadAuditPage> for StoreActor {
+    type Reply = Result<crate::store::AuditPage, StoreError>;
+
+    async fn handle(
+        &mut self,
+        page: ReadAuditPage,
+        _: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
+        self.store.audit_page(page.after, page.until, page.size)
     }
 }
 

@@ -640,7 +640,71 @@ async fn a_failed_fetch_is_recorded_for_status_until_one_succeeds() {
             .is_some_and(|m| m.contains("cannot fetch")),
         "{error}"
     );
+    // The same failure again is not written again: `time` stays when it was first seen.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = cluster.sync.ask(SyncNow(SyncOptions::default())).await;
+    assert!(again.is_err(), "{again:?}");
+    assert_eq!(recorded().await.expect("still recorded"), error);
     std::fs::rename(&moved, &cluster.repo).expect("mv back");
     cluster.sync(false).await;
     assert_eq!(recorded().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_that_panics_fails_as_a_git_error_and_the_next_sync_runs() {
+    let (dir, repo) = new_repo();
+    write(&repo, "apps/namespaces.yaml", DEMO_NAMESPACE);
+    write(&repo, "apps/web/page.yaml", &config_map("page", "v1", ""));
+    commit(&repo, "first");
+    let source = GitSource {
+        url: repo.display().to_string(),
+        reference: GitRef::Branch("main".into()),
+        path: "apps".into(),
+    };
+    let store = StoreActor::spawn(StoreActor::new(
+        Store::open(&dir.path().join("db.redb")).expect("store"),
+    ));
+    let mirror = Mirror::open(&mirror_dir(dir.path()), source).expect("mirror");
+    let mut sync = GitSync::new(mirror, store.clone());
+    sync.panic_next_sync = true;
+    let sync = GitSync::spawn(sync);
+    let restarts = crate::metrics::METRICS.actor_restart_count("gitsync");
+
+    let failed = sync.ask(SyncNow(SyncOptions::default())).await;
+    let Err(kameo::error::SendError::HandlerError(SyncError::Git(error))) = failed else {
+        panic!("a Git error, not {failed:?}");
+    };
+    assert_eq!(error.0, "internal error: injected failure");
+    let recorded = store
+        .ask(GetMeta(GIT_ERROR_META.into()))
+        .await
+        .expect("store answers")
+        .expect("recorded for status");
+    assert_eq!(recorded["message"], "internal error: injected failure");
+    assert_eq!(
+        crate::metrics::METRICS.actor_restart_count("gitsync"),
+        restarts + 1
+    );
+
+    let report = sync
+        .ask(SyncNow(SyncOptions::default()))
+        .await
+        .expect("the next sync runs");
+    assert!(
+        report
+            .applications
+            .iter()
+            .any(|(name, outcome)| name == "web" && matches!(outcome, Outcome::Applied { .. })),
+        "{report:?}"
+    );
+    let page = store
+        .ask(Get(key(Kind::ConfigMap, "demo", "page")))
+        .await
+        .expect("store answers");
+    assert!(page.is_some(), "the next sync applied the commit");
+    let cleared = store
+        .ask(GetMeta(GIT_ERROR_META.into()))
+        .await
+        .expect("store answers");
+    assert_eq!(cleared, None);
 }
