@@ -8,10 +8,11 @@ use serde_json::Value;
 use shipshape_actors::GitSource;
 use shipshape_actors::gitsync::{self, ApplicationStatus};
 use shipshape_actors::health::{self, ApplicationHealth};
-use shipshape_actors::store::{AuditRecord, verify_audit};
+use shipshape_actors::store::{AuditRecord, AuditVerifier, PageSize};
 use shipshape_api::{Kind, ObjectKey};
 
 use crate::data::{self, Cluster};
+use crate::remote::PAGE_ITEMS;
 use shipshape_actors::api::tables::age;
 
 /// Output formats of the reading commands.
@@ -92,13 +93,46 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
     }
 }
 
-/// The audit log, from the database or the API server.
-fn audit_records(cluster: &Cluster) -> anyhow::Result<Vec<AuditRecord>> {
+/// The most bytes of records one page read from a stopped cluster's database holds (unless one
+/// record alone is larger), as the API server's pages do.
+const PAGE_BYTES: usize = 4 << 20;
+
+/// The audit log, oldest first, a page at a time, from the database or the API server: the
+/// memory of one page, however long the history.
+fn for_each_audit_page(
+    cluster: &Cluster,
+    mut on_page: impl FnMut(Vec<AuditRecord>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     match cluster {
-        Cluster::Stopped(store) => Ok(store.audit_records()?),
-        Cluster::Running(remote) => Ok(serde_json::from_value(
-            remote.get("/apis/shipshape.dev/v1/history")?,
-        )?),
+        Cluster::Stopped(store) => {
+            let size = PageSize {
+                limit: PAGE_ITEMS,
+                budget: PAGE_BYTES,
+            };
+            let mut after = 0;
+            let mut until = None;
+            loop {
+                let page = store.audit_page(after, until, size)?;
+                let until = *until.get_or_insert(page.newest);
+                let Some(last) = page.records.last().map(|r| r.seq) else {
+                    return Ok(());
+                };
+                on_page(page.records)?;
+                if last >= until {
+                    return Ok(());
+                }
+                after = last;
+            }
+        }
+        Cluster::Running(remote) => {
+            remote.list_pages("/apis/shipshape.dev/v1/history", PAGE_ITEMS, |items| {
+                let records = items
+                    .into_iter()
+                    .map(serde_json::from_value)
+                    .collect::<Result<Vec<AuditRecord>, _>>()?;
+                on_page(records)
+            })
+        }
     }
 }
 
@@ -116,17 +150,72 @@ fn list_path(kind: Kind, scope: Option<&str>) -> String {
     }
 }
 
-/// Objects of one kind (in one namespace, unless `scope` is `None`).
-fn list_objects(cluster: &Cluster, kind: Kind, scope: Option<&str>) -> anyhow::Result<Vec<Value>> {
+/// Objects of one kind (in one namespace, unless `scope` is `None`), a page at a time, every
+/// page at one resourceVersion.
+fn for_each_object_page(
+    cluster: &Cluster,
+    kind: Kind,
+    scope: Option<&str>,
+    mut on_page: impl FnMut(Vec<Value>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     match cluster {
-        Cluster::Stopped(store) => Ok(store
-            .list(Some(kind), scope)?
-            .into_iter()
-            .map(|(_, s)| s.object)
-            .collect()),
-        Cluster::Running(remote) => {
-            let list = remote.get(&list_path(kind, scope))?;
-            Ok(list["items"].as_array().cloned().unwrap_or_default())
+        Cluster::Stopped(store) => {
+            let view = store.read_view()?;
+            let size = PageSize {
+                limit: PAGE_ITEMS,
+                budget: PAGE_BYTES,
+            };
+            let mut from = None;
+            loop {
+                let page = view.page(kind, scope, from.as_deref(), size, |_| true)?;
+                on_page(page.objects.into_iter().map(|(_, s)| s.object).collect())?;
+                match page.next {
+                    Some(next) => from = Some(next),
+                    None => return Ok(()),
+                }
+            }
+        }
+        Cluster::Running(remote) => remote.list_pages(&list_path(kind, scope), PAGE_ITEMS, on_page),
+    }
+}
+
+/// Writes a JSON array an item at a time exactly as `serde_json::to_string_pretty` writes the
+/// whole array, so a long list is printed without being held.
+struct PrettyArray {
+    /// The indent of the line the array opens on.
+    indent: String,
+    items: usize,
+}
+
+impl PrettyArray {
+    /// Opens the array (the text before it is the caller's).
+    fn open(out: &mut impl std::io::Write, indent: &str) -> std::io::Result<Self> {
+        write!(out, "[")?;
+        Ok(Self {
+            indent: indent.to_string(),
+            items: 0,
+        })
+    }
+
+    fn push(
+        &mut self,
+        out: &mut impl std::io::Write,
+        item: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
+        // Pretty JSON has no newline inside a string: every line break is the layout's.
+        let inner = format!("{}  ", self.indent);
+        let text = serde_json::to_string_pretty(item)?.replace('\n', &format!("\n{inner}"));
+        let separator = if self.items == 0 { "" } else { "," };
+        write!(out, "{separator}\n{inner}{text}")?;
+        self.items += 1;
+        Ok(())
+    }
+
+    fn close(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.items == 0 {
+            write!(out, "]")
+        } else {
+            write!(out, "\n{}]", self.indent)
         }
     }
 }
@@ -156,11 +245,14 @@ fn object_row(object: &Value, show_namespace: bool, now: jiff::Timestamp) -> Vec
     row
 }
 
-/// `shipshape get KIND -w`: the objects now, then every change, as rows.
+/// `shipshape get KIND -w`: the objects now, then every change, as rows, or as one watch event
+/// (`{"type": "MODIFIED", "object": …}`) per line for `-o json` and per document for `-o yaml`,
+/// as `kubectl get -w --output-watch-events` prints them.
 pub fn watch(
     kind: &str,
     namespace: Option<&str>,
     all_namespaces: bool,
+    output: Output,
     data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let kind = parse_kind(kind)?;
@@ -173,6 +265,27 @@ pub fn watch(
     let mut header = vec!["NAME", "APPLICATION", "COMMIT", "AGE", "EVENT"];
     if show_namespace {
         header.insert(0, "NAMESPACE");
+    }
+    if output != Output::Table {
+        let mut failed = None;
+        remote.watch(&list_path(kind, scope), |event| {
+            let printed = match output {
+                Output::Yaml => serde_saphyr::to_string(&event)
+                    .map(|text| print!("---\n{text}"))
+                    .map_err(anyhow::Error::from),
+                _ => serde_json::to_string(&event)
+                    .map(|line| println!("{line}"))
+                    .map_err(anyhow::Error::from),
+            };
+            match printed {
+                Ok(()) => true,
+                Err(error) => {
+                    failed = Some(error);
+                    false
+                }
+            }
+        })?;
+        return failed.map_or(Ok(ExitCode::SUCCESS), Err);
     }
     println!("{}", header.join("   "));
     remote.watch(&list_path(kind, scope), |event| {
@@ -234,8 +347,8 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
             }
             if let Some(error) = &git_error {
                 println!(
-                    "last sync could not read Git ({}): {}",
-                    error["time"].as_str().unwrap_or("at an unknown time"),
+                    "syncs cannot read Git (since {}): {}",
+                    error["time"].as_str().unwrap_or("an unknown time"),
                     error["message"].as_str().unwrap_or("unknown error")
                 );
             }
@@ -342,22 +455,43 @@ pub fn get(
     let namespaced = kind.info().namespaced;
     let namespace = namespace.unwrap_or("default");
     let scope = (namespaced && !all_namespaces).then_some(namespace);
-    let mut found = list_objects(&cluster, kind, scope)?;
-    if let Some(name) = name {
-        found.retain(|object| object["metadata"]["name"] == name);
-        if found.is_empty() {
-            let key = ObjectKey {
-                kind,
-                namespace: if namespaced {
-                    namespace.into()
-                } else {
-                    String::new()
-                },
-                name: name.into(),
-            };
-            eprintln!("{key} not found");
-            return Ok(ExitCode::from(1));
+    if name.is_none() && output == Output::Json {
+        return print_json_list(&cluster, kind, scope);
+    }
+    let show_namespace = namespaced && all_namespaces;
+    let now = jiff::Timestamp::now();
+    // A table keeps its rows, not the objects, to size its columns.
+    let table = output == Output::Table;
+    let mut found = Vec::new();
+    let mut rows = Vec::new();
+    for_each_object_page(&cluster, kind, scope, |objects| {
+        for object in objects {
+            if name.is_some_and(|name| object["metadata"]["name"] != name) {
+                continue;
+            }
+            if table {
+                rows.push(object_row(&object, show_namespace, now));
+            } else {
+                found.push(object);
+            }
         }
+        Ok(())
+    })?;
+    if let Some(name) = name
+        && found.is_empty()
+        && rows.is_empty()
+    {
+        let key = ObjectKey {
+            kind,
+            namespace: if namespaced {
+                namespace.into()
+            } else {
+                String::new()
+            },
+            name: name.into(),
+        };
+        eprintln!("{key} not found");
+        return Ok(ExitCode::from(1));
     }
     match output {
         Output::Json | Output::Yaml => {
@@ -370,7 +504,7 @@ pub fn get(
             print_value(&value, output)?;
         }
         Output::Table => {
-            if found.is_empty() {
+            if rows.is_empty() {
                 eprintln!(
                     "No {} found{}.",
                     kind.info().plural,
@@ -378,20 +512,46 @@ pub fn get(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let now = jiff::Timestamp::now();
-            let show_namespace = namespaced && all_namespaces;
             let mut header = vec!["NAME", "APPLICATION", "COMMIT", "AGE"];
             if show_namespace {
                 header.insert(0, "NAMESPACE");
             }
-            let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
-            for object in &found {
-                let row = object_row(object, show_namespace, now);
-                rows.push(row);
-            }
+            rows.insert(0, header.into_iter().map(String::from).collect());
             print_table(&rows);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get KIND -o json`: the list as one JSON document, printed a page at a time.
+fn print_json_list(cluster: &Cluster, kind: Kind, scope: Option<&str>) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    // The document around the items as `print_value` lays it out, split where they go.
+    let wrapper = serde_json::to_string_pretty(
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": []}),
+    )?;
+    let marker = "\"items\": []";
+    let Some((before, after)) = wrapper.split_once(marker) else {
+        bail!("cannot lay out the list");
+    };
+    let indent: String = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| *c == ' ')
+        .collect();
+    let mut out = std::io::stdout().lock();
+    write!(out, "{before}\"items\": ")?;
+    let mut items = PrettyArray::open(&mut out, &indent)?;
+    for_each_object_page(cluster, kind, scope, |objects| {
+        for object in &objects {
+            items.push(&mut out, object)?;
+        }
+        Ok(())
+    })?;
+    items.close(&mut out)?;
+    writeln!(out, "{after}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -453,25 +613,45 @@ fn describe_value(value: Option<&Value>) -> String {
     }
 }
 
-/// `shipshape history`.
+/// `shipshape history`, printed a page at a time as it is read.
 pub fn history(
     object: Option<&str>,
     since: Option<&str>,
     json: bool,
     data_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
     let object = object.map(object_reference).transpose()?;
     let cutoff = since.map(since_cutoff).transpose()?;
-    let records: Vec<AuditRecord> = audit_records(&connect(data_dir)?)?
-        .into_iter()
-        .filter(|r| object.as_deref().is_none_or(|o| concerns(r, o)))
-        .filter(|r| cutoff.is_none_or(|c| r.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= c)))
-        .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if records.is_empty() {
+    let cluster = connect(data_dir)?;
+    let mut out = std::io::stdout().lock();
+    let mut array = if json {
+        Some(PrettyArray::open(&mut out, "")?)
+    } else {
+        None
+    };
+    let mut shown = 0usize;
+    for_each_audit_page(&cluster, |records| {
+        let chosen = records
+            .iter()
+            .filter(|r| object.as_deref().is_none_or(|o| concerns(r, o)))
+            .filter(|r| {
+                cutoff.is_none_or(|c| r.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= c))
+            });
+        for record in chosen {
+            shown += 1;
+            match &mut array {
+                Some(array) => array.push(&mut out, record)?,
+                None => print_record(&mut out, record, object.as_deref())?,
+            }
+        }
+        out.flush()?;
+        Ok(())
+    })?;
+    if let Some(array) = array {
+        array.close(&mut out)?;
+        writeln!(out)?;
+    } else if shown == 0 {
         eprintln!(
             "no history{}",
             object
@@ -479,72 +659,93 @@ pub fn history(
                 .map_or(String::new(), |o| format!(" for {o}"))
         );
     }
-    for record in &records {
-        let details = &record.entry.details;
-        let commit = &details["commit"];
-        let mut line = format!(
-            "{}  {}  {} {}",
-            record.time, record.entry.actor, record.entry.action, record.entry.subject
-        );
-        if let Some(id) = commit["id"].as_str() {
-            line.push_str(&format!(
-                "  commit {} \"{}\" by {}",
-                short(Some(id)),
-                commit["message"].as_str().unwrap_or_default(),
-                commit["author"].as_str().unwrap_or_default()
-            ));
-        }
-        println!("{line}");
-        for change in details["objects"].as_array().into_iter().flatten() {
-            let name = change["object"].as_str().unwrap_or_default();
-            if object.as_deref().is_some_and(|o| o != name) {
-                continue;
-            }
-            let action = change["action"].as_str().unwrap_or_default();
-            let fields: Vec<String> = change["changes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    format!(
-                        "{}: {} → {}",
-                        c["path"].as_str().unwrap_or_default(),
-                        describe_value(c.get("before")),
-                        describe_value(c.get("after"))
-                    )
-                })
-                .collect();
-            if fields.is_empty() {
-                println!("    {action} {name}");
-            } else {
-                println!("    {action} {name}: {}", fields.join(", "));
-            }
-        }
-        for problem in details["problems"].as_array().into_iter().flatten() {
-            println!("    {}", problem.as_str().unwrap_or_default());
-        }
-        if let Some(message) = details["message"]
-            .as_str()
-            .filter(|_| details["problems"].as_array().is_none_or(Vec::is_empty))
-        {
-            println!("    {message}");
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `shipshape audit verify`.
+/// One record as `shipshape history` prints it (only `object`'s changes, if given).
+fn print_record(
+    out: &mut impl std::io::Write,
+    record: &AuditRecord,
+    object: Option<&str>,
+) -> std::io::Result<()> {
+    let details = &record.entry.details;
+    let commit = &details["commit"];
+    let mut line = format!(
+        "{}  {}  {} {}",
+        record.time, record.entry.actor, record.entry.action, record.entry.subject
+    );
+    if let Some(id) = commit["id"].as_str() {
+        line.push_str(&format!(
+            "  commit {} \"{}\" by {}",
+            short(Some(id)),
+            commit["message"].as_str().unwrap_or_default(),
+            commit["author"].as_str().unwrap_or_default()
+        ));
+    }
+    writeln!(out, "{line}")?;
+    for change in details["objects"].as_array().into_iter().flatten() {
+        let name = change["object"].as_str().unwrap_or_default();
+        if object.is_some_and(|o| o != name) {
+            continue;
+        }
+        let action = change["action"].as_str().unwrap_or_default();
+        let fields: Vec<String> = change["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                format!(
+                    "{}: {} → {}",
+                    c["path"].as_str().unwrap_or_default(),
+                    describe_value(c.get("before")),
+                    describe_value(c.get("after"))
+                )
+            })
+            .collect();
+        if fields.is_empty() {
+            writeln!(out, "    {action} {name}")?;
+        } else {
+            writeln!(out, "    {action} {name}: {}", fields.join(", "))?;
+        }
+    }
+    for problem in details["problems"].as_array().into_iter().flatten() {
+        writeln!(out, "    {}", problem.as_str().unwrap_or_default())?;
+    }
+    if let Some(message) = details["message"]
+        .as_str()
+        .filter(|_| details["problems"].as_array().is_none_or(Vec::is_empty))
+    {
+        writeln!(out, "    {message}")?;
+    }
+    Ok(())
+}
+
+/// `shipshape audit verify`, a page of the log at a time.
 pub fn audit_verify(data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let records = audit_records(&connect(data_dir)?)?;
-    match verify_audit(&records) {
-        Ok(count) => {
-            let last = records.last().map_or(String::new(), |r| {
-                format!(", newest hash {}", &r.hash[..16.min(r.hash.len())])
+    let mut verifier = AuditVerifier::default();
+    let mut newest_hash = None;
+    let mut broken = None;
+    for_each_audit_page(&connect(data_dir)?, |records| {
+        for record in &records {
+            if broken.is_some() {
+                break;
+            }
+            match verifier.check(record) {
+                Ok(()) => newest_hash = Some(record.hash.clone()),
+                Err(failure) => broken = Some(failure),
+            }
+        }
+        Ok(())
+    })?;
+    match broken {
+        None => {
+            let last = newest_hash.map_or(String::new(), |hash| {
+                format!(", newest hash {}", hash.get(..16).unwrap_or(&hash))
             });
-            println!("audit log intact: {count} records{last}");
+            println!("audit log intact: {} records{last}", verifier.checked());
             Ok(ExitCode::SUCCESS)
         }
-        Err((seq, why)) => {
+        Some((seq, why)) => {
             println!("audit log broken at record {seq}: {why}");
             Ok(ExitCode::from(1))
         }
@@ -591,4 +792,40 @@ pub fn logs(
     );
     remote.copy_text(&path, &mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_list_printed_item_by_item_reads_as_the_whole_list_pretty_printed() {
+        for count in [0, 1, 3] {
+            let items: Vec<Value> = (0..count)
+                .map(|i| json!({"n": i, "nested": {"list": [1, 2], "text": "two\nlines"}}))
+                .collect();
+            for (indent, whole) in [
+                ("", serde_json::to_string_pretty(&items)),
+                ("  ", serde_json::to_string_pretty(&json!({"items": items}))),
+            ] {
+                let mut out = Vec::new();
+                if !indent.is_empty() {
+                    out.extend_from_slice(b"{\n  \"items\": ");
+                }
+                let mut array = PrettyArray::open(&mut out, indent).expect("writes");
+                for item in &items {
+                    array.push(&mut out, item).expect("writes");
+                }
+                array.close(&mut out).expect("writes");
+                if !indent.is_empty() {
+                    out.extend_from_slice(b"\n}");
+                }
+                assert_eq!(
+                    String::from_utf8(out).expect("text"),
+                    whole.expect("serialises")
+                );
+            }
+        }
+    }
 }

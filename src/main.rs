@@ -287,8 +287,15 @@ fn main() -> ExitCode {
             namespace,
             all_namespaces,
             watch: true,
+            output,
             ..
-        } => inspect::watch(&kind, namespace.as_deref(), all_namespaces, data_dir),
+        } => inspect::watch(
+            &kind,
+            namespace.as_deref(),
+            all_namespaces,
+            output,
+            data_dir,
+        ),
         Command::Get {
             kind,
             name,

@@ -8,6 +8,17 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use serde_json::Value;
 
+/// The most items the CLI asks for in one page of a list: kubectl's default `--chunk-size`.
+pub const PAGE_ITEMS: usize = 500;
+
+/// The most bytes one answer is read to when it is a page of a list: ureq's 10 MiB default is
+/// a whole list's undoing on a long-running cluster, and the server keeps pages to a few MiB
+/// unless one item alone (an audit record of a big commit) is larger, which must still be read.
+const PAGE_BYTES: u64 = 256 << 20;
+
+/// The most bytes any other answer is read to (ureq's default).
+const ANSWER_BYTES: u64 = 10 << 20;
+
 /// A client of one cluster's API server.
 pub struct Remote {
     agent: ureq::Agent,
@@ -69,11 +80,21 @@ impl Remote {
         &self,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Value> {
+        self.answer_within(response, ANSWER_BYTES)
+    }
+
+    fn answer_within(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        limit: u64,
+    ) -> anyhow::Result<Value> {
         let mut response =
             response.with_context(|| format!("cannot reach the API server at {}", self.server))?;
         let status = response.status();
         let body: Value = response
             .body_mut()
+            .with_config()
+            .limit(limit)
             .read_json()
             .with_context(|| format!("the API server answered {status} without JSON"))?;
         if !status.is_success() {
@@ -91,6 +112,52 @@ impl Remote {
             .header("Authorization", format!("Bearer {}", self.token))
             .call();
         self.answer(response)
+    }
+
+    /// Lists `path` in pages of at most `limit` items, following each page's
+    /// `metadata.continue` as Kubernetes' clients do, and hands each page's items to `on_items`
+    /// as it arrives: one page in memory at a time, however long the list. An answer that is a
+    /// bare array (a server that does not page) is one page.
+    pub fn list_pages(
+        &self,
+        path: &str,
+        limit: usize,
+        mut on_items: impl FnMut(Vec<Value>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("{}{path}{separator}limit={limit}", self.server);
+            if let Some(token) = &token {
+                url.push_str("&continue=");
+                url.push_str(&percent_encode(token));
+            }
+            let response = self
+                .agent
+                .get(url)
+                .header("Authorization", format!("Bearer {}", self.token))
+                .call();
+            let mut page = self.answer_within(response, PAGE_BYTES)?;
+            if let Value::Array(items) = page {
+                return on_items(items);
+            }
+            let items = match page.get_mut("items").map(Value::take) {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            let next = page["metadata"]["continue"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            on_items(items)?;
+            match next {
+                None => return Ok(()),
+                Some(next) if token.as_deref() == Some(next.as_str()) => {
+                    bail!("the API server answered the same page twice ({path}): stopped")
+                }
+                Some(next) => token = Some(next),
+            }
+        }
     }
 
     /// POST to a path with no body.
@@ -205,6 +272,19 @@ impl Remote {
             Err(error) => Err(anyhow::anyhow!("WebSocket to the API server: {error}")),
         }
     }
+}
+
+/// `text` as a query-string value: everything but RFC 3986's unreserved characters escaped.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// A WebSocket to the API server.

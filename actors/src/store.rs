@@ -62,14 +62,8 @@ impl StoredObject {
     }
 }
 
-/// What a write must find before it may happen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Precondition {
-    /// The object is still at this resourceVersion.
-    ResourceVersion(u64),
-    /// The object is still this incarnation (same uid).
-    Uid(String),
-}
+/// What a write must find before it may happen: one check, shared with the models.
+pub use shipshape_reconciler::precondition::Precondition;
 
 /// One change to the store.
 #[derive(Clone, Debug, PartialEq)]
@@ -380,6 +374,8 @@ pub type Applied = Result<Vec<Arc<WatchEvent>>, StoreError>;
 /// The redb database and the rules for writing it.
 pub struct Store {
     db: Database,
+    /// Where the database lives: what a restart resumes from.
+    path: std::path::PathBuf,
     /// The newest [`WATCH_LOG_LIMIT`] changes, oldest first: what a watch replays. Kept in
     /// memory, as the Kubernetes API server's watch cache is; after a restart a watcher from
     /// an older resourceVersion is told to list again (`Expired`, Kubernetes' 410).
@@ -503,10 +499,16 @@ impl Store {
             .map(|_| dropper);
         Ok(Self {
             db,
+            path: path.to_path_buf(),
             recent: Mutex::new(VecDeque::new()),
             cached: Mutex::new(ObjectCache::default()),
             dropper,
         })
+    }
+
+    /// The database file, for messages that tell where a restart resumes from.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Counts of how writes came by the objects they changed (see [`ObjectReads`]).
@@ -710,8 +712,10 @@ impl Store {
     pub fn events_since(&self, resource_version: u64) -> Result<Vec<Arc<WatchEvent>>, StoreError> {
         let newest = self.resource_version()?;
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = recent.front().map_or(newest + 1, |e| e.resource_version);
-        if resource_version + 1 < oldest && resource_version < newest {
+        let oldest = recent
+            .front()
+            .map_or(newest.saturating_add(1), |e| e.resource_version);
+        if resource_version.saturating_add(1) < oldest && resource_version < newest {
             return Err(StoreError::Expired {
                 requested: resource_version,
                 oldest,
@@ -719,6 +723,59 @@ impl Store {
         }
         let start = recent.partition_point(|e| e.resource_version <= resource_version);
         Ok(recent.range(start..).cloned().collect())
+    }
+
+    /// A consistent read of every object as it is now, to list from in pages: each page read
+    /// from one view is at the view's resourceVersion whatever is written meanwhile (a redb read
+    /// transaction is a snapshot), which is what Kubernetes promises of a list in chunks.
+    /// While a view lives the database cannot reuse the pages it sees, so whoever keeps one
+    /// must let it go within minutes (the API server does).
+    pub fn read_view(&self) -> Result<ReadView, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let resource_version = {
+            let meta = txn.open_table(META).map_err(db_error)?;
+            read_json(meta.get(RESOURCE_VERSION).map_err(db_error)?)?
+                .and_then(|v: Value| v.as_u64())
+                .unwrap_or(0)
+        };
+        Ok(ReadView {
+            txn,
+            resource_version,
+        })
+    }
+
+    /// Audit records after sequence number `after` and at most `until` (the newest if
+    /// `None`), oldest first, as many as `size` allows. The log is append-only, so a page of
+    /// records up to `until` read now is the page any earlier read would have given.
+    pub fn audit_page(
+        &self,
+        after: u64,
+        until: Option<u64>,
+        size: PageSize,
+    ) -> Result<AuditPage, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let audit = txn.open_table(AUDIT).map_err(db_error)?;
+        let newest = audit
+            .last()
+            .map_err(db_error)?
+            .map_or(0, |(seq, _)| seq.value());
+        let until = until.unwrap_or(newest).min(newest);
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        if after < until {
+            for entry in audit
+                .range(after.saturating_add(1)..=until)
+                .map_err(db_error)?
+            {
+                let (_, value) = entry.map_err(db_error)?;
+                if !size.admits(records.len(), bytes, value.value().len()) {
+                    break;
+                }
+                bytes = bytes.saturating_add(value.value().len());
+                records.push(serde_json::from_slice(value.value()).map_err(db_error)?);
+            }
+        }
+        Ok(AuditPage { records, newest })
     }
 
     /// The audit log, oldest first.
@@ -737,16 +794,34 @@ impl Store {
 /// Checks the audit chain: every record's hash matches its content and links to the one before.
 /// Returns how many records were checked, or the first broken one and why.
 pub fn verify_audit(records: &[AuditRecord]) -> Result<usize, (u64, String)> {
-    let mut prev_hash = String::new();
-    for (i, record) in records.iter().enumerate() {
-        let expected_seq = i as u64 + 1;
+    let mut verifier = AuditVerifier::default();
+    for record in records {
+        verifier.check(record)?;
+    }
+    Ok(verifier.checked())
+}
+
+/// [`verify_audit`] one record at a time, oldest first, so that a log of any length is
+/// checked in the memory of one page of it.
+#[derive(Clone, Debug, Default)]
+pub struct AuditVerifier {
+    prev_hash: String,
+    checked: usize,
+}
+
+impl AuditVerifier {
+    /// Checks the next record: its position, its link to the record before, its hash.
+    pub fn check(&mut self, record: &AuditRecord) -> Result<(), (u64, String)> {
+        let expected_seq = u64::try_from(self.checked)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         if record.seq != expected_seq {
             return Err((
                 record.seq,
                 format!("expected record {expected_seq}: records are missing"),
             ));
         }
-        if record.prev_hash != prev_hash {
+        if record.prev_hash != self.prev_hash {
             return Err((record.seq, "does not link to the record before it".into()));
         }
         if record.compute_hash() != record.hash {
@@ -755,9 +830,162 @@ pub fn verify_audit(records: &[AuditRecord]) -> Result<usize, (u64, String)> {
                 "its content does not match its hash (altered)".into(),
             ));
         }
-        prev_hash = record.hash.clone();
+        self.prev_hash.clone_from(&record.hash);
+        self.checked += 1;
+        Ok(())
     }
-    Ok(records.len())
+
+    /// How many records have been checked and found intact.
+    pub fn checked(&self) -> usize {
+        self.checked
+    }
+}
+
+/// A page of the audit log (see [`Store::audit_page`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditPage {
+    /// The records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// The sequence number of the newest record in the log when the page was read (0: none).
+    pub newest: u64,
+}
+
+/// How much one page of a list holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageSize {
+    /// At most this many items (of those a filter keeps).
+    pub limit: usize,
+    /// At most this many stored bytes, unless the first item alone is larger: what keeps a
+    /// page of large items (audit records of big commits) within what a client will read.
+    pub budget: usize,
+}
+
+impl PageSize {
+    /// One page holding the whole list.
+    pub const ALL: Self = Self {
+        limit: usize::MAX,
+        budget: usize::MAX,
+    };
+
+    /// Whether a page already holding `items` of `bytes` takes one more of `size` bytes.
+    fn admits(&self, items: usize, bytes: usize, size: usize) -> bool {
+        items == 0 || (items < self.limit && bytes.saturating_add(size) <= self.budget)
+    }
+}
+
+/// A snapshot of the objects (see [`Store::read_view`]) to list from in pages, all at one
+/// resourceVersion.
+pub struct ReadView {
+    txn: redb::ReadTransaction,
+    resource_version: u64,
+}
+
+/// One page of a list read from a [`ReadView`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectPage {
+    /// The objects the filter kept, in key order.
+    pub objects: Vec<(ObjectKey, StoredObject)>,
+    /// The storage key the next page starts at, when the list has keys left.
+    pub next: Option<String>,
+    /// How many keys of the list this page went past (kept or not): subtracted from the
+    /// count of keys from where it started, the count left after it.
+    pub scanned: u64,
+}
+
+impl ReadView {
+    /// The resourceVersion every page of this view is at.
+    pub fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+
+    /// The prefix of the storage keys a list of `kind` (in `namespace`) reads: every key of
+    /// the list starts with it, so a continue key that does not belongs to another list.
+    pub fn list_prefix(kind: Kind, namespace: Option<&str>) -> String {
+        list_prefix(Some(kind), namespace)
+    }
+
+    /// The objects of `kind` (in `namespace`) from storage key `from` on (inclusive; the
+    /// start of the list if `None`) that `keep` accepts, in key order, as many as `size`
+    /// allows.
+    pub fn page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        from: Option<&str>,
+        size: PageSize,
+        keep: impl Fn(&StoredObject) -> bool,
+    ) -> Result<ObjectPage, StoreError> {
+        let objects = self.txn.open_table(OBJECTS).map_err(db_error)?;
+        let prefix = list_prefix(Some(kind), namespace);
+        let start = from.filter(|f| *f > prefix.as_str()).unwrap_or(&prefix);
+        let mut page = ObjectPage {
+            objects: Vec::new(),
+            next: None,
+            scanned: 0,
+        };
+        let mut bytes = 0usize;
+        for entry in objects.range(start..).map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            let text = key.value();
+            if !text.starts_with(&prefix) {
+                break;
+            }
+            let stored_bytes = value.value().len();
+            if !size.admits(page.objects.len(), bytes, stored_bytes) {
+                page.next = Some(text.to_string());
+                break;
+            }
+            page.scanned += 1;
+            let Some(parsed) = parse_storage_key(text) else {
+                continue;
+            };
+            if parsed.kind != kind || namespace.is_some_and(|ns| ns != parsed.namespace) {
+                continue;
+            }
+            let stored: StoredObject = serde_json::from_slice(value.value()).map_err(db_error)?;
+            if keep(&stored) {
+                bytes = bytes.saturating_add(stored_bytes);
+                page.objects.push((parsed, stored));
+            }
+        }
+        Ok(page)
+    }
+
+    /// How many keys the list of `kind` (in `namespace`) has from storage key `from` on:
+    /// Kubernetes' `remainingItemCount`. It reads keys only, no object is parsed.
+    pub fn count(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        from: &str,
+    ) -> Result<u64, StoreError> {
+        let objects = self.txn.open_table(OBJECTS).map_err(db_error)?;
+        let prefix = list_prefix(Some(kind), namespace);
+        let start = if from > prefix.as_str() {
+            from
+        } else {
+            &prefix
+        };
+        let mut count = 0u64;
+        for entry in objects.range(start..).map_err(db_error)? {
+            let (key, _) = entry.map_err(db_error)?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// The storage keys of one kind (and namespace) share a prefix, `Kind/namespace/`, so one
+/// list is one contiguous range.
+fn list_prefix(kind: Option<Kind>, namespace: Option<&str>) -> String {
+    match (kind, namespace) {
+        (Some(kind), Some(ns)) if kind.info().namespaced => format!("{kind}/{ns}/"),
+        (Some(kind), _) => format!("{kind}/"),
+        (None, _) => String::new(),
+    }
 }
 
 fn list_into(
@@ -766,12 +994,7 @@ fn list_into(
     namespace: Option<&str>,
     found: &mut Vec<(ObjectKey, StoredObject)>,
 ) -> Result<(), StoreError> {
-    // Keys are `Kind/namespace/name`: one kind (and namespace) is one contiguous range.
-    let prefix = match (kind, namespace) {
-        (Some(kind), Some(ns)) if kind.info().namespaced => format!("{kind}/{ns}/"),
-        (Some(kind), _) => format!("{kind}/"),
-        (None, _) => String::new(),
-    };
+    let prefix = list_prefix(kind, namespace);
     for entry in objects.range(prefix.as_str()..).map_err(db_error)? {
         let (key, value) = entry.map_err(db_error)?;
         if !key.value().starts_with(&prefix) {
@@ -1073,26 +1296,12 @@ fn current(
 }
 
 fn check(key: &str, current: &StoredObject, precondition: &Precondition) -> Result<(), StoreError> {
-    let holds = match precondition {
-        Precondition::ResourceVersion(expected) => current.resource_version() == *expected,
-        Precondition::Uid(uid) => current.uid() == uid,
-    };
-    if holds {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict {
+    precondition
+        .check(current.resource_version(), current.uid())
+        .map_err(|refusal| StoreError::Conflict {
             key: key.to_string(),
-            reason: match precondition {
-                Precondition::ResourceVersion(expected) => format!(
-                    "decided on resourceVersion {expected}, the object is at {}",
-                    current.resource_version()
-                ),
-                Precondition::Uid(uid) => {
-                    format!("decided on uid {uid}, the object is now {}", current.uid())
-                }
-            },
+            reason: refusal.to_string(),
         })
-    }
 }
 
 fn apply_write(
@@ -1870,6 +2079,10 @@ mod tests {
             Err(StoreError::Expired { .. })
         ));
         assert_eq!(store.events_since(newest).expect("present"), vec![]);
+        // A position past the end (a live-only watch) replays nothing and overflows nothing.
+        for future in [newest + 1, u64::MAX] {
+            assert_eq!(store.events_since(future).expect("future"), vec![]);
+        }
     }
 
     #[test]
@@ -1908,6 +2121,81 @@ mod tests {
         assert_eq!(
             subjects,
             [(1, &json!("a")), (2, &json!("b")), (3, &json!("c"))]
+        );
+    }
+
+    #[test]
+    fn pages_stop_at_their_byte_budget_but_always_hold_one_item() {
+        let (_dir, store) = store();
+        let big = "x".repeat(1000);
+        let writes = ["a", "b", "c"]
+            .iter()
+            .map(|name| Write::Create {
+                object: config_map(name, &big),
+                applied: None,
+                application: None,
+            })
+            .collect();
+        let audit = |subject: &str| AuditEntry {
+            actor: "git".into(),
+            action: "sync".into(),
+            subject: subject.into(),
+            details: json!({"value": big}),
+        };
+        store
+            .apply_group(
+                vec![
+                    Batch {
+                        writes,
+                        audit: Some(audit("first")),
+                    },
+                    Batch {
+                        writes: vec![create("d")],
+                        audit: Some(audit("second")),
+                    },
+                ],
+                now(),
+            )
+            .expect("commits");
+        let view = store.read_view().expect("a view");
+        let size = PageSize {
+            limit: 10,
+            budget: 1500,
+        };
+        let first = view
+            .page(Kind::ConfigMap, Some("default"), None, size, |_| true)
+            .expect("reads");
+        assert_eq!(first.objects.len(), 1, "one big object fills the budget");
+        assert_eq!(first.next.as_deref(), Some("ConfigMap/default/b"));
+        let tiny = PageSize {
+            limit: 10,
+            budget: 1,
+        };
+        let rest = view
+            .page(
+                Kind::ConfigMap,
+                Some("default"),
+                first.next.as_deref(),
+                tiny,
+                |_| true,
+            )
+            .expect("reads");
+        assert_eq!(
+            rest.objects.len(),
+            1,
+            "an item larger than the budget still comes"
+        );
+        assert_eq!(
+            view.count(Kind::ConfigMap, Some("default"), "ConfigMap/default/b")
+                .expect("counts"),
+            3
+        );
+        let page = store.audit_page(0, None, tiny).expect("reads");
+        assert_eq!((page.records.len(), page.newest), (1, 2));
+        let page = store.audit_page(1, Some(1), PageSize::ALL).expect("reads");
+        assert!(
+            page.records.is_empty(),
+            "nothing after the first page's end"
         );
     }
 

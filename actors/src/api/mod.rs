@@ -3,7 +3,8 @@
 //!
 //! What it serves: `/version`, `/healthz`, `/readyz`, discovery (`/api`, `/apis`, each group
 //! version's resources), list, get and watch of every supported kind (JSON, or a Table when
-//! kubectl asks for one), label and field selectors, and `/apis/shipshape.dev/v1/sync` (POST) to
+//! kubectl asks for one), label and field selectors, lists in pages (`limit` and `continue`,
+//! every page at the first page's resourceVersion), and `/apis/shipshape.dev/v1/sync` (POST) to
 //! sync now, for webhooks. Writes are refused with a pointer to the file in Git that declares the
 //! object, except deleting a pod, which its controller replaces; the deletion is audited.
 //! Every request but the health and version probes needs the bearer token.
@@ -14,9 +15,11 @@ pub mod tables;
 pub mod tls;
 
 use shipshape_api::pointer::At;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -25,6 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use base64::Engine as _;
 use futures_util::StreamExt as _;
 use kameo::actor::ActorRef;
 use serde_json::{Value, json};
@@ -33,10 +37,11 @@ use shipshape_api::{Kind, ObjectKey};
 use crate::gitsync::{ApplicationStatus, GitSource, Suspend};
 use crate::gitsync::{GitSync, Outcome, SyncNow, SyncOptions};
 use crate::store::{
-    AuditEntry, Batch, EventType, Precondition, StoreError, WatchEvent, Write, parse_storage_key,
+    AuditEntry, Batch, EventType, PageSize, Precondition, ReadView, StoreError, WatchEvent, Write,
+    parse_storage_key,
 };
 use crate::store_actor::{
-    Apply, AuditLog, Get, GetMeta, List, ListAt, ListMeta, StoreActor, Watch,
+    Apply, Get, GetMeta, List, ListMeta, OpenReadView, ReadAuditPage, StoreActor, Watch,
 };
 
 /// The Kubernetes version whose API (through k8s-openapi) this server speaks.
@@ -52,6 +57,8 @@ pub struct ApiState {
     data_dir: Option<Arc<std::path::Path>>,
     /// How to run a command in a container, once the nodes are up.
     exec: exec::ExecSlot,
+    /// The snapshots that lists read in pages continue from.
+    views: Arc<Mutex<ListViews>>,
 }
 
 /// A running API server.
@@ -127,7 +134,9 @@ pub async fn serve(
         token: Arc::from(credentials.token.as_str()),
         data_dir: data_dir.map(Arc::from),
         exec: exec::ExecSlot::default(),
+        views: Arc::default(),
     };
+    tokio::spawn(expire_views(Arc::downgrade(&state.views)));
     let exec = state.exec.clone();
     let app = router(state);
     let handle = axum_server::Handle::new();
@@ -298,6 +307,7 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
                     | Kind::Service
                     | Kind::Deployment
                     | Kind::ReplicaSet
+                    | Kind::ReplicationController
                     | Kind::StatefulSet
                     | Kind::DaemonSet
                     | Kind::Job
@@ -430,13 +440,17 @@ fn parse_route(path: &str) -> Option<Route> {
 }
 
 /// Query parameters kubectl sends (the ones that change the answer).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Query {
     watch: bool,
     resource_version: Option<u64>,
     label_selector: Vec<(String, Option<String>, bool)>,
     field_selector: Vec<(String, String, bool)>,
     allow_empty: bool,
+    /// At most this many items a page (`limit`; absent or 0: the whole list).
+    limit: Option<usize>,
+    /// Where the list goes on (`continue`, from the page before).
+    continue_token: Option<String>,
 }
 
 /// Reads the query string; an unsupported selector is an error message for a 400.
@@ -449,6 +463,13 @@ fn parse_query(raw: Option<&str>) -> Result<Query, String> {
             "watch" => query.watch = value == "true" || value == "1",
             "resourceVersion" => query.resource_version = value.parse().ok().filter(|rv| *rv > 0),
             "allowEmpty" => query.allow_empty = value == "true",
+            "limit" => {
+                let limit: u64 = value.parse().map_err(|_| {
+                    format!("limit: {value:?} is not a whole number of items (0 for no limit)")
+                })?;
+                query.limit = Some(usize::try_from(limit).unwrap_or(usize::MAX)).filter(|l| *l > 0);
+            }
+            "continue" => query.continue_token = Some(value).filter(|v| !v.is_empty()),
             "labelSelector" => {
                 for term in value.split(',').filter(|t| !t.is_empty()) {
                     let parsed = if let Some((k, v)) = term.split_once("!=") {
@@ -587,10 +608,7 @@ async fn dispatch(
         }
         (Route::Sync, Method::POST) => sync_now(&state, query.allow_empty).await,
         (Route::Status, Method::GET) => cluster_status(&state).await,
-        (Route::History, Method::GET) => match state.store.ask(AuditLog).await {
-            Ok(records) => Json(records).into_response(),
-            Err(error) => store_failure(error),
-        },
+        (Route::History, Method::GET) => history(&state, &query).await,
         (Route::Suspend(application, suspended), Method::POST) => {
             suspend(&state, application, suspended).await
         }
@@ -613,30 +631,375 @@ async fn dispatch(
     }
 }
 
-async fn list_objects(
-    state: &ApiState,
-    target: &Target,
-    query: &Query,
-) -> Result<(Vec<Value>, u64), Response> {
-    let namespace = target
-        .namespace
-        .clone()
-        .filter(|_| target.kind.info().namespaced);
-    // One read for both, so a watch from this resourceVersion neither repeats nor misses.
-    let (rv, found) = state
-        .store
-        .ask(ListAt {
-            kind: target.kind,
-            namespace,
+/// The stored bytes one page holds at most when a client asks for pages (unless one item
+/// alone is larger): Kubernetes may answer fewer items than `limit`, and this keeps a page of
+/// large objects or audit records well within the 10 MiB clients such as ours read at once.
+const PAGE_BUDGET: usize = 4 << 20;
+
+/// How long a list's snapshot is kept after its latest page: Kubernetes' default compaction
+/// interval, after which its continue tokens answer 410 too.
+const VIEW_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// The most snapshots kept at once; past it the least recently read goes first. Each one keeps
+/// the database from reusing the pages written since.
+const VIEWS_KEPT: usize = 16;
+
+/// The `rv` of a continue token whose list goes on from the newest state rather than its first
+/// page's: what Kubernetes hands out with a 410, for clients that accept an inconsistent list.
+const LATEST: i64 = -1;
+
+/// The snapshots of lists being read in pages, by resourceVersion: a later page is read from
+/// the snapshot the first page was, as Kubernetes reads etcd at the first page's revision. One
+/// not read for [`VIEW_TTL`] is let go, and its token answers 410, as Kubernetes' does once
+/// etcd has compacted the revision.
+#[derive(Default)]
+struct ListViews {
+    views: HashMap<u64, KeptView>,
+}
+
+struct KeptView {
+    view: Arc<ReadView>,
+    used: Instant,
+    /// How many keys each handed-out continue key has from it on (lists without a selector),
+    /// so `remainingItemCount` is a subtraction, not a count per page.
+    remaining: HashMap<String, u64>,
+}
+
+impl ListViews {
+    fn get(&mut self, resource_version: u64, now: Instant) -> Option<Arc<ReadView>> {
+        let kept = self.views.get_mut(&resource_version)?;
+        kept.used = now;
+        Some(kept.view.clone())
+    }
+
+    fn remaining(&self, resource_version: u64, from: &str) -> Option<u64> {
+        self.views
+            .get(&resource_version)?
+            .remaining
+            .get(from)
+            .copied()
+    }
+
+    /// Keeps `view` for the page that starts at `next`.
+    fn keep(&mut self, view: &Arc<ReadView>, next: &str, remaining: Option<u64>, now: Instant) {
+        let kept = self
+            .views
+            .entry(view.resource_version())
+            .or_insert_with(|| KeptView {
+                view: view.clone(),
+                used: now,
+                remaining: HashMap::new(),
+            });
+        kept.used = now;
+        if let Some(remaining) = remaining {
+            kept.remaining.insert(next.to_string(), remaining);
+        }
+        self.expire(now);
+    }
+
+    /// A list read to its end needs its snapshot no more.
+    fn release(&mut self, resource_version: u64) {
+        self.views.remove(&resource_version);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.views
+            .retain(|_, kept| now.saturating_duration_since(kept.used) < VIEW_TTL);
+        while self.views.len() > VIEWS_KEPT {
+            let oldest = self
+                .views
+                .iter()
+                .min_by_key(|(_, kept)| kept.used)
+                .map(|(rv, _)| *rv);
+            match oldest {
+                Some(rv) => self.views.remove(&rv),
+                None => break,
+            };
+        }
+    }
+}
+
+/// Lets go of snapshots nobody has read for [`VIEW_TTL`], even when no list comes to do it;
+/// ends with the server.
+async fn expire_views(views: std::sync::Weak<Mutex<ListViews>>) {
+    let mut ticks = tokio::time::interval(VIEW_TTL / 10);
+    loop {
+        ticks.tick().await;
+        let Some(views) = views.upgrade() else {
+            return;
+        };
+        views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expire(Instant::now());
+    }
+}
+
+/// What a continue token of an object list holds (base64 of its JSON, opaque to clients): the
+/// resourceVersion of the list's first page, and the storage key the next page starts at.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContinueToken {
+    rv: i64,
+    start: String,
+}
+
+/// What a continue token of the history holds: the sequence number the next page starts at,
+/// and the newest record when the first page was read, which the list stops at.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryToken {
+    seq: u64,
+    until: u64,
+}
+
+fn encode_token<T: serde::Serialize>(token: &T) -> String {
+    // Two plain fields always serialise.
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(token).unwrap_or_default())
+}
+
+/// The token's content, or the one-line reason for a 400.
+fn decode_token<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let invalid = |why: String| {
+        format!("continue: invalid token ({why}): pass the metadata.continue of the page before")
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|e| invalid(format!("not base64: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("not what this server hands out: {e}")))
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+/// Kubernetes' answer to a continue token whose snapshot is gone: 410, with a token that goes
+/// on from the newest state instead, for a client that accepts an inconsistent list.
+fn continue_expired(start: &str) -> Response {
+    let token = encode_token(&ContinueToken {
+        rv: LATEST,
+        start: start.to_string(),
+    });
+    let body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {"continue": token},
+        "status": "Failure",
+        "message": "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+        "reason": "Expired",
+        "code": StatusCode::GONE.as_u16(),
+    });
+    (StatusCode::GONE, Json(body)).into_response()
+}
+
+/// One page of a list, as the handlers answer it.
+struct ListPage {
+    objects: Vec<Value>,
+    resource_version: u64,
+    /// The token of the next page, when the list goes on.
+    continue_token: Option<String>,
+    /// How many items are left after this page, when known (lists without selectors).
+    remaining: Option<u64>,
+}
+
+impl ListPage {
+    /// The `metadata` of a list or Table answer.
+    fn metadata(&self) -> Value {
+        let mut metadata = json!({"resourceVersion": self.resource_version.to_string()});
+        if let Some(token) = &self.continue_token {
+            metadata["continue"] = json!(token);
+        }
+        if let Some(remaining) = self.remaining {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        metadata
+    }
+}
+
+async fn open_view(state: &ApiState) -> Result<Arc<ReadView>, Response> {
+    state.store.ask(OpenReadView).await.map_err(store_failure)
+}
+
+/// One page of the list `target` names: all of it without `limit`, else at most `limit`
+/// items from where `continue` says, read from the first page's snapshot.
+async fn list_page(state: &ApiState, target: &Target, query: &Query) -> Result<ListPage, Response> {
+    let kind = target.kind;
+    let namespace = target.namespace.clone().filter(|_| kind.info().namespaced);
+    let prefix = ReadView::list_prefix(kind, namespace.as_deref());
+    let token = match &query.continue_token {
+        None => None,
+        Some(text) => {
+            let token: ContinueToken = decode_token(text).map_err(bad_request)?;
+            if (token.rv != LATEST && token.rv < 1) || !token.start.starts_with(&prefix) {
+                return Err(bad_request(
+                    "continue: invalid token (it was not handed out for this list): pass the metadata.continue of the page before",
+                ));
+            }
+            if query.resource_version.is_some() {
+                return Err(bad_request(
+                    "resourceVersion: specifying resource version is not allowed when using continue",
+                ));
+            }
+            Some(token)
+        }
+    };
+    let view = match token.as_ref().map(|t| u64::try_from(t.rv)) {
+        Some(Ok(rv)) => {
+            let kept = state
+                .views
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(rv, Instant::now());
+            match kept {
+                Some(view) => view,
+                // Nothing written since the first page: the newest state is that snapshot.
+                None => match open_view(state).await? {
+                    view if view.resource_version() == rv => view,
+                    _ => return Err(continue_expired(token.as_ref().map_or("", |t| &t.start))),
+                },
+            }
+        }
+        _ => open_view(state).await?,
+    };
+    let size = match query.limit {
+        Some(limit) => PageSize {
+            limit,
+            budget: PAGE_BUDGET,
+        },
+        None => PageSize::ALL,
+    };
+    let from = token.map(|t| t.start);
+    let unfiltered = query.label_selector.is_empty() && query.field_selector.is_empty();
+    let read = {
+        let (view, query, from, namespace) =
+            (view.clone(), query.clone(), from.clone(), namespace.clone());
+        tokio::task::spawn_blocking(move || {
+            let page = view.page(
+                kind,
+                namespace.as_deref(),
+                from.as_deref(),
+                size,
+                |stored| query.selects(&stored.object),
+            )?;
+            Ok::<_, StoreError>(page)
         })
-        .await
-        .map_err(store_failure)?;
-    let objects = found
-        .into_iter()
-        .map(|(_, stored)| stored.object)
-        .filter(|object| query.selects(object))
-        .collect();
-    Ok((objects, rv))
+    };
+    let page = read.await.map_err(store_failure)?.map_err(store_failure)?;
+    let rv = view.resource_version();
+    let views = || state.views.lock().unwrap_or_else(|e| e.into_inner());
+    let (continue_token, remaining) = match page.next {
+        None => {
+            if from.is_some() {
+                views().release(rv);
+            }
+            (None, None)
+        }
+        Some(next) => {
+            let known = from
+                .as_deref()
+                .and_then(|from| views().remaining(rv, from))
+                .map(|from_here| from_here.saturating_sub(page.scanned));
+            let remaining = match (unfiltered, known) {
+                (false, _) => None,
+                (true, Some(known)) => Some(known),
+                (true, None) => {
+                    let (view, next, namespace) = (view.clone(), next.clone(), namespace.clone());
+                    let counted = tokio::task::spawn_blocking(move || {
+                        view.count(kind, namespace.as_deref(), &next)
+                    });
+                    Some(
+                        counted
+                            .await
+                            .map_err(store_failure)?
+                            .map_err(store_failure)?,
+                    )
+                }
+            };
+            views().keep(&view, &next, remaining, Instant::now());
+            let rv = i64::try_from(rv).unwrap_or(i64::MAX);
+            (
+                Some(encode_token(&ContinueToken { rv, start: next })),
+                remaining,
+            )
+        }
+    };
+    Ok(ListPage {
+        objects: page
+            .objects
+            .into_iter()
+            .map(|(_, stored)| stored.object)
+            .collect(),
+        resource_version: rv,
+        continue_token,
+        remaining,
+    })
+}
+
+/// The audit log in pages, oldest first (`limit` records at most, `continue` from the page
+/// before), all pages ending where the log ended at the first: `shipshape history` on a
+/// long-running cluster reads it in bounded memory.
+async fn history(state: &ApiState, query: &Query) -> Response {
+    let token = match query
+        .continue_token
+        .as_deref()
+        .map(decode_token::<HistoryToken>)
+    {
+        None => None,
+        Some(Ok(token)) if token.seq >= 1 && token.seq <= token.until.saturating_add(1) => {
+            Some(token)
+        }
+        Some(Ok(_)) => {
+            return bad_request(
+                "continue: invalid token (it was not handed out for the history): pass the metadata.continue of the page before",
+            );
+        }
+        Some(Err(message)) => return bad_request(message),
+    };
+    let size = match query.limit {
+        Some(limit) => PageSize {
+            limit,
+            budget: PAGE_BUDGET,
+        },
+        None => PageSize::ALL,
+    };
+    let asked = ReadAuditPage {
+        after: token.as_ref().map_or(0, |t| t.seq.saturating_sub(1)),
+        until: token.as_ref().map(|t| t.until),
+        size,
+    };
+    let page = match state.store.ask(asked).await {
+        Ok(page) => page,
+        Err(error) => return store_failure(error),
+    };
+    let until = match &token {
+        Some(token) if token.until > page.newest => {
+            return bad_request(format!(
+                "continue: invalid token (the history has no record {}): pass the metadata.continue of the page before",
+                token.until
+            ));
+        }
+        Some(token) => token.until,
+        None => page.newest,
+    };
+    let mut metadata = json!({});
+    if let Some(last) = page.records.last().map(|r| r.seq)
+        && last < until
+    {
+        metadata["continue"] = json!(encode_token(&HistoryToken {
+            seq: last.saturating_add(1),
+            until,
+        }));
+        metadata["remainingItemCount"] = json!(until - last);
+    }
+    Json(json!({
+        "kind": "AuditRecordList",
+        "apiVersion": "shipshape.dev/v1",
+        "metadata": metadata,
+        "items": page.records,
+    }))
+    .into_response()
 }
 
 fn key_for(target: &Target, name: &str) -> ObjectKey {
@@ -674,20 +1037,22 @@ async fn read(state: &ApiState, target: Target, query: &Query, table: bool) -> R
         }
         return Json(stored.object).into_response();
     }
-    let (objects, rv) = match list_objects(state, &target, query).await {
-        Ok(found) => found,
+    let page = match list_page(state, &target, query).await {
+        Ok(page) => page,
         Err(response) => return response,
     };
     if table {
-        let refs: Vec<&Value> = objects.iter().collect();
-        return Json(tables::table(target.kind, &refs, rv, now)).into_response();
+        let refs: Vec<&Value> = page.objects.iter().collect();
+        let mut table = tables::table(target.kind, &refs, page.resource_version, now);
+        table["metadata"] = page.metadata();
+        return Json(table).into_response();
     }
     let info = target.kind.info();
     Json(json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version,
-        "metadata": {"resourceVersion": rv.to_string()},
-        "items": objects,
+        "metadata": page.metadata(),
+        "items": page.objects,
     }))
     .into_response()
 }
@@ -709,16 +1074,39 @@ async fn watch(state: ApiState, target: Target, query: Query, table: bool) -> Re
         Some(rv) => rv,
         None => {
             // No starting point: the current objects as ADDED, then every change after them.
-            let (objects, rv) = match list_objects(&state, &target, &query).await {
-                Ok(found) => found,
+            // One read for both, so the watch from its resourceVersion neither repeats nor
+            // misses a change; a watch is not paged.
+            let whole = Query {
+                limit: None,
+                continue_token: None,
+                ..query.clone()
+            };
+            let page = match list_page(&state, &target, &whole).await {
+                Ok(page) => page,
                 Err(response) => return response,
             };
-            for object in &objects {
+            let rv = page.resource_version;
+            for object in &page.objects {
                 initial.push(watch_line(EventType::Added, object, target.kind, table, rv));
             }
             rv
         }
     };
+    // A resourceVersion this cluster never handed out: the API server's answer, rather than a
+    // watch that waits for a version that may never come.
+    if query.resource_version.is_some() {
+        match state.store.ask(crate::store_actor::ResourceVersion).await {
+            Ok(current) if after > current => {
+                return status(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Timeout",
+                    format!("too large resource version: {after}, current: {current}"),
+                );
+            }
+            Ok(_) => {}
+            Err(error) => return store_failure(error),
+        }
+    }
     let start = match state.store.ask(Watch { after }).await {
         Ok(start) => start,
         Err(kameo::error::SendError::HandlerError(StoreError::Expired { requested, oldest })) => {
@@ -865,7 +1253,7 @@ async fn delete(state: &ApiState, target: Target, headers: &HeaderMap) -> Respon
 fn scalable(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet
+        Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController | Kind::StatefulSet
     )
 }
 
@@ -887,7 +1275,12 @@ async fn subresource(state: &ApiState, target: Target, sub: Subresource) -> Resp
 /// The Scale of a Deployment, ReplicaSet or StatefulSet.
 fn scale_of(object: &Value) -> Value {
     let metadata = &object["metadata"];
-    let selector: Vec<String> = object["spec"]["selector"]["matchLabels"]
+    // A ReplicationController's selector is the label map itself.
+    let labels = match &object["spec"]["selector"]["matchLabels"] {
+        Value::Null if object["kind"] == "ReplicationController" => &object["spec"]["selector"],
+        labels => labels,
+    };
+    let selector: Vec<String> = labels
         .as_object()
         .into_iter()
         .flatten()
@@ -1064,6 +1457,304 @@ async fn suspend(state: &ApiState, application: String, suspended: bool) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kameo::actor::Spawn as _;
+
+    /// An API server's state over a fresh store (with a Git mirror nothing syncs from).
+    fn api() -> (tempfile::TempDir, ApiState) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(&dir.path().join("db.redb")).expect("store");
+        let store = StoreActor::spawn(StoreActor::new(store));
+        let source = GitSource {
+            url: dir.path().join("no-repo").display().to_string(),
+            reference: crate::gitsync::GitRef::DefaultBranch,
+            path: String::new(),
+        };
+        let mirror =
+            crate::gitsync::Mirror::open(&dir.path().join("mirror"), source).expect("mirror");
+        let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+        let state = ApiState {
+            store,
+            sync,
+            token: Arc::from("token"),
+            data_dir: None,
+            exec: exec::ExecSlot::default(),
+            views: Arc::default(),
+        };
+        (dir, state)
+    }
+
+    /// Creates ConfigMaps in `default`, one audited batch each.
+    async fn create(state: &ApiState, names: &[String]) {
+        for name in names {
+            let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "default",
+                             "labels": {"tier": if name.starts_with("odd") { "b" } else { "a" }}},
+                "data": {"k": name}});
+            let batch = Batch {
+                writes: vec![Write::Create {
+                    object,
+                    applied: None,
+                    application: None,
+                }],
+                audit: Some(AuditEntry {
+                    actor: "test".into(),
+                    action: "create".into(),
+                    subject: name.clone(),
+                    details: json!({}),
+                }),
+            };
+            state.store.ask(Apply(batch)).await.expect("applies");
+        }
+    }
+
+    async fn get(state: &ApiState, uri: &str, table: bool) -> (StatusCode, Value) {
+        let mut request = Request::builder().uri(uri);
+        if table {
+            request = request.header(
+                header::ACCEPT,
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+            );
+        }
+        let request = request.body(Body::empty()).expect("a request");
+        let headers = request.headers().clone();
+        let response = dispatch(State(state.clone()), Method::GET, headers, request).await;
+        let code = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        (code, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    /// Follows `continue` from `uri` (which has a query) to the end: each page's names (or
+    /// Table rows' first cells) and metadata.
+    async fn pages(state: &ApiState, uri: &str, table: bool) -> Vec<(Vec<String>, Value)> {
+        let mut pages = Vec::new();
+        let mut next = uri.to_string();
+        loop {
+            let (code, body) = get(state, &next, table).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            let names = if table {
+                body["rows"]
+                    .as_array()
+                    .expect("rows")
+                    .iter()
+                    .map(|row| row["cells"][0].as_str().unwrap_or_default().to_string())
+                    .collect()
+            } else {
+                body["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .map(|item| {
+                        item["metadata"]["name"]
+                            .as_str()
+                            .or(item["subject"].as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .collect()
+            };
+            let token = body["metadata"]["continue"].as_str().map(str::to_string);
+            pages.push((names, body["metadata"].clone()));
+            match token {
+                Some(token) => next = format!("{uri}&continue={token}"),
+                None => return pages,
+            }
+        }
+    }
+
+    fn names(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("cm-{i:02}")).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pages_cover_every_object_once_in_order_at_the_first_pages_version() {
+        let (_dir, state) = api();
+        create(&state, &names(7)).await;
+        let uri = "/api/v1/namespaces/default/configmaps?limit=3";
+        let (code, first) = get(&state, uri, false).await;
+        assert_eq!(code, StatusCode::OK, "{first}");
+        let rv = first["metadata"]["resourceVersion"].clone();
+        assert_eq!(first["metadata"]["remainingItemCount"], 4);
+        let token = first["metadata"]["continue"].as_str().expect("a token");
+        // A write between pages: the later pages still show the list as it was.
+        create(&state, &["cm-03a".to_string(), "cm-99".to_string()]).await;
+        let rest = pages(&state, &format!("{uri}&continue={token}"), false).await;
+        let mut seen: Vec<String> = first["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| {
+                item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        for (names, metadata) in &rest {
+            assert_eq!(metadata["resourceVersion"], rv, "every page at the first's");
+            seen.extend(names.iter().cloned());
+        }
+        assert_eq!(seen, names(7));
+        let counts: Vec<&Value> = rest.iter().map(|(_, m)| &m["remainingItemCount"]).collect();
+        assert_eq!(counts, [&json!(1), &Value::Null]);
+        // A new list sees the new objects.
+        let all: Vec<String> = pages(&state, uri, false)
+            .await
+            .into_iter()
+            .flat_map(|(names, _)| names)
+            .collect();
+        assert_eq!(all.len(), 9);
+        assert!(all.contains(&"cm-03a".to_string()));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tables_and_selected_lists_page_too() {
+        let (_dir, state) = api();
+        create(&state, &names(5)).await;
+        let table = pages(&state, "/api/v1/configmaps?limit=2", true).await;
+        let rows: Vec<String> = table.iter().flat_map(|(names, _)| names.clone()).collect();
+        assert_eq!(rows, names(5));
+        assert_eq!(table.len(), 3);
+        assert_eq!(table[0].1["remainingItemCount"], 3);
+        // With a selector the count left is not known, as in Kubernetes.
+        create(&state, &["odd".to_string()]).await;
+        let selected = pages(
+            &state,
+            "/api/v1/configmaps?labelSelector=tier%3Db&limit=1",
+            false,
+        )
+        .await;
+        let found: Vec<String> = selected
+            .iter()
+            .flat_map(|(names, _)| names.clone())
+            .collect();
+        assert_eq!(found, ["odd"]);
+        assert!(
+            selected
+                .iter()
+                .all(|(_, m)| m["remainingItemCount"].is_null())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_continue_token_outlives_its_snapshot_as_a_410_with_a_token_for_the_newest() {
+        let (_dir, state) = api();
+        create(&state, &names(4)).await;
+        let uri = "/api/v1/namespaces/default/configmaps?limit=2";
+        let (_, first) = get(&state, uri, false).await;
+        let token = first["metadata"]["continue"].as_str().expect("a token");
+        // Nothing written since: the newest state is the first page's, whether kept or not.
+        state.views.lock().expect("views").views.clear();
+        let (code, _) = get(&state, &format!("{uri}&continue={token}"), false).await;
+        assert_eq!(code, StatusCode::OK);
+        state.views.lock().expect("views").views.clear();
+        create(&state, &["cm-01a".to_string()]).await;
+        let (code, gone) = get(&state, &format!("{uri}&continue={token}"), false).await;
+        assert_eq!(code, StatusCode::GONE, "{gone}");
+        assert_eq!(gone["reason"], "Expired");
+        assert!(
+            gone["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("The provided continue parameter is too old")),
+            "{gone}"
+        );
+        let newest = gone["metadata"]["continue"].as_str().expect("a token");
+        let rest = pages(&state, &format!("{uri}&continue={newest}"), false).await;
+        let names: Vec<String> = rest.into_iter().flat_map(|(names, _)| names).collect();
+        assert_eq!(names, ["cm-02", "cm-03"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_watch_from_a_version_never_handed_out_is_refused_not_left_waiting() {
+        let (_dir, state) = api();
+        create(&state, &["a".to_string()]).await;
+        for rv in ["9999", "18446744073709551615"] {
+            let (code, body) = get(
+                &state,
+                &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"),
+                false,
+            )
+            .await;
+            assert_eq!(code, StatusCode::GATEWAY_TIMEOUT, "{body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&format!("too large resource version: {rv}"))),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_malformed_continue_token_is_a_400_saying_so() {
+        let (_dir, state) = api();
+        create(&state, &names(3)).await;
+        let other_list = encode_token(&ContinueToken {
+            rv: 1,
+            start: "Secret/default/x".into(),
+        });
+        for token in ["not-base64!", "bm90IGpzb24", other_list.as_str()] {
+            let (code, body) = get(
+                &state,
+                &format!("/api/v1/namespaces/default/configmaps?limit=1&continue={token}"),
+                false,
+            )
+            .await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{token}: {body}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with("continue: invalid token"), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+        let (code, _) = get(
+            &state,
+            "/apis/shipshape.dev/v1/history?limit=1&continue=e30",
+            false,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        let (code, _) = get(&state, "/api/v1/configmaps?limit=many", false).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        // A token goes on from its own resourceVersion; naming another is refused.
+        let (_, first) = get(&state, "/api/v1/configmaps?limit=1", false).await;
+        let token = first["metadata"]["continue"].as_str().expect("a token");
+        let (code, body) = get(
+            &state,
+            &format!("/api/v1/configmaps?limit=1&resourceVersion=1&continue={token}"),
+            false,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_history_pages_by_sequence_number_and_ends_where_its_first_page_did() {
+        let (_dir, state) = api();
+        create(&state, &names(5)).await;
+        let uri = "/apis/shipshape.dev/v1/history?limit=2";
+        let (_, first) = get(&state, uri, false).await;
+        assert_eq!(first["metadata"]["remainingItemCount"], 3);
+        let token = first["metadata"]["continue"].as_str().expect("a token");
+        create(&state, &["later".to_string()]).await;
+        let rest = pages(&state, &format!("{uri}&continue={token}"), false).await;
+        let mut subjects: Vec<String> = first["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|r| r["subject"].as_str().unwrap_or_default().to_string())
+            .collect();
+        subjects.extend(rest.into_iter().flat_map(|(names, _)| names));
+        assert_eq!(subjects, names(5));
+        let (_, whole) = get(&state, "/apis/shipshape.dev/v1/history", false).await;
+        let seqs: Vec<u64> = whole["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|r| r["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        assert!(whole["metadata"]["continue"].is_null());
+    }
 
     #[test]
     fn routes_kubernetes_paths() {
