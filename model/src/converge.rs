@@ -1,10 +1,23 @@
-//! The no-livelock check both the rollout and node-loss models use: from a state, run the
-//! system without further faults, always taking the first enabled step, and see that it
-//! settles. stateright's `eventually` cannot see livelock on cycles; this can.
+//! The no-livelock check every model uses: from a state, run the system without further
+//! faults, always taking the first enabled step, and see that it settles. stateright's
+//! `eventually` cannot see livelock on cycles; this can.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
+
+/// The state after the first of `steps` that `model` can take from `state`: the next state of
+/// a deterministic fault-free run (a step may turn out not to be enabled, as a pod that cannot
+/// start without its claim).
+pub fn first_enabled<M: stateright::Model>(
+    model: &M,
+    state: &M::State,
+    steps: Vec<M::Action>,
+) -> Option<M::State> {
+    steps
+        .into_iter()
+        .find_map(|step| model.next_state(state, step))
+}
 
 /// Fingerprints of states whose fault-free run is known to converge. The run is deterministic,
 /// so every state on a converging run converges: checking each reachable state then costs a

@@ -7,6 +7,7 @@
 
 pub mod converge;
 pub mod nodeloss;
+pub mod readwrites;
 pub mod rollout;
 pub mod verify;
 pub mod views;

@@ -20,12 +20,13 @@ use crate::converge::Converging;
 
 use shipshape_reconciler::decision::Decision;
 use shipshape_reconciler::nodes::{NodeAction, NodeHealth, PodOnNode, decide_node};
+use shipshape_reconciler::precondition::Precondition;
 use shipshape_reconciler::replicaset::{
     ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
 use shipshape_reconciler::scheduler::NodeView;
 
-use crate::views::{node_view, placement, pod_view};
+use crate::views::{node_view, placement, pod_view, replica_set_view};
 use stateright::{Model, Property};
 
 /// The lease grace period, in lease periods: a node silent for longer is marked.
@@ -219,6 +220,21 @@ impl fmt::Display for Step {
     }
 }
 
+/// Whether the store takes a write decided on an object that has `moved` since. The model keeps
+/// "moved since it was read" as one bit, not as resourceVersions (counting them would make the
+/// state space infinite), and asks the store's own check with the version read as 0 and the
+/// object's as 1 once it moved.
+fn store_admits(moved: bool) -> bool {
+    Precondition::ResourceVersion(0).holds(u64::from(moved), "")
+}
+
+/// The pod a write by name and uid reaches, if the store's uid precondition lets it through.
+fn pod_with_uid<'a>(pods: &'a mut [LossPod], name: &str, uid: String) -> Option<&'a mut LossPod> {
+    let precondition = Precondition::Uid(uid);
+    pods.iter_mut()
+        .find(|p| p.name == name && precondition.holds(0, &p.uid.to_string()))
+}
+
 impl NodeLossModel {
     /// The model with the real decisions.
     pub fn new(replicas: u32, nodes: usize, losses: u8, faults: u8) -> Self {
@@ -273,18 +289,16 @@ impl NodeLossModel {
     }
 
     fn replica_set_view(&self, state: &LossState) -> ReplicaSetView {
-        ReplicaSetView {
-            name: "web".into(),
-            replicas: self.replicas,
-            min_ready_seconds: 0,
-            generation: 1,
-            status: state.status,
-            pods: state
+        replica_set_view(
+            "web",
+            self.replicas,
+            state.status,
+            state
                 .pods
                 .iter()
                 .map(|p| pod_view(&p.name, p.uid, p.node, p.running, p.ready, p.terminating))
                 .collect(),
-        }
+        )
     }
 
     fn node_views(&self, state: &LossState) -> Vec<NodeView> {
@@ -390,7 +404,7 @@ impl NodeLossModel {
         for action in decision.actions {
             match action {
                 // Node writes carry the resourceVersion read: refused if the node moved.
-                NodeAction::MarkUnreachable if !node_changed => {
+                NodeAction::MarkUnreachable if store_admits(node_changed) => {
                     let node = &mut state.nodes[n];
                     if node.ready {
                         node.unready_age = 0;
@@ -399,19 +413,19 @@ impl NodeLossModel {
                     node.tainted = true;
                     node_changed = true;
                 }
-                NodeAction::ClearUnreachable if !node_changed => {
+                NodeAction::ClearUnreachable if store_admits(node_changed) => {
                     state.nodes[n].tainted = false;
                     node_changed = true;
                 }
                 NodeAction::MarkUnreachable | NodeAction::ClearUnreachable => {}
                 // Pod writes carry its uid: refused if it is gone.
-                NodeAction::MarkPodNotReady { uid, .. } => {
-                    if let Some(pod) = state.pods.iter_mut().find(|p| p.uid.to_string() == uid) {
+                NodeAction::MarkPodNotReady { name, uid } => {
+                    if let Some(pod) = pod_with_uid(&mut state.pods, &name, uid) {
                         pod.ready = false;
                     }
                 }
-                NodeAction::Evict { uid, .. } => {
-                    if let Some(pod) = state.pods.iter_mut().find(|p| p.uid.to_string() == uid) {
+                NodeAction::Evict { name, uid } => {
+                    if let Some(pod) = pod_with_uid(&mut state.pods, &name, uid) {
                         pod.terminating = true;
                         if !state.nodes[n].ever_silent {
                             state.evicted_reporting = true;
@@ -440,8 +454,8 @@ impl NodeLossModel {
                         terminating: false,
                     });
                 }
-                ReplicaSetAction::DeletePod { uid, .. } => {
-                    if let Some(pod) = state.pods.iter_mut().find(|p| p.uid.to_string() == uid) {
+                ReplicaSetAction::DeletePod { name, uid } => {
+                    if let Some(pod) = pod_with_uid(&mut state.pods, &name, uid) {
                         pod.terminating = true;
                     }
                 }
@@ -575,7 +589,7 @@ impl Model for NodeLossModel {
             Step::Deliver(i) => {
                 let renewal = next.in_flight.remove(i);
                 // The store refuses a renewal whose resourceVersion a later one moved on.
-                if !renewal.stale {
+                if store_admits(renewal.stale) {
                     let node = &mut next.nodes[renewal.node];
                     if renewal.age > node.renew_age {
                         next.lease_went_back = true;

@@ -15,13 +15,14 @@ use shipshape_reconciler::deployment::{
     DeploymentAction, DeploymentStatus, DeploymentView, Progress, ReplicaSetSummary,
     RolloutStrategy, budgets, decide_deployment,
 };
+use shipshape_reconciler::precondition::Precondition;
 use shipshape_reconciler::replicaset::{
     ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
 };
 use shipshape_reconciler::scheduler::NodeView;
 use stateright::{Model, Property};
 
-use crate::views::{node_view, placement, pod_view};
+use crate::views::{node_view, placement, pod_view, replica_set_view};
 
 /// The sizes and budgets a run explores.
 #[derive(Clone, Debug)]
@@ -173,19 +174,17 @@ impl RolloutModel {
     }
 
     fn replica_set_view(&self, state: &State, rs: &Rs) -> ReplicaSetView {
-        ReplicaSetView {
-            name: rs.name.clone(),
-            replicas: rs.replicas,
-            min_ready_seconds: 0,
-            generation: 1,
-            status: rs.status,
-            pods: state
+        replica_set_view(
+            &rs.name,
+            rs.replicas,
+            rs.status,
+            state
                 .pods
                 .iter()
                 .filter(|p| p.owner == rs.name)
                 .map(|p| pod_view(&p.name, p.uid, p.node, p.ready, p.ready, p.terminating))
                 .collect(),
-        }
+        )
     }
 
     fn node_views(&self, state: &State) -> Vec<NodeView> {
@@ -275,11 +274,12 @@ impl RolloutModel {
                 } => {
                     state.next_id += 1;
                     let rv = u64::from(state.next_id);
-                    // Refused, as by the store, when the ReplicaSet moved since the read.
+                    // Refused, by the store's own check, when the ReplicaSet moved since the read.
+                    let precondition = Precondition::ResourceVersion(resource_version);
                     if let Some(rs) = state
                         .replica_sets
                         .iter_mut()
-                        .find(|rs| rs.name == name && rs.rv == resource_version)
+                        .find(|rs| rs.name == name && precondition.holds(rs.rv, &rs.name))
                     {
                         rs.replicas = replicas;
                         rs.revision = revision;
@@ -290,9 +290,10 @@ impl RolloutModel {
                     name,
                     resource_version,
                 } => {
+                    let precondition = Precondition::ResourceVersion(resource_version);
                     state
                         .replica_sets
-                        .retain(|rs| !(rs.name == name && rs.rv == resource_version));
+                        .retain(|rs| !(rs.name == name && precondition.holds(rs.rv, &rs.name)));
                 }
                 DeploymentAction::UpdateStatus(status) => state.status = Some(status),
             }
@@ -321,8 +322,14 @@ impl RolloutModel {
                         terminating: false,
                     });
                 }
-                ReplicaSetAction::DeletePod { uid, .. } => {
-                    if let Some(pod) = state.pods.iter_mut().find(|p| p.uid.to_string() == uid) {
+                ReplicaSetAction::DeletePod { name, uid } => {
+                    // The pod's name is its key; the uid precondition refuses a newer namesake.
+                    let precondition = Precondition::Uid(uid);
+                    if let Some(pod) = state
+                        .pods
+                        .iter_mut()
+                        .find(|p| p.name == name && precondition.holds(0, &p.uid.to_string()))
+                    {
                         pod.terminating = true;
                     }
                 }

@@ -199,41 +199,25 @@ pub fn standard_models() -> Vec<(String, RolloutModel)> {
 /// A model run waiting to happen: given its name, it checks and gives the verdict.
 pub type Run = Box<dyn FnOnce(&str) -> Verdict + Send>;
 
-/// The Job, volume, node-loss and StatefulSet configurations: a Job of 3 completions, 2 at a
-/// time, backoffLimit 1; two claims racing for one volume; 3 replicas on 3 nodes with a node
-/// lost (and perhaps back) and one message or controller fault; a StatefulSet of 3 members,
-/// scaled to 2 with a new template.
+/// The Job, volume, node-loss, StatefulSet and read-your-writes configurations: a Job of 3
+/// completions, 2 at a time, backoffLimit 1; two claims racing for one volume; 3 replicas on 3
+/// nodes with a node lost (and perhaps back) and one message or controller fault; a
+/// StatefulSet of 3 members, scaled to 2 with a new template; a ReplicaSet's 2 pods created and
+/// bound by controllers whose writes and answers travel late and out of order.
 pub fn workload_models() -> Vec<(String, Run)> {
     use crate::workloads::{JobModel, StatefulSetModel};
-    use shipshape_reconciler::job::decide_job;
-    use shipshape_reconciler::statefulset::decide_stateful_set;
     vec![
         (
             "job, 3 completions 2 at a time, backoffLimit 1, two faults".into(),
             Box::new(|name: &str| {
-                check(
-                    name,
-                    JobModel {
-                        completions: 3,
-                        parallelism: 2,
-                        backoff_limit: 1,
-                        faults: 2,
-                        decide: decide_job,
-                    },
-                )
+                check(name, JobModel::new(3, 2, 1, 2))
             }),
         ),
         (
             "volumes, 2 claims for 1 static volume, local-path, 2 controllers deciding at once"
                 .into(),
             Box::new(|name: &str| {
-                check(
-                    name,
-                    crate::workloads::VolumeModel {
-                        claims: 2,
-                        decide: shipshape_reconciler::volumes::decide_volumes,
-                    },
-                )
+                check(name, crate::workloads::VolumeModel::new(2))
             }),
         ),
         (
@@ -249,15 +233,14 @@ pub fn workload_models() -> Vec<(String, Run)> {
         (
             "statefulset, 3 members then 2 on a new template, OrderedReady, two faults".into(),
             Box::new(|name: &str| {
-                check(
-                    name,
-                    StatefulSetModel {
-                        replicas: 3,
-                        replicas_after: 2,
-                        faults: 2,
-                        decide: decide_stateful_set,
-                    },
-                )
+                check(name, StatefulSetModel::new(3, 2, 2))
+            }),
+        ),
+        (
+            "read your writes, 2 replicas on 2 one-pod nodes, writes and answers reordered, a write failed or a pod deleted"
+                .into(),
+            Box::new(|name: &str| {
+                check(name, crate::readwrites::ReadYourWritesModel::new(2, 2, 1))
             }),
         ),
     ]
@@ -303,32 +286,101 @@ mod tests {
             }
             decide_job(&view, now, seed)
         }
-        let set = check_bounded(
-            "hasty",
-            StatefulSetModel {
-                replicas: 3,
-                replicas_after: 2,
-                faults: 0,
-                decide: hasty,
-            },
-            Some(50_000),
-        );
+        let mut set = StatefulSetModel::new(3, 2, 0);
+        set.decide = hasty;
+        let set = check_bounded("hasty", set, Some(50_000));
         assert!(set.violated("OrderedReady never"), "{:?}", set.violations);
-        let job = check_bounded(
-            "forgetful",
-            JobModel {
-                completions: 2,
-                parallelism: 1,
-                backoff_limit: 1,
-                faults: 0,
-                decide: forgetful,
-            },
-            Some(50_000),
-        );
+        let mut job = JobModel::new(2, 1, 1, 0);
+        job.decide = forgetful;
+        let job = check_bounded("forgetful", job, Some(50_000));
         assert!(
             job.violated("a Job never records more"),
             "{:?}",
             job.violations
+        );
+    }
+
+    /// Known-wrong volume decisions: one that reads no claimRef (every volume looks free), and
+    /// one that never provisions a local-path volume for a placed claim.
+    #[test]
+    fn the_checker_catches_wrong_volume_controllers() {
+        use crate::workloads::VolumeModel;
+        use shipshape_reconciler::volumes::{ClaimView, VolumeAction, VolumeView, decide_volumes};
+        fn blind(claims: &[ClaimView], volumes: &[VolumeView]) -> Decision<VolumeAction> {
+            let free: Vec<VolumeView> = volumes
+                .iter()
+                .cloned()
+                .map(|mut v| {
+                    v.claim = None;
+                    v.phase = "Available".into();
+                    v
+                })
+                .collect();
+            decide_volumes(claims, &free)
+        }
+        fn lazy(claims: &[ClaimView], volumes: &[VolumeView]) -> Decision<VolumeAction> {
+            let mut decision = decide_volumes(claims, volumes);
+            decision
+                .actions
+                .retain(|a| !matches!(a, VolumeAction::Provision { .. }));
+            decision
+        }
+        let mut model = VolumeModel::new(2);
+        model.decide = blind;
+        let verdict = check("blind", model);
+        assert!(
+            verdict.violated("a volume is never bound to two claims"),
+            "{:?}",
+            verdict.violations
+        );
+        let mut model = VolumeModel::new(2);
+        model.decide = lazy;
+        let verdict = check("lazy", model);
+        assert!(
+            verdict.violated("from every state a fault-free run binds every placed claim"),
+            "{:?}",
+            verdict.violations
+        );
+    }
+
+    /// Known-wrong decisions that livelock rather than break a safety property: a Job
+    /// controller that never starts a pod, a StatefulSet controller that never deletes one.
+    #[test]
+    fn the_checker_catches_workload_controllers_that_never_finish() {
+        use crate::workloads::{JobModel, StatefulSetModel};
+        use shipshape_reconciler::job::{JobAction, JobView, decide_job};
+        use shipshape_reconciler::statefulset::{
+            StatefulSetAction, StatefulSetView, decide_stateful_set,
+        };
+        fn idle_job(view: &JobView, now: i64, seed: u64) -> Decision<JobAction> {
+            let mut decision = decide_job(view, now, seed);
+            decision
+                .actions
+                .retain(|a| !matches!(a, JobAction::CreatePod { .. }));
+            decision
+        }
+        fn clinging(view: &StatefulSetView) -> Decision<StatefulSetAction> {
+            let mut decision = decide_stateful_set(view);
+            decision
+                .actions
+                .retain(|a| !matches!(a, StatefulSetAction::DeletePod { .. }));
+            decision
+        }
+        let mut job = JobModel::new(2, 1, 1, 0);
+        job.decide = idle_job;
+        let verdict = check_bounded("idle", job, Some(50_000));
+        assert!(
+            verdict.violated("from every state a fault-free run ends the Job"),
+            "{:?}",
+            verdict.violations
+        );
+        let mut set = StatefulSetModel::new(3, 2, 0);
+        set.decide = clinging;
+        let verdict = check_bounded("clinging", set, Some(50_000));
+        assert!(
+            verdict.violated("from every state a fault-free run settles"),
+            "{:?}",
+            verdict.violations
         );
     }
 

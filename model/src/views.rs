@@ -1,14 +1,67 @@
 //! What the models show the real decisions: a model pod as a ReplicaSet's `PodView`, a model
 //! node as the scheduler's `NodeView`, and the scheduler's choice back as a node number. Every
 //! model with pods and nodes builds these the same way.
+//!
+//! Pods and ReplicaSets reach the decisions the way they reach them in the controllers: the
+//! model writes the stored object (the fields a kubelet, the store or a controller would set)
+//! and projects it with `shipshape_reconciler::projection`, the function the controllers call.
+//! The model's state stays the few facts that matter (bound, running, ready, terminating), not
+//! the objects: objects with names, uids and timestamps would make states that differ only in
+//! fields no decision reads, and the state space would grow for nothing.
 
-use shipshape_reconciler::replicaset::{PodPhase, PodView};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use shipshape_reconciler::projection;
+use shipshape_reconciler::replicaset::{PodView, ReplicaSetStatus, ReplicaSetView};
 use shipshape_reconciler::scheduler::{NodeView, OwnerCounts, PodRequest, Taint, schedule};
 
 /// Each pod requests this much cpu; nodes are sized in multiples of it.
 pub const POD_CPU_MILLI: u64 = 100;
 
-/// A model pod as the ReplicaSet decision sees it (node `n` is named `node-n`).
+fn rfc3339(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+/// A model pod as the store holds it (node `n` is named `node-n`): created at second `uid`,
+/// Ready since second 0 when ready, `deletionTimestamp` set while terminating.
+pub fn pod_object(
+    name: &str,
+    uid: u32,
+    node: Option<usize>,
+    running: bool,
+    ready: bool,
+    terminating: bool,
+) -> Value {
+    let mut metadata = json!({
+        "name": name,
+        "uid": uid.to_string(),
+        "creationTimestamp": rfc3339(i64::from(uid)),
+    });
+    if terminating {
+        metadata["deletionTimestamp"] = json!(rfc3339(i64::from(uid) + 30));
+    }
+    json!({
+        "metadata": metadata,
+        "spec": {"nodeName": node.map(|n| format!("node-{n}")).unwrap_or_default()},
+        "status": {
+            "phase": if running { "Running" } else { "Pending" },
+            "conditions": [{
+                "type": "Ready",
+                "status": if ready { "True" } else { "False" },
+                "lastTransitionTime": rfc3339(0),
+            }],
+        },
+    })
+}
+
+/// A model pod as the ReplicaSet decision sees it: [`pod_object`] through the controllers'
+/// projection. The projection is a pure function, so each distinct pod is projected once per
+/// checker thread and remembered: building and reading JSON in every state made the checks
+/// several times slower for the same answers.
 pub fn pod_view(
     name: &str,
     uid: u32,
@@ -17,21 +70,61 @@ pub fn pod_view(
     ready: bool,
     terminating: bool,
 ) -> PodView {
-    PodView {
-        name: name.to_string(),
-        uid: uid.to_string(),
-        node: node.map(|n| format!("node-{n}")),
-        phase: if running {
-            PodPhase::Running
-        } else {
-            PodPhase::Pending
-        },
-        ready,
-        ready_since: ready.then_some(0),
-        restarts: 0,
-        created: i64::from(uid),
-        terminating,
+    type Facts = (u32, Option<usize>, bool, bool, bool);
+    thread_local! {
+        static PROJECTED: RefCell<HashMap<Facts, PodView>> = RefCell::new(HashMap::new());
     }
+    let facts = (uid, node, running, ready, terminating);
+    PROJECTED.with(|projected| {
+        let mut projected = projected.borrow_mut();
+        match projected.get(&facts) {
+            Some(view) if view.name == name => view.clone(),
+            _ => {
+                let object = pod_object(name, uid, node, running, ready, terminating);
+                let view = projection::pod_view(&object);
+                projected.insert(facts, view.clone());
+                view
+            }
+        }
+    })
+}
+
+/// A model ReplicaSet as its controller sees it: the stored object (its replicas and the
+/// status its controller last wrote) through the controllers' projection, remembered per
+/// distinct set as [`pod_view`] is.
+pub fn replica_set_view(
+    name: &str,
+    replicas: u32,
+    status: ReplicaSetStatus,
+    pods: Vec<PodView>,
+) -> ReplicaSetView {
+    thread_local! {
+        static PROJECTED: RefCell<HashMap<(u32, ReplicaSetStatus), ReplicaSetView>> =
+            RefCell::new(HashMap::new());
+    }
+    let mut view = PROJECTED.with(|projected| {
+        let mut projected = projected.borrow_mut();
+        match projected.get(&(replicas, status)) {
+            Some(view) if view.name == name => view.clone(),
+            _ => {
+                let set = json!({
+                    "metadata": {"name": name, "generation": 1},
+                    "spec": {"replicas": replicas},
+                    "status": {
+                        "replicas": status.replicas,
+                        "readyReplicas": status.ready,
+                        "availableReplicas": status.available,
+                        "observedGeneration": status.observed_generation,
+                    },
+                });
+                let view = projection::replica_set_view(&set, Vec::new());
+                projected.insert((replicas, status), view.clone());
+                view
+            }
+        }
+    });
+    view.pods = pods;
+    view
 }
 
 /// Node `n` as the scheduler sees it: room for `pods_per_node` pods, the owners of the pods

@@ -8,10 +8,16 @@ use std::fmt;
 
 use shipshape_reconciler::decision::Decision;
 use shipshape_reconciler::job::{JobAction, JobPod, JobRestart, JobStatus, JobView};
+use shipshape_reconciler::precondition::Precondition;
 use shipshape_reconciler::statefulset::{
     OrdinalPod, StatefulSetAction, StatefulSetStatus, StatefulSetView, claim_name, pod_name,
 };
 use stateright::{Model, Property};
+
+use crate::converge::{Converging, first_enabled};
+
+/// How far a fault-free run may go from any reachable state before it must have settled.
+pub const CONVERGENCE_STEPS: usize = 200;
 
 /// Far enough past every finish that any back-off has passed.
 const LATER: i64 = 1_000_000;
@@ -29,6 +35,8 @@ pub struct JobModel {
     pub faults: u8,
     /// The decision under test.
     pub decide: fn(&JobView, i64, u64) -> Decision<JobAction>,
+    /// States whose fault-free run is known to converge.
+    converging: Converging,
 }
 
 impl fmt::Debug for JobModel {
@@ -91,6 +99,44 @@ impl fmt::Display for JobStep {
 }
 
 impl JobModel {
+    /// The model with the real decision.
+    pub fn new(completions: u32, parallelism: u32, backoff_limit: u32, faults: u8) -> Self {
+        Self {
+            completions,
+            parallelism,
+            backoff_limit,
+            faults,
+            decide: shipshape_reconciler::job::decide_job,
+            converging: Converging::default(),
+        }
+    }
+
+    /// The steps of a fault-free run, in order: the controller first, then pods succeeding.
+    fn progress(&self, state: &JobState) -> Vec<JobStep> {
+        let mut steps = Vec::new();
+        if state.snapshot.is_some() {
+            steps.push(JobStep::Act);
+        } else if !(self.decide)(&self.view(state), LATER, u64::from(state.rv))
+            .actions
+            .is_empty()
+        {
+            steps.push(JobStep::Read);
+        }
+        steps.extend(
+            state
+                .pods
+                .iter()
+                .filter(|p| p.outcome.is_none())
+                .map(|p| JobStep::Succeed(p.id)),
+        );
+        steps
+    }
+
+    /// The Job has ended and nothing of it runs any more.
+    pub fn settled(state: &JobState) -> bool {
+        state.status.ended.is_some() && state.pods.iter().all(|p| p.outcome.is_some())
+    }
+
     fn view(&self, state: &JobState) -> JobView {
         JobView {
             name: "job".into(),
@@ -127,11 +173,15 @@ impl JobModel {
         let decision = (self.decide)(&view, LATER, u64::from(rv));
         // Counting and the status that counts are one transaction, refused whole if the Job
         // moved on or a counted pod is gone; pod creations and deletions are apart from it.
-        let counted_ok = rv == state.rv
+        let counted_ok = Precondition::ResourceVersion(u64::from(rv))
+            .holds(u64::from(state.rv), "job")
             && decision.actions.iter().all(|a| match a {
-                JobAction::CountPods(pods) => pods
-                    .iter()
-                    .all(|(_, uid)| state.pods.iter().any(|p| p.id.to_string() == *uid)),
+                JobAction::CountPods(pods) => pods.iter().all(|(name, uid)| {
+                    let precondition = Precondition::Uid(uid.clone());
+                    state.pods.iter().any(|p| {
+                        format!("job-{}", p.id) == *name && precondition.holds(0, &p.id.to_string())
+                    })
+                }),
                 _ => true,
             });
         for action in decision.actions {
@@ -156,7 +206,13 @@ impl JobModel {
                     });
                     state.next_id += 1;
                 }
-                JobAction::DeletePod { uid, .. } => state.pods.retain(|p| p.id.to_string() != uid),
+                JobAction::DeletePod { name, uid } => {
+                    let precondition = Precondition::Uid(uid);
+                    state.pods.retain(|p| {
+                        !(format!("job-{}", p.id) == name
+                            && precondition.holds(0, &p.id.to_string()))
+                    });
+                }
                 JobAction::DeleteJob => {}
             }
         }
@@ -249,6 +305,17 @@ impl Model for JobModel {
                         <= model.parallelism
                 },
             ),
+            Property::always(
+                "from every state a fault-free run ends the Job (no livelock)",
+                |model: &JobModel, state: &JobState| {
+                    model.converging.within(
+                        state,
+                        CONVERGENCE_STEPS,
+                        |state| first_enabled(model, state, model.progress(state)),
+                        JobModel::settled,
+                    )
+                },
+            ),
             Property::eventually(
                 "eventually the Job completes or fails",
                 |_: &JobModel, state: &JobState| state.status.ended.is_some(),
@@ -268,6 +335,8 @@ pub struct StatefulSetModel {
     pub faults: u8,
     /// The decision under test.
     pub decide: fn(&StatefulSetView) -> Decision<StatefulSetAction>,
+    /// States whose fault-free run is known to converge.
+    converging: Converging,
 }
 
 impl fmt::Debug for StatefulSetModel {
@@ -342,6 +411,47 @@ impl fmt::Display for SetStep {
 }
 
 impl StatefulSetModel {
+    /// The model with the real decision.
+    pub fn new(replicas: u32, replicas_after: u32, faults: u8) -> Self {
+        Self {
+            replicas,
+            replicas_after,
+            faults,
+            decide: shipshape_reconciler::statefulset::decide_stateful_set,
+            converging: Converging::default(),
+        }
+    }
+
+    /// The steps of a fault-free run, in order: the controller first, then kubelets. Git's
+    /// commit is left out: the run must settle on whatever template Git declares.
+    fn progress(&self, state: &SetState) -> Vec<SetStep> {
+        let mut steps = Vec::new();
+        if state.snapshot.is_some() {
+            steps.push(SetStep::Act);
+        } else if !(self.decide)(&self.view(state)).actions.is_empty() {
+            steps.push(SetStep::Read);
+        }
+        steps.extend(
+            state
+                .pods
+                .iter()
+                .filter(|p| p.terminating || !p.ready)
+                .map(|p| SetStep::Kubelet(p.uid)),
+        );
+        steps
+    }
+
+    /// Every wanted member runs the template Git declares now, ready; nothing else is left.
+    pub fn settled(state: &SetState) -> bool {
+        state.pods.len() as u32 == state.replicas
+            && state.pods.iter().all(|p| {
+                p.ready
+                    && !p.terminating
+                    && p.revision == state.revision
+                    && p.ordinal < state.replicas
+            })
+    }
+
     fn view(&self, state: &SetState) -> StatefulSetView {
         StatefulSetView {
             name: "web".into(),
@@ -404,8 +514,12 @@ impl StatefulSetModel {
                     });
                     state.next_uid += 1;
                 }
-                StatefulSetAction::DeletePod { uid, .. } => {
-                    if let Some(p) = state.pods.iter_mut().find(|p| p.uid.to_string() == uid) {
+                StatefulSetAction::DeletePod { name, uid } => {
+                    let precondition = Precondition::Uid(uid);
+                    if let Some(p) = state.pods.iter_mut().find(|p| {
+                        pod_name("web", p.ordinal) == name
+                            && precondition.holds(0, &p.uid.to_string())
+                    }) {
                         p.terminating = true;
                     }
                 }
@@ -419,14 +533,7 @@ impl StatefulSetModel {
 
     /// Every wanted member runs the newest template, ready; nothing else is left.
     pub fn converged(&self, state: &SetState) -> bool {
-        state.committed
-            && state.pods.len() as u32 == state.replicas
-            && state.pods.iter().all(|p| {
-                p.ready
-                    && !p.terminating
-                    && p.revision == state.revision
-                    && p.ordinal < state.replicas
-            })
+        state.committed && Self::settled(state)
     }
 }
 
@@ -539,6 +646,17 @@ impl Model for StatefulSetModel {
                         .all(|p| state.claims.contains(&claim_name("data", "web", p.ordinal)))
                 },
             ),
+            Property::always(
+                "from every state a fault-free run settles every member (no livelock)",
+                |model: &StatefulSetModel, state: &SetState| {
+                    model.converging.within(
+                        state,
+                        CONVERGENCE_STEPS,
+                        |state| first_enabled(model, state, model.progress(state)),
+                        StatefulSetModel::settled,
+                    )
+                },
+            ),
             Property::eventually(
                 "eventually every member runs the newest template",
                 |model: &StatefulSetModel, state: &SetState| model.converged(state),
@@ -560,6 +678,8 @@ pub struct VolumeModel {
         &[shipshape_reconciler::volumes::ClaimView],
         &[shipshape_reconciler::volumes::VolumeView],
     ) -> Decision<shipshape_reconciler::volumes::VolumeAction>,
+    /// States whose fault-free run is known to converge.
+    converging: Converging,
 }
 
 impl fmt::Debug for VolumeModel {
@@ -621,6 +741,37 @@ impl fmt::Display for VolumeStep {
 }
 
 impl VolumeModel {
+    /// The model with the real decision.
+    pub fn new(claims: u8) -> Self {
+        Self {
+            claims,
+            decide: shipshape_reconciler::volumes::decide_volumes,
+            converging: Converging::default(),
+        }
+    }
+
+    /// The steps of a fault-free run, in order: each controller acts on what it read, then
+    /// reads. Git's claims and the scheduler's placements are left out: the run must settle on
+    /// whatever claims and placements there are.
+    fn progress() -> Vec<VolumeStep> {
+        vec![
+            VolumeStep::Act(0),
+            VolumeStep::Act(1),
+            VolumeStep::Read(0),
+            VolumeStep::Read(1),
+        ]
+    }
+
+    /// Every claim that exists and whose pod is placed is bound, and no decision is in hand.
+    pub fn settled(state: &VolumeState) -> bool {
+        state
+            .claims
+            .iter()
+            .zip(&state.created)
+            .all(|((volume, node), created)| !created || volume.is_some() || node.is_none())
+            && state.snapshots.iter().all(Option::is_none)
+    }
+
     fn views(
         snapshot: &VolumeSnapshot,
     ) -> (
@@ -697,7 +848,8 @@ impl VolumeModel {
                     if let Some(seen) = seen
                         && seen.claim.is_none()
                     {
-                        if state.volumes[index].rv != seen.rv {
+                        let precondition = Precondition::ResourceVersion(u64::from(seen.rv));
+                        if !precondition.holds(u64::from(state.volumes[index].rv), &volume) {
                             continue;
                         }
                         state.volumes[index].claim = Some(claim as u8);
@@ -810,6 +962,17 @@ impl Model for VolumeModel {
                                 .any(|v| v.name == *name && v.claim == Some(c as u8))
                         })
                     })
+                },
+            ),
+            Property::always(
+                "from every state a fault-free run binds every placed claim (no livelock)",
+                |model: &VolumeModel, state: &VolumeState| {
+                    model.converging.within(
+                        state,
+                        CONVERGENCE_STEPS,
+                        |state| first_enabled(model, state, VolumeModel::progress()),
+                        VolumeModel::settled,
+                    )
                 },
             ),
             Property::eventually(

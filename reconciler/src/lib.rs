@@ -14,6 +14,8 @@
 //! - [`job`]: Jobs: pods until enough succeed, back-off, deadlines, exactly-once counting.
 //! - [`kubelet`]: restart policy and back-off for a pod's containers; the pod's phase.
 //! - [`nodes`]: node lifecycle: unreachable nodes are marked, then emptied.
+//! - [`precondition`]: what a write must still find (resourceVersion, uid): the store's check.
+//! - [`projection`]: stored objects (pods, ReplicaSets) as the views the decisions take.
 //! - [`replicaset`]: create or delete pods to match replicas; status.
 //! - [`deployment`]: rolling updates and Recreate across ReplicaSets; history; status.
 //! - [`scheduler`]: which node a pod goes to, or Kubernetes' reason why none can take it.
@@ -33,6 +35,8 @@ pub mod job;
 pub mod kubelet;
 pub mod namespaces;
 pub mod nodes;
+pub mod precondition;
+pub mod projection;
 pub mod replicaset;
 pub mod scheduler;
 pub mod services;

@@ -30,7 +30,6 @@ pub mod volumes;
 
 use serde_json::Value;
 use shipshape_api::pointer::At;
-use shipshape_reconciler::replicaset::{PodPhase, PodView};
 
 /// The status of container `name` in `pod` (regular or init), if the kubelet reported one.
 pub fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
@@ -379,50 +378,8 @@ pub fn pod_reference(namespace: &str, name: &str, uid: &str) -> Value {
     })
 }
 
-/// The `Ready` condition of a pod: whether it is true, and since when.
-fn ready_condition(pod: &Value) -> (bool, Option<i64>) {
-    match condition(pod, "Ready") {
-        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
-            (true, seconds(c.get("lastTransitionTime")))
-        }
-        _ => (false, None),
-    }
-}
-
-/// A pod as the workload decisions see it.
-pub fn pod_view(pod: &Value) -> PodView {
-    let phase = match text(pod, "/status/phase") {
-        Some("Running") => PodPhase::Running,
-        Some("Succeeded") => PodPhase::Succeeded,
-        Some("Failed") => PodPhase::Failed,
-        Some("Unknown") => PodPhase::Unknown,
-        _ => PodPhase::Pending,
-    };
-    let (ready, ready_since) = ready_condition(pod);
-    let restarts = pod
-        .at("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .map(|statuses| {
-            statuses
-                .iter()
-                .filter_map(|s| s.get("restartCount").and_then(Value::as_u64))
-                .sum::<u64>()
-        })
-        .unwrap_or(0);
-    PodView {
-        name: text(pod, "/metadata/name").unwrap_or_default().to_string(),
-        uid: text(pod, "/metadata/uid").unwrap_or_default().to_string(),
-        node: text(pod, "/spec/nodeName")
-            .filter(|n| !n.is_empty())
-            .map(str::to_string),
-        phase,
-        ready,
-        ready_since,
-        restarts: u32::try_from(restarts).unwrap_or(u32::MAX),
-        created: seconds(pod.at("/metadata/creationTimestamp")).unwrap_or(0),
-        terminating: pod.at("/metadata/deletionTimestamp").is_some(),
-    }
-}
+/// A pod as the workload decisions see it: the projection the models use too.
+pub use shipshape_reconciler::projection::pod_view;
 
 /// A seed for a decision's names from what the decision is about: the same state gives the
 /// same names (so a replayed decision is the same decision), a new state new ones.
@@ -441,6 +398,7 @@ pub fn seed(parts: &[&str]) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+    use shipshape_reconciler::replicaset::{PodPhase, PodView};
 
     #[test]
     fn pods_inherit_the_commit_and_application_of_their_owner() {
