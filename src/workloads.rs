@@ -65,6 +65,7 @@ enum NodeActors {
 pub(crate) struct Workloads {
     deployment: ActorRef<ControllerActor<DeploymentController>>,
     replica_set: ActorRef<ControllerActor<ReplicaSetController>>,
+    replication: ActorRef<ControllerActor<ReplicaSetController>>,
     scheduler: ActorRef<ControllerActor<Scheduler>>,
     endpoints: ActorRef<ControllerActor<EndpointsController>>,
     garbage: ActorRef<ControllerActor<GarbageCollector>>,
@@ -154,6 +155,7 @@ impl Workloads {
         Ok(Self {
             deployment: spawn(DeploymentController::new(), store),
             replica_set: spawn(ReplicaSetController::new(), store),
+            replication: spawn(ReplicaSetController::replication_controllers(), store),
             scheduler: spawn(Scheduler::new(), store),
             endpoints: spawn(EndpointsController::new(), store),
             garbage: spawn(GarbageCollector::new(), store),
@@ -210,6 +212,7 @@ impl Workloads {
         stop(self.stateful_sets).await;
         stop(self.volumes).await;
         stop(self.replica_set).await;
+        stop(self.replication).await;
         stop(self.deployment).await;
         stop(self.dns_view).await;
         self.dns.stop().await;

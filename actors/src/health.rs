@@ -90,7 +90,7 @@ pub fn assess(kind: Kind, object: &Value) -> Option<Assessment> {
     }
     Some(match kind {
         Kind::Deployment => deployment(object),
-        Kind::ReplicaSet => replica_set(object),
+        Kind::ReplicaSet | Kind::ReplicationController => replica_set(object),
         Kind::StatefulSet => stateful_set(object),
         Kind::DaemonSet => daemon_set(object),
         Kind::Pod => pod(object),

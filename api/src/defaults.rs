@@ -54,6 +54,27 @@ pub fn apply_defaults(object: &mut Object) {
                 template(t);
             }
         }
+        Object::ReplicationController(controller) => {
+            // Kubernetes' SetDefaults_ReplicationController: an empty selector and empty
+            // labels come from the template's labels.
+            let spec = controller.spec.get_or_insert_with(Default::default);
+            set(&mut spec.replicas, 1);
+            if let Some(t) = &mut spec.template {
+                template(t);
+                let labels = t.metadata.as_ref().and_then(|m| m.labels.clone());
+                if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+                    spec.selector = labels.clone();
+                }
+                if controller
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_none_or(|l| l.is_empty())
+                {
+                    controller.metadata.labels = labels;
+                }
+            }
+        }
         Object::StatefulSet(set_) => {
             let spec = &mut set_.spec;
             set(&mut spec.replicas, 1);
@@ -231,6 +252,22 @@ mod tests {
         let mut again = object.clone();
         apply_defaults(&mut again);
         assert_eq!(again, object);
+    }
+
+    #[test]
+    fn a_replication_controller_selects_its_template_labels_by_default() {
+        let mut object = Object::from_json(json!({
+            "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "nginx"},
+            "spec": {"template": {"metadata": {"labels": {"app": "nginx"}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}}
+        }))
+        .expect("decodes");
+        apply_defaults(&mut object);
+        let value = object.to_json();
+        assert_eq!(value["spec"]["replicas"], 1);
+        assert_eq!(value["spec"]["selector"], json!({"app": "nginx"}));
+        assert_eq!(value["metadata"]["labels"], json!({"app": "nginx"}));
+        assert_eq!(value["spec"]["template"]["spec"]["restartPolicy"], "Always");
     }
 
     #[test]

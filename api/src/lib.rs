@@ -7,6 +7,7 @@
 //!   real manifests and kubectl's JSON work unchanged.
 //! - [`load`]: files (or a Git tree) in, validated [`Manifest`]s and one-line [`Problem`]s out.
 //! - [`validate`]: the API server's rules for a decoded object.
+//! - [`versions`]: older versions Kubernetes still serves (`autoscaling/v1`), read into the stored one.
 //! - [`yaml`], [`path`]: the positioned YAML reader and field paths that let every problem name
 //!   its line and field.
 //! - [`names`], [`quantity`], [`selector`], [`qos`]: Kubernetes' name syntaxes, resource quantities,
@@ -26,6 +27,7 @@ pub mod quantity;
 pub mod schema;
 pub mod selector;
 pub mod validate;
+pub mod versions;
 pub mod yaml;
 
 pub use k8s_openapi;

@@ -178,6 +178,7 @@ supported_kinds! {
     EndpointSlice => discovery::EndpointSlice, rank 3, git true, name Subdomain;
     Pod => core::Pod, rank 4, git true, name Subdomain;
     ReplicaSet => apps::ReplicaSet, rank 4, git true, name Subdomain;
+    ReplicationController => core::ReplicationController, rank 4, git true, name Subdomain;
     Deployment => apps::Deployment, rank 4, git true, name Subdomain;
     StatefulSet => apps::StatefulSet, rank 4, git true, name Subdomain;
     DaemonSet => apps::DaemonSet, rank 4, git true, name Subdomain;
@@ -200,6 +201,7 @@ impl Kind {
             Kind::Pod => &["po"],
             Kind::Deployment => &["deploy"],
             Kind::ReplicaSet => &["rs"],
+            Kind::ReplicationController => &["rc"],
             Kind::StatefulSet => &["sts"],
             Kind::DaemonSet => &["ds"],
             Kind::CronJob => &["cj"],
@@ -253,7 +255,7 @@ pub enum KindLookup {
 pub struct UnservedKind {
     /// The API group (empty for the core group); any version of it matches.
     pub group: &'static str,
-    /// `ReplicationController`.
+    /// `PodTemplate`.
     pub kind: &'static str,
     /// The rest of a sentence that starts with the kind: `is not supported by shipshape yet:
     /// use a Deployment`.
@@ -261,7 +263,7 @@ pub struct UnservedKind {
 }
 
 impl UnservedKind {
-    /// The sentence a user reads: `ReplicationController is not supported by shipshape yet: …`.
+    /// The sentence a user reads: `PodTemplate is not supported by shipshape yet: …`.
     pub fn message(&self) -> String {
         format!("{} {}", self.kind, self.why)
     }
@@ -281,11 +283,6 @@ const SERVICE_ADDRESSES: &str =
 /// The kinds Kubernetes (1.34) builds in that shipshape does not serve. RBAC's kinds are left
 /// out on purpose: with custom resources they get the general "not custom resources or RBAC".
 static UNSERVED_KINDS: &[UnservedKind] = &[
-    UnservedKind {
-        group: "",
-        kind: "ReplicationController",
-        why: "is not supported by shipshape yet: use a Deployment",
-    },
     UnservedKind {
         group: "",
         kind: "PodTemplate",
@@ -507,6 +504,7 @@ impl Kind {
     /// Finds the kind a manifest's `apiVersion` and `kind` name.
     pub fn lookup(api_version: &str, kind: &str) -> KindLookup {
         let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        let api_version = crate::versions::stored_version(api_version, kind).unwrap_or(api_version);
         let mut same_name = None;
         for candidate in Kind::ALL {
             let info = candidate.info();
@@ -690,6 +688,7 @@ impl Object {
     /// Decodes an object from its JSON form, choosing the kind from `apiVersion` and `kind`.
     /// Unknown fields are ignored here; [`unknown_fields`] finds them.
     pub fn from_json(value: serde_json::Value) -> Result<Self, DecodeError> {
+        let value = crate::versions::to_stored_version(value);
         let text = |field: &str| value.get(field).and_then(serde_json::Value::as_str);
         let (Some(api_version), Some(kind)) = (text("apiVersion"), text("kind")) else {
             return Err(DecodeError::at_root("apiVersion and kind are required"));
@@ -722,6 +721,7 @@ impl Object {
     pub fn decode_strict(
         value: serde_json::Value,
     ) -> Result<(Self, Vec<DecodeError>), DecodeError> {
+        let value = crate::versions::to_stored_version(value);
         let object = Self::from_json(value.clone())?;
         let mut problems: Vec<DecodeError> = unknown_fields(&value, &object.to_json())
             .into_iter()
@@ -873,8 +873,8 @@ mod tests {
             other => format!("{other:?}"),
         };
         assert_eq!(
-            message("v1", "ReplicationController"),
-            "ReplicationController is not supported by shipshape yet: use a Deployment"
+            message("v1", "PodTemplate"),
+            "PodTemplate is not supported by shipshape yet: put the pod template in a Deployment, StatefulSet, DaemonSet or Job"
         );
         assert_eq!(
             message("apiregistration.k8s.io/v1", "APIService"),

@@ -67,7 +67,7 @@ fn kind_columns(kind: Kind) -> Vec<Value> {
             ),
             column("Available", "integer", 0, "Replicas available to serve"),
         ],
-        Kind::ReplicaSet => vec![
+        Kind::ReplicaSet | Kind::ReplicationController => vec![
             column("Desired", "integer", 0, "Desired replicas"),
             column("Current", "integer", 0, "Current replicas"),
             column("Ready", "integer", 0, "Ready replicas"),
@@ -176,7 +176,7 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
             json!(count(&status["updatedReplicas"])),
             json!(count(&status["availableReplicas"])),
         ],
-        Kind::ReplicaSet => vec![
+        Kind::ReplicaSet | Kind::ReplicationController => vec![
             json!(spec["replicas"].as_i64().unwrap_or(1)),
             json!(count(&status["replicas"])),
             json!(count(&status["readyReplicas"])),

@@ -1,56 +1,70 @@
 //! The ReplicaSet controller: keeps each set's pods at its replicas and reports its status,
 //! deciding with [`shipshape_reconciler::replicaset::decide_replica_set`].
+//!
+//! ReplicationControllers run through the same controller (a second instance), as Kubernetes'
+//! replication manager is its ReplicaSet controller over the older kind: the fields the
+//! decision reads (`spec.replicas`, `minReadySeconds`, the status counts) are spelled alike,
+//! and pods are found by their owner's uid, not by the selector, so its plain label map needs
+//! no conversion.
 
 use shipshape_api::pointer::At;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use shipshape_api::Kind;
+use shipshape_reconciler::projection::replica_set_view;
 use shipshape_reconciler::replicaset::{
-    PodView, ReplicaSetAction, ReplicaSetStatus, ReplicaSetView, decide_replica_set,
+    PodView, ReplicaSetAction, ReplicaSetStatus, decide_replica_set,
 };
 
-use super::{Owned, Owners, PodTemplate, number, pod_view, seed, status_count, text};
+use super::{Owned, Owners, PodTemplate, number, pod_view, seed, text};
 use crate::controller::{Controller, Dirty, Reconciled, because};
 use crate::events::event;
 use crate::store::{AuditEntry, Batch, Precondition, WatchEvent, key_of, parse_storage_key};
 use crate::{Write, store};
-
-const COMPONENT: &str = "replicaset-controller";
 
 /// Kubernetes' default grace period for a pod's containers to stop.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// The ReplicaSet controller's cache: the sets, and their pods by owner uid.
 pub struct ReplicaSetController {
+    /// `ReplicaSet`, or `ReplicationController` for the instance that runs those.
+    kind: Kind,
     sets: Owners,
     pods: Owned<PodView>,
 }
 
 impl Default for ReplicaSetController {
     fn default() -> Self {
-        Self {
-            sets: Owners::default(),
-            pods: Owned::new("ReplicaSet"),
-        }
+        Self::for_kind(Kind::ReplicaSet)
     }
 }
 
 impl ReplicaSetController {
-    /// An empty cache.
+    /// An empty cache of ReplicaSets.
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-/// The status a ReplicaSet reports, as written by [`status_json`].
-fn parse_status(set: &Value) -> ReplicaSetStatus {
-    let count = |field: &str| status_count(set, field);
-    ReplicaSetStatus {
-        replicas: count("replicas"),
-        ready: count("readyReplicas"),
-        available: count("availableReplicas"),
-        observed_generation: number(set, "/status/observedGeneration").unwrap_or(0),
+    /// An empty cache of ReplicationControllers (core/v1), run exactly as ReplicaSets.
+    pub fn replication_controllers() -> Self {
+        Self::for_kind(Kind::ReplicationController)
+    }
+
+    fn for_kind(kind: Kind) -> Self {
+        Self {
+            kind,
+            sets: Owners::default(),
+            pods: Owned::new(kind.info().kind),
+        }
+    }
+
+    /// The name events give as their source, as Kubernetes' controllers sign them.
+    fn component(&self) -> &'static str {
+        match self.kind {
+            Kind::ReplicationController => "replication-controller",
+            _ => "replicaset-controller",
+        }
     }
 }
 
@@ -73,15 +87,18 @@ fn list(names: &[String]) -> String {
 
 impl Controller for ReplicaSetController {
     fn name(&self) -> &'static str {
-        "replicaset"
+        match self.kind {
+            Kind::ReplicationController => "replicationcontroller",
+            _ => "replicaset",
+        }
     }
 
     fn kinds(&self) -> Vec<Kind> {
-        vec![Kind::ReplicaSet, Kind::Pod]
+        vec![self.kind, Kind::Pod]
     }
 
     fn reset(&mut self) {
-        *self = Self::default();
+        *self = Self::for_kind(self.kind);
     }
 
     fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
@@ -89,7 +106,7 @@ impl Controller for ReplicaSetController {
             return;
         };
         match key.kind {
-            Kind::ReplicaSet => self.sets.observe(event, dirty),
+            kind if kind == self.kind => self.sets.observe(event, dirty),
             Kind::Pod => {
                 let owner = self.pods.observe(event, pod_view);
                 if let Some(set) = owner.and_then(|uid| self.sets.key_of(&uid)) {
@@ -110,16 +127,7 @@ impl Controller for ReplicaSetController {
         let uid = text(set, "/metadata/uid").unwrap_or_default();
         let rv = text(set, "/metadata/resourceVersion").unwrap_or_default();
         let pods: Vec<PodView> = self.pods.of(uid).cloned().collect();
-        let view = ReplicaSetView {
-            name: text(set, "/metadata/name").unwrap_or_default().to_string(),
-            replicas: number(set, "/spec/replicas")
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(1),
-            min_ready_seconds: number(set, "/spec/minReadySeconds").unwrap_or(0),
-            generation: number(set, "/metadata/generation").unwrap_or(1),
-            status: parse_status(set),
-            pods,
-        };
+        let view = replica_set_view(set, pods);
         let decision = decide_replica_set(&view, now.as_second(), seed(&[uid, rv]));
         let Ok(set_key) = key_of(set) else {
             return Reconciled::default();
@@ -193,7 +201,7 @@ impl Controller for ReplicaSetController {
                 continue;
             }
             writes.push(event(
-                COMPONENT,
+                self.component(),
                 set,
                 "Normal",
                 reason,
@@ -203,7 +211,7 @@ impl Controller for ReplicaSetController {
             batches.push(Batch {
                 writes,
                 audit: Some(AuditEntry {
-                    actor: "controller/replicaset".into(),
+                    actor: format!("controller/{}", self.name()),
                     action: action.into(),
                     subject: key.to_string(),
                     details: json!({ "pods": names }),

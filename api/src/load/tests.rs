@@ -180,15 +180,36 @@ fn a_missing_field_is_reported_once_at_the_line_that_lacks_it() {
 fn explains_built_in_kinds_it_does_not_serve() {
     let result = load(&[file(
         "x.yaml",
-        "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\n---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
+        "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: rc}\n---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
     )]);
     assert_eq!(
         lines(&result),
         vec![
-            "repo/x.yaml:2: ReplicationController rc: kind: ReplicationController is not supported by shipshape yet: use a Deployment",
+            "repo/x.yaml:2: PodTemplate rc: kind: PodTemplate is not supported by shipshape yet: put the pod template in a Deployment, StatefulSet, DaemonSet or Job",
             "repo/x.yaml:6: APIService v1beta1.metrics.k8s.io: kind: APIService is not supported: shipshape has no aggregated APIs",
             "repo/x.yaml:10: Role r: kind: unsupported kind Role (rbac.authorization.k8s.io/v1): shipshape serves the built-in workload, service, config, storage and policy kinds, not custom resources or RBAC",
         ]
+    );
+}
+
+#[test]
+fn autoscaling_v1_is_served_and_stored_as_v2() {
+    let result = load(&[file(
+        "hpa.yaml",
+        "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 1\n  maxReplicas: 4\n  targetCPUUtilizationPercentage: 60\n---\napiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: typo}\nspec:\n  scaleTargetRef: {kind: Deployment, name: web}\n  maxReplicas: 4\n  targetCPUUtilisationPercentage: 60\n",
+    )]);
+    assert_eq!(
+        lines(&result),
+        vec![
+            "repo/hpa.yaml:16: HorizontalPodAutoscaler default/typo: spec.targetCPUUtilisationPercentage: unknown field"
+        ]
+    );
+    let hpa = result.manifests.first().map(|m| m.object.to_json());
+    let hpa = hpa.expect("the first one loads");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
     );
 }
 

@@ -59,6 +59,7 @@ pub fn validate(object: &Object) -> Vec<FieldProblem> {
         },
         Object::Deployment(d) => workloads::deployment(&mut report, d),
         Object::ReplicaSet(rs) => workloads::replica_set(&mut report, rs),
+        Object::ReplicationController(rc) => workloads::replication_controller(&mut report, rc),
         Object::StatefulSet(ss) => workloads::stateful_set(&mut report, ss),
         Object::DaemonSet(ds) => workloads::daemon_set(&mut report, ds),
         Object::Job(job) => workloads::job(&mut report, job),

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::names;
@@ -133,6 +133,36 @@ pub(super) fn replica_set(report: &mut Report, replica_set: &ReplicaSet) {
         &spec_path,
         Some(&spec.selector),
         spec.template.as_ref(),
+        &PodRules::long_running(),
+    );
+}
+
+/// A ReplicationController: a ReplicaSet whose selector is a plain label map, defaulting to
+/// the template's labels (Kubernetes' `SetDefaults_ReplicationController`).
+pub(super) fn replication_controller(report: &mut Report, controller: &ReplicationController) {
+    let spec_path = FieldPath::parse("spec");
+    let Some(spec) = &controller.spec else {
+        report.push(spec_path, "required field is missing");
+        return;
+    };
+    common_counts(report, &spec_path, spec.replicas, spec.min_ready_seconds);
+    let template = spec.template.as_ref();
+    let selector = match spec.selector.as_ref().filter(|s| !s.is_empty()) {
+        Some(labels) => {
+            report.labels(&spec_path.field("selector"), Some(labels));
+            Some(labels.clone())
+        }
+        None => template.and_then(|t| t.metadata.as_ref()?.labels.clone()),
+    };
+    let selector = LabelSelector {
+        match_labels: selector,
+        match_expressions: None,
+    };
+    selected_template(
+        report,
+        &spec_path,
+        Some(&selector),
+        template,
         &PodRules::long_running(),
     );
 }
