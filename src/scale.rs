@@ -47,6 +47,17 @@ pub(crate) struct ScaleFigures {
     cpu: Option<Duration>,
 }
 
+/// A duration as people read it, never rounded to zero: `12.3 s`, `48 ms`, `730 µs`.
+fn figure(duration: std::time::Duration) -> String {
+    if duration >= std::time::Duration::from_secs(1) {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else if duration >= std::time::Duration::from_millis(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{} µs", duration.as_micros().max(1))
+    }
+}
+
 impl ScaleFigures {
     pub(crate) fn print(&self) {
         let throughput = self.pods as f64 / self.scheduled.as_secs_f64().max(1e-9);
@@ -57,17 +68,17 @@ impl ScaleFigures {
             self.pods.div_ceil(REPLICAS)
         );
         println!(
-            "  nodes registered          {:>9.1} s",
-            self.registered.as_secs_f64()
+            "  nodes registered          {:>11}",
+            figure(self.registered)
         );
         println!(
-            "  all pods scheduled        {:>9.1} s   {throughput:.0} pods/s (target 10000: {:.2}x)",
-            self.scheduled.as_secs_f64(),
+            "  all pods scheduled        {:>11}   {throughput:.0} pods/s (target 10000: {:.2}x)",
+            figure(self.scheduled),
             throughput / 10_000.0
         );
         println!(
-            "  converged (all Running)   {:>9.1} s   (target under 60 s)",
-            self.converged.as_secs_f64()
+            "  converged (all Running)   {:>11}   (target under 60 s)",
+            figure(self.converged)
         );
         println!(
             "  durable writes            {:>9}     ({:.1} per pod: create, bind, status, owners' status, leases)",

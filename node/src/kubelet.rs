@@ -299,20 +299,33 @@ impl Kubelet {
                 }
                 // Only this node's: its address pool knows the pod.
                 let ipam = shared.config.data_dir.join("cni").join(&shared.config.node);
-                let ours = std::fs::read_dir(&ipam)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|entry| {
-                        std::fs::read_to_string(entry.path())
-                            .is_ok_and(|text| text.lines().next() == Some(uid.as_str()))
-                    });
-                if ours {
+                if pool_holds(&ipam, &uid) {
                     let _ = shared.network.remove_pod(&uid, &name).await;
                 }
             }
         });
     }
+}
+
+/// Whether the host-local address pool in `ipam` (the plugin's `dataDir`) has an address
+/// reserved for `pod_uid`. host-local keeps one folder per network, and in it a file per
+/// address whose first line is the container id the address was given to (the pod's uid).
+fn pool_holds(ipam: &std::path::Path, pod_uid: &str) -> bool {
+    let entries = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect::<Vec<_>>()
+    };
+    entries(ipam)
+        .into_iter()
+        .filter(|path| path.is_dir())
+        .flat_map(|network| entries(&network))
+        .any(|file| {
+            std::fs::read_to_string(file).is_ok_and(|text| text.lines().next() == Some(pod_uid))
+        })
 }
 
 impl Controller for Kubelet {
@@ -408,5 +421,25 @@ impl Controller for Kubelet {
         }
         self.reconcile_pod(key);
         Reconciled::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_address_is_found_in_the_host_local_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // host-local's layout: DATADIR/<network>/<address> holding "id\r\nifname", beside its
+        // lock and last-reserved files.
+        let network = dir.path().join("shipshape-ship-node-1-ab12");
+        std::fs::create_dir_all(&network).expect("mkdir");
+        std::fs::write(network.join("10.244.0.7"), "uid-1\r\neth0").expect("write");
+        std::fs::write(network.join("last_reserved_ip.0"), "10.244.0.7").expect("write");
+        std::fs::write(network.join("lock"), "").expect("write");
+        assert!(pool_holds(dir.path(), "uid-1"));
+        assert!(!pool_holds(dir.path(), "uid-2"));
+        assert!(!pool_holds(&dir.path().join("missing"), "uid-1"));
     }
 }

@@ -242,3 +242,145 @@ async fn pods_run_survive_crashes_and_node_loss_and_go_with_their_deployment() {
     )
     .await;
 }
+
+/// A ReplicationController (core/v1, common in older repositories) keeps its replicas
+/// running, replaces a deleted pod, reports its status, and takes its pods with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_controller_keeps_its_replicas_and_takes_its_pods_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StoreActor::spawn(StoreActor::new(
+        Store::open(&dir.path().join("db.redb")).expect("store"),
+    ));
+    let lease = Duration::from_secs(5);
+    let _controllers = spawn(ReplicaSetController::replication_controllers(), &store);
+    let _scheduler = spawn(Scheduler::new(), &store);
+    let _gc = spawn(GarbageCollector::new(), &store);
+    let _nodes = spawn(
+        SimulatedNodes::new(SimulatedConfig {
+            nodes: 2,
+            cpu_milli: 2000,
+            memory: 4 << 30,
+            max_pods: 110,
+            pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
+            start_delay: Duration::from_millis(50),
+            lease_duration: lease,
+        }),
+        &store,
+    );
+    create(
+        &store,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}),
+    )
+    .await;
+    create(
+        &store,
+        json!({
+            "apiVersion": "v1", "kind": "ReplicationController",
+            "metadata": {"name": "nginx", "namespace": "demo"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"app": "nginx"},
+                "template": {"metadata": {"labels": {"app": "nginx"}},
+                             "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}},
+            },
+        }),
+    )
+    .await;
+    let running = async || {
+        let pods = pods(&store).await;
+        let live: Vec<Value> = pods
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        let owned = live.iter().all(|p| {
+            p["metadata"]["ownerReferences"][0]["kind"] == "ReplicationController"
+                && p["metadata"]["ownerReferences"][0]["name"] == "nginx"
+        });
+        let running = live
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count();
+        (live, owned, running)
+    };
+    let first = eventually("three running pods of the controller", async || {
+        let (live, owned, running) = running().await;
+        let controller = store
+            .ask(Get(
+                parse_storage_key("ReplicationController/demo/nginx").expect("key")
+            ))
+            .await
+            .expect("get")
+            .expect("controller");
+        let ready = &controller.object["status"]["readyReplicas"];
+        if owned && running == 3 && live.len() == 3 && *ready == 3 {
+            Ok(live)
+        } else {
+            Err(format!(
+                "{} live, owned {owned}, {running} running, ready {ready}",
+                live.len()
+            ))
+        }
+    })
+    .await;
+
+    let victim = &first[0];
+    let name = victim["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    store
+        .ask(Apply(Batch {
+            writes: vec![Write::Delete {
+                key: parse_storage_key(&format!("Pod/demo/{name}")).expect("key"),
+                precondition: Precondition::Uid(
+                    victim["metadata"]["uid"].as_str().expect("uid").into(),
+                ),
+            }],
+            audit: None,
+        }))
+        .await
+        .expect("deleted");
+    eventually("a replacement for the deleted pod", async || {
+        let (live, owned, running) = running().await;
+        let replaced = live.iter().all(|p| p["metadata"]["name"] != name.as_str());
+        if owned && replaced && running == 3 && live.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} live, {running} running, replaced {replaced}",
+                live.len()
+            ))
+        }
+    })
+    .await;
+
+    let controller = store
+        .ask(Get(
+            parse_storage_key("ReplicationController/demo/nginx").expect("key")
+        ))
+        .await
+        .expect("get")
+        .expect("controller");
+    store
+        .ask(Apply(Batch {
+            writes: vec![Write::Delete {
+                key: parse_storage_key("ReplicationController/demo/nginx").expect("key"),
+                precondition: Precondition::Uid(controller.uid().to_string()),
+            }],
+            audit: None,
+        }))
+        .await
+        .expect("deleted");
+    eventually(
+        "every pod of the controller terminating or gone",
+        async || {
+            let (live, _, _) = running().await;
+            if live.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} live pods", live.len()))
+            }
+        },
+    )
+    .await;
+}

@@ -168,7 +168,7 @@ pub fn decide_cronjob(view: &CronJobView, now: i64) -> Decision<CronJobAction> {
     if !view.suspend {
         let mut earliest = view.last_schedule.unwrap_or(view.created);
         if let Some(deadline) = view.starting_deadline_seconds {
-            earliest = earliest.max(now - deadline);
+            earliest = earliest.max(now.saturating_sub(deadline));
         }
         // The most recent schedule in (earliest, now].
         let mut due = None;
@@ -191,7 +191,7 @@ pub fn decide_cronjob(view: &CronJobView, now: i64) -> Decision<CronJobAction> {
             let exists = view.jobs.iter().any(|j| j.name == name);
             let late = view
                 .starting_deadline_seconds
-                .is_some_and(|deadline| at + deadline < now);
+                .is_some_and(|deadline| at.saturating_add(deadline) < now);
             if exists {
                 last_schedule = Some(last_schedule.map_or(at, |seen| seen.max(at)));
             } else if late {
@@ -293,6 +293,14 @@ mod tests {
             uid: format!("uid-{name}"),
             finished: None,
         }
+    }
+
+    #[test]
+    fn a_starting_deadline_near_the_largest_number_never_overflows() {
+        let mut view = view("* * * * *");
+        view.starting_deadline_seconds = Some(i64::MAX);
+        let decision = decide_cronjob(&view, 1_000_080);
+        assert_eq!(created(&decision), ["hello-16668"]);
     }
 
     #[test]

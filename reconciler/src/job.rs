@@ -179,7 +179,7 @@ pub fn decide_job(view: &JobView, now: i64, seed: u64) -> Decision<JobAction> {
             status.ended = Some((JobEnd::BackoffLimitExceeded, now));
         } else if let (Some(deadline), Some(start)) =
             (view.active_deadline_seconds, status.start_time)
-            && now >= start + deadline
+            && now >= start.saturating_add(deadline)
         {
             status.ended = Some((JobEnd::DeadlineExceeded, now));
         }
@@ -269,13 +269,13 @@ pub fn decide_job(view: &JobView, now: i64, seed: u64) -> Decision<JobAction> {
         view.active_deadline_seconds,
         status.start_time,
     ) {
-        wake.push(start + deadline - now);
+        wake.push(start.saturating_add(deadline).saturating_sub(now));
     }
     if let (Some((_, ended)), Some(ttl)) = (status.ended, view.ttl_seconds_after_finished) {
-        if now >= ended + ttl && view.status.ended.is_some() {
+        if now >= ended.saturating_add(ttl) && view.status.ended.is_some() {
             decision.actions.push(JobAction::DeleteJob);
         } else {
-            wake.push((ended + ttl - now).max(1));
+            wake.push(ended.saturating_add(ttl).saturating_sub(now).max(1));
         }
     }
     if let Some(extra) = decision.requeue_after {
@@ -456,6 +456,24 @@ mod tests {
             status(&done).and_then(|s| s.ended),
             Some((JobEnd::Complete, 6))
         );
+    }
+
+    #[test]
+    fn deadlines_and_ttls_near_the_largest_number_never_overflow() {
+        for deadline in [i64::MAX, i64::MAX - 1, 1] {
+            let mut view = job(Some(1), 1, vec![pod("a", None, false)]);
+            view.active_deadline_seconds = Some(deadline);
+            view.ttl_seconds_after_finished = Some(i64::MAX);
+            view.status.start_time = Some(1_000);
+            let decision = decide_job(&view, 2_000, 1);
+            let ended = status(&decision).and_then(|s| s.ended);
+            if deadline == 1 {
+                assert_eq!(ended, Some((JobEnd::DeadlineExceeded, 2_000)));
+            } else {
+                assert_eq!(ended, None, "a deadline past the end of time never passes");
+                assert!(decision.requeue_after.is_some_and(|after| after > 0));
+            }
+        }
     }
 
     proptest! {
