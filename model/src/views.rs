@@ -163,6 +163,7 @@ pub fn node_view<'a>(
         max_pods: 110,
         used_pods: bound,
         pods_by_owner,
+        used_ports: Default::default(),
     }
 }
 

@@ -19,9 +19,10 @@ use shipshape_api::Kind;
 use shipshape_api::quantity::Quantity;
 use shipshape_api::selector::Selector;
 use shipshape_reconciler::scheduler::{
-    NodeOperator, NodeRequirement, NodeSelectorTerm, NodeView, OwnerCounts, PlacedPod,
-    PodAffinityTerm, PodRequest, Taint, Toleration, feasible_nodes_to_find, pod_affinity_domains,
-    schedule_from,
+    HostPort, NodeOperator, NodeRequirement, NodeSelectorTerm, NodeView, OwnerCounts, PlacedPod,
+    PodAffinityTerm, PodRequest, SpreadConstraint, Taint, Toleration, UsedPorts, WeightedNodeTerm,
+    WeightedPodTerm, WhenUnsatisfiable, count_spread_pods, feasible_nodes_to_find,
+    pod_affinity_domains, pod_preference_weights, schedule_from,
 };
 
 use super::{
@@ -54,17 +55,47 @@ struct CachedPod {
     namespace: String,
     /// Its labels (shared between the pods that have the same, as replicas do).
     labels: Arc<BTreeMap<String, String>>,
-    /// Its required pod affinity and anti-affinity terms.
+    /// Its pod (anti-)affinity terms and topology spread constraints.
     terms: Option<Arc<PodTerms>>,
+    /// Being deleted (spread constraints do not count it).
+    terminating: bool,
 }
 
-/// A pod's required pod affinity and anti-affinity terms.
+/// What ties a pod's placement to other pods: its pod affinity and anti-affinity terms and
+/// its topology spread constraints. Most pods have none, and skip every scan of other pods.
 #[derive(Debug, Default, PartialEq)]
 pub struct PodTerms {
     /// `podAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
     pub affinity: Vec<PodAffinityTerm>,
     /// `podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
     pub anti_affinity: Vec<PodAffinityTerm>,
+    /// `podAffinity.preferredDuringSchedulingIgnoredDuringExecution`.
+    pub preferred_affinity: Vec<WeightedPodTerm>,
+    /// `podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution`.
+    pub preferred_anti_affinity: Vec<WeightedPodTerm>,
+    /// `topologySpreadConstraints`, with nothing counted yet.
+    pub spread: Vec<SpreadConstraint>,
+}
+
+impl PodTerms {
+    /// Whether a placed pod with these terms changes other pods' scores (Kubernetes'
+    /// InterPodAffinity scores existing pods' preferred terms and, with weight 1, their
+    /// required affinity).
+    fn scores_others(&self) -> bool {
+        !self.affinity.is_empty()
+            || !self.preferred_affinity.is_empty()
+            || !self.preferred_anti_affinity.is_empty()
+    }
+
+    /// Whether a pending pod with these terms may become schedulable when another pod is
+    /// placed (its affinity finds company, or a spread domain's minimum rises).
+    fn waits_for_company(&self) -> bool {
+        !self.affinity.is_empty()
+            || self
+                .spread
+                .iter()
+                .any(|c| c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
+    }
 }
 
 /// The scheduler's cache: nodes with their usage, and pods.
@@ -81,8 +112,11 @@ pub struct Scheduler {
     cursor: usize,
     /// Pods with anti-affinity terms (they may keep others off their nodes).
     repelling: BTreeSet<String>,
-    /// Pending pods with affinity terms (a pod placed anywhere may be what they wait for).
+    /// Pending pods with affinity terms or hard spread constraints (a pod placed anywhere may
+    /// be what they wait for).
     attracted: BTreeSet<String>,
+    /// Pods whose affinity terms score other pods' nodes ([`PodTerms::scores_others`]).
+    scoring: BTreeSet<String>,
     /// One copy of each distinct label set.
     label_sets: HashSet<Arc<BTreeMap<String, String>>>,
 }
@@ -112,8 +146,10 @@ impl Scheduler {
         view.used_pods = u32::try_from(apply(u64::from(view.used_pods), 1)).unwrap_or(u32::MAX);
         if sign > 0 {
             view.pods_by_owner.add(&pod.request.owner, 1);
+            view.used_ports.add(&pod.request.host_ports);
         } else {
             view.pods_by_owner.remove(&pod.request.owner, 1);
+            view.used_ports.remove(&pod.request.host_ports);
         }
     }
 
@@ -128,6 +164,7 @@ impl Scheduler {
         self.pending.remove(key);
         self.repelling.remove(key);
         self.attracted.remove(key);
+        self.scoring.remove(key);
         if let Some(pod) = pod {
             if pod
                 .terms
@@ -136,7 +173,10 @@ impl Scheduler {
             {
                 self.repelling.insert(key.to_string());
             }
-            if pod.node.is_none() && pod.terms.as_ref().is_some_and(|t| !t.affinity.is_empty()) {
+            if pod.terms.as_ref().is_some_and(|t| t.scores_others()) {
+                self.scoring.insert(key.to_string());
+            }
+            if pod.node.is_none() && pod.terms.as_ref().is_some_and(|t| t.waits_for_company()) {
                 self.attracted.insert(key.to_string());
             }
             self.add_usage(&pod, 1);
@@ -194,38 +234,44 @@ impl Scheduler {
         if other == key || !pod.active {
             return None;
         }
-        let index = self.node_index.get(pod.node.as_ref()?)?;
+        let node = pod.node.as_ref()?;
+        let index = self.node_index.get(node)?;
+        let terms = pod.terms.as_deref();
         Some(PlacedPod {
             namespace: pod.namespace.as_str(),
             labels: pod.labels.as_ref(),
             node_labels: &self.nodes[*index].labels,
-            anti_affinity: pod
-                .terms
-                .as_ref()
-                .map_or(&[][..], |t| t.anti_affinity.as_slice()),
+            anti_affinity: terms.map_or(&[][..], |t| t.anti_affinity.as_slice()),
+            node: node.as_str(),
+            terminating: pod.terminating,
+            affinity: terms.map_or(&[][..], |t| t.affinity.as_slice()),
+            preferred_affinity: terms.map_or(&[][..], |t| t.preferred_affinity.as_slice()),
+            preferred_anti_affinity: terms
+                .map_or(&[][..], |t| t.preferred_anti_affinity.as_slice()),
         })
     }
 
-    /// Fills in the pod (anti-)affinity part of `request` from the pods placed so far.
+    /// Fills in the parts of `request` that depend on the pods placed so far: required and
+    /// preferred pod (anti-)affinity and topology spread. A pod with none of these looks only
+    /// at the pods whose own terms may concern it (usually none), never at every pod.
     fn place_among_pods(&self, key: &str, pod: &CachedPod, request: &mut PodRequest) {
         let empty = PodTerms::default();
         let own = pod.terms.as_deref().unwrap_or(&empty);
-        let candidates: Vec<PlacedPod<'_>> =
-            if own.affinity.is_empty() && own.anti_affinity.is_empty() {
-                if self.repelling.is_empty() {
-                    return;
-                }
-                // Only pods with anti-affinity of their own can keep this one off.
-                self.repelling
-                    .iter()
-                    .filter_map(|k| self.placed(key, k, self.pods.get(k)?))
-                    .collect()
-            } else {
-                self.pods
-                    .iter()
-                    .filter_map(|(k, p)| self.placed(key, k, p))
-                    .collect()
-            };
+        let candidates: Vec<PlacedPod<'_>> = if pod.terms.is_none() {
+            if self.repelling.is_empty() && self.scoring.is_empty() {
+                return;
+            }
+            // Only pods with terms of their own can keep this one off or draw it.
+            self.repelling
+                .union(&self.scoring)
+                .filter_map(|k| self.placed(key, k, self.pods.get(k)?))
+                .collect()
+        } else {
+            self.pods
+                .iter()
+                .filter_map(|(k, p)| self.placed(key, k, p))
+                .collect()
+        };
         let (attract, repel, repelled_by) = pod_affinity_domains(
             &pod.namespace,
             &pod.labels,
@@ -236,6 +282,22 @@ impl Scheduler {
         request.affinity = attract;
         request.anti_affinity = repel;
         request.repelled_by = repelled_by;
+        request.preferred_pods = pod_preference_weights(
+            &pod.namespace,
+            &pod.labels,
+            &own.preferred_affinity,
+            &own.preferred_anti_affinity,
+            candidates.iter().copied(),
+        );
+        if !own.spread.is_empty() {
+            request.spread = own.spread.clone();
+            count_spread_pods(
+                &pod.namespace,
+                &pod.labels,
+                &mut request.spread,
+                candidates.iter().copied(),
+            );
+        }
     }
 
     /// A pod was placed: pending pods whose affinity waits for company may go now.
@@ -259,6 +321,7 @@ impl Scheduler {
                 view.used_memory = old.used_memory;
                 view.used_pods = old.used_pods;
                 view.pods_by_owner = std::mem::take(&mut self.nodes[index].pods_by_owner);
+                view.used_ports = std::mem::take(&mut self.nodes[index].used_ports);
                 self.nodes[index] = view;
             }
             (None, Some(mut view)) => {
@@ -270,6 +333,7 @@ impl Scheduler {
                         view.used_memory = view.used_memory.saturating_add(pod.request.memory);
                         view.used_pods += 1;
                         view.pods_by_owner.add(&pod.request.owner, 1);
+                        view.used_ports.add(&pod.request.host_ports);
                     }
                 }
                 self.node_index.insert(name.to_string(), self.nodes.len());
@@ -380,12 +444,54 @@ pub fn pod_request(pod: &Value) -> PodRequest {
         tolerations,
         pinned: None,
         node_affinity: node_affinity(pod),
+        preferred_node_affinity: preferred_node_affinity(pod),
+        host_ports: host_ports(pod),
         ..PodRequest::default()
     }
 }
 
-/// A pod's required node affinity terms (`nodeSelectorTerms`).
-pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
+/// The host ports a pod binds on its node, as Kubernetes' NodePorts filter reads them
+/// (`GetHostPorts`): the ports of its containers and sidecars (init containers with
+/// `restartPolicy: Always`, which run as long as the pod) that name a hostPort. On the host's
+/// network every container port is one: Kubernetes defaults hostPort to containerPort there.
+pub fn host_ports(pod: &Value) -> Vec<HostPort> {
+    let host_network = pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
+    let list = |path: &str| {
+        pod.at(path)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let sidecars = list("/spec/initContainers")
+        .iter()
+        .filter(|c| c.get("restartPolicy").and_then(Value::as_str) == Some("Always"));
+    let number = |port: &Value, field: &str| {
+        port.get(field)
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n != 0)
+    };
+    sidecars
+        .chain(list("/spec/containers"))
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|port| {
+            let host_port = number(port, "hostPort").or_else(|| {
+                host_network
+                    .then(|| number(port, "containerPort"))
+                    .flatten()
+            })?;
+            Some(HostPort::new(
+                text(port, "/hostIP").unwrap_or_default(),
+                text(port, "/protocol").unwrap_or_default(),
+                host_port,
+            ))
+        })
+        .collect()
+}
+
+/// One nodeSelectorTerm (required or preferred) as the scheduler matches it.
+fn node_selector_term(term: &Value) -> NodeSelectorTerm {
     let requirements = |list: Option<&Value>| -> Vec<NodeRequirement> {
         list.and_then(Value::as_array)
             .into_iter()
@@ -399,62 +505,169 @@ pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
             })
             .collect()
     };
+    NodeSelectorTerm {
+        expressions: requirements(term.get("matchExpressions")),
+        fields: requirements(term.get("matchFields")),
+    }
+}
+
+/// A pod's required node affinity terms (`nodeSelectorTerms`).
+pub fn node_affinity(pod: &Value) -> Vec<NodeSelectorTerm> {
     pod.at(
         "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
     )
     .and_then(Value::as_array)
     .into_iter()
     .flatten()
-    .map(|term| NodeSelectorTerm {
-        expressions: requirements(term.get("matchExpressions")),
-        fields: requirements(term.get("matchFields")),
-    })
+    .map(node_selector_term)
     .collect()
 }
 
-/// A pod's required pod affinity and anti-affinity terms, if it has any.
+/// A weight as validation accepts it (1 to 100); anything else weighs nothing.
+fn weight(term: &Value) -> i64 {
+    term.get("weight")
+        .and_then(Value::as_i64)
+        .filter(|w| (1..=100).contains(w))
+        .unwrap_or(0)
+}
+
+/// A pod's preferred node affinity terms, with their weights.
+pub fn preferred_node_affinity(pod: &Value) -> Vec<WeightedNodeTerm> {
+    pod.at("/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|term| WeightedNodeTerm {
+            weight: weight(term),
+            term: term
+                .get("preference")
+                .map(node_selector_term)
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A label selector, or the one that selects nothing when it is absent or unreadable
+/// (Kubernetes: a null labelSelector matches nothing).
+fn label_selector(selector: Option<&Value>) -> Selector {
+    selector
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .and_then(|s| Selector::parse(&s, &shipshape_api::path::FieldPath::root()).ok())
+        .unwrap_or_else(Selector::nothing)
+}
+
+/// One pod affinity term of a pod in `own_namespace`.
+fn pod_affinity_term(term: &Value, own_namespace: &str) -> PodAffinityTerm {
+    let mut namespaces: BTreeSet<String> = string_list(term.get("namespaces"));
+    let every_namespace = term
+        .get("namespaceSelector")
+        .and_then(Value::as_object)
+        .is_some_and(serde_json::Map::is_empty);
+    if namespaces.is_empty() && !every_namespace {
+        namespaces.insert(own_namespace.to_string());
+    }
+    PodAffinityTerm {
+        selector: label_selector(term.get("labelSelector")),
+        namespaces,
+        topology_key: text(term, "/topologyKey").unwrap_or_default().to_string(),
+    }
+}
+
+/// A pod's `topologySpreadConstraints` with Kubernetes' defaults (minDomains 1,
+/// nodeAffinityPolicy Honor, nodeTaintsPolicy Ignore) and `matchLabelKeys` resolved against
+/// its labels (a key the pod lacks is ignored).
+pub fn spread_constraints(pod: &Value) -> Vec<SpreadConstraint> {
+    let Some(constraints) = pod
+        .at("/spec/topologySpreadConstraints")
+        .and_then(Value::as_array)
+    else {
+        // Most pods: no labels read, nothing allocated.
+        return Vec::new();
+    };
+    let labels = string_map(pod.at("/metadata/labels"));
+    constraints
+        .iter()
+        .map(|c| {
+            let number = |field: &str, default: u32| {
+                c.get(field)
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n >= 1)
+                    .unwrap_or(default)
+            };
+            let match_labels = c
+                .get("matchLabelKeys")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter_map(|key| Some((key.to_string(), labels.get(key)?.clone())))
+                .collect();
+            SpreadConstraint {
+                max_skew: number("maxSkew", 1),
+                topology_key: text(c, "/topologyKey").unwrap_or_default().to_string(),
+                when_unsatisfiable: if text(c, "/whenUnsatisfiable") == Some("ScheduleAnyway") {
+                    WhenUnsatisfiable::ScheduleAnyway
+                } else {
+                    WhenUnsatisfiable::DoNotSchedule
+                },
+                min_domains: number("minDomains", 1),
+                honour_node_affinity: text(c, "/nodeAffinityPolicy") != Some("Ignore"),
+                honour_taints: text(c, "/nodeTaintsPolicy") == Some("Honor"),
+                selector: label_selector(c.get("labelSelector")),
+                match_labels,
+                matching: BTreeMap::new(),
+                self_match: false,
+            }
+        })
+        .collect()
+}
+
+/// A pod's pod affinity and anti-affinity terms (required and preferred) and topology spread
+/// constraints, if it has any.
 pub fn pod_terms(pod: &Value) -> Option<PodTerms> {
     let own_namespace = text(pod, "/metadata/namespace").unwrap_or("default");
-    let terms = |path: &str| -> Vec<PodAffinityTerm> {
+    let list = |path: &str| {
         pod.at(path)
             .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|term| {
-                let selector = term
-                    .get("labelSelector")
-                    .cloned()
-                    .and_then(|s| serde_json::from_value(s).ok())
-                    .and_then(|s| {
-                        Selector::parse(&s, &shipshape_api::path::FieldPath::root()).ok()
-                    });
-                let mut namespaces: BTreeSet<String> = string_list(term.get("namespaces"));
-                let every_namespace = term
-                    .get("namespaceSelector")
-                    .and_then(Value::as_object)
-                    .is_some_and(serde_json::Map::is_empty);
-                if namespaces.is_empty() && !every_namespace {
-                    namespaces.insert(own_namespace.to_string());
-                }
-                PodAffinityTerm {
-                    // No selector selects no pod (Kubernetes: a null labelSelector matches
-                    // nothing).
-                    selector: selector.unwrap_or_else(Selector::nothing),
-                    namespaces,
-                    topology_key: text(term, "/topologyKey").unwrap_or_default().to_string(),
-                }
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let required = |path: &str| -> Vec<PodAffinityTerm> {
+        list(path)
+            .iter()
+            .map(|term| pod_affinity_term(term, own_namespace))
+            .collect()
+    };
+    let preferred = |path: &str| -> Vec<WeightedPodTerm> {
+        list(path)
+            .iter()
+            .map(|term| WeightedPodTerm {
+                weight: weight(term),
+                term: pod_affinity_term(
+                    term.get("podAffinityTerm").unwrap_or(&Value::Null),
+                    own_namespace,
+                ),
             })
             .collect()
     };
     let found = PodTerms {
-        affinity: terms(
+        affinity: required(
             "/spec/affinity/podAffinity/requiredDuringSchedulingIgnoredDuringExecution",
         ),
-        anti_affinity: terms(
+        anti_affinity: required(
             "/spec/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution",
         ),
+        preferred_affinity: preferred(
+            "/spec/affinity/podAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+        ),
+        preferred_anti_affinity: preferred(
+            "/spec/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+        ),
+        spread: spread_constraints(pod),
     };
-    (!found.affinity.is_empty() || !found.anti_affinity.is_empty()).then_some(found)
+    (found != PodTerms::default()).then_some(found)
 }
 
 /// A pod spec's `tolerations` list.
@@ -519,6 +732,7 @@ pub fn node_view(node: &Value) -> NodeView {
         max_pods: u32::try_from(units(node.at("/status/allocatable/pods"))).unwrap_or(110),
         used_pods: 0,
         pods_by_owner: OwnerCounts::default(),
+        used_ports: UsedPorts::default(),
     }
 }
 
@@ -651,6 +865,7 @@ impl Controller for Scheduler {
                     namespace: key.namespace.clone(),
                     labels: self.intern(string_map(pod.at("/metadata/labels"))),
                     terms: pod_terms(pod).map(Arc::new),
+                    terminating,
                 };
                 let freed = finished
                     && self
@@ -792,7 +1007,7 @@ impl Controller for Scheduler {
             }
             if pod.active {
                 self.pending.insert(key.to_string());
-                if pod.terms.as_ref().is_some_and(|t| !t.affinity.is_empty()) {
+                if pod.terms.as_ref().is_some_and(|t| t.waits_for_company()) {
                     self.attracted.insert(key.to_string());
                 }
             }
@@ -1033,5 +1248,368 @@ mod tests {
             "no labelSelector selects nothing"
         );
         assert_eq!(pod_terms(&json!({"spec": {}})), None);
+    }
+
+    #[test]
+    fn reads_spread_constraints_and_preferences_with_kubernetes_defaults() {
+        let pod = json!({
+            "metadata": {"namespace": "demo", "labels": {"app": "web", "pod-template-hash": "h1"}},
+            "spec": {
+                "topologySpreadConstraints": [
+                    {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+                     "labelSelector": {"matchLabels": {"app": "web"}},
+                     "matchLabelKeys": ["pod-template-hash", "absent"]},
+                    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                     "whenUnsatisfiable": "DoNotSchedule", "minDomains": 3,
+                     "nodeAffinityPolicy": "Ignore", "nodeTaintsPolicy": "Honor"},
+                ],
+                "affinity": {
+                    "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 20, "preference": {"matchExpressions": [
+                            {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]},
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 30, "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": {"app": "web"}},
+                            "topologyKey": "kubernetes.io/hostname"}}]},
+                },
+            },
+        });
+        let terms = pod_terms(&pod).expect("terms");
+        let [soft, hard] = terms.spread.as_slice() else {
+            panic!("two constraints: {:?}", terms.spread);
+        };
+        assert_eq!(
+            (
+                soft.max_skew,
+                soft.when_unsatisfiable,
+                soft.min_domains,
+                soft.honour_node_affinity,
+                soft.honour_taints
+            ),
+            (2, WhenUnsatisfiable::ScheduleAnyway, 1, true, false),
+            "minDomains 1, nodeAffinityPolicy Honor, nodeTaintsPolicy Ignore by default"
+        );
+        assert_eq!(
+            soft.match_labels,
+            [("pod-template-hash".to_string(), "h1".to_string())].into(),
+            "a key the pod lacks is ignored"
+        );
+        let other_revision: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("pod-template-hash".to_string(), "h0".to_string()),
+        ]
+        .into();
+        assert!(
+            !soft.selects(&other_revision),
+            "the old revision's pods do not count"
+        );
+        assert_eq!(
+            (
+                hard.when_unsatisfiable,
+                hard.min_domains,
+                hard.honour_node_affinity,
+                hard.honour_taints
+            ),
+            (WhenUnsatisfiable::DoNotSchedule, 3, false, true)
+        );
+        assert!(
+            !hard.selects(&other_revision),
+            "no labelSelector counts no pod"
+        );
+        assert_eq!(terms.preferred_anti_affinity[0].weight, 30);
+        let request = pod_request(&pod);
+        assert_eq!(request.preferred_node_affinity[0].weight, 20);
+        assert_eq!(
+            request.preferred_node_affinity[0].term.expressions[0].values,
+            vec!["ssd".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_pod_held_back_by_its_spread_constraint_is_looked_at_again_when_another_is_placed() {
+        let mut scheduler = Scheduler::new();
+        add_node(&mut scheduler, 1, "a1", "8", json!({"zone": "a"}));
+        add_node(&mut scheduler, 2, "b1", "8", json!({"zone": "b"}));
+        let spread = json!({"nodeSelector": {"zone": "a"}, "topologySpreadConstraints": [{
+            "maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+            "nodeAffinityPolicy": "Ignore",
+            "labelSelector": {"matchLabels": {"app": "web"}}}]});
+        assert_eq!(
+            schedule_replica(&mut scheduler, 0, &spread),
+            Ok("a1".into())
+        );
+        assert!(
+            schedule_replica(&mut scheduler, 1, &spread).is_err(),
+            "zone a would hold 2, zone b none"
+        );
+        // A web pod lands in zone b: the waiting pod is marked to be tried again, and fits.
+        let mut dirty = Dirty::default();
+        scheduler.observe(
+            &event(
+                "Pod/demo/other",
+                50,
+                json!({
+                    "metadata": {"name": "other", "namespace": "demo", "uid": "other",
+                                 "labels": {"app": "web"}},
+                    "spec": {"nodeName": "b1", "containers": [{"name": "c"}]},
+                }),
+            ),
+            &mut dirty,
+        );
+        assert!(
+            format!("{dirty:?}").contains("Pod/demo/web-1"),
+            "woken by the placement"
+        );
+        assert_eq!(
+            bound_to(&scheduler.reconcile("Pod/demo/web-1", jiff::Timestamp::now())),
+            Ok("a1".into())
+        );
+    }
+
+    #[test]
+    fn reads_host_ports_as_kubernetes_defaults_them() {
+        let pod = |host_network: bool| {
+            json!({"spec": {
+                "hostNetwork": host_network,
+                "initContainers": [
+                    {"name": "setup", "ports": [{"containerPort": 1000, "hostPort": 1000}]},
+                    {"name": "proxy", "restartPolicy": "Always",
+                     "ports": [{"containerPort": 2000, "protocol": "UDP"}]},
+                ],
+                "containers": [{"name": "c", "ports": [
+                    {"containerPort": 8080},
+                    {"containerPort": 9090, "hostPort": 9090, "hostIP": "127.0.0.1"},
+                ]}],
+            }})
+        };
+        assert_eq!(
+            host_ports(&pod(true)),
+            [
+                HostPort::new("0.0.0.0", "UDP", 2000),
+                HostPort::new("0.0.0.0", "TCP", 8080),
+                HostPort::new("127.0.0.1", "TCP", 9090),
+            ],
+            "on the host's network every port of the containers and sidecars is a host port; \
+             an init container that finishes holds none"
+        );
+        assert_eq!(
+            host_ports(&pod(false)),
+            [HostPort::new("127.0.0.1", "TCP", 9090)],
+            "off it, only a hostPort given"
+        );
+        assert!(
+            pod_request(&json!({"spec": {"containers": [{"name": "c"}]}}))
+                .host_ports
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn host_network_pods_on_one_port_get_a_node_each_and_a_freed_port_lets_the_next_in() {
+        let mut scheduler = Scheduler::new();
+        // The big node is the least allocated for every pod, so only the ports part them.
+        add_node(&mut scheduler, 1, "big", "8", json!({}));
+        add_node(&mut scheduler, 2, "small", "2", json!({}));
+        let pod = |name: &str| {
+            json!({
+                "metadata": {"name": name, "namespace": "demo", "uid": name,
+                             "ownerReferences": [{"kind": "ReplicaSet", "name": name,
+                                                  "controller": true}]},
+                "spec": {"hostNetwork": true, "containers": [{"name": "c",
+                    "resources": {"requests": {"cpu": "100m"}},
+                    "ports": [{"containerPort": 8080}]}]},
+            })
+        };
+        let now = jiff::Timestamp::now();
+        let mut placed = Vec::new();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let key = format!("Pod/demo/{name}");
+            scheduler.observe(
+                &event(&key, 10 + i as u64, pod(name)),
+                &mut Dirty::default(),
+            );
+            placed.push(bound_to(&scheduler.reconcile(&key, now)));
+        }
+        assert_eq!(
+            placed,
+            [
+                Ok("big".to_string()),
+                Ok("small".to_string()),
+                Err("0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports.".to_string()),
+            ]
+        );
+        // The bindings come back from the store; the port stays taken.
+        let mut dirty = Dirty::default();
+        for (rv, (name, node)) in [(20, ("a", "big")), (21, ("b", "small"))] {
+            let mut bound = pod(name);
+            bound["spec"]["nodeName"] = json!(node);
+            scheduler.observe(&event(&format!("Pod/demo/{name}"), rv, bound), &mut dirty);
+        }
+        // A node's status report keeps what its pods bind.
+        add_node(&mut scheduler, 22, "big", "8", json!({"report": "2"}));
+        assert!(
+            bound_to(&scheduler.reconcile("Pod/demo/c", now)).is_err(),
+            "still no free port"
+        );
+        // Pod a goes away: c is looked at again and takes the freed port.
+        let mut dirty = Dirty::default();
+        let mut gone = pod("a");
+        gone["spec"]["nodeName"] = json!("big");
+        scheduler.observe(
+            &WatchEvent {
+                resource_version: 30,
+                kind: EventType::Deleted,
+                key: "Pod/demo/a".into(),
+                object: gone,
+            },
+            &mut dirty,
+        );
+        assert!(
+            format!("{dirty:?}").contains("Pod/demo/c"),
+            "woken by the deletion: {dirty:?}"
+        );
+        assert_eq!(
+            bound_to(&scheduler.reconcile("Pod/demo/c", now)),
+            Ok("big".into())
+        );
+    }
+
+    #[test]
+    fn ports_of_pods_listed_before_their_node_count_once_it_is_listed() {
+        let mut scheduler = Scheduler::new();
+        let pod = |name: &str, node: Option<&str>| {
+            json!({
+                "metadata": {"name": name, "namespace": "demo", "uid": name},
+                "spec": {"hostNetwork": true, "nodeName": node,
+                         "containers": [{"name": "c", "ports": [{"containerPort": 53,
+                                                                 "protocol": "UDP"}]}]},
+            })
+        };
+        scheduler.observe(
+            &event("Pod/demo/dns-0", 1, pod("dns-0", Some("n1"))),
+            &mut Dirty::default(),
+        );
+        add_node(&mut scheduler, 2, "n1", "4", json!({}));
+        scheduler.observe(
+            &event("Pod/demo/dns-1", 3, pod("dns-1", None)),
+            &mut Dirty::default(),
+        );
+        assert_eq!(
+            bound_to(&scheduler.reconcile("Pod/demo/dns-1", jiff::Timestamp::now())),
+            Err("0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.".into())
+        );
+    }
+
+    /// A simulated node with `cpu` cores and `labels` (besides its hostname).
+    fn add_node(scheduler: &mut Scheduler, rv: u64, name: &str, cpu: &str, labels: Value) {
+        let mut all = json!({"kubernetes.io/hostname": name});
+        if let (Some(all), Some(extra)) = (all.as_object_mut(), labels.as_object()) {
+            all.extend(extra.clone());
+        }
+        scheduler.observe(
+            &event(
+                &format!("Node//{name}"),
+                rv,
+                json!({
+                    "metadata": {"name": name, "labels": all},
+                    "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+                               "conditions": [{"type": "Ready", "status": "True"}]},
+                }),
+            ),
+            &mut Dirty::default(),
+        );
+    }
+
+    /// Creates replica `i` of ReplicaSet web (1 cpu each) with `spec` merged in, and returns
+    /// where the scheduler binds it.
+    fn schedule_replica(scheduler: &mut Scheduler, i: u64, spec: &Value) -> Result<String, String> {
+        let name = format!("web-{i}");
+        let mut pod = json!({
+            "metadata": {"name": name, "namespace": "demo", "uid": name,
+                         "labels": {"app": "web", "pod-template-hash": "7d4b9"},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d4b9",
+                                              "controller": true}]},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
+        });
+        if let (Some(into), Some(extra)) = (pod["spec"].as_object_mut(), spec.as_object()) {
+            into.extend(extra.clone());
+        }
+        let key = format!("Pod/demo/{name}");
+        scheduler.observe(&event(&key, 100 + i, pod), &mut Dirty::default());
+        bound_to(&scheduler.reconcile(&key, jiff::Timestamp::now()))
+    }
+
+    #[test]
+    fn a_zone_spread_constraint_balances_replicas_across_zones() {
+        let mut scheduler = Scheduler::new();
+        let zone = |z: &str| json!({"topology.kubernetes.io/zone": z});
+        add_node(&mut scheduler, 1, "a1", "8", zone("a"));
+        add_node(&mut scheduler, 2, "a2", "8", zone("a"));
+        add_node(&mut scheduler, 3, "b1", "8", zone("b"));
+        let spread = json!({"topologySpreadConstraints": [{
+            "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "web"}},
+            "matchLabelKeys": ["pod-template-hash"],
+        }]});
+        let mut per_zone: BTreeMap<char, u32> = BTreeMap::new();
+        for i in 0..6 {
+            let node = schedule_replica(&mut scheduler, i, &spread);
+            let zone = node.as_deref().ok().and_then(|n| n.chars().next());
+            *per_zone.entry(zone.unwrap_or('?')).or_default() += 1;
+        }
+        assert_eq!(
+            per_zone,
+            [('a', 3), ('b', 3)].into(),
+            "one node in zone b takes as many replicas as two in zone a"
+        );
+        // Zone b's node cordoned: it still counts (nodeTaintsPolicy Ignore), so zone a may run
+        // one more replica, and then the skew would pass 1.
+        scheduler.observe(
+            &event(
+                "Node//b1",
+                4,
+                json!({
+                    "metadata": {"name": "b1", "labels": {"kubernetes.io/hostname": "b1",
+                                 "topology.kubernetes.io/zone": "b"}},
+                    "spec": {"unschedulable": true},
+                    "status": {"allocatable": {"cpu": "8", "memory": "4Gi", "pods": "110"},
+                               "conditions": [{"type": "Ready", "status": "True"}]},
+                }),
+            ),
+            &mut Dirty::default(),
+        );
+        let seventh = schedule_replica(&mut scheduler, 6, &spread);
+        assert!(
+            matches!(seventh.as_deref(), Ok("a1") | Ok("a2")),
+            "{seventh:?}"
+        );
+        assert_eq!(
+            schedule_replica(&mut scheduler, 7, &spread),
+            Err("0/3 nodes are available: 2 node(s) didn't match pod topology spread constraints, 1 node(s) were unschedulable.".into())
+        );
+    }
+
+    #[test]
+    fn preferred_node_affinity_steers_replicas_to_the_preferred_node_while_it_fits() {
+        let mut scheduler = Scheduler::new();
+        add_node(&mut scheduler, 1, "fast", "4", json!({"disk": "ssd"}));
+        add_node(&mut scheduler, 2, "slow", "4", json!({"disk": "hdd"}));
+        let prefers_ssd = json!({"affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 50,
+            "preference": {"matchExpressions": [
+                {"key": "disk", "operator": "In", "values": ["ssd"]}]},
+        }]}}});
+        let placed: Vec<Result<String, String>> = (0..6)
+            .map(|i| schedule_replica(&mut scheduler, i, &prefers_ssd))
+            .collect();
+        let on = |node: &str| placed.iter().filter(|p| p.as_deref() == Ok(node)).count();
+        assert_eq!(
+            (on("fast"), on("slow")),
+            (4, 2),
+            "the preferred node fills up (4 cpu) before the other is used: {placed:?}"
+        );
+        assert_eq!(placed[..4], vec![Ok("fast".to_string()); 4][..]);
     }
 }
