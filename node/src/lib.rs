@@ -13,6 +13,7 @@ pub mod probe;
 pub mod proxy;
 pub mod registration;
 pub mod runtime;
+pub mod seccomp;
 pub mod simulated;
 pub mod spec;
 pub mod volumes;

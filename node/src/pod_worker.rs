@@ -56,6 +56,103 @@ const VOLUME_REFRESH: Duration = Duration::from_secs(10);
 /// The component name on events.
 const COMPONENT: &str = "kubelet";
 
+/// The longest a postStart hook may hold a container's start. Kubernetes sets none (an exec
+/// hook that never returns leaves the container Waiting for ever, and the pod worker blocked);
+/// here a hook still running after this is taken as failed, so a stuck hook costs a restart
+/// rather than the pod, and a deletion waits at most this long.
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
+
+/// The reason on an evicted pod's status and event.
+const EVICTED: &str = "Evicted";
+
+/// The reason on the status and event of a pod past its `activeDeadlineSeconds`.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+
+/// The message with [`DEADLINE_EXCEEDED`], in the kubelet's words.
+pub const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// Why the kubelet ended a pod for good: it stays Failed, its containers stopped, and is never
+/// restarted (by this worker, or by the next one, which reads it back from the stored status).
+#[derive(Clone, Debug, PartialEq)]
+enum Ended {
+    /// The eviction manager's verdict (an emptyDir past its `sizeLimit`), with its message.
+    Evicted(String),
+    /// Active longer than `spec.activeDeadlineSeconds` since `status.startTime`.
+    DeadlineExceeded,
+}
+
+impl Ended {
+    /// The verdict a stored status records, if it records one.
+    fn from_status(pod: &Value) -> Option<Self> {
+        if text(pod, "/status/phase") != "Failed" {
+            return None;
+        }
+        match text(pod, "/status/reason") {
+            EVICTED => Some(Ended::Evicted(text(pod, "/status/message").to_string())),
+            DEADLINE_EXCEEDED => Some(Ended::DeadlineExceeded),
+            _ => None,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Ended::Evicted(_) => EVICTED,
+            Ended::DeadlineExceeded => DEADLINE_EXCEEDED,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Ended::Evicted(message) => message,
+            Ended::DeadlineExceeded => DEADLINE_MESSAGE,
+        }
+    }
+
+    /// The event's type: the eviction manager warns; the activeDeadlineHandler records a
+    /// Normal event.
+    fn event_type(&self) -> &'static str {
+        match self {
+            Ended::Evicted(_) => "Warning",
+            Ended::DeadlineExceeded => "Normal",
+        }
+    }
+
+    /// How long the containers get to stop: none for a local-storage eviction, the pod's
+    /// `terminationGracePeriodSeconds` (default 30) past the deadline.
+    fn grace(&self, pod: &Value) -> Duration {
+        match self {
+            Ended::Evicted(_) => Duration::ZERO,
+            Ended::DeadlineExceeded => Duration::from_secs(
+                pod.at("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(30),
+            ),
+        }
+    }
+}
+
+/// A pod's `spec.activeDeadlineSeconds`, if it sets one (validation keeps it in
+/// 1..=2147483647).
+pub fn active_deadline(pod: &Value) -> Option<u64> {
+    pod.at("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_u64)
+}
+
+/// How much longer a pod with an [`active_deadline`] of `deadline` seconds may stay active,
+/// counted as the kubelet's activeDeadlineHandler does from `start` (the pod's
+/// `status.startTime`) to `now`: None without a deadline, zero once the pod has been active
+/// that long. The deadline is a user number, so nothing here can overflow; a `start` after
+/// `now` counts as no time.
+pub fn active_deadline_left(
+    deadline: Option<u64>,
+    start: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    let allowed = Duration::from_secs(deadline?);
+    let active = Duration::try_from(now.duration_since(start)).unwrap_or(Duration::ZERO);
+    Some(allowed.saturating_sub(active))
+}
+
 /// The network namespace name of pod `uid`.
 pub fn netns_name(uid: &str) -> String {
     format!("shipshape-{uid}")
@@ -154,6 +251,10 @@ struct PodState {
     probes: mpsc::UnboundedSender<ProbeNotice>,
     events: Vec<Write>,
     pod: Value,
+    /// The size of the data directory's filesystem, measured when first needed.
+    ephemeral_storage: tokio::sync::OnceCell<u64>,
+    /// Why the kubelet ended the pod, once it did: it stays Failed and is never restarted.
+    ended: Option<Ended>,
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
@@ -176,13 +277,18 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
         sandbox_error: None,
         records: BTreeMap::new(),
         images: HashMap::new(),
-        start_time: jiff::Timestamp::now(),
+        // The pod's start survives a restart of the kubelet (its active deadline counts from it).
+        start_time: text(&first, "/status/startTime")
+            .parse()
+            .unwrap_or_else(|_| jiff::Timestamp::now()),
         last_status: None,
         report_again: false,
         exits,
         probes,
         events: Vec::new(),
         pod: first,
+        ephemeral_storage: tokio::sync::OnceCell::new(),
+        ended: None,
     };
     state.adopt().await;
     let mut stop = shared.stop.subscribe();
@@ -393,10 +499,38 @@ impl PodState {
 
     /// Brings the pod one step closer to its spec; returns when to look again.
     async fn sync(&mut self) -> Option<Duration> {
+        // A pod the kubelet ended stays Failed with its containers stopped (it is never
+        // restarted); the stored status says so after a restart of shipshape too, and what a
+        // previous kubelet left running is stopped.
+        if self.ended.is_none()
+            && let Some(ended) = Ended::from_status(&self.pod)
+        {
+            let grace = ended.grace(&self.pod);
+            self.ended = Some(ended);
+            self.stop_all(grace).await;
+        }
+        if self.ended.is_some() {
+            self.write_status().await;
+            return None;
+        }
         let mut wake: Option<Duration> = None;
         let soon = |d: Duration, wake: &mut Option<Duration>| {
             *wake = Some(wake.map_or(d, |w| w.min(d)));
         };
+        // A pod that already finished on its own keeps its phase; any other is ended at its
+        // active deadline, and woken for it.
+        if !self.finished() {
+            let deadline = active_deadline(&self.pod);
+            let left = active_deadline_left(deadline, self.start_time, jiff::Timestamp::now());
+            match left {
+                Some(left) if left.is_zero() => {
+                    self.end(Ended::DeadlineExceeded).await;
+                    return None;
+                }
+                Some(left) => soon(left, &mut wake),
+                None => {}
+            }
+        }
         if self.ip.is_none() {
             match self.sandbox().await {
                 Ok(ip) => {
@@ -464,14 +598,17 @@ impl PodState {
                 }
             }
         }
-        // ConfigMap and Secret volumes follow their objects while the pod runs.
+        // ConfigMap, Secret and downward API volumes follow their sources while the pod runs.
         let projected = self
             .pod
             .at("/spec/volumes")
             .and_then(Value::as_array)
             .is_some_and(|v| {
-                v.iter()
-                    .any(|v| v.get("configMap").is_some() || v.get("secret").is_some())
+                v.iter().any(|v| {
+                    ["configMap", "secret", "downwardAPI", "projected"]
+                        .iter()
+                        .any(|source| v.get(source).is_some())
+                })
             });
         let running = self
             .records
@@ -482,10 +619,74 @@ impl PodState {
                 tracing::warn!(pod = %self.name, %message, "refreshing volumes failed");
             }
             self.rotate_logs().await;
+            if let Some(message) = self.empty_dir_over_limit().await {
+                self.end(Ended::Evicted(message)).await;
+                return None;
+            }
             soon(VOLUME_REFRESH, &mut wake);
         }
         self.write_status().await;
         wake
+    }
+
+    /// Why the pod must be evicted for its disk-backed emptyDirs, if it must: the first one
+    /// whose usage (`du`, as the kubelet measures without quotas) is past its `sizeLimit`, in
+    /// the eviction manager's words.
+    async fn empty_dir_over_limit(&self) -> Option<String> {
+        let volumes = self.pod.at("/spec/volumes").and_then(Value::as_array)?;
+        for volume in volumes {
+            let Some(source) = volume.get("emptyDir") else {
+                continue;
+            };
+            // A tmpfs is its own limit: writes past its size fail.
+            if source.get("medium").and_then(Value::as_str) == Some("Memory") {
+                continue;
+            }
+            let Some(limit_value) = source.get("sizeLimit") else {
+                continue;
+            };
+            let Some(limit) = shipshape_api::quantity::Quantity::from_json(limit_value)
+                .ok()
+                .and_then(|q| u64::try_from(q.units()).ok())
+            else {
+                continue;
+            };
+            let name = text(volume, "/name");
+            let used = crate::volumes::disk_usage(&self.volume_dir(name)).await?;
+            if used > limit {
+                let shown = limit_value
+                    .as_str()
+                    .map_or_else(|| limit_value.to_string(), str::to_string);
+                return Some(format!(
+                    "Usage of EmptyDir volume \"{name}\" exceeds the limit \"{shown}\"."
+                ));
+            }
+        }
+        None
+    }
+
+    /// Ends the pod for good as the kubelet does when it evicts a pod or finds it past its
+    /// active deadline: an event, the pod Failed with the verdict's reason at once, then its
+    /// containers stopped within the verdict's grace period.
+    async fn end(&mut self, ended: Ended) {
+        let (reason, message) = (ended.reason(), ended.message().to_string());
+        tracing::warn!(pod = %self.name, %reason, %message, "ending the pod");
+        self.note(ended.event_type(), reason, message);
+        let grace = ended.grace(&self.pod);
+        self.ended = Some(ended);
+        self.write_status().await;
+        self.stop_all(grace).await;
+        self.write_status().await;
+    }
+
+    /// Whether the pod's last reported phase is Succeeded or Failed (a phase is never left).
+    fn finished(&self) -> bool {
+        let terminal = |phase: &str| matches!(phase, "Succeeded" | "Failed");
+        terminal(text(&self.pod, "/status/phase"))
+            || self
+                .last_status
+                .as_ref()
+                .is_some_and(|status| terminal(text(status, "/phase")))
     }
 
     /// Starts, restarts or leaves one container.
@@ -692,10 +893,79 @@ impl PodState {
         record.image_id = image.id.clone();
         record.cgroup = cgroup;
         self.watch_exit(&name, &record);
-        self.start_probes(&name, &mut record, probes);
-        self.records.insert(name.clone(), record);
         self.note("Normal", "Started", format!("Started container {name}"));
+        match self.post_start(container, &name, &id).await {
+            Ok(()) => self.start_probes(&name, &mut record, probes),
+            Err(message) => {
+                // Not ready-eligible; its exit (the kill below) restarts it per restartPolicy.
+                record.started = false;
+                self.note("Warning", "FailedPostStartHook", message);
+                self.note(
+                    "Normal",
+                    "Killing",
+                    format!("FailedPostStartHook: stopping container {name}"),
+                );
+                self.kill_in_background(&id);
+            }
+        }
+        self.records.insert(name.clone(), record);
         Step::Fine
+    }
+
+    /// Runs the container's `lifecycle.postStart` hook, if it has one, right after the start:
+    /// the worker waits for it (so the container is not reported running, nor probed, before it
+    /// returns), as Kubernetes' kubelet does. The error is Kubernetes' event message.
+    async fn post_start(&self, container: &Value, name: &str, id: &str) -> Result<(), String> {
+        let pod = format!("{}_{}({})", self.name, self.namespace, self.uid);
+        let failed = |what: String, why: String| {
+            let message =
+                format!("{what} for Container {name:?} in Pod {pod:?} failed - error: {why}");
+            // Kubernetes' name for the failed start, in the log; the event carries the message.
+            tracing::warn!(pod = %pod, container = %name, "PostStartHookError: {message}");
+            message
+        };
+        let action = match probe::hook(container, "postStart") {
+            Ok(None) => return Ok(()),
+            Ok(Some(action)) => action,
+            Err(why) => return Err(failed("lifecycle hook".into(), why)),
+        };
+        let what = match &action {
+            probe::Action::Exec { command } => {
+                // Go's %v of the command, as in Kubernetes' message.
+                format!("Exec lifecycle hook ([{}])", command.join(" "))
+            }
+            probe::Action::Http { path, .. } => format!("HTTP lifecycle hook ({path})"),
+            probe::Action::Tcp { port } => format!("TCP lifecycle hook ({port})"),
+            probe::Action::Sleep { duration } => format!("Sleep lifecycle hook ({duration:?})"),
+        };
+        let ip = self.ip.unwrap_or(Ipv4Addr::LOCALHOST);
+        let runtime = self.shared.runtime.clone();
+        let (ok, why) =
+            probe::run_action(&action, POST_START_LIMIT, ip, &runtime, id, &self.pod_dir()).await;
+        if ok { Ok(()) } else { Err(failed(what, why)) }
+    }
+
+    /// SIGTERM, then SIGKILL once the pod's grace period is over, without holding the worker:
+    /// the waiter reports the exit as for any other.
+    fn kill_in_background(&self, id: &str) {
+        let grace = self
+            .pod
+            .at("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(30);
+        let runtime = self.shared.runtime.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let _ = runtime.kill(&id, 15).await;
+            let deadline = deadline_after(Duration::from_secs(grace));
+            while Instant::now() < deadline {
+                if !matches!(runtime.state(&id).await, Ok(TaskState::Running(_))) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = runtime.kill(&id, 9).await;
+        });
     }
 
     /// Everything a container needs before it can start: environment, plan, volumes, runtime
@@ -734,7 +1004,15 @@ impl PodState {
             .collect();
         mounts.extend(volume_mounts);
         let netns = netns_path(&netns_name(&self.uid));
-        let spec = runtime_spec(&plan, &netns, &cgroup, &mounts).map_err(|m| problem(m, 10))?;
+        let host = if plan.privileged {
+            tokio::task::spawn_blocking(crate::spec::host_access)
+                .await
+                .unwrap_or_default()
+        } else {
+            crate::spec::HostAccess::default()
+        };
+        let spec =
+            runtime_spec(&plan, &netns, &cgroup, &mounts, &host).map_err(|m| problem(m, 10))?;
         let probes = self.parse_probes(container).map_err(|m| problem(m, 10))?;
         Ok(Configured {
             spec,
@@ -976,9 +1254,9 @@ impl PodState {
                 let optional = reference.get("optional").and_then(Value::as_bool) == Some(true);
                 let object_name = text(reference, "/name");
                 let key = text(reference, "/key");
-                match self.data_of(kind, object_name).await? {
-                    Some(data) => match data.get(key) {
-                        Some(value) => env.push((name, value.clone())),
+                match self.object_of(kind, object_name).await? {
+                    Some(object) => match crate::volumes::env_value(kind, &object, key) {
+                        Some(value) => env.push((name, value)),
                         None if optional => {}
                         None => {
                             return Err(format!(
@@ -992,22 +1270,60 @@ impl PodState {
                     None => return Err(missing(kind, &self.namespace, object_name)),
                 }
             } else if let Some(field) = from.at("/fieldRef/fieldPath").and_then(Value::as_str) {
-                let value = match field {
-                    "metadata.name" => self.name.clone(),
-                    "metadata.namespace" => self.namespace.clone(),
-                    "metadata.uid" => self.uid.clone(),
-                    "spec.nodeName" => self.shared.config.node.clone(),
-                    "spec.serviceAccountName" => text(&self.pod, "/spec/serviceAccountName").into(),
-                    "status.podIP" => self.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    "status.hostIP" => self.shared.network.gateway().to_string(),
-                    other => {
-                        return Err(format!("env {name}: fieldRef {other} is not supported"));
-                    }
-                };
+                let value = crate::volumes::pod_field(&self.pod, &self.placement(), field)
+                    .map_err(|e| format!("env {name}: {e}"))?;
                 env.push((name, value));
+            } else if let Some(reference) = from.get("resourceFieldRef") {
+                // containerName may be left out: this container.
+                let container_name = Some(text(reference, "/containerName"))
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(text(container, "/name"));
+                let resource = text(reference, "/resource");
+                let allocatable = self.allocatable(resource).await;
+                let value = crate::volumes::container_resource(
+                    &self.pod,
+                    container_name,
+                    resource,
+                    reference.get("divisor"),
+                    &allocatable,
+                )
+                .map_err(|e| format!("env {name}: {e}"))?;
+                env.push((name, value));
+            } else {
+                return Err(format!(
+                    "env {name}: only value, configMapKeyRef, secretKeyRef, fieldRef and resourceFieldRef are supported"
+                ));
             }
         }
         Ok((env, skipped))
+    }
+
+    /// Where the pod runs, as the downward API reports it.
+    fn placement(&self) -> crate::volumes::Placement {
+        crate::volumes::Placement {
+            node: self.shared.config.node.clone(),
+            pod_ip: self.ip,
+            host_ip: self.shared.network.gateway(),
+        }
+    }
+
+    /// The node's allocatable resources, for limits a container leaves unset; the filesystem
+    /// is measured (once) only when `resource` asks for ephemeral storage.
+    async fn allocatable(&self, resource: &str) -> crate::volumes::Allocatable {
+        let config = &self.shared.config;
+        let ephemeral_storage = if resource.ends_with("ephemeral-storage") {
+            *self
+                .ephemeral_storage
+                .get_or_init(|| crate::volumes::filesystem_size(&config.data_dir))
+                .await
+        } else {
+            0
+        };
+        crate::volumes::Allocatable {
+            cpu_milli: config.cpu_milli,
+            memory: config.memory,
+            ephemeral_storage,
+        }
     }
 
     /// ConfigMap or Secret `name` in the pod's namespace.
@@ -1020,19 +1336,6 @@ impl PodState {
             .await
             .map_err(|e| format!("reading {} {name}: {e}", kind.info().kind))?;
         Ok(stored.map(|stored| stored.object))
-    }
-
-    /// The data of ConfigMap or Secret `name` in the pod's namespace, as text (for env).
-    async fn data_of(
-        &self,
-        kind: Kind,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, String> {
-        Ok(self.bytes_of(kind, name).await?.map(|data| {
-            data.into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect()
-        }))
     }
 
     /// The data of ConfigMap or Secret `name` in the pod's namespace (Secrets decoded,
@@ -1108,13 +1411,48 @@ impl PodState {
                 };
                 let files = crate::volumes::files(source, &data)
                     .map_err(|e| format!("volume {name}: {e}"))?;
-                crate::volumes::write_files(&dir, &files)
+                self.write_volume(name, &dir, files).await?;
+            } else if let Some(source) = volume.get("downwardAPI") {
+                let allocatable = self.allocatable(&needs_storage(source)).await;
+                let default_mode = source
+                    .get("defaultMode")
+                    .and_then(Value::as_u64)
+                    .map_or(0o644, |m| (m & 0o777) as u32);
+                let files = crate::volumes::downward_files(
+                    &self.pod,
+                    &self.placement(),
+                    &allocatable,
+                    source,
+                    default_mode,
+                )
+                .map_err(|e| format!("volume {name}: {e}"))?;
+                self.write_volume(name, &dir, files).await?;
+            } else if let Some(source) = volume.get("projected") {
+                let files = self
+                    .projected_files(source)
                     .await
                     .map_err(|e| format!("volume {name}: {e}"))?;
-            } else if volume.get("emptyDir").is_some() {
+                self.write_volume(name, &dir, files).await?;
+            } else if let Some(source) = volume.get("emptyDir") {
+                let mut fresh = !dir.exists();
                 tokio::fs::create_dir_all(&dir)
                     .await
                     .map_err(|e| format!("volume {name}: {e}"))?;
+                if source.get("medium").and_then(Value::as_str) == Some("Memory") {
+                    let size = crate::volumes::memory_volume_size(
+                        &self.pod,
+                        source.get("sizeLimit"),
+                        self.shared.config.memory,
+                    );
+                    fresh |= crate::volumes::mount_tmpfs(&dir, size)
+                        .await
+                        .map_err(|e| format!("volume {name}: {e}"))?;
+                }
+                // Set once: what the containers later do to their directory stays theirs.
+                if fresh {
+                    crate::volumes::empty_dir_permissions(&dir, self.fs_group())
+                        .map_err(|e| format!("volume {name}: {e}"))?;
+                }
             } else if let Some(host) = volume.get("hostPath") {
                 crate::volumes::check_host_path(host)
                     .await
@@ -1139,14 +1477,89 @@ impl PodState {
                     tokio::fs::symlink(&path, &dir)
                         .await
                         .map_err(|e| format!("volume {name}: {e}"))?;
+                    // fsGroup owns the claim's data (fsGroupChangePolicy Always), once per pod.
+                    if let Some(gid) = self.fs_group() {
+                        let data = path.clone();
+                        tokio::task::spawn_blocking(move || {
+                            crate::volumes::give_to_group(&data, gid)
+                        })
+                        .await
+                        .map_err(|e| format!("volume {name}: {e}"))?
+                        .map_err(|e| format!("volume {name}: {e}"))?;
+                    }
                 }
             } else {
                 return Err(format!(
-                    "volume {name}: only emptyDir, hostPath, configMap, secret and persistentVolumeClaim volumes are supported"
+                    "volume {name}: only emptyDir, hostPath, configMap, secret, downwardAPI, projected and persistentVolumeClaim volumes are supported"
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Whether the pod asks for the host's network (`hostNetwork: true`).
+    fn host_network(&self) -> bool {
+        self.pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
+    }
+
+    /// The pod's `securityContext.fsGroup`.
+    fn fs_group(&self) -> Option<u32> {
+        self.pod
+            .at("/spec/securityContext/fsGroup")
+            .and_then(Value::as_u64)
+            .and_then(|g| u32::try_from(g).ok())
+    }
+
+    /// Makes volume `name`'s directory hold exactly `files`, given to the pod's fsGroup.
+    async fn write_volume(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        mut files: Vec<crate::volumes::VolumeFile>,
+    ) -> Result<(), String> {
+        let fs_group = self.fs_group();
+        crate::volumes::files_for_group(&mut files, fs_group);
+        crate::volumes::write_files(dir, &files)
+            .await
+            .map_err(|e| format!("volume {name}: {e}"))?;
+        if let Some(gid) = fs_group {
+            crate::volumes::give_to_group(dir, gid).map_err(|e| format!("volume {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The files of projected volume `source`: its ConfigMaps and Secrets read from the store
+    /// (a missing one is an error unless the source is optional), its downward API items.
+    async fn projected_files(
+        &self,
+        source: &Value,
+    ) -> Result<Vec<crate::volumes::VolumeFile>, String> {
+        let mut data = Vec::new();
+        for projection in source
+            .get("sources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let object = match (projection.get("configMap"), projection.get("secret")) {
+                (Some(reference), _) => Some((Kind::ConfigMap, reference)),
+                (_, Some(reference)) => Some((Kind::Secret, reference)),
+                _ => None,
+            };
+            let Some((kind, reference)) = object else {
+                data.push(None);
+                continue;
+            };
+            let object_name = text(reference, "/name");
+            let optional = reference.get("optional").and_then(Value::as_bool) == Some(true);
+            match self.bytes_of(kind, object_name).await? {
+                Some(bytes) => data.push(Some(bytes)),
+                None if optional => data.push(None),
+                None => return Err(missing(kind, &self.namespace, object_name)),
+            }
+        }
+        let allocatable = self.allocatable(&needs_storage(source)).await;
+        crate::volumes::projected_files(&self.pod, &self.placement(), &allocatable, source, &data)
     }
 
     /// Where claim `claim`'s data lives on this node: its bound volume's path.
@@ -1227,7 +1640,9 @@ impl PodState {
                 Some(path) => PathBuf::from(path),
                 None => self.volume_dir(name),
             };
-            let projected = volume.get("configMap").is_some() || volume.get("secret").is_some();
+            let projected = ["configMap", "secret", "downwardAPI", "projected"]
+                .iter()
+                .any(|source| volume.get(source).is_some());
             if let Some(sub) = mount
                 .get("subPath")
                 .and_then(Value::as_str)
@@ -1243,7 +1658,7 @@ impl PodState {
             mounts.push(BindMount {
                 destination: text(mount, "/mountPath").to_string(),
                 source,
-                // ConfigMap and Secret volumes are always read-only, as in Kubernetes.
+                // Volumes the kubelet writes are always read-only, as in Kubernetes.
                 read_only: projected
                     || mount.get("readOnly").and_then(Value::as_bool) == Some(true),
             });
@@ -1253,31 +1668,50 @@ impl PodState {
 
     /// Creates the network namespace and the files every container mounts.
     async fn sandbox(&mut self) -> Result<Ipv4Addr, RuntimeError> {
-        let ip = self
-            .shared
-            .network
-            .add_pod(&self.uid, &netns_name(&self.uid))
-            .await?;
+        // hostNetwork: no namespace of its own; its address is the node's, as reported.
+        let host_network = self.host_network();
+        let ip = if host_network {
+            self.shared.network.gateway()
+        } else {
+            self.shared
+                .network
+                .add_pod(&self.uid, &netns_name(&self.uid))
+                .await?
+        };
+        let host_file = |path: &'static str| async move {
+            tokio::fs::read_to_string(path).await.unwrap_or_default()
+        };
         let dir = self.pod_dir();
         let config = &self.shared.config;
         let domain = &config.cluster_domain;
         let namespace = &self.namespace;
-        let files = [
+        let host_resolv = host_file("/etc/resolv.conf").await;
+        let node_hostname = host_file("/proc/sys/kernel/hostname").await;
+        // A hostNetwork pod sees the node's hosts file and name, as in Kubernetes.
+        let (hosts, hostname) = if host_network {
+            (host_file("/etc/hosts").await, node_hostname)
+        } else {
             (
-                "resolv.conf",
-                format!(
-                    "search {namespace}.svc.{domain} svc.{domain} {domain}\nnameserver {}\noptions ndots:5\n",
-                    config.cluster_dns
-                ),
-            ),
-            (
-                "hosts",
                 format!(
                     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{}\n",
                     self.name
                 ),
+                format!("{}\n", self.name),
+            )
+        };
+        let files = [
+            (
+                "resolv.conf",
+                resolv_conf(
+                    &self.pod,
+                    config.cluster_dns,
+                    domain,
+                    namespace,
+                    &host_resolv,
+                ),
             ),
-            ("hostname", format!("{}\n", self.name)),
+            ("hosts", hosts),
+            ("hostname", hostname),
         ];
         tokio::fs::create_dir_all(&dir)
             .await
@@ -1306,7 +1740,7 @@ impl PodState {
         if running.is_empty() {
             return;
         }
-        let deadline = Instant::now() + grace;
+        let deadline = deadline_after(grace);
         // preStop hooks first (all containers at once), within the grace period; then SIGTERM.
         let ip = self.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let scratch = self.pod_dir();
@@ -1379,15 +1813,18 @@ impl PodState {
                 tracing::warn!(%error, %id, "removing a container failed");
             }
         }
-        if let Err(error) = self
-            .shared
-            .network
-            .remove_pod(&self.uid, &netns_name(&self.uid))
-            .await
+        if !self.host_network()
+            && let Err(error) = self
+                .shared
+                .network
+                .remove_pod(&self.uid, &netns_name(&self.uid))
+                .await
         {
             tracing::warn!(%error, pod = %self.name, "removing the pod's network failed");
         }
         remove_cgroups(&self.pod_cgroup());
+        // Memory-backed emptyDirs are mounts: unmount them before removing the directory.
+        crate::volumes::unmount_all_under(&self.pod_dir().join("volumes")).await;
         let _ = tokio::fs::remove_dir_all(self.pod_dir()).await;
     }
 
@@ -1504,7 +1941,11 @@ impl PodState {
             InitProgress::InProgress
         };
         let nows: Vec<ContainerNow> = statuses.iter().map(|(_, now, _)| *now).collect();
-        let phase = pod_phase(self.policy(), progress, &nows);
+        let phase = if self.ended.is_some() {
+            Phase::Failed
+        } else {
+            pod_phase(self.policy(), progress, &nows)
+        };
         let all_ready = !statuses.is_empty() && statuses.iter().all(|(_, _, ready)| *ready);
         let ready = all_ready && phase == Phase::Running;
         let truth = |b: bool| if b { "True" } else { "False" };
@@ -1557,6 +1998,19 @@ impl PodState {
         }
         if let Some(message) = &self.sandbox_error {
             status["message"] = json!(message);
+        }
+        if let Some(ended) = &self.ended {
+            status["reason"] = json!(ended.reason());
+            status["message"] = json!(ended.message());
+            // Only an eviction is a disruption (the deadline is the pod's own).
+            if let Ended::Evicted(message) = ended
+                && let Some(conditions) = status["conditions"].as_array_mut()
+            {
+                let mut disruption =
+                    condition("DisruptionTarget", true, Some("TerminationByKubelet"));
+                disruption["message"] = json!(message);
+                conditions.push(disruption);
+            }
         }
         let mut writes = std::mem::take(&mut self.events);
         let again = self.report_again && self.shared.node_ready();
@@ -1613,6 +2067,117 @@ enum Step {
     Wake(Duration),
     /// It stays as it is (exited for good, or an error only a new spec can fix).
     Stays,
+}
+
+/// The pod's resolv.conf, as the kubelet writes it: `ClusterFirst` (and
+/// `ClusterFirstWithHostNet`) name the cluster DNS with the namespace's search path, `Default`
+/// (and `ClusterFirst` on the host's network) takes the node's `host` resolv.conf, `None`
+/// starts empty; then `dnsConfig`'s nameservers
+/// and searches are appended (without repeats) and its options override by name.
+fn resolv_conf(
+    pod: &Value,
+    cluster_dns: Ipv4Addr,
+    domain: &str,
+    namespace: &str,
+    host: &str,
+) -> String {
+    let mut nameservers: Vec<String> = Vec::new();
+    let mut searches: Vec<String> = Vec::new();
+    let mut options: Vec<String> = Vec::new();
+    let host_network = pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
+    // ClusterFirst means Default for a hostNetwork pod; ClusterFirstWithHostNet keeps the
+    // cluster's DNS for it.
+    let policy = match pod.at("/spec/dnsPolicy").and_then(Value::as_str) {
+        None | Some("ClusterFirst") if host_network => Some("Default"),
+        policy => policy,
+    };
+    match policy {
+        Some("Default") => {
+            for line in host.lines() {
+                let mut words = line.split_whitespace();
+                let (Some(key), rest) = (words.next(), words) else {
+                    continue;
+                };
+                let target = match key {
+                    "nameserver" => &mut nameservers,
+                    "search" | "domain" => &mut searches,
+                    "options" => &mut options,
+                    _ => continue,
+                };
+                target.extend(rest.map(str::to_string));
+            }
+        }
+        Some("None") => {}
+        _ => {
+            nameservers.push(cluster_dns.to_string());
+            searches.extend([
+                format!("{namespace}.svc.{domain}"),
+                format!("svc.{domain}"),
+                domain.to_string(),
+            ]);
+            options.push("ndots:5".into());
+        }
+    }
+    let list = |field: &str| -> Vec<String> {
+        pod.at(&format!("/spec/dnsConfig/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    for (target, extra) in [
+        (&mut nameservers, list("nameservers")),
+        (&mut searches, list("searches")),
+    ] {
+        for item in extra {
+            if !target.contains(&item) {
+                target.push(item);
+            }
+        }
+    }
+    for option in pod
+        .at("/spec/dnsConfig/options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = option.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let text = match option.get("value").and_then(Value::as_str) {
+            Some(value) => format!("{name}:{value}"),
+            None => name.to_string(),
+        };
+        options.retain(|o| o.split(':').next() != Some(name));
+        options.push(text);
+    }
+    // The resolver reads at most three nameservers and six search domains, as the kubelet
+    // trims them.
+    nameservers.truncate(3);
+    searches.truncate(6);
+    let mut out = String::new();
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    for server in &nameservers {
+        out.push_str(&format!("nameserver {server}\n"));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
+/// `ephemeral-storage` when a volume source refers to it (so the filesystem is measured),
+/// else nothing.
+fn needs_storage(source: &Value) -> String {
+    if source.to_string().contains("ephemeral-storage") {
+        "ephemeral-storage".into()
+    } else {
+        String::new()
+    }
 }
 
 fn missing(kind: Kind, namespace: &str, name: &str) -> String {
@@ -1799,11 +2364,118 @@ fn collapse_supported(dir: &std::path::Path) -> bool {
     probe.is_ok()
 }
 
+/// `grace` from now, or a time that never comes when the manifest's grace period (any `u64`
+/// seconds) reaches past what the clock can count: `Instant + Duration` panics there.
+fn deadline_after(grace: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(grace)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 60 * 60)))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shipshape_actors::api::logs::rotated_log_path;
     use std::io::Write;
+
+    #[test]
+    fn resolv_conf_follows_dns_policy_and_dns_config() {
+        let dns = Ipv4Addr::new(10, 96, 0, 10);
+        let host = "# generated\nnameserver 192.168.1.1\nsearch lan\noptions edns0\n";
+        let conf =
+            |spec: Value| resolv_conf(&json!({"spec": spec}), dns, "cluster.local", "shop", host);
+        let cluster = "search shop.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n";
+        assert_eq!(conf(json!({})), cluster);
+        assert_eq!(conf(json!({"dnsPolicy": "ClusterFirst"})), cluster);
+        assert_eq!(
+            conf(json!({"dnsPolicy": "Default"})),
+            "search lan\nnameserver 192.168.1.1\noptions edns0\n"
+        );
+        assert_eq!(
+            conf(json!({"dnsPolicy": "None", "dnsConfig": {
+                "nameservers": ["1.1.1.1"], "searches": ["example.com"],
+                "options": [{"name": "ndots", "value": "2"}, {"name": "rotate"}]}})),
+            "search example.com\nnameserver 1.1.1.1\noptions ndots:2 rotate\n"
+        );
+        // On the host's network ClusterFirst falls back to the node's; WithHostNet does not.
+        assert_eq!(
+            conf(json!({"hostNetwork": true})),
+            "search lan\nnameserver 192.168.1.1\noptions edns0\n"
+        );
+        assert_eq!(
+            conf(json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"})),
+            cluster
+        );
+        // dnsConfig adds to the policy's, and its options override by name.
+        assert_eq!(
+            conf(
+                json!({"dnsConfig": {"nameservers": ["10.96.0.10", "8.8.8.8"],
+                "searches": ["corp"], "options": [{"name": "ndots", "value": "1"}]}})
+            ),
+            "search shop.svc.cluster.local svc.cluster.local cluster.local corp\nnameserver 10.96.0.10\nnameserver 8.8.8.8\noptions ndots:1\n"
+        );
+    }
+
+    #[test]
+    fn a_grace_period_of_any_size_gives_a_deadline() {
+        let soon = deadline_after(Duration::from_secs(30));
+        assert!(soon > Instant::now() + Duration::from_secs(29));
+        // terminationGracePeriodSeconds: 9223372036854775807 reads as this many seconds.
+        let never = deadline_after(Duration::from_secs(i64::MAX as u64));
+        assert!(never > Instant::now() + Duration::from_secs(50 * 365 * 24 * 60 * 60));
+        assert!(deadline_after(Duration::MAX) > soon);
+    }
+
+    #[test]
+    fn the_active_deadline_counts_from_the_start_time_and_never_overflows() {
+        let start: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("timestamp");
+        let after = |seconds: i64| {
+            start
+                .checked_add(jiff::SignedDuration::from_secs(seconds))
+                .expect("timestamp")
+        };
+        assert_eq!(active_deadline(&json!({"spec": {}})), None);
+        let spec = active_deadline(&json!({"spec": {"activeDeadlineSeconds": 3}}));
+        assert_eq!(spec, Some(3));
+        assert_eq!(active_deadline_left(None, start, after(10)), None);
+        assert_eq!(
+            active_deadline_left(spec, start, after(1)),
+            Some(Duration::from_secs(2))
+        );
+        // Active exactly as long as allowed is past the deadline, as in the kubelet.
+        assert_eq!(
+            active_deadline_left(spec, start, after(3)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            active_deadline_left(spec, start, after(86_400)),
+            Some(Duration::ZERO)
+        );
+        // A start time after now (a clock stepped back) counts as no time active.
+        assert_eq!(
+            active_deadline_left(spec, start, after(-60)),
+            Some(Duration::from_secs(3))
+        );
+        // Extreme numbers and times neither overflow nor wrap around.
+        let (min, max) = (jiff::Timestamp::MIN, jiff::Timestamp::MAX);
+        let largest = Some(2_147_483_647);
+        assert_eq!(
+            active_deadline_left(largest, min, max),
+            Some(Duration::ZERO)
+        );
+        let huge = Some(u64::MAX);
+        let left = active_deadline_left(huge, min, max).expect("a deadline");
+        assert!(left > Duration::from_secs(u64::MAX / 2));
+        assert_eq!(
+            active_deadline_left(huge, max, min),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        // Not a whole number of seconds: no deadline the kubelet could honour (validation
+        // refuses it before it gets here).
+        let negative = json!({"spec": {"activeDeadlineSeconds": -1}});
+        assert_eq!(active_deadline(&negative), None);
+    }
 
     /// A run's whole log: its rotated files, oldest first, then the current one.
     fn whole_log(path: &std::path::Path, keep: u32) -> Vec<u8> {

@@ -6,11 +6,12 @@
 use shipshape_api::pointer::At;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use shipshape_reconciler::kubelet::Thresholds;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::runtime::NodeRuntime;
 
@@ -50,6 +51,10 @@ impl ProbeKind {
 pub enum Action {
     /// GET `path` on `port`; 200–399 passes.
     Http {
+        /// Plain HTTP or TLS.
+        scheme: Scheme,
+        /// The `host` field: whom to connect to (and the TLS server name) instead of the pod.
+        host: Option<String>,
         /// The port.
         port: u16,
         /// The path and query.
@@ -72,6 +77,25 @@ pub enum Action {
         /// How long.
         duration: Duration,
     },
+}
+
+/// How an HTTP action talks to the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// TLS without verifying the certificate, as Kubernetes' kubelet does (a probe asks "is it
+    /// up", not "is it who it says"; pods mostly serve self-signed certificates).
+    Https,
+}
+
+impl Scheme {
+    fn word(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
 }
 
 /// One probe of one container, with Kubernetes' timing fields.
@@ -125,10 +149,22 @@ fn port(value: Option<&Value>, container: &Value, field: &str) -> Result<u16, St
 /// The action of a probe or lifecycle hook at `value` (`field` names it in errors).
 fn action(probe: &Value, container: &Value, field: &str) -> Result<Action, String> {
     if let Some(http) = probe.get("httpGet") {
-        if http.get("scheme").and_then(Value::as_str) == Some("HTTPS") {
-            return Err(format!("{}: HTTPS probes are not supported yet", field));
-        }
+        let scheme = match http.get("scheme").and_then(Value::as_str) {
+            None | Some("HTTP") => Scheme::Http,
+            Some("HTTPS") => Scheme::Https,
+            Some(other) => {
+                return Err(format!(
+                    "{field}: httpGet.scheme {other:?} is not HTTP or HTTPS"
+                ));
+            }
+        };
         Ok(Action::Http {
+            scheme,
+            host: http
+                .get("host")
+                .and_then(Value::as_str)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string),
             port: port(http.get("port"), container, field)?,
             path: http
                 .get("path")
@@ -243,19 +279,26 @@ pub async fn run_action(
             }
         }
         Action::Http {
+            scheme,
+            host,
             port,
             path,
             headers,
         } => {
-            let address = SocketAddr::from((ip, *port));
-            match tokio::time::timeout(timeout, http_get(address, path, headers)).await {
+            let target = Target {
+                scheme: *scheme,
+                host: host.clone().unwrap_or_else(|| ip.to_string()),
+                port: *port,
+            };
+            let url = format!("{}://{}:{port}{path}", scheme.word(), target.host);
+            match tokio::time::timeout(timeout, http_get(&target, path, headers)).await {
                 Ok(Ok(code)) if (200..400).contains(&code) => (true, String::new()),
                 Ok(Ok(code)) => (false, format!("HTTP probe failed with statuscode: {code}")),
-                Ok(Err(e)) => (false, format!("Get \"http://{address}{path}\": {e}")),
+                Ok(Err(e)) => (false, format!("Get \"{url}\": {e}")),
                 Err(_) => (
                     false,
                     format!(
-                        "Get \"http://{address}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                        "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
                     ),
                 ),
             }
@@ -281,21 +324,61 @@ pub async fn run_action(
     }
 }
 
-/// A minimal HTTP/1.1 GET: the status code.
+/// Where an HTTP action goes: `host` is an address or a name (the `host` field, else the pod IP).
+struct Target {
+    scheme: Scheme,
+    host: String,
+    port: u16,
+}
+
+/// A minimal HTTP/1.1 GET (over TLS for HTTPS): the status code.
 async fn http_get(
-    address: SocketAddr,
+    target: &Target,
     path: &str,
     headers: &[(String, String)],
 ) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n"
-    );
+    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let authority = match target.host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", target.port),
+        _ => format!("{}:{}", target.host, target.port),
+    };
+    match target.scheme {
+        Scheme::Http => exchange(stream, &authority, path, headers).await,
+        Scheme::Https => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let stream = insecure_connector()?.connect(name, stream).await?;
+            exchange(stream, &authority, path, headers).await
+        }
+    }
+}
+
+/// Sends the GET on an open connection and reads the status line.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    authority: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
+    // The probe's own headers replace the defaults of the same name, as in Kubernetes.
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut request = format!("GET {path} HTTP/1.1\r\n");
+    for (name, value) in [
+        ("Host", authority),
+        ("User-Agent", "kube-probe/1.37"),
+        ("Accept", "*/*"),
+    ] {
+        if !given(name) {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    request.push_str("Connection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
     let mut head = Vec::new();
     let mut buffer = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
@@ -310,6 +393,76 @@ async fn http_get(
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other("malformed HTTP response"))
+}
+
+/// A TLS client that takes any certificate (Kubernetes' kubelet probes with InsecureSkipVerify),
+/// built once.
+fn insecure_connector() -> std::io::Result<tokio_rustls::TlsConnector> {
+    static CONNECTOR: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
+        .map_err(std::io::Error::other)
+}
+
+/// Accepts every server certificate, but still checks the handshake signatures so the
+/// connection is a well-formed TLS session with whoever answered.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +485,8 @@ mod tests {
         assert_eq!(
             ready.action,
             Action::Http {
+                scheme: Scheme::Http,
+                host: None,
                 port: 8080,
                 path: "/healthz".into(),
                 headers: vec![]
@@ -371,7 +526,11 @@ mod tests {
                 let mut buffer = [0u8; 1024];
                 let n = socket.read(&mut buffer).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buffer[..n]).to_string();
-                let code = if request.starts_with("GET /ok ") {
+                let hosts = request
+                    .lines()
+                    .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+                    .count();
+                let code = if request.starts_with("GET /ok ") && hosts == 1 {
                     200
                 } else {
                     503
@@ -381,8 +540,114 @@ mod tests {
                     .await;
             }
         });
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        assert_eq!(http_get(address, "/ok", &[]).await.expect("get"), 200);
-        assert_eq!(http_get(address, "/bad", &[]).await.expect("get"), 503);
+        let target = Target {
+            scheme: Scheme::Http,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert_eq!(http_get(&target, "/ok", &[]).await.expect("get"), 200);
+        assert_eq!(http_get(&target, "/bad", &[]).await.expect("get"), 503);
+        // A Host header of the probe's replaces the default one.
+        let host = [("host".to_string(), "web.example".to_string())];
+        assert_eq!(http_get(&target, "/ok", &host).await.expect("get"), 200);
+    }
+
+    /// A TLS server on loopback with a fresh self-signed certificate for `example.invalid`
+    /// (so nothing could verify it): answers 200 on `/ok`, 503 otherwise, and reports the SNI
+    /// name each client sent.
+    async fn self_signed_server() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["example.invalid".to_string()]).expect("cert");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (names, names_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    continue;
+                };
+                let _ = names.send(tls.get_ref().1.server_name().map(str::to_string));
+                let mut buffer = [0u8; 1024];
+                let n = tls.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
+                let hosts = request
+                    .lines()
+                    .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+                    .count();
+                let code = if request.starts_with("GET /ok ") && hosts == 1 {
+                    200
+                } else {
+                    503
+                };
+                let _ = tls
+                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (port, names_rx)
+    }
+
+    #[test]
+    fn an_https_probe_parses_with_its_scheme_and_host() {
+        let container = json!({
+            "readinessProbe": {"httpGet": {"scheme": "HTTPS", "host": "localhost", "port": 8443}},
+        });
+        let probe = parse(&container, ProbeKind::Readiness)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            probe.action,
+            Action::Http {
+                scheme: Scheme::Https,
+                host: Some("localhost".into()),
+                port: 8443,
+                path: "/".into(),
+                headers: vec![]
+            }
+        );
+        let bad = json!({"readinessProbe": {"httpGet": {"scheme": "FTP", "port": 1}}});
+        assert!(parse(&bad, ProbeKind::Readiness).is_err());
+    }
+
+    #[tokio::test]
+    async fn https_probes_take_a_self_signed_certificate_and_send_the_host_as_sni() {
+        let (port, mut names) = self_signed_server().await;
+        let by_ip = Target {
+            scheme: Scheme::Https,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert_eq!(http_get(&by_ip, "/ok", &[]).await.expect("get"), 200);
+        // No SNI for an address (as Go's client does), the name for a host name.
+        assert_eq!(names.recv().await, Some(None));
+        assert_eq!(http_get(&by_ip, "/bad", &[]).await.expect("get"), 503);
+        assert_eq!(names.recv().await, Some(None));
+        let by_name = Target {
+            scheme: Scheme::Https,
+            host: "localhost".into(),
+            port,
+        };
+        assert_eq!(http_get(&by_name, "/ok", &[]).await.expect("get"), 200);
+        assert_eq!(names.recv().await, Some(Some("localhost".to_string())));
+        // Plain HTTP to a TLS port is no answer at all.
+        let plain = Target {
+            scheme: Scheme::Http,
+            ..by_ip
+        };
+        assert!(http_get(&plain, "/ok", &[]).await.is_err());
     }
 }

@@ -20,6 +20,12 @@ use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
 use shipshape_actors::store::{Batch, EventType, Precondition, WatchEvent, parse_storage_key};
 use shipshape_api::Kind;
 
+use shipshape_actors::events::event;
+use shipshape_api::object::ObjectKey;
+
+use crate::pod_worker::{
+    DEADLINE_EXCEEDED, DEADLINE_MESSAGE, active_deadline, active_deadline_left,
+};
 use crate::registration::{LEASE_NAMESPACE, NodeInfo, heartbeat, is_ready, seconds_text};
 
 /// A block of addresses: `10.244.0.0/16`.
@@ -121,6 +127,12 @@ struct SimPod {
     containers: Vec<(String, String)>,
     /// Its QoS class (kept in every status the simulated kubelet writes, as a kubelet does).
     qos: &'static str,
+    /// Its `spec.activeDeadlineSeconds`.
+    active_deadline: Option<u64>,
+    /// Its `status.startTime`, once reported Running (the active deadline counts from it).
+    start_time: Option<jiff::Timestamp>,
+    /// Failed past its active deadline: nothing more is reported (it never restarts).
+    deadline_exceeded: bool,
 }
 
 /// The simulated kubelets of a set of nodes.
@@ -207,6 +219,9 @@ impl SimulatedNodes {
         let Some(pod_key) = parse_storage_key(key) else {
             return Reconciled::default();
         };
+        if pod.deadline_exceeded && !pod.terminating {
+            return Reconciled::default();
+        }
         if pod.terminating {
             // Nothing runs, so nothing needs its grace period: the pod is gone at once.
             return Reconciled {
@@ -226,7 +241,7 @@ impl SimulatedNodes {
             pod.crashed_until = None;
         }
         let started_at = pod.seen_bound + start_delay;
-        let (ready, wait) = match crashed {
+        let (ready, mut wait) = match crashed {
             Some(until) => (false, Some(until - now_instant)),
             None if pod.reported.is_none() && started_at > now_instant => {
                 // Still "pulling and starting": report nothing yet.
@@ -237,6 +252,19 @@ impl SimulatedNodes {
             }
             None => (true, None),
         };
+        // Started (as far as anyone can tell) now, unless reported before.
+        let start = *pod.start_time.get_or_insert(now);
+        match active_deadline_left(pod.active_deadline, start, now) {
+            Some(left) if left.is_zero() => {
+                pod.deadline_exceeded = true;
+                return Reconciled {
+                    batches: vec![deadline_exceeded(pod, pod_key, node.subnet, start, now)],
+                    requeue_after: None,
+                };
+            }
+            Some(left) => wait = Some(wait.map_or(left, |w| w.min(left))),
+            None => {}
+        }
         if pod.reported == Some(ready) {
             return Reconciled {
                 batches: Vec::new(),
@@ -256,6 +284,7 @@ impl SimulatedNodes {
             (None, None) => None,
         };
         let time = seconds_text(now);
+        let start_time = seconds_text(start);
         let pod_ip = node.subnet.zip(ip).map(|(s, n)| s.host(n).to_string());
         let host_ip = node.subnet.map(|s| s.host(1).to_string());
         let ready_text = if ready { "True" } else { "False" };
@@ -280,7 +309,7 @@ impl SimulatedNodes {
             .collect();
         let mut status = json!({
             "phase": "Running",
-            "startTime": time,
+            "startTime": start_time,
             "qosClass": pod.qos,
             "conditions": [
                 {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": time},
@@ -404,6 +433,9 @@ impl Controller for SimulatedNodes {
                         crashed_until: None,
                         containers: Vec::new(),
                         qos: "BestEffort",
+                        active_deadline: None,
+                        start_time: None,
+                        deadline_exceeded: false,
                     });
                 let uid = object
                     .at("/metadata/uid")
@@ -417,6 +449,17 @@ impl Controller for SimulatedNodes {
                 }
                 pod.object_rv = event.resource_version;
                 pod.terminating = terminating;
+                // activeDeadlineSeconds may be set or shortened on a running pod.
+                pod.active_deadline = active_deadline(object);
+                if pod.start_time.is_none() {
+                    pod.start_time = object
+                        .at("/status/startTime")
+                        .and_then(Value::as_str)
+                        .and_then(|t| t.parse().ok());
+                }
+                if object.at("/status/reason").and_then(Value::as_str) == Some(DEADLINE_EXCEEDED) {
+                    pod.deadline_exceeded = true;
+                }
                 if pod.reported.is_none() && running {
                     pod.reported = Some(ready);
                 }
@@ -430,7 +473,8 @@ impl Controller for SimulatedNodes {
                         pod.ip = Some(n);
                     }
                 }
-                if terminating || pod.reported.is_none() {
+                let deadline_pending = pod.active_deadline.is_some() && !pod.deadline_exceeded;
+                if terminating || pod.reported.is_none() || deadline_pending {
                     dirty.mark(event.key.clone(), || because(event));
                 }
             }
@@ -450,6 +494,83 @@ impl Controller for SimulatedNodes {
             Some(name) => self.reconcile_node(name, now),
             None => self.reconcile_pod(key, now),
         }
+    }
+}
+
+/// The status (and event) of a simulated pod past its active deadline, as a kubelet reports
+/// one: Failed with reason DeadlineExceeded, its containers terminated, nothing ready.
+fn deadline_exceeded(
+    pod: &SimPod,
+    key: ObjectKey,
+    subnet: Option<Cidr>,
+    start: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Batch {
+    let time = seconds_text(now);
+    let started = seconds_text(start);
+    let containers: Vec<Value> = pod
+        .containers
+        .iter()
+        .map(|(name, image)| {
+            json!({
+                "name": name, "image": image, "imageID": "",
+                "containerID": format!("simulated://{}-{name}", pod.uid),
+                "ready": false, "started": false, "restartCount": pod.crashes,
+                "state": {"terminated": {
+                    "exitCode": 137, "reason": "Error", "startedAt": started, "finishedAt": time,
+                }},
+            })
+        })
+        .collect();
+    let not_ready = json!({"status": "False", "reason": "PodFailed", "lastTransitionTime": time});
+    let condition = |kind: &str, mut body: Value| {
+        body["type"] = json!(kind);
+        body
+    };
+    let mut status = json!({
+        "phase": "Failed",
+        "reason": DEADLINE_EXCEEDED,
+        "message": DEADLINE_MESSAGE,
+        "startTime": started,
+        "qosClass": pod.qos,
+        "conditions": [
+            {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": time},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+            condition("Ready", not_ready.clone()),
+            condition("ContainersReady", not_ready),
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+        ],
+        "containerStatuses": containers,
+    });
+    let pod_ip = subnet.zip(pod.ip).map(|(s, n)| s.host(n).to_string());
+    if let (Some(pod_ip), Some(subnet)) = (pod_ip, subnet) {
+        let host_ip = subnet.host(1).to_string();
+        status["podIP"] = json!(pod_ip);
+        status["podIPs"] = json!([{"ip": pod_ip}]);
+        status["hostIP"] = json!(host_ip);
+        status["hostIPs"] = json!([{"ip": host_ip}]);
+    }
+    let object = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": key.name, "namespace": key.namespace, "uid": pod.uid},
+    });
+    Batch {
+        writes: vec![
+            event(
+                "kubelet",
+                &object,
+                "Normal",
+                DEADLINE_EXCEEDED,
+                DEADLINE_MESSAGE.to_string(),
+                now,
+            ),
+            Write::UpdateStatus {
+                key,
+                precondition: Some(Precondition::Uid(pod.uid.clone())),
+                status,
+            },
+        ],
+        audit: None,
     }
 }
 
@@ -476,6 +597,84 @@ fn containers(pod: &Value) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simulated_pod_fails_at_its_active_deadline_and_stays_failed() {
+        let mut nodes = SimulatedNodes::new(SimulatedConfig {
+            nodes: 1,
+            cpu_milli: 1000,
+            memory: 1 << 30,
+            max_pods: 110,
+            pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
+            start_delay: Duration::ZERO,
+            lease_duration: Duration::from_secs(40),
+        });
+        let key = "Pod/demo/batch";
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "batch", "namespace": "demo", "uid": "u1"},
+            "spec": {"nodeName": "node-1", "activeDeadlineSeconds": 3,
+                     "containers": [{"name": "main", "image": "busybox"}]},
+        });
+        let mut dirty = Dirty::default();
+        let seen = |object: &Value| WatchEvent {
+            resource_version: 1,
+            kind: EventType::Modified,
+            key: key.into(),
+            object: object.clone(),
+        };
+        nodes.observe(&seen(&pod), &mut dirty);
+        let start: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("timestamp");
+        let at = |seconds: i64| {
+            start
+                .checked_add(jiff::SignedDuration::from_secs(seconds))
+                .expect("timestamp")
+        };
+        let status_of = |reconciled: &Reconciled| {
+            reconciled
+                .batches
+                .iter()
+                .flat_map(|b| &b.writes)
+                .find_map(|w| match w {
+                    Write::UpdateStatus { status, .. } => Some(status.clone()),
+                    _ => None,
+                })
+        };
+        let running = nodes.reconcile(key, start);
+        let status = status_of(&running).expect("a Running status");
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(running.requeue_after, Some(Duration::from_secs(3)));
+        let early = nodes.reconcile(key, at(2));
+        assert!(early.batches.is_empty());
+        assert_eq!(early.requeue_after, Some(Duration::from_secs(1)));
+        let failed = nodes.reconcile(key, at(3));
+        let status = status_of(&failed).expect("a Failed status");
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["reason"], "DeadlineExceeded");
+        assert_eq!(status["message"], DEADLINE_MESSAGE);
+        assert_eq!(status["startTime"], "2026-01-01T00:00:00Z");
+        assert!(status["containerStatuses"][0]["state"]["terminated"].is_object());
+        let event = failed
+            .batches
+            .iter()
+            .flat_map(|b| &b.writes)
+            .find_map(|w| match w {
+                Write::Create { object, .. } if object["kind"] == "Event" => Some(object.clone()),
+                _ => None,
+            });
+        assert_eq!(
+            event.map(|e| (e["reason"].clone(), e["involvedObject"]["uid"].clone())),
+            Some((json!("DeadlineExceeded"), json!("u1")))
+        );
+        assert_eq!(failed.requeue_after, None);
+        // Never reported again (nor restarted), even after the simulated kubelet lists anew.
+        assert!(nodes.reconcile(key, at(60)).batches.is_empty());
+        nodes.reset();
+        let mut stored = pod.clone();
+        stored["status"] = status;
+        nodes.observe(&seen(&stored), &mut dirty);
+        assert!(nodes.reconcile(key, at(120)).batches.is_empty());
+    }
 
     #[test]
     fn gives_each_node_its_own_slash_24() {
