@@ -60,7 +60,18 @@ const SUPPORTED_VOLUMES: &[&str] = &[
 ];
 
 pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, rules: &PodRules) {
-    let volume_names = volumes(report, &path.field("volumes"), spec.volumes.as_deref());
+    let container_names: BTreeSet<String> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| c.name.clone())
+        .collect();
+    let volume_names = volumes(
+        report,
+        &path.field("volumes"),
+        spec.volumes.as_deref(),
+        &container_names,
+    );
     let mut mountable = volume_names;
     mountable.extend(rules.claim_templates.iter().cloned());
 
@@ -88,7 +99,7 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
                     format!("duplicate container name {:?}", c.name),
                 );
             }
-            container(report, &at, c, &mountable, init);
+            container(report, &at, c, &mountable, &container_names, init);
         }
     }
 
@@ -103,11 +114,53 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
         ),
         value => report.one_of(&restart_path, value, rules.restart_policies),
     }
+    // Nothing maps a hostPort onto a pod's own address; on the host's network a container
+    // port is the node's port already, and Kubernetes requires hostPort to equal it there.
+    let host_network = spec.host_network == Some(true);
+    for (field, containers, _) in groups {
+        for (i, c) in containers.iter().enumerate() {
+            for (j, port) in c.ports.iter().flatten().enumerate() {
+                let at = path
+                    .field(field)
+                    .index(i)
+                    .field("ports")
+                    .index(j)
+                    .field("hostPort");
+                match port.host_port.filter(|p| *p != 0) {
+                    Some(host_port) if host_network && host_port != port.container_port => {
+                        report.push(
+                            at,
+                            format!(
+                                "must equal containerPort ({}) when hostNetwork is true",
+                                port.container_port
+                            ),
+                        )
+                    }
+                    Some(_) if !host_network => report.push(
+                        at,
+                        "is not supported by shipshape: nothing maps node ports onto a pod; use a NodePort Service, or hostNetwork",
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The kubelet gives every pod its own PID and IPC namespaces.
+    for (field, set) in [("hostPID", spec.host_pid), ("hostIPC", spec.host_ipc)] {
+        if set == Some(true) {
+            report.push(
+                path.field(field),
+                "is not supported by shipshape: every pod has its own namespaces",
+            );
+        }
+    }
     report.one_of(
         &path.field("dnsPolicy"),
         spec.dns_policy.as_deref(),
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
+    dns_config(report, path, spec);
+    unsupported_pod_features(report, path, spec);
     report.at_least(
         &path.field("terminationGracePeriodSeconds"),
         spec.termination_grace_period_seconds,
@@ -118,6 +171,15 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
         spec.active_deadline_seconds,
         1,
     );
+    // As Kubernetes bounds it: a pod's deadline fits in 32 bits.
+    if let Some(deadline) = spec.active_deadline_seconds
+        && deadline > i64::from(i32::MAX)
+    {
+        report.push(
+            path.field("activeDeadlineSeconds"),
+            format!("must be between 1 and {} (got {deadline})", i32::MAX),
+        );
+    }
     report.labels(&path.field("nodeSelector"), spec.node_selector.as_ref());
     for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
         if let Some(value) = value {
@@ -135,98 +197,389 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
         report.at_least(&at.field("runAsUser"), context.run_as_user, 0);
         report.at_least(&at.field("runAsGroup"), context.run_as_group, 0);
         report.at_least(&at.field("fsGroup"), context.fs_group, 0);
+        for (i, group) in context.supplemental_groups.iter().flatten().enumerate() {
+            report.at_least(&at.field("supplementalGroups").index(i), Some(*group), 0);
+        }
+        confinement(
+            report,
+            &at,
+            context.seccomp_profile.as_ref(),
+            context.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+            context.se_linux_options.is_some(),
+        );
+        if context.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
+            report.push(
+                at.field("sysctls"),
+                "is not supported by shipshape: pods run with the node's sysctls",
+            );
+        }
+    }
+    if spec.share_process_namespace == Some(true) {
+        report.push(
+            path.field("shareProcessNamespace"),
+            "is not supported by shipshape: each container has its own PID namespace",
+        );
     }
     for (i, toleration) in spec.tolerations.iter().flatten().enumerate() {
         self::toleration(report, &path.field("tolerations").index(i), toleration);
     }
     if let Some(affinity) = &spec.affinity {
-        let at = path.field("affinity");
-        for (field, terms) in [
-            (
-                "podAffinity",
-                affinity.pod_affinity.as_ref().and_then(|a| {
-                    a.required_during_scheduling_ignored_during_execution
-                        .as_ref()
-                }),
-            ),
-            (
-                "podAntiAffinity",
-                affinity.pod_anti_affinity.as_ref().and_then(|a| {
-                    a.required_during_scheduling_ignored_during_execution
-                        .as_ref()
-                }),
-            ),
-        ] {
-            for (i, term) in terms.into_iter().flatten().enumerate() {
-                let term_path = at
-                    .field(field)
-                    .field("requiredDuringSchedulingIgnoredDuringExecution")
-                    .index(i);
-                report.required(&term_path.field("topologyKey"), Some(&term.topology_key));
-                if let Some(selector) = &term.label_selector
-                    && let Err(problems) = crate::selector::Selector::parse(
-                        selector,
-                        &term_path.field("labelSelector"),
-                    )
-                {
-                    report.extend(problems);
-                }
-                // Only `{}` (every namespace) can be honoured: the scheduler does not read
-                // namespace labels.
-                if term.namespace_selector.as_ref().is_some_and(|selector| {
-                    selector
-                        .match_labels
-                        .as_ref()
-                        .is_some_and(|l| !l.is_empty())
-                        || selector
-                            .match_expressions
-                            .as_ref()
-                            .is_some_and(|e| !e.is_empty())
-                }) {
-                    report.push(
-                        term_path.field("namespaceSelector"),
-                        "selecting namespaces by label is not supported: list them in `namespaces`, or use {} for every namespace",
-                    );
-                }
-            }
+        self::affinity(report, &path.field("affinity"), affinity);
+    }
+    let mut spread_seen = BTreeSet::new();
+    for (i, constraint) in spec
+        .topology_spread_constraints
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = path.field("topologySpreadConstraints").index(i);
+        spread_constraint(report, &at, constraint);
+        if !spread_seen.insert((&constraint.topology_key, &constraint.when_unsatisfiable)) {
+            report.push(
+                at,
+                format!(
+                    "duplicate constraint on topologyKey {:?} with whenUnsatisfiable {:?}",
+                    constraint.topology_key, constraint.when_unsatisfiable
+                ),
+            );
         }
-        if let Some(required) = affinity.node_affinity.as_ref().and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        }) {
-            let terms_path = at
-                .field("nodeAffinity")
+    }
+}
+
+/// Node and pod (anti-)affinity, required and preferred: everything the scheduler reads.
+fn affinity(report: &mut Report, at: &FieldPath, affinity: &k8s_openapi::api::core::v1::Affinity) {
+    for (field, required, preferred) in [
+        (
+            "podAffinity",
+            affinity.pod_affinity.as_ref().and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+            affinity.pod_affinity.as_ref().and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+        ),
+        (
+            "podAntiAffinity",
+            affinity.pod_anti_affinity.as_ref().and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+            affinity.pod_anti_affinity.as_ref().and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+        ),
+    ] {
+        for (i, term) in required.into_iter().flatten().enumerate() {
+            let term_path = at
+                .field(field)
                 .field("requiredDuringSchedulingIgnoredDuringExecution")
-                .field("nodeSelectorTerms");
-            for (i, term) in required.node_selector_terms.iter().enumerate() {
-                for (j, expression) in term.match_expressions.iter().flatten().enumerate() {
-                    let expr_path = terms_path.index(i).field("matchExpressions").index(j);
-                    report.one_of(
-                        &expr_path.field("operator"),
-                        Some(&expression.operator),
-                        &["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"],
-                    );
-                    report.check(
-                        &expr_path.field("key"),
-                        names::qualified_name(&expression.key),
-                    );
-                }
-                for (j, field) in term.match_fields.iter().flatten().enumerate() {
-                    let field_path = terms_path.index(i).field("matchFields").index(j);
-                    if field.key != "metadata.name" {
-                        report.push(
-                            field_path.field("key"),
-                            format!("{:?} is not a node field: only metadata.name is", field.key),
-                        );
-                    }
-                    report.one_of(
-                        &field_path.field("operator"),
-                        Some(&field.operator),
-                        &["In", "NotIn"],
+                .index(i);
+            pod_affinity_term(report, &term_path, term);
+        }
+        for (i, weighted) in preferred.into_iter().flatten().enumerate() {
+            let term_path = at
+                .field(field)
+                .field("preferredDuringSchedulingIgnoredDuringExecution")
+                .index(i);
+            weight(report, &term_path.field("weight"), weighted.weight);
+            pod_affinity_term(
+                report,
+                &term_path.field("podAffinityTerm"),
+                &weighted.pod_affinity_term,
+            );
+        }
+    }
+    let node_affinity = affinity.node_affinity.as_ref();
+    if let Some(required) = node_affinity.and_then(|a| {
+        a.required_during_scheduling_ignored_during_execution
+            .as_ref()
+    }) {
+        let terms_path = at
+            .field("nodeAffinity")
+            .field("requiredDuringSchedulingIgnoredDuringExecution")
+            .field("nodeSelectorTerms");
+        for (i, term) in required.node_selector_terms.iter().enumerate() {
+            node_selector_term(report, &terms_path.index(i), term);
+        }
+    }
+    let preferred = node_affinity.and_then(|a| {
+        a.preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+    });
+    for (i, weighted) in preferred.into_iter().flatten().enumerate() {
+        let term_path = at
+            .field("nodeAffinity")
+            .field("preferredDuringSchedulingIgnoredDuringExecution")
+            .index(i);
+        weight(report, &term_path.field("weight"), weighted.weight);
+        node_selector_term(report, &term_path.field("preference"), &weighted.preference);
+    }
+}
+
+/// A preferred term's weight: Kubernetes accepts 1 to 100.
+fn weight(report: &mut Report, path: &FieldPath, weight: i32) {
+    if !(1..=100).contains(&weight) {
+        report.push(
+            path.clone(),
+            format!("must be between 1 and 100 (got {weight})"),
+        );
+    }
+}
+
+/// A pod (anti-)affinity term, required or preferred.
+fn pod_affinity_term(
+    report: &mut Report,
+    term_path: &FieldPath,
+    term: &k8s_openapi::api::core::v1::PodAffinityTerm,
+) {
+    report.required(&term_path.field("topologyKey"), Some(&term.topology_key));
+    if let Some(selector) = &term.label_selector
+        && let Err(problems) =
+            crate::selector::Selector::parse(selector, &term_path.field("labelSelector"))
+    {
+        report.extend(problems);
+    }
+    // Only `{}` (every namespace) can be honoured: the scheduler does not read namespace
+    // labels.
+    if term.namespace_selector.as_ref().is_some_and(|selector| {
+        selector
+            .match_labels
+            .as_ref()
+            .is_some_and(|l| !l.is_empty())
+            || selector
+                .match_expressions
+                .as_ref()
+                .is_some_and(|e| !e.is_empty())
+    }) {
+        report.push(
+            term_path.field("namespaceSelector"),
+            "selecting namespaces by label is not supported: list them in `namespaces`, or use {} for every namespace",
+        );
+    }
+    for (field, keys) in [
+        ("matchLabelKeys", &term.match_label_keys),
+        ("mismatchLabelKeys", &term.mismatch_label_keys),
+    ] {
+        if keys.as_ref().is_some_and(|k| !k.is_empty()) {
+            report.push(
+                term_path.field(field),
+                format!("{field} is not supported in pod affinity terms: spell the labels out in labelSelector"),
+            );
+        }
+    }
+}
+
+/// A nodeSelectorTerm of required or preferred node affinity.
+fn node_selector_term(
+    report: &mut Report,
+    term_path: &FieldPath,
+    term: &k8s_openapi::api::core::v1::NodeSelectorTerm,
+) {
+    for (j, expression) in term.match_expressions.iter().flatten().enumerate() {
+        let expr_path = term_path.field("matchExpressions").index(j);
+        report.one_of(
+            &expr_path.field("operator"),
+            Some(&expression.operator),
+            &["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"],
+        );
+        report.check(
+            &expr_path.field("key"),
+            names::qualified_name(&expression.key),
+        );
+    }
+    for (j, field) in term.match_fields.iter().flatten().enumerate() {
+        let field_path = term_path.field("matchFields").index(j);
+        if field.key != "metadata.name" {
+            report.push(
+                field_path.field("key"),
+                format!("{:?} is not a node field: only metadata.name is", field.key),
+            );
+        }
+        report.one_of(
+            &field_path.field("operator"),
+            Some(&field.operator),
+            &["In", "NotIn"],
+        );
+    }
+}
+
+/// A topologySpreadConstraint, as Kubernetes' API validation checks it.
+fn spread_constraint(
+    report: &mut Report,
+    at: &FieldPath,
+    constraint: &k8s_openapi::api::core::v1::TopologySpreadConstraint,
+) {
+    report.at_least(
+        &at.field("maxSkew"),
+        Some(i64::from(constraint.max_skew)),
+        1,
+    );
+    if report
+        .required(&at.field("topologyKey"), Some(&constraint.topology_key))
+        .is_some()
+    {
+        report.check(
+            &at.field("topologyKey"),
+            names::qualified_name(&constraint.topology_key),
+        );
+    }
+    let when = report.required(
+        &at.field("whenUnsatisfiable"),
+        Some(&constraint.when_unsatisfiable),
+    );
+    report.one_of(
+        &at.field("whenUnsatisfiable"),
+        when,
+        &["DoNotSchedule", "ScheduleAnyway"],
+    );
+    if let Some(min_domains) = constraint.min_domains {
+        report.at_least(&at.field("minDomains"), Some(i64::from(min_domains)), 1);
+        if when == Some("ScheduleAnyway") {
+            report.push(
+                at.field("minDomains"),
+                "minDomains may only be set with whenUnsatisfiable: DoNotSchedule",
+            );
+        }
+    }
+    for field in ["nodeAffinityPolicy", "nodeTaintsPolicy"] {
+        let value = if field == "nodeAffinityPolicy" {
+            &constraint.node_affinity_policy
+        } else {
+            &constraint.node_taints_policy
+        };
+        report.one_of(&at.field(field), value.as_deref(), &["Honor", "Ignore"]);
+    }
+    let mut selector_keys = BTreeSet::new();
+    if let Some(selector) = &constraint.label_selector {
+        if let Err(problems) =
+            crate::selector::Selector::parse(selector, &at.field("labelSelector"))
+        {
+            report.extend(problems);
+        }
+        selector_keys.extend(selector.match_labels.iter().flatten().map(|(k, _)| k));
+        selector_keys.extend(selector.match_expressions.iter().flatten().map(|e| &e.key));
+    }
+    let keys = constraint.match_label_keys.as_deref().unwrap_or_default();
+    if !keys.is_empty() && constraint.label_selector.is_none() {
+        report.push(
+            at.field("matchLabelKeys"),
+            "matchLabelKeys needs a labelSelector to narrow",
+        );
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let key_path = at.field("matchLabelKeys").index(i);
+        report.check(&key_path, names::qualified_name(key));
+        if selector_keys.contains(key) {
+            report.push(
+                key_path,
+                format!("{key:?} is also in labelSelector: use one or the other"),
+            );
+        }
+    }
+}
+
+/// `dnsConfig` as the kubelet reads it into resolv.conf: nameservers are addresses (at most
+/// three, and at least one when dnsPolicy is None), options have names.
+fn dns_config(report: &mut Report, path: &FieldPath, spec: &PodSpec) {
+    let at = path.field("dnsConfig");
+    let config = spec.dns_config.as_ref();
+    let nameservers = config.and_then(|c| c.nameservers.as_deref()).unwrap_or(&[]);
+    if spec.dns_policy.as_deref() == Some("None") && nameservers.is_empty() {
+        report.push(
+            at.field("nameservers"),
+            "at least one nameserver is required when dnsPolicy is None",
+        );
+    }
+    if nameservers.len() > 3 {
+        report.push(
+            at.field("nameservers"),
+            format!(
+                "at most 3 nameservers are allowed, found {}",
+                nameservers.len()
+            ),
+        );
+    }
+    for (i, server) in nameservers.iter().enumerate() {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            report.push(
+                at.field("nameservers").index(i),
+                format!("{server:?} is not an IP address"),
+            );
+        }
+    }
+    for (i, search) in config
+        .and_then(|c| c.searches.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        report.check(
+            &at.field("searches").index(i),
+            names::dns1123_subdomain(search.trim_end_matches('.')),
+        );
+    }
+    for (i, option) in config
+        .and_then(|c| c.options.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        report.required(
+            &at.field("options").index(i).field("name"),
+            option.name.as_deref(),
+        );
+    }
+}
+
+/// Seccomp, AppArmor and SELinux in a security context. The kubelet gives `RuntimeDefault`
+/// seccomp containerd's default profile and `Unconfined` none; it has no profile directory
+/// for `Localhost`, and applies no AppArmor profile or SELinux label, so only what it does
+/// is accepted.
+fn confinement(
+    report: &mut Report,
+    at: &FieldPath,
+    seccomp: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+    app_armor: Option<&str>,
+    se_linux: bool,
+) {
+    if let Some(profile) = seccomp {
+        let at = at.field("seccompProfile");
+        match profile.type_.as_str() {
+            "Localhost" => report.push(
+                at.field("type"),
+                "\"Localhost\" is not supported: shipshape has no seccomp profile directory, use RuntimeDefault or Unconfined",
+            ),
+            kind => {
+                report.one_of(&at.field("type"), Some(kind), &["RuntimeDefault", "Unconfined"]);
+                // Kubernetes: a profile file is named only by a Localhost profile.
+                if profile.localhost_profile.is_some() {
+                    report.push(
+                        at.field("localhostProfile"),
+                        "may only be set when type is Localhost",
                     );
                 }
             }
         }
+    }
+    if let Some(kind) = app_armor
+        && kind != "Unconfined"
+    {
+        report.push(
+            at.field("appArmorProfile").field("type"),
+            format!(
+                "{kind:?} is not supported: shipshape applies no AppArmor profile, use Unconfined"
+            ),
+        );
+    }
+    if se_linux {
+        report.push(
+            at.field("seLinuxOptions"),
+            "is not supported by shipshape: containers run without SELinux labels",
+        );
     }
 }
 
@@ -266,8 +619,14 @@ fn toleration(report: &mut Report, path: &FieldPath, toleration: &Toleration) {
     }
 }
 
-/// Checks the pod's volumes and returns their names.
-fn volumes(report: &mut Report, path: &FieldPath, volumes: Option<&[Volume]>) -> BTreeSet<String> {
+/// Checks the pod's volumes and returns their names; `containers` are the pod's container
+/// names, which a downward API resourceFieldRef must name.
+fn volumes(
+    report: &mut Report,
+    path: &FieldPath,
+    volumes: Option<&[Volume]>,
+    containers: &BTreeSet<String>,
+) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     for (i, volume) in volumes.unwrap_or(&[]).iter().enumerate() {
         let at = path.index(i);
@@ -356,6 +715,14 @@ fn volumes(report: &mut Report, path: &FieldPath, volumes: Option<&[Volume]>) ->
             report.required(&at.field("secretName"), secret.secret_name.as_deref());
             key_paths(report, &at, secret.items.as_deref(), secret.default_mode);
         }
+        if let Some(downward) = &volume.downward_api {
+            let at = at.field("downwardAPI");
+            file_mode(report, &at.field("defaultMode"), downward.default_mode);
+            downward_items(report, &at, downward.items.as_deref(), containers);
+        }
+        if let Some(projected) = &volume.projected {
+            projected_volume(report, &at.field("projected"), projected, containers);
+        }
         if let Some(claim) = &volume.persistent_volume_claim {
             report.required(
                 &at.field("persistentVolumeClaim").field("claimName"),
@@ -364,6 +731,233 @@ fn volumes(report: &mut Report, path: &FieldPath, volumes: Option<&[Volume]>) ->
         }
     }
     seen
+}
+
+/// Pod fields a downwardAPI volume item may name (beside `metadata.labels['k']` and
+/// `metadata.annotations['k']`), as Kubernetes allows.
+const VOLUME_FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+];
+
+/// Pod fields an env var's fieldRef may name (beside the subscripted labels and annotations).
+const ENV_FIELD_PATHS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.podIP",
+    "status.podIPs",
+    "status.hostIP",
+    "status.hostIPs",
+];
+
+/// Container resources the downward API reports.
+const DOWNWARD_RESOURCES: &[&str] = &[
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.ephemeral-storage",
+];
+
+/// Whether `path` is `metadata.labels['key']` or `metadata.annotations['key']` with a valid key.
+fn subscripted_field(path: &str) -> Option<Result<(), String>> {
+    ["metadata.labels", "metadata.annotations"]
+        .iter()
+        .find_map(|prefix| {
+            path.strip_prefix(prefix)?
+                .strip_prefix("['")?
+                .strip_suffix("']")
+        })
+        .map(names::qualified_name)
+}
+
+/// A downward API fieldPath, among `allowed` or subscripted.
+fn field_path(report: &mut Report, path: &FieldPath, value: &str, allowed: &[&str]) {
+    if value.is_empty() {
+        report.push(path.clone(), "required field is missing");
+    } else if let Some(key) = subscripted_field(value) {
+        report.check(path, key);
+    } else if !allowed.contains(&value) {
+        report.push(
+            path.clone(),
+            format!(
+                "{value:?} is not supported: use {}, metadata.labels['KEY'] or metadata.annotations['KEY']",
+                allowed.join(", ")
+            ),
+        );
+    }
+}
+
+/// A downward API resourceFieldRef: a known resource, a container of the pod (required in a
+/// volume, where there is no "this container"), a divisor Kubernetes allows for it.
+fn resource_field(
+    report: &mut Report,
+    path: &FieldPath,
+    selector: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+    containers: &BTreeSet<String>,
+    container_required: bool,
+) {
+    match selector.container_name.as_deref().filter(|n| !n.is_empty()) {
+        None if container_required => {
+            report.push(path.field("containerName"), "required field is missing");
+        }
+        Some(name) if !containers.contains(name) => report.push(
+            path.field("containerName"),
+            format!("no container named {name:?} in the pod"),
+        ),
+        _ => {}
+    }
+    let resource = selector.resource.as_str();
+    if resource.is_empty() {
+        report.push(path.field("resource"), "required field is missing");
+        return;
+    }
+    if !DOWNWARD_RESOURCES.contains(&resource) {
+        report.push(
+            path.field("resource"),
+            format!(
+                "{resource:?} is not supported: use {}",
+                DOWNWARD_RESOURCES.join(", ")
+            ),
+        );
+        return;
+    }
+    let Some(divisor) = &selector.divisor else {
+        return;
+    };
+    let at = path.field("divisor");
+    let parsed = match divisor.0.parse::<crate::quantity::Quantity>() {
+        Ok(q) => q,
+        Err(why) => {
+            report.push(at, why.to_string());
+            return;
+        }
+    };
+    if parsed == crate::quantity::Quantity::default() {
+        return;
+    }
+    let allowed: &[&str] = if resource.ends_with(".cpu") {
+        &["1m", "1"]
+    } else {
+        &[
+            "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei",
+        ]
+    };
+    let valid = allowed
+        .iter()
+        .any(|a| a.parse::<crate::quantity::Quantity>().ok() == Some(parsed));
+    if !valid {
+        report.push(
+            at,
+            format!(
+                "{:?} is not a divisor of {resource}: use {}",
+                divisor.0,
+                allowed.join(", ")
+            ),
+        );
+    }
+}
+
+/// The items of a downwardAPI volume or projection.
+fn downward_items(
+    report: &mut Report,
+    path: &FieldPath,
+    items: Option<&[k8s_openapi::api::core::v1::DownwardAPIVolumeFile]>,
+    containers: &BTreeSet<String>,
+) {
+    for (i, item) in items.unwrap_or(&[]).iter().enumerate() {
+        let at = path.field("items").index(i);
+        relative_path(report, &at.field("path"), &item.path);
+        file_mode(report, &at.field("mode"), item.mode);
+        let set = set_fields(item, Some(&["fieldRef", "resourceFieldRef"]));
+        report.exactly_one(&at, &set, "source", "fieldRef or resourceFieldRef");
+        if let Some(field_ref) = &item.field_ref {
+            field_path(
+                report,
+                &at.field("fieldRef").field("fieldPath"),
+                &field_ref.field_path,
+                VOLUME_FIELD_PATHS,
+            );
+        }
+        if let Some(selector) = &item.resource_field_ref {
+            resource_field(
+                report,
+                &at.field("resourceFieldRef"),
+                selector,
+                containers,
+                true,
+            );
+        }
+    }
+}
+
+/// A projected volume: ConfigMaps, Secrets and downward API items into one directory.
+fn projected_volume(
+    report: &mut Report,
+    path: &FieldPath,
+    projected: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    containers: &BTreeSet<String>,
+) {
+    file_mode(report, &path.field("defaultMode"), projected.default_mode);
+    let mut paths = BTreeSet::new();
+    for (i, source) in projected.sources.iter().flatten().enumerate() {
+        let at = path.field("sources").index(i);
+        let set = set_fields(source, None);
+        report.exactly_one(&at, &set, "source", "configMap, secret or downwardAPI");
+        for unsupported in [
+            "serviceAccountToken",
+            "clusterTrustBundle",
+            "podCertificate",
+        ] {
+            if set.iter().any(|s| s == unsupported) {
+                report.push(
+                    at.field(unsupported),
+                    format!(
+                        "{unsupported} projections are not supported: shipshape has no token or certificate issuer; use configMap, secret or downwardAPI"
+                    ),
+                );
+            }
+        }
+        let mut item_paths: Vec<(FieldPath, String)> = Vec::new();
+        if let Some(config_map) = &source.config_map {
+            let at = at.field("configMap");
+            report.required(&at.field("name"), Some(&config_map.name));
+            key_paths(report, &at, config_map.items.as_deref(), None);
+            for (j, item) in config_map.items.iter().flatten().enumerate() {
+                item_paths.push((at.field("items").index(j).field("path"), item.path.clone()));
+            }
+        }
+        if let Some(secret) = &source.secret {
+            let at = at.field("secret");
+            report.required(&at.field("name"), Some(&secret.name));
+            key_paths(report, &at, secret.items.as_deref(), None);
+            for (j, item) in secret.items.iter().flatten().enumerate() {
+                item_paths.push((at.field("items").index(j).field("path"), item.path.clone()));
+            }
+        }
+        if let Some(downward) = &source.downward_api {
+            let at = at.field("downwardAPI");
+            downward_items(report, &at, downward.items.as_deref(), containers);
+            for (j, item) in downward.items.iter().flatten().enumerate() {
+                item_paths.push((at.field("items").index(j).field("path"), item.path.clone()));
+            }
+        }
+        for (at, item_path) in item_paths {
+            if !item_path.is_empty() && !paths.insert(item_path.clone()) {
+                report.push(
+                    at,
+                    format!("{item_path:?} is projected twice: each path may appear once"),
+                );
+            }
+        }
+    }
 }
 
 fn key_paths(
@@ -407,6 +1001,7 @@ fn container(
     path: &FieldPath,
     c: &Container,
     volumes: &BTreeSet<String>,
+    containers: &BTreeSet<String>,
     init: bool,
 ) {
     report.name(&path.field("name"), &c.name, names::dns1123_label);
@@ -454,7 +1049,7 @@ fn container(
     }
 
     for (i, env) in c.env.iter().flatten().enumerate() {
-        env_var(report, &path.field("env").index(i), env);
+        env_var(report, &path.field("env").index(i), env, containers);
     }
     for (i, source) in c.env_from.iter().flatten().enumerate() {
         let at = path.field("envFrom").index(i);
@@ -537,13 +1132,32 @@ fn container(
                 "cannot be false when privileged is true",
             );
         }
+        confinement(
+            report,
+            &at,
+            context.seccomp_profile.as_ref(),
+            context.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+            context.se_linux_options.is_some(),
+        );
+        report.one_of(
+            &at.field("procMount"),
+            context.proc_mount.as_deref(),
+            &["Default"],
+        );
     }
+    unsupported_container_features(report, path, c);
     if init {
         report.one_of(
             &path.field("restartPolicy"),
             c.restart_policy.as_deref(),
             &["Always"],
         );
+        if c.restart_policy.as_deref() == Some("Always") {
+            report.push(
+                path.field("restartPolicy"),
+                "Always is not supported by shipshape yet (the sidecar would run as a plain init container and block the pod's start)",
+            );
+        }
     } else if c.restart_policy.is_some() {
         report.push(
             path.field("restartPolicy"),
@@ -552,7 +1166,168 @@ fn container(
     }
 }
 
-fn env_var(report: &mut Report, path: &FieldPath, env: &EnvVar) {
+/// Pod fields the scheduler and the kubelet do not implement. Each is refused unless it is unset
+/// or at its default, because the pod would otherwise be scheduled, started or reported
+/// differently from what Kubernetes documents.
+fn unsupported_pod_features(report: &mut Report, path: &FieldPath, spec: &PodSpec) {
+    let non_empty = |len: Option<usize>| len.is_some_and(|n| n > 0);
+    let refusals = [
+        (
+            "priorityClassName",
+            spec.priority_class_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty()),
+            "is not supported by shipshape yet (pods are scheduled without priority or preemption)",
+        ),
+        (
+            "priority",
+            spec.priority.is_some_and(|p| p != 0),
+            "is not supported by shipshape yet (pods are scheduled without priority or preemption)",
+        ),
+        (
+            "runtimeClassName",
+            spec.runtime_class_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty()),
+            "is not supported by shipshape: every container runs on containerd's default runtime (runc)",
+        ),
+        (
+            "overhead",
+            spec.overhead.as_ref().is_some_and(|o| !o.is_empty()),
+            "is not supported by shipshape: it comes from a RuntimeClass, which shipshape has none of",
+        ),
+        (
+            "readinessGates",
+            non_empty(spec.readiness_gates.as_ref().map(Vec::len)),
+            "is not supported by shipshape yet (the pod would be Ready without its gate conditions)",
+        ),
+        (
+            "schedulingGates",
+            non_empty(spec.scheduling_gates.as_ref().map(Vec::len)),
+            "is not supported by shipshape yet (the pod would be scheduled despite its gates)",
+        ),
+        (
+            "resourceClaims",
+            non_empty(spec.resource_claims.as_ref().map(Vec::len)),
+            "is not supported by shipshape: it has no dynamic resource allocation",
+        ),
+        (
+            "hostAliases",
+            non_empty(spec.host_aliases.as_ref().map(Vec::len)),
+            "is not supported by shipshape yet (the entries would be missing from the pod's /etc/hosts)",
+        ),
+        (
+            "setHostnameAsFQDN",
+            spec.set_hostname_as_fqdn == Some(true),
+            "is not supported by shipshape yet (the hostname would stay the short name)",
+        ),
+        (
+            "hostUsers",
+            spec.host_users == Some(false),
+            "false is not supported by shipshape: pods run without user namespaces",
+        ),
+        (
+            "schedulerName",
+            spec.scheduler_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty() && n != "default-scheduler"),
+            "is not supported by shipshape: its one scheduler would bind the pod anyway (use default-scheduler or leave it unset)",
+        ),
+        (
+            "ephemeralContainers",
+            non_empty(spec.ephemeral_containers.as_ref().map(Vec::len)),
+            "are not supported by shipshape: they are added to running pods, not declared in manifests",
+        ),
+    ];
+    for (field, set, why) in refusals {
+        if set {
+            report.push(path.field(field), why);
+        }
+    }
+    if let Some(os) = &spec.os
+        && os.name != "linux"
+    {
+        report.push(
+            path.field("os").field("name"),
+            format!("{:?} is not supported: shipshape nodes run linux", os.name),
+        );
+    }
+}
+
+/// Container fields the kubelet does not implement, refused unless unset or at their default
+/// (see `unsupported_pod_features`).
+fn unsupported_container_features(report: &mut Report, path: &FieldPath, c: &Container) {
+    for (field, set) in [
+        ("stdin", c.stdin),
+        ("stdinOnce", c.stdin_once),
+        ("tty", c.tty),
+    ] {
+        if set == Some(true) {
+            report.push(
+                path.field(field),
+                "true is not supported by shipshape yet (the container's stdin would be closed and it would have no terminal)",
+            );
+        }
+    }
+    if c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") {
+        report.push(
+            path.field("terminationMessagePolicy"),
+            "FallbackToLogsOnError is not supported by shipshape yet (no termination message is reported): use File",
+        );
+    }
+    report.one_of(
+        &path.field("terminationMessagePolicy"),
+        c.termination_message_policy.as_deref(),
+        &["File", "FallbackToLogsOnError"],
+    );
+    if c.volume_devices.as_ref().is_some_and(|d| !d.is_empty()) {
+        report.push(
+            path.field("volumeDevices"),
+            "is not supported by shipshape: volumes are filesystems, never raw block devices",
+        );
+    }
+    if c.resources
+        .as_ref()
+        .and_then(|r| r.claims.as_ref())
+        .is_some_and(|claims| !claims.is_empty())
+    {
+        report.push(
+            path.field("resources").field("claims"),
+            "is not supported by shipshape: it has no dynamic resource allocation",
+        );
+    }
+    for (i, mount) in c.volume_mounts.iter().flatten().enumerate() {
+        let at = path.field("volumeMounts").index(i);
+        if mount
+            .sub_path_expr
+            .as_deref()
+            .is_some_and(|e| !e.is_empty())
+        {
+            report.push(
+                at.field("subPathExpr"),
+                "is not supported by shipshape yet (the whole volume would be mounted): use subPath",
+            );
+        }
+        if mount
+            .mount_propagation
+            .as_deref()
+            .is_some_and(|p| p != "None")
+        {
+            report.push(
+                at.field("mountPropagation"),
+                "is not supported by shipshape: mounts are private (None)",
+            );
+        }
+        if mount.recursive_read_only.as_deref() == Some("Enabled") {
+            report.push(
+                at.field("recursiveReadOnly"),
+                "Enabled is not supported by shipshape yet (submounts would stay writable): use IfPossible or Disabled",
+            );
+        }
+    }
+}
+
+fn env_var(report: &mut Report, path: &FieldPath, env: &EnvVar, containers: &BTreeSet<String>) {
     report.name(&path.field("name"), &env.name, names::env_var_name);
     let Some(from) = &env.value_from else {
         return;
@@ -591,9 +1366,26 @@ fn env_var(report: &mut Report, path: &FieldPath, env: &EnvVar) {
         report.check(&at.field("key"), names::config_map_key(&selector.key));
     }
     if let Some(field_ref) = &from.field_ref {
-        report.required(
+        field_path(
+            report,
             &at.field("fieldRef").field("fieldPath"),
-            Some(&field_ref.field_path),
+            &field_ref.field_path,
+            ENV_FIELD_PATHS,
+        );
+    }
+    if let Some(selector) = &from.resource_field_ref {
+        resource_field(
+            report,
+            &at.field("resourceFieldRef"),
+            selector,
+            containers,
+            false,
+        );
+    }
+    if from.file_key_ref.is_some() {
+        report.push(
+            at.field("fileKeyRef"),
+            "is not supported by shipshape: use configMapKeyRef or secretKeyRef",
         );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -66,6 +66,7 @@ pub(super) fn service(report: &mut Report, service: &Service) {
         spec.internal_traffic_policy.as_deref(),
         &["Cluster", "Local"],
     );
+    unsupported_service_features(report, &spec_path, spec, kind);
 
     let ports = spec.ports.as_deref().unwrap_or(&[]);
     if ports.is_empty() && !headless && kind != "ExternalName" {
@@ -122,6 +123,81 @@ pub(super) fn service(report: &mut Report, service: &Service) {
                 );
             }
         }
+    }
+}
+
+/// Service features the proxy and the allocator do not implement. Each is refused unless it
+/// is unset or at its default, because the Service would otherwise route, expose or address
+/// differently from what Kubernetes documents.
+fn unsupported_service_features(
+    report: &mut Report,
+    spec_path: &FieldPath,
+    spec: &ServiceSpec,
+    kind: &str,
+) {
+    for (field, policy) in [
+        ("externalTrafficPolicy", &spec.external_traffic_policy),
+        ("internalTrafficPolicy", &spec.internal_traffic_policy),
+    ] {
+        if policy.as_deref() == Some("Local") {
+            report.push(
+                spec_path.field(field),
+                "Local is not supported by shipshape yet (the proxy would still send traffic to pods on every node)",
+            );
+        }
+    }
+    report.one_of(
+        &spec_path.field("ipFamilyPolicy"),
+        spec.ip_family_policy.as_deref(),
+        &["SingleStack", "PreferDualStack", "RequireDualStack"],
+    );
+    if spec.ip_family_policy.as_deref() == Some("RequireDualStack") {
+        report.push(
+            spec_path.field("ipFamilyPolicy"),
+            "RequireDualStack is not supported by shipshape: Services get IPv4 addresses only (use SingleStack or PreferDualStack)",
+        );
+    }
+    for (i, family) in spec.ip_families.iter().flatten().enumerate() {
+        let at = spec_path.field("ipFamilies").index(i);
+        match family.as_str() {
+            "IPv4" => {}
+            "IPv6" => report.push(
+                at,
+                "IPv6 is not supported by shipshape: Services get IPv4 addresses only",
+            ),
+            other => report.push(at, format!("{other:?} is not an IP family: use IPv4")),
+        }
+    }
+    let non_empty = |list: &Option<Vec<String>>| list.as_ref().is_some_and(|l| !l.is_empty());
+    if non_empty(&spec.external_ips) {
+        report.push(
+            spec_path.field("externalIPs"),
+            "is not supported by shipshape yet (nothing would answer on those addresses): use a NodePort or LoadBalancer Service",
+        );
+    }
+    if non_empty(&spec.load_balancer_source_ranges) {
+        report.push(
+            spec_path.field("loadBalancerSourceRanges"),
+            "is not supported by shipshape yet (the load balancer would accept every client)",
+        );
+    }
+    if spec.health_check_node_port.is_some_and(|port| port != 0) {
+        report.push(
+            spec_path.field("healthCheckNodePort"),
+            "is not supported by shipshape: it needs externalTrafficPolicy Local",
+        );
+    }
+    if spec.load_balancer_class.is_some() {
+        report.push(
+            spec_path.field("loadBalancerClass"),
+            "is not supported by shipshape: its built-in load balancer would serve the Service anyway (leave it unset)",
+        );
+    }
+    if kind == "LoadBalancer" && spec.allocate_load_balancer_node_ports == Some(false) {
+        report.push(
+            spec_path.field("allocateLoadBalancerNodePorts"),
+            "false is not supported by shipshape yet (LoadBalancer Services always get node ports)",
+        );
     }
 }
 

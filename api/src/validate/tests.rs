@@ -122,6 +122,40 @@ fn a_selector_must_match_its_template() {
 }
 
 #[test]
+fn a_replication_controller_selects_its_template_with_a_label_map() {
+    let controller = |selector: Value| {
+        json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "nginx"},
+            "spec": {"replicas": 3, "selector": selector, "template": {
+                "metadata": {"labels": {"app": "nginx"}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}}})
+    };
+    // Left out, the selector is the template's labels (Kubernetes' defaulting).
+    assert_eq!(problems(controller(Value::Null)), vec![]);
+    assert_eq!(problems(controller(json!({"app": "nginx"}))), vec![]);
+    assert_problem(
+        controller(json!({"app": "web"})),
+        "spec.template.metadata.labels",
+        "do not match spec.selector",
+    );
+    let mut restarts = controller(Value::Null);
+    restarts["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+    assert_problem(restarts, "spec.template.spec.restartPolicy", "");
+}
+
+#[test]
+fn a_pod_deadline_fits_in_32_bits() {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"activeDeadlineSeconds": i64::MAX, "containers": [{"name": "c", "image": "busybox"}]}});
+    assert_problem(
+        pod.clone(),
+        "spec.activeDeadlineSeconds",
+        "between 1 and 2147483647",
+    );
+    pod["spec"]["activeDeadlineSeconds"] = json!(2147483647);
+    assert_eq!(problems(pod), vec![]);
+}
+
+#[test]
 fn ports_must_be_in_range() {
     assert_problem(
         deployment(|d| container(d)["ports"][0]["containerPort"] = json!(70000)),
@@ -489,5 +523,649 @@ fn ingress_paths_and_backends_are_checked() {
                 {"path": "web", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
         "spec.rules[0].http.paths[0].path",
         "absolute path",
+    );
+}
+
+#[test]
+fn downward_api_references_name_fields_the_kubelet_serves() {
+    let env = |from: Value| {
+        deployment(|d| container(d)["env"] = json!([{"name": "X", "valueFrom": from}]))
+    };
+    assert_problem(
+        env(json!({"fieldRef": {"fieldPath": "spec.hostname"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.fieldRef.fieldPath",
+        "\"spec.hostname\" is not supported",
+    );
+    // The whole label map is for volumes only.
+    assert_problem(
+        env(json!({"fieldRef": {"fieldPath": "metadata.labels"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.fieldRef.fieldPath",
+        "is not supported",
+    );
+    assert_problem(
+        env(json!({"fieldRef": {"fieldPath": "metadata.labels['bad key']"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.fieldRef.fieldPath",
+        "",
+    );
+    assert_problem(
+        env(json!({"resourceFieldRef": {"resource": "limits.gpu"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.resourceFieldRef.resource",
+        "\"limits.gpu\" is not supported",
+    );
+    assert_problem(
+        env(json!({"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1Mi"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.resourceFieldRef.divisor",
+        "is not a divisor of limits.cpu",
+    );
+    assert_problem(
+        env(json!({"resourceFieldRef": {"resource": "limits.memory", "containerName": "db"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.resourceFieldRef.containerName",
+        "no container named \"db\"",
+    );
+    assert_problem(
+        env(json!({"fileKeyRef": {"volumeName": "v", "path": "p", "key": "k"}})),
+        "spec.template.spec.containers[0].env[0].valueFrom.fileKeyRef",
+        "not supported",
+    );
+    for fine in [
+        json!({"fieldRef": {"fieldPath": "metadata.labels['app']"}}),
+        json!({"fieldRef": {"fieldPath": "metadata.annotations['example.com/owner']"}}),
+        json!({"fieldRef": {"fieldPath": "status.hostIPs"}}),
+        json!({"resourceFieldRef": {"resource": "requests.memory", "divisor": "1Mi"}}),
+        json!({"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m", "containerName": "web"}}),
+    ] {
+        assert_eq!(problems(env(fine.clone())), vec![], "{fine}");
+    }
+}
+
+#[test]
+fn downward_api_and_projected_volumes_are_checked() {
+    let volume = |v: Value| deployment(|d| d["spec"]["template"]["spec"]["volumes"] = json!([v]));
+    let at = "spec.template.spec.volumes[0]";
+    assert_problem(
+        volume(json!({"name": "info", "downwardAPI": {"items": [
+            {"path": "node", "fieldRef": {"fieldPath": "spec.nodeName"}}]}})),
+        &format!("{at}.downwardAPI.items[0].fieldRef.fieldPath"),
+        "\"spec.nodeName\" is not supported",
+    );
+    assert_problem(
+        volume(json!({"name": "info", "downwardAPI": {"items": [
+            {"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}})),
+        &format!("{at}.downwardAPI.items[0].resourceFieldRef.containerName"),
+        "required",
+    );
+    assert_problem(
+        volume(json!({"name": "info", "downwardAPI": {"items": [
+            {"path": "../x", "fieldRef": {"fieldPath": "metadata.name"}}]}})),
+        &format!("{at}.downwardAPI.items[0].path"),
+        "'..'",
+    );
+    assert_problem(
+        volume(json!({"name": "all", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}}]}})),
+        &format!("{at}.projected.sources[0].serviceAccountToken"),
+        "no token or certificate issuer",
+    );
+    assert_problem(
+        volume(json!({"name": "all", "projected": {"sources": [
+            {"configMap": {"name": "a", "items": [{"key": "k", "path": "same"}]}},
+            {"downwardAPI": {"items": [{"path": "same", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}})),
+        &format!("{at}.projected.sources[1].downwardAPI.items[0].path"),
+        "projected twice",
+    );
+    assert_problem(
+        volume(json!({"name": "all", "projected": {"defaultMode": 0o1777, "sources": []}})),
+        &format!("{at}.projected.defaultMode"),
+        "not a file mode",
+    );
+    let fine = volume(
+        json!({"name": "all", "projected": {"defaultMode": 0o440, "sources": [
+        {"configMap": {"name": "a"}},
+        {"secret": {"name": "b", "optional": true}},
+        {"downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "mem", "resourceFieldRef": {"containerName": "web", "resource": "limits.memory", "divisor": "1Mi"}}]}}]}}),
+    );
+    assert_eq!(problems(fine), vec![]);
+}
+
+#[test]
+fn host_namespaces_are_refused() {
+    // The host's network is honoured (the kubelet joins no namespace of the pod's).
+    assert_eq!(
+        problems(deployment(
+            |d| d["spec"]["template"]["spec"]["hostNetwork"] = json!(true)
+        )),
+        vec![]
+    );
+    for field in ["hostPID", "hostIPC"] {
+        assert_problem(
+            deployment(|d| d["spec"]["template"]["spec"][field] = json!(true)),
+            &format!("spec.template.spec.{field}"),
+            "not supported",
+        );
+        assert_eq!(
+            problems(deployment(
+                |d| d["spec"]["template"]["spec"][field] = json!(false)
+            )),
+            vec![]
+        );
+    }
+}
+
+#[test]
+fn dns_config_is_what_resolv_conf_can_hold() {
+    let spec = |patch: Value| {
+        deployment(|d| {
+            let spec = &mut d["spec"]["template"]["spec"];
+            for (key, value) in patch.as_object().into_iter().flatten() {
+                spec[key] = value.clone();
+            }
+        })
+    };
+    let at = "spec.template.spec.dnsConfig";
+    assert_problem(
+        spec(json!({"dnsPolicy": "None"})),
+        &format!("{at}.nameservers"),
+        "at least one nameserver",
+    );
+    assert_problem(
+        spec(json!({"dnsConfig": {"nameservers": ["dns.example"]}})),
+        &format!("{at}.nameservers[0]"),
+        "not an IP address",
+    );
+    assert_problem(
+        spec(json!({"dnsConfig": {"nameservers": ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"]}})),
+        &format!("{at}.nameservers"),
+        "at most 3",
+    );
+    assert_problem(
+        spec(json!({"dnsConfig": {"options": [{"value": "2"}]}})),
+        &format!("{at}.options[0].name"),
+        "required",
+    );
+    assert_eq!(
+        problems(spec(json!({"dnsPolicy": "None", "dnsConfig": {
+            "nameservers": ["1.1.1.1"], "searches": ["example.com"],
+            "options": [{"name": "ndots", "value": "2"}]}}))),
+        vec![]
+    );
+}
+
+#[test]
+fn spread_constraints_and_preferred_terms_are_checked() {
+    let with_spread = |constraint: Value| {
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([constraint])
+        })
+    };
+    let at = "spec.template.spec.topologySpreadConstraints[0]";
+    let zone = "topology.kubernetes.io/zone";
+    assert_problem(
+        with_spread(
+            json!({"maxSkew": 0, "topologyKey": zone, "whenUnsatisfiable": "DoNotSchedule"}),
+        ),
+        &format!("{at}.maxSkew"),
+        "greater than or equal to 1",
+    );
+    assert_problem(
+        with_spread(json!({"maxSkew": 1, "topologyKey": zone, "whenUnsatisfiable": "Sometimes"})),
+        &format!("{at}.whenUnsatisfiable"),
+        "not supported",
+    );
+    assert_problem(
+        with_spread(json!({"maxSkew": 1, "topologyKey": "", "whenUnsatisfiable": "DoNotSchedule"})),
+        &format!("{at}.topologyKey"),
+        "required",
+    );
+    assert_problem(
+        with_spread(
+            json!({"maxSkew": 1, "topologyKey": zone, "whenUnsatisfiable": "ScheduleAnyway",
+                           "minDomains": 2}),
+        ),
+        &format!("{at}.minDomains"),
+        "DoNotSchedule",
+    );
+    assert_problem(
+        with_spread(
+            json!({"maxSkew": 1, "topologyKey": zone, "whenUnsatisfiable": "DoNotSchedule",
+                           "nodeTaintsPolicy": "Always"}),
+        ),
+        &format!("{at}.nodeTaintsPolicy"),
+        "not supported",
+    );
+    assert_problem(
+        with_spread(
+            json!({"maxSkew": 1, "topologyKey": zone, "whenUnsatisfiable": "DoNotSchedule",
+                           "labelSelector": {"matchLabels": {"app": "web"}},
+                           "matchLabelKeys": ["app"]}),
+        ),
+        &format!("{at}.matchLabelKeys[0]"),
+        "also in labelSelector",
+    );
+    let fine = json!({"maxSkew": 1, "topologyKey": zone, "whenUnsatisfiable": "DoNotSchedule",
+                      "minDomains": 2, "nodeAffinityPolicy": "Ignore", "nodeTaintsPolicy": "Honor",
+                      "labelSelector": {"matchLabels": {"app": "web"}},
+                      "matchLabelKeys": ["pod-template-hash"]});
+    assert_eq!(problems(with_spread(fine.clone())), Vec::new());
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["topologySpreadConstraints"] = json!([fine.clone(), fine])
+        }),
+        "spec.template.spec.topologySpreadConstraints[1]",
+        "duplicate constraint",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 0, "preference": {
+                    "matchExpressions": [{"key": "disk", "operator": "Near"}]}}]}})
+        }),
+        "spec.template.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+        "between 1 and 100",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {
+                    "matchExpressions": [{"key": "disk", "operator": "Near"}]}}]}})
+        }),
+        "spec.template.spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].operator",
+        "not supported",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 101, "podAffinityTerm": {
+                    "labelSelector": {"matchLabels": {"app": "web"}},
+                    "topologyKey": "kubernetes.io/hostname"}}]}})
+        }),
+        "spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+        "between 1 and 100",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["affinity"] = json!({"podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "web"}},
+                    "matchLabelKeys": ["pod-template-hash"],
+                    "topologyKey": "kubernetes.io/hostname"}]}})
+        }),
+        "spec.template.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].matchLabelKeys",
+        "not supported",
+    );
+}
+
+#[test]
+fn security_settings_the_kubelet_cannot_apply_are_refused() {
+    let pod = "spec.template.spec";
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["securityContext"] =
+                json!({"seccompProfile": {"type": "Localhost", "localhostProfile": "my.json"}})
+        }),
+        &format!("{pod}.securityContext.seccompProfile.type"),
+        "no seccomp profile directory",
+    );
+    assert_problem(
+        deployment(|d| {
+            container(d)["securityContext"] = json!({"appArmorProfile": {"type": "Localhost",
+                "localhostProfile": "k8s-apparmor-example"}})
+        }),
+        &format!("{pod}.containers[0].securityContext.appArmorProfile.type"),
+        "no AppArmor profile",
+    );
+    assert_problem(
+        deployment(|d| {
+            container(d)["securityContext"] = json!({"seLinuxOptions": {"level": "s0:c123,c456"}})
+        }),
+        &format!("{pod}.containers[0].securityContext.seLinuxOptions"),
+        "not supported",
+    );
+    assert_problem(
+        deployment(|d| container(d)["securityContext"] = json!({"procMount": "Unmasked"})),
+        &format!("{pod}.containers[0].securityContext.procMount"),
+        "not supported",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["securityContext"] =
+                json!({"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]})
+        }),
+        &format!("{pod}.securityContext.sysctls"),
+        "not supported",
+    );
+    assert_problem(
+        deployment(|d| d["spec"]["template"]["spec"]["shareProcessNamespace"] = json!(true)),
+        &format!("{pod}.shareProcessNamespace"),
+        "not supported",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["securityContext"] = json!({"supplementalGroups": [-1]})
+        }),
+        &format!("{pod}.securityContext.supplementalGroups[0]"),
+        "greater than or equal to 0",
+    );
+    let honoured = deployment(|d| {
+        d["spec"]["template"]["spec"]["securityContext"] = json!({
+            "fsGroup": 2000, "supplementalGroups": [3000],
+            "seccompProfile": {"type": "Unconfined"}});
+        container(d)["securityContext"] = json!({"privileged": true, "procMount": "Default",
+            "appArmorProfile": {"type": "Unconfined"}});
+    });
+    assert_eq!(problems(honoured), vec![]);
+}
+
+#[test]
+fn host_ports_are_only_the_host_networks_own() {
+    let at = "spec.template.spec.containers[0].ports[0].hostPort";
+    assert_problem(
+        deployment(|d| container(d)["ports"][0]["hostPort"] = json!(8080)),
+        at,
+        "use a NodePort Service, or hostNetwork",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+            container(d)["ports"][0]["hostPort"] = json!(8080);
+        }),
+        at,
+        "must equal containerPort (80)",
+    );
+    assert_eq!(
+        problems(deployment(|d| {
+            d["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+            container(d)["ports"][0]["hostPort"] = json!(80);
+        })),
+        vec![]
+    );
+}
+
+#[test]
+fn runtime_default_seccomp_is_accepted_and_localhost_refused_at_either_level() {
+    let pod = "spec.template.spec";
+    let restricted = deployment(|d| {
+        d["spec"]["template"]["spec"]["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 1000,
+                   "seccompProfile": {"type": "RuntimeDefault"}});
+        container(d)["securityContext"] = json!({"allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}});
+    });
+    assert_eq!(problems(restricted), vec![]);
+    assert_problem(
+        deployment(|d| {
+            container(d)["securityContext"] = json!({"seccompProfile": {"type": "Localhost",
+                "localhostProfile": "profiles/audit.json"}})
+        }),
+        &format!("{pod}.containers[0].securityContext.seccompProfile.type"),
+        "use RuntimeDefault or Unconfined",
+    );
+    assert_problem(
+        deployment(|d| {
+            container(d)["securityContext"] = json!({"seccompProfile": {"type": "Strict"}})
+        }),
+        &format!("{pod}.containers[0].securityContext.seccompProfile.type"),
+        "\"Strict\" is not supported",
+    );
+    assert_problem(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["securityContext"] = json!({"seccompProfile":
+                {"type": "RuntimeDefault", "localhostProfile": "audit.json"}})
+        }),
+        &format!("{pod}.securityContext.seccompProfile.localhostProfile"),
+        "only be set when type is Localhost",
+    );
+}
+
+/// Every problem of `value`, which must be exactly the refusals at `paths` (one each).
+fn assert_only_refused(value: Value, paths: &[&str]) {
+    let found = problems(value);
+    let mut refused: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    refused.sort_unstable();
+    let mut expected = paths.to_vec();
+    expected.sort_unstable();
+    assert_eq!(refused, expected, "{found:#?}");
+    assert!(
+        found.iter().all(|(_, m)| m.contains("not supported")),
+        "{found:#?}"
+    );
+}
+
+fn job_with(spec: Value) -> Value {
+    let mut job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+        "spec": {"completions": 3, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}}});
+    if let (Some(target), Some(patch)) = (job["spec"].as_object_mut(), spec.as_object()) {
+        target.extend(patch.clone());
+    }
+    job
+}
+
+#[test]
+fn job_features_the_controller_lacks_are_refused_and_their_defaults_kept() {
+    assert_only_refused(
+        job_with(
+            json!({"completionMode": "Indexed", "backoffLimitPerIndex": 1,
+            "maxFailedIndexes": 1, "podReplacementPolicy": "Failed",
+            "managedBy": "kueue.x-k8s.io/multikueue",
+            "podFailurePolicy": {"rules": [{"action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+            "successPolicy": {"rules": [{"succeededCount": 1}]}}),
+        ),
+        &[
+            "spec.completionMode",
+            "spec.backoffLimitPerIndex",
+            "spec.maxFailedIndexes",
+            "spec.podReplacementPolicy",
+            "spec.managedBy",
+            "spec.podFailurePolicy",
+            "spec.successPolicy",
+        ],
+    );
+    assert_problem(
+        job_with(json!({"completionMode": "Indexed"})),
+        "spec.completionMode",
+        "Indexed is not supported by shipshape yet (pods would run without completion indexes)",
+    );
+    assert_eq!(
+        problems(job_with(json!({"completionMode": "NonIndexed",
+            "podReplacementPolicy": "TerminatingOrFailed",
+            "managedBy": "kubernetes.io/job-controller"}))),
+        vec![]
+    );
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"completions": 2,
+            "completionMode": "Indexed",
+            "template": {"spec": {"restartPolicy": "OnFailure",
+                "containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    assert_only_refused(cron, &["spec.jobTemplate.spec.completionMode"]);
+}
+
+#[test]
+fn rollout_features_the_controllers_lack_are_refused_and_their_defaults_kept() {
+    assert_only_refused(
+        deployment(|d| d["spec"]["paused"] = json!(true)),
+        &["spec.paused"],
+    );
+    assert_eq!(
+        problems(deployment(|d| d["spec"]["paused"] = json!(false))),
+        vec![]
+    );
+    let daemon_set = |rolling: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+                "template": {"metadata": {"labels": {"app": "agent"}},
+                    "spec": {"containers": [{"name": "a", "image": "busybox"}]}}}})
+    };
+    assert_only_refused(
+        daemon_set(json!({"maxSurge": 1, "maxUnavailable": 0})),
+        &["spec.updateStrategy.rollingUpdate.maxSurge"],
+    );
+    assert_only_refused(
+        daemon_set(json!({"maxSurge": "10%"})),
+        &["spec.updateStrategy.rollingUpdate.maxSurge"],
+    );
+    assert_eq!(
+        problems(daemon_set(json!({"maxSurge": 0, "maxUnavailable": 1}))),
+        vec![]
+    );
+    let stateful_set = |start: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+            "spec": {"serviceName": "db", "ordinals": {"start": start},
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}},
+                    "spec": {"containers": [{"name": "db", "image": "busybox"}]}}}})
+    };
+    assert_only_refused(stateful_set(5), &["spec.ordinals.start"]);
+    assert_eq!(problems(stateful_set(0)), vec![]);
+}
+
+#[test]
+fn service_features_the_proxy_lacks_are_refused_and_their_defaults_kept() {
+    let service = |patch: Value| {
+        let mut service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                "ports": [{"port": 80, "targetPort": 8080}]}});
+        if let (Some(target), Some(patch)) = (service["spec"].as_object_mut(), patch.as_object()) {
+            target.extend(patch.clone());
+        }
+        service
+    };
+    assert_only_refused(
+        service(
+            json!({"externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+            "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"],
+            "externalIPs": ["198.51.100.7"], "loadBalancerSourceRanges": ["10.0.0.0/8"],
+            "healthCheckNodePort": 30999, "loadBalancerClass": "example.com/lb",
+            "allocateLoadBalancerNodePorts": false}),
+        ),
+        &[
+            "spec.externalTrafficPolicy",
+            "spec.internalTrafficPolicy",
+            "spec.ipFamilyPolicy",
+            "spec.ipFamilies[1]",
+            "spec.externalIPs",
+            "spec.loadBalancerSourceRanges",
+            "spec.healthCheckNodePort",
+            "spec.loadBalancerClass",
+            "spec.allocateLoadBalancerNodePorts",
+        ],
+    );
+    assert_eq!(
+        problems(service(json!({"externalTrafficPolicy": "Cluster",
+            "internalTrafficPolicy": "Cluster", "ipFamilyPolicy": "SingleStack",
+            "ipFamilies": ["IPv4"], "externalIPs": [], "loadBalancerSourceRanges": [],
+            "allocateLoadBalancerNodePorts": true, "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}}))),
+        vec![]
+    );
+    assert_eq!(
+        problems(service(json!({"ipFamilyPolicy": "PreferDualStack"}))),
+        vec![]
+    );
+}
+
+#[test]
+fn pod_features_the_kubelet_and_scheduler_lack_are_refused_and_their_defaults_kept() {
+    let pod = "spec.template.spec";
+    assert_only_refused(
+        deployment(|d| {
+            let spec = &mut d["spec"]["template"]["spec"];
+            spec["priorityClassName"] = json!("system-cluster-critical");
+            spec["priority"] = json!(1000);
+            spec["runtimeClassName"] = json!("gvisor");
+            spec["overhead"] = json!({"cpu": "250m"});
+            spec["readinessGates"] = json!([{"conditionType": "example.com/ready"}]);
+            spec["schedulingGates"] = json!([{"name": "example.com/wait"}]);
+            spec["resourceClaims"] = json!([{"name": "gpu", "resourceClaimName": "gpu"}]);
+            spec["hostAliases"] = json!([{"ip": "10.1.2.3", "hostnames": ["db.local"]}]);
+            spec["setHostnameAsFQDN"] = json!(true);
+            spec["hostUsers"] = json!(false);
+            spec["schedulerName"] = json!("volcano");
+            spec["os"] = json!({"name": "windows"});
+        }),
+        &[
+            &format!("{pod}.priorityClassName"),
+            &format!("{pod}.priority"),
+            &format!("{pod}.runtimeClassName"),
+            &format!("{pod}.overhead"),
+            &format!("{pod}.readinessGates"),
+            &format!("{pod}.schedulingGates"),
+            &format!("{pod}.resourceClaims"),
+            &format!("{pod}.hostAliases"),
+            &format!("{pod}.setHostnameAsFQDN"),
+            &format!("{pod}.hostUsers"),
+            &format!("{pod}.schedulerName"),
+            &format!("{pod}.os.name"),
+        ],
+    );
+    assert_eq!(
+        problems(deployment(|d| {
+            let spec = &mut d["spec"]["template"]["spec"];
+            spec["priority"] = json!(0);
+            spec["readinessGates"] = json!([]);
+            spec["setHostnameAsFQDN"] = json!(false);
+            spec["hostUsers"] = json!(true);
+            spec["schedulerName"] = json!("default-scheduler");
+            spec["os"] = json!({"name": "linux"});
+            spec["enableServiceLinks"] = json!(false);
+            spec["preemptionPolicy"] = json!("Never");
+        })),
+        vec![]
+    );
+}
+
+#[test]
+fn container_features_the_kubelet_lacks_are_refused_and_their_defaults_kept() {
+    let at = "spec.template.spec.containers[0]";
+    assert_only_refused(
+        deployment(|d| {
+            d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            let c = container(d);
+            c["stdin"] = json!(true);
+            c["stdinOnce"] = json!(true);
+            c["tty"] = json!(true);
+            c["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
+            c["volumeDevices"] = json!([{"name": "data", "devicePath": "/dev/xvda"}]);
+            c["resources"] = json!({"claims": [{"name": "gpu"}]});
+            c["volumeMounts"] = json!([{"name": "data", "mountPath": "/data",
+                "subPathExpr": "$(POD_NAME)", "mountPropagation": "HostToContainer",
+                "readOnly": true, "recursiveReadOnly": "Enabled"}]);
+        }),
+        &[
+            &format!("{at}.stdin"),
+            &format!("{at}.stdinOnce"),
+            &format!("{at}.tty"),
+            &format!("{at}.terminationMessagePolicy"),
+            &format!("{at}.volumeDevices"),
+            &format!("{at}.resources.claims"),
+            &format!("{at}.volumeMounts[0].subPathExpr"),
+            &format!("{at}.volumeMounts[0].mountPropagation"),
+            &format!("{at}.volumeMounts[0].recursiveReadOnly"),
+        ],
+    );
+    assert_eq!(
+        problems(deployment(|d| {
+            d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            let c = container(d);
+            c["stdin"] = json!(false);
+            c["tty"] = json!(false);
+            c["workingDir"] = json!("/srv");
+            c["terminationMessagePath"] = json!("/dev/termination-log");
+            c["terminationMessagePolicy"] = json!("File");
+            c["volumeMounts"] = json!([{"name": "data", "mountPath": "/data",
+                "mountPropagation": "None", "readOnly": true,
+                "recursiveReadOnly": "IfPossible"}]);
+        })),
+        vec![]
+    );
+    let mut sidecar = deployment(|_| {});
+    sidecar["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "proxy", "image": "envoy", "restartPolicy": "Always"}]);
+    assert_only_refused(
+        sidecar,
+        &["spec.template.spec.initContainers[0].restartPolicy"],
     );
 }

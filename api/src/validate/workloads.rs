@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
 use crate::path::FieldPath;
@@ -70,6 +71,12 @@ pub(super) fn deployment(report: &mut Report, deployment: &Deployment) {
     let spec_path = FieldPath::parse("spec");
     let spec = &deployment.spec;
     common_counts(report, &spec_path, spec.replicas, spec.min_ready_seconds);
+    if spec.paused == Some(true) {
+        report.push(
+            spec_path.field("paused"),
+            "true is not supported by shipshape yet (the rollout would go on regardless)",
+        );
+    }
     report.at_least(
         &spec_path.field("revisionHistoryLimit"),
         spec.revision_history_limit.map(i64::from),
@@ -214,11 +221,14 @@ pub(super) fn stateful_set(report: &mut Report, stateful_set: &StatefulSet) {
         }
     }
     if let Some(ordinals) = &spec.ordinals {
-        report.at_least(
-            &spec_path.field("ordinals").field("start"),
-            ordinals.start.map(i64::from),
-            0,
-        );
+        let at = spec_path.field("ordinals").field("start");
+        report.at_least(&at, ordinals.start.map(i64::from), 0);
+        if ordinals.start.is_some_and(|start| start > 0) {
+            report.push(
+                at,
+                "is not supported by shipshape yet (pods would still be numbered from 0)",
+            );
+        }
     }
     let mut claim_names = BTreeSet::new();
     for (i, claim) in spec.volume_claim_templates.iter().flatten().enumerate() {
@@ -284,6 +294,12 @@ pub(super) fn daemon_set(report: &mut Report, daemon_set: &DaemonSet) {
                     "may not be 0 when maxSurge is 0: the rollout could never progress",
                 );
             }
+            if rolling.max_surge.as_ref().is_some_and(above_zero) {
+                report.push(
+                    at.field("maxSurge"),
+                    "above 0 is not supported by shipshape yet (the old pod is always deleted before its replacement starts)",
+                );
+            }
         }
     }
     selected_template(
@@ -294,6 +310,71 @@ pub(super) fn daemon_set(report: &mut Report, daemon_set: &DaemonSet) {
         &PodRules::long_running(),
     );
 }
+
+/// Whether a count given as a number or a percentage is a valid one above zero.
+fn above_zero(value: &IntOrString) -> bool {
+    match value {
+        IntOrString::Int(n) => *n > 0,
+        IntOrString::String(text) => text
+            .strip_suffix('%')
+            .and_then(|n| n.parse::<i64>().ok())
+            .is_some_and(|p| (1..=100).contains(&p)),
+    }
+}
+
+/// Job features the Job controller does not implement: each is refused when set to anything but
+/// its default, because the Job would otherwise count, retry or finish differently from what
+/// Kubernetes documents.
+fn unsupported_job_features(report: &mut Report, spec_path: &FieldPath, spec: &JobSpec) {
+    if spec.completion_mode.as_deref() == Some("Indexed") {
+        report.push(
+            spec_path.field("completionMode"),
+            "Indexed is not supported by shipshape yet (pods would run without completion indexes)",
+        );
+    }
+    let unset_or_default = [
+        (
+            "podFailurePolicy",
+            spec.pod_failure_policy.is_some(),
+            "is not supported by shipshape yet (every failed pod would count against backoffLimit)",
+        ),
+        (
+            "successPolicy",
+            spec.success_policy.is_some(),
+            "is not supported by shipshape yet (the Job would only succeed at its completions)",
+        ),
+        (
+            "backoffLimitPerIndex",
+            spec.backoff_limit_per_index.is_some(),
+            "is not supported by shipshape yet (it needs Indexed completion)",
+        ),
+        (
+            "maxFailedIndexes",
+            spec.max_failed_indexes.is_some(),
+            "is not supported by shipshape yet (it needs Indexed completion)",
+        ),
+        (
+            "podReplacementPolicy",
+            spec.pod_replacement_policy.as_deref() == Some("Failed"),
+            "Failed is not supported by shipshape yet (a terminating pod is replaced at once, as with TerminatingOrFailed)",
+        ),
+        (
+            "managedBy",
+            spec.managed_by
+                .as_deref()
+                .is_some_and(|by| by != JOB_CONTROLLER),
+            "is not supported by shipshape: its own Job controller would run the Job anyway (use kubernetes.io/job-controller or leave it unset)",
+        ),
+    ];
+    for (field, set, why) in unset_or_default {
+        if set {
+            report.push(spec_path.field(field), why);
+        }
+    }
+}
+
+/// The `managedBy` value that means "the built-in Job controller", as in Kubernetes.
+const JOB_CONTROLLER: &str = "kubernetes.io/job-controller";
 
 fn job_spec(report: &mut Report, spec_path: &FieldPath, spec: &JobSpec) {
     for (field, value, min) in [
@@ -318,6 +399,12 @@ fn job_spec(report: &mut Report, spec_path: &FieldPath, spec: &JobSpec) {
         spec.completion_mode.as_deref(),
         &["NonIndexed", "Indexed"],
     );
+    report.one_of(
+        &spec_path.field("podReplacementPolicy"),
+        spec.pod_replacement_policy.as_deref(),
+        &["TerminatingOrFailed", "Failed"],
+    );
+    unsupported_job_features(report, spec_path, spec);
     if spec.completion_mode.as_deref() == Some("Indexed") && spec.completions.is_none() {
         report.push(
             spec_path.field("completions"),
