@@ -1149,19 +1149,7 @@ impl PodState {
                 "Killing",
                 format!("Container {name} {reason}, will be restarted"),
             );
-            let grace = self
-                .pod
-                .at("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_u64)
-                .unwrap_or(30);
-            let runtime = self.shared.runtime.clone();
-            tokio::spawn(async move {
-                let _ = runtime.kill(&id, 15).await;
-                tokio::time::sleep(Duration::from_secs(grace)).await;
-                if let Ok(TaskState::Running(_)) = runtime.state(&id).await {
-                    let _ = runtime.kill(&id, 9).await;
-                }
-            });
+            self.kill_in_background(&id);
         }
         self.write_status().await;
     }
@@ -2119,13 +2107,7 @@ fn resolv_conf(
         }
     }
     let list = |field: &str| -> Vec<String> {
-        pod.at(&format!("/spec/dnsConfig/{field}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect()
+        shipshape_actors::controllers::string_list(pod.at(&format!("/spec/dnsConfig/{field}")))
     };
     for (target, extra) in [
         (&mut nameservers, list("nameservers")),
