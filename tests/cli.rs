@@ -2029,6 +2029,8 @@ spec:
                 let _ = Command::new("sh")
                     .args(["-c", "nft list table ip shipshape >/dev/null 2>&1 && nft delete table ip shipshape"])
                     .status();
+                // portmap's rules for the nodes' pods (hostPort), then its shared chains.
+                let _ = Command::new("sh").args(["-c", PORTMAP_CLEANUP]).status();
                 if !self.route_localnet.is_empty() {
                     let _ = std::fs::write(ROUTE_LOCALNET, &self.route_localnet);
                 }
@@ -2036,6 +2038,25 @@ spec:
         }
 
         const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+
+        /// Removes the portmap chains of the test nodes' pods (their jumps carry the network
+        /// name `shipshape-ship-node-N`), then the shared `CNI-HOSTPORT-*` chains once nothing
+        /// else jumps from them to a pod.
+        const PORTMAP_CLEANUP: &str = r#"
+iptables -t nat -S CNI-HOSTPORT-DNAT 2>/dev/null | grep -e '-A CNI-HOSTPORT-DNAT .*name: \\"shipshape-ship-node-' | while read -r rule; do
+  chain=${rule##*-j }
+  eval "iptables -t nat -D ${rule#-A }"
+  iptables -t nat -F "$chain"; iptables -t nat -X "$chain"
+done
+if iptables -t nat -S CNI-HOSTPORT-DNAT >/dev/null 2>&1 && ! iptables -t nat -S CNI-HOSTPORT-DNAT | grep -q '^-A'; then
+  while iptables -t nat -D PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT 2>/dev/null; do :; done
+  while iptables -t nat -D OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT 2>/dev/null; do :; done
+  while iptables -t nat -D POSTROUTING -m comment --comment 'CNI portfwd requiring masquerade' -j CNI-HOSTPORT-MASQ 2>/dev/null; do :; done
+  for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-SETMARK CNI-HOSTPORT-MASQ; do
+    iptables -t nat -F $chain; iptables -t nat -X $chain
+  done
+fi
+"#;
 
         /// What every real-pod test starts from: a repository with the `demo` namespace and
         /// what `apps` writes, committed; `up` on containerd with two nodes, busybox imported, and
@@ -2645,6 +2666,7 @@ kind: Pod
 metadata: {name: hostnet, namespace: demo}
 spec:
   hostNetwork: true
+  hostAliases: [{ip: 10.1.2.3, hostnames: [foo.remote]}]
   terminationGracePeriodSeconds: 1
   containers:
   - name: main
@@ -2652,6 +2674,19 @@ spec:
     command: ["sleep", "3600"]
     env:
     - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: aliased, namespace: demo}
+spec:
+  terminationGracePeriodSeconds: 1
+  hostname: db-0
+  subdomain: db
+  hostAliases:
+  - {ip: 127.0.0.1, hostnames: [foo.local, bar.local]}
+  - {ip: 10.1.2.3, hostnames: [foo.remote, bar.remote]}
+  containers:
+  - {name: main, image: "busybox:1.35", command: ["sh", "-c", "cat /etc/hosts; exec sleep 3600"]}
 ---
 apiVersion: v1
 kind: Pod
@@ -2689,6 +2724,17 @@ spec:
     image: busybox:1.35
     command: ["sleep", "3600"]
     securityContext: {seccompProfile: {type: Unconfined}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hostport, namespace: demo}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sh", "-c", "mkdir /www && echo through-hostport > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{containerPort: 8080, hostPort: 18080}]
 "#;
 
         #[test]
@@ -2910,6 +2956,60 @@ spec:
                     .unwrap_or_default()
                     .trim()
             );
+            // The node's hosts file under the kubelet's header, then the pod's hostAliases.
+            assert_eq!(
+                on_host("cat /etc/hosts"),
+                format!(
+                    "# Kubernetes-managed hosts file (host network).\n{}\n# Entries added by HostAliases.\n10.1.2.3\tfoo.remote\n",
+                    std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+                )
+            );
+
+            // hostAliases: the managed /etc/hosts names the pod (by its hostname and, with a
+            // subdomain, its fully qualified name), then one line per alias.
+            let aliased = eventually("the aliased pod running", || {
+                let p = pod(&kubeconfig, &cache, "aliased")?;
+                (p["status"]["phase"] == "Running")
+                    .then_some(p.clone())
+                    .ok_or(p["status"].to_string())
+            });
+            let aliased_ip = aliased["status"]["podIP"].as_str().unwrap_or_default();
+            let hosts = eventually("the aliased pod's /etc/hosts in its log", || {
+                let out = kubectl(&kubeconfig, &cache, &["logs", "-n", "demo", "aliased"]);
+                let log = String::from_utf8_lossy(&out.stdout).into_owned();
+                log.contains("HostAliases")
+                    .then_some(log.clone())
+                    .ok_or(text(&out))
+            });
+            assert!(
+                hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+                "{hosts}"
+            );
+            let named = kubectl(
+                &kubeconfig,
+                &cache,
+                &[
+                    "exec",
+                    "-n",
+                    "demo",
+                    "aliased",
+                    "--",
+                    "sh",
+                    "-c",
+                    "hostname; cat /etc/hostname; echo $HOSTNAME",
+                ],
+            );
+            assert_eq!(
+                text(&named).trim(),
+                "db-0\ndb-0\ndb-0",
+                "the hostname everywhere"
+            );
+            assert!(
+                hosts.ends_with(&format!(
+                    "{aliased_ip}\tdb-0.db.demo.svc.cluster.local\tdb-0\n\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\tbar.remote\n"
+                )),
+                "{hosts}"
+            );
 
             // postStart runs right after the start, before the container counts as running; a
             // failed one kills the container (restarted per restartPolicy) with an event.
@@ -2972,8 +3072,38 @@ spec:
             let filler = pod(&kubeconfig, &cache, "filler").expect("filler");
             assert_eq!(filler["status"]["phase"], "Failed", "stays evicted");
 
+            // hostPort off the host's network: the node's address (its bridge's gateway)
+            // forwards the port to the pod.
+            let forwarded = eventually("the hostport pod running", || {
+                let p = pod(&kubeconfig, &cache, "hostport")?;
+                (p["status"]["phase"] == "Running")
+                    .then_some(p.clone())
+                    .ok_or(p["status"].to_string())
+            });
+            let node_ip = forwarded["status"]["hostIP"].as_str().unwrap_or_default();
+            assert!(node_ip.starts_with("10.244."), "{}", forwarded["status"]);
+            let url = format!("http://{node_ip}:18080/");
+            eventually("the pod's page on the node's port 18080", || {
+                let out = Command::new("wget")
+                    .args(["-qO-", "-T", "2", &url])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                (text(&out).trim() == "through-hostport")
+                    .then_some(())
+                    .ok_or(text(&out))
+            });
+
             // Stopping removes the pods and unmounts their tmpfs.
             interrupt(child);
+            let nat = Command::new("iptables")
+                .args(["-t", "nat", "-S"])
+                .output()
+                .map(|o| text(&o))
+                .unwrap_or_default();
+            assert!(
+                !nat.contains("CNI-HOSTPORT") && !nat.contains("CNI-DN-"),
+                "portmap's chains left:\n{nat}"
+            );
             let data = repo.data().display().to_string();
             let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
             let left: Vec<&str> = mounts

@@ -3,6 +3,12 @@
 //! namespace in `/run/netns` wired by the bridge and loopback plugins, called exactly as the CNI
 //! specification says (configuration on stdin, `CNI_*` in the environment, result on stdout).
 //!
+//! A pod's `hostPort`s are forwarded by the portmap plugin, chained after the bridge as CNI
+//! chaining says (the bridge's result as `prevResult`, the ports as the `portMappings`
+//! capability's runtimeConfig). portmap writes iptables rules (`CNI-HOSTPORT-*`, one `CNI-DN-*`
+//! chain per pod) in the `ip nat` table, apart from the service proxy's own nftables table; both
+//! hook the same NAT points and neither touches the other's rules.
+//!
 //! Every container of a pod joins the pod's namespace, so they reach each other on localhost.
 //! The bridge is each node's gateway and the pods' default route: pods on different nodes of the
 //! same host reach each other through the host's routes to every node's bridge.
@@ -12,15 +18,94 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
 
 use crate::containerd::RuntimeError;
 use crate::simulated::Cidr;
 
 /// The CNI version the configuration speaks (Debian's plugins 1.1 understand it).
 const CNI_VERSION: &str = "0.4.0";
+
+/// Keeps portmap calls and the removal of its shared chains apart: every node of this process
+/// shares the host's `ip nat` table, and removing `CNI-HOSTPORT-DNAT` while another node's
+/// portmap adds a rule to it would fail that pod's start.
+static PORTMAP: Mutex<()> = Mutex::const_new(());
+
+/// The chains portmap shares between every pod of the host, and the jumps that enter them
+/// (table `nat`, as `iptables -S` prints them). portmap creates them on its first ADD and never
+/// removes them; [`NodeNetwork::remove_node`] does once no pod maps a port.
+const PORTMAP_ENTRIES: [(&str, &str, &[&str]); 3] = [
+    (
+        "PREROUTING",
+        "CNI-HOSTPORT-DNAT",
+        &["-m", "addrtype", "--dst-type", "LOCAL"],
+    ),
+    (
+        "OUTPUT",
+        "CNI-HOSTPORT-DNAT",
+        &["-m", "addrtype", "--dst-type", "LOCAL"],
+    ),
+    (
+        "POSTROUTING",
+        "CNI-HOSTPORT-MASQ",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "CNI portfwd requiring masquerade",
+        ],
+    ),
+];
+
+/// One node port forwarded to a port of a pod (a container port's `hostPort`), spelled as the
+/// portmap plugin's `portMappings` capability takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// The node's port.
+    pub host_port: u16,
+    /// The pod's port it reaches.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp` (portmap wants lower case).
+    pub protocol: String,
+    /// The node address it is bound to; empty for every address.
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+/// The ports pod `pod` maps onto its node, as the kubelet hands them to CNI: every port with a
+/// `hostPort` of its containers and sidecars (init containers with `restartPolicy: Always`,
+/// which run as long as the pod), protocol TCP when unset. Nothing for a hostNetwork pod: its
+/// ports are the node's already.
+pub fn port_mappings(pod: &Value) -> Vec<PortMapping> {
+    if pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return Vec::new();
+    }
+    let number = shipshape_actors::controllers::port_number;
+    shipshape_actors::controllers::long_running_ports(pod)
+        .into_iter()
+        .filter_map(|port| {
+            Some(PortMapping {
+                host_port: number(port, "hostPort")?,
+                container_port: number(port, "containerPort")?,
+                protocol: port
+                    .get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_ascii_lowercase(),
+                host_ip: port
+                    .get("hostIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        })
+        .collect()
+}
 
 /// One node's pod network.
 #[derive(Clone, Debug)]
@@ -114,13 +199,55 @@ impl NodeNetwork {
         json!({"cniVersion": CNI_VERSION, "name": "loopback", "type": "loopback"})
     }
 
-    /// Creates the namespace `name` for pod `id` and wires it: returns the pod's address.
-    /// Calling it again for a wired namespace returns the address it already has.
-    pub async fn add_pod(&self, id: &str, name: &str) -> Result<Ipv4Addr, RuntimeError> {
+    /// The portmap plugin's configuration, chained after the bridge (same network name, so
+    /// its per-pod chain is found again on DEL); `prev_result` is absent on DEL. `snat` lets
+    /// the node itself and the pod's neighbours on the bridge reach the port.
+    fn portmap_config(&self, ports: &[PortMapping], prev_result: Option<Value>) -> Value {
+        let mut config = json!({
+            "cniVersion": CNI_VERSION,
+            "name": format!("shipshape-{}", self.bridge),
+            "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "snat": true,
+            "runtimeConfig": {"portMappings": ports},
+        });
+        if let (Some(prev), Some(map)) = (prev_result, config.as_object_mut()) {
+            map.insert("prevResult".to_string(), prev);
+        }
+        config
+    }
+
+    /// Where the ports pod `id` maps are kept between its ADD and its DEL: portmap needs them
+    /// to find its rules again, and the DEL may come from a later run that no longer has the pod.
+    fn port_record(&self, id: &str) -> PathBuf {
+        self.ipam_dir
+            .join("port-mappings")
+            .join(format!("{id}.json"))
+    }
+
+    /// Creates the namespace `name` for pod `id` and wires it, forwarding `ports` from the node
+    /// to it: returns the pod's address. Calling it again for a wired namespace returns the
+    /// address it already has (and puts its port forwarding back if a crash cut it short).
+    pub async fn add_pod(
+        &self,
+        id: &str,
+        name: &str,
+        ports: &[PortMapping],
+    ) -> Result<Ipv4Addr, RuntimeError> {
         let path = netns_path(name);
         if path.exists()
             && let Some(address) = address_in(name).await
         {
+            if !ports.is_empty() {
+                // The bridge's result is gone: portmap reads only the pod's address from it.
+                let prev = json!({
+                    "cniVersion": CNI_VERSION,
+                    "interfaces": [{"name": "eth0", "sandbox": path}],
+                    "ips": [{"version": "4", "interface": 0,
+                             "address": format!("{address}/{}", self.subnet.prefix)}],
+                });
+                self.map_ports(id, &path, ports, prev).await?;
+            }
             return Ok(address);
         }
         if !path.exists() {
@@ -131,7 +258,7 @@ impl NodeNetwork {
         let result = self
             .cni("ADD", "bridge", &self.bridge_config(), id, &path)
             .await?;
-        result
+        let address = result
             .at("/ips/0/address")
             .and_then(Value::as_str)
             .and_then(|a| a.split('/').next())
@@ -140,13 +267,80 @@ impl NodeNetwork {
                 RuntimeError::Invalid(format!(
                     "the CNI bridge plugin returned no address for pod {id}: {result}"
                 ))
-            })
+            })?;
+        if !ports.is_empty() {
+            self.map_ports(id, &path, ports, result).await?;
+        }
+        Ok(address)
     }
 
-    /// Unwires pod `id` (its address goes back to the pool) and removes its namespace.
-    /// Safe to call for a pod that is half set up or already gone.
+    /// Chains portmap after the bridge for pod `id` (ADD is idempotent), recording the ports
+    /// first so that a DEL finds them even if the ADD is cut short.
+    async fn map_ports(
+        &self,
+        id: &str,
+        netns: &Path,
+        ports: &[PortMapping],
+        prev_result: Value,
+    ) -> Result<(), RuntimeError> {
+        let record = self.port_record(id);
+        if let Some(dir) = record.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        }
+        let bytes = serde_json::to_vec(ports)
+            .map_err(|e| RuntimeError::Invalid(format!("recording pod {id}'s ports: {e}")))?;
+        tokio::fs::write(&record, bytes)
+            .await
+            .map_err(|e| RuntimeError::io(format!("writing {}", record.display()), e))?;
+        let config = self.portmap_config(ports, Some(prev_result));
+        let _one = PORTMAP.lock().await;
+        self.cni("ADD", "portmap", &config, id, netns).await?;
+        Ok(())
+    }
+
+    /// Removes pod `id`'s port forwarding, if it has any recorded.
+    async fn unmap_ports(&self, id: &str, netns: &Path) -> Result<(), RuntimeError> {
+        let record = self.port_record(id);
+        let Ok(bytes) = tokio::fs::read(&record).await else {
+            return Ok(());
+        };
+        // An unreadable record still names a pod with ports: portmap's DEL removes the pod's
+        // chain by its name whatever ports it is given, so one stands in for them.
+        let ports: Vec<PortMapping> = serde_json::from_slice(&bytes)
+            .ok()
+            .filter(|p: &Vec<PortMapping>| !p.is_empty())
+            .unwrap_or_else(|| {
+                vec![PortMapping {
+                    host_port: 1,
+                    container_port: 1,
+                    protocol: "tcp".to_string(),
+                    host_ip: String::new(),
+                }]
+            });
+        {
+            let _one = PORTMAP.lock().await;
+            self.cni(
+                "DEL",
+                "portmap",
+                &self.portmap_config(&ports, None),
+                id,
+                netns,
+            )
+            .await?;
+        }
+        tokio::fs::remove_file(&record)
+            .await
+            .map_err(|e| RuntimeError::io(format!("removing {}", record.display()), e))
+    }
+
+    /// Unwires pod `id` (its port forwarding goes, its address goes back to the pool) and
+    /// removes its namespace. Safe to call for a pod that is half set up or already gone.
     pub async fn remove_pod(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
         let path = netns_path(name);
+        // portmap first, as CNI deletes a chain in reverse; its failure still frees the rest.
+        let unmapped = self.unmap_ports(id, &path).await;
         self.cni("DEL", "bridge", &self.bridge_config(), id, &path)
             .await?;
         if path.exists() {
@@ -155,15 +349,17 @@ impl NodeNetwork {
                 .await;
             run("ip", &["netns", "delete", name]).await?;
         }
-        Ok(())
+        unmapped
     }
 
-    /// Removes the bridge and the address pool (when the node stops for good).
+    /// Removes the bridge and the address pool (when the node stops for good), and portmap's
+    /// shared chains once no pod of the host maps a port.
     pub async fn remove_node(&self) {
         if Path::new("/sys/class/net").join(&self.bridge).exists() {
             let _ = run("ip", &["link", "delete", &self.bridge]).await;
         }
         let _ = tokio::fs::remove_dir_all(&self.ipam_dir).await;
+        remove_unused_portmap_chains().await;
     }
 
     async fn cni(
@@ -215,6 +411,44 @@ impl NodeNetwork {
             )));
         }
         Ok(result)
+    }
+}
+
+/// Removes the chains portmap shares between pods ([`PORTMAP_ENTRIES`]) when none forwards a
+/// port any more: `CNI-HOSTPORT-DNAT` jumps to no pod's chain. A host without them (or without
+/// iptables) has nothing to remove. portmap puts them back on its next ADD.
+async fn remove_unused_portmap_chains() {
+    let _one = PORTMAP.lock().await;
+    let Ok(output) = tokio::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+    else {
+        return;
+    };
+    let listing = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || listing.lines().any(|l| l.starts_with("-A ")) {
+        return;
+    }
+    for (from, to, matches) in PORTMAP_ENTRIES {
+        let mut args = vec!["-w", "-t", "nat", "-D", from];
+        args.extend_from_slice(matches);
+        args.extend(["-j", to]);
+        // Each jump is added once, but remove any copies a race left.
+        while run("iptables", &args).await.is_ok() {}
+    }
+    for chain in [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-SETMARK",
+        "CNI-HOSTPORT-MASQ",
+    ] {
+        if let Err(error) = run("iptables", &["-w", "-t", "nat", "-F", chain]).await {
+            tracing::debug!(%error, chain, "flushing portmap's chain");
+        }
+        if let Err(error) = run("iptables", &["-w", "-t", "nat", "-X", chain]).await {
+            tracing::warn!(%error, chain, "removing portmap's chain");
+        }
     }
 }
 
@@ -272,6 +506,69 @@ mod tests {
         let config = net.bridge_config();
         assert_eq!(config["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert_eq!(config["ipam"]["ranges"][0][0]["gateway"], "10.244.3.1");
+    }
+
+    #[test]
+    fn host_ports_of_containers_and_sidecars_are_mapped_with_kubernetes_defaults() {
+        let pod = |host_network: bool| {
+            json!({"spec": {
+                "hostNetwork": host_network,
+                "initContainers": [
+                    {"name": "setup", "ports": [{"containerPort": 1000, "hostPort": 1000}]},
+                    {"name": "proxy", "restartPolicy": "Always",
+                     "ports": [{"containerPort": 53, "hostPort": 5353, "protocol": "UDP"}]},
+                ],
+                "containers": [{"name": "c", "ports": [
+                    {"containerPort": 8080},
+                    {"containerPort": 8080, "hostPort": 18080},
+                    {"containerPort": 9090, "hostPort": 19090, "hostIP": "127.0.0.1",
+                     "protocol": "SCTP"},
+                ]}],
+            }})
+        };
+        let mapping = |host_port, container_port, protocol: &str, host_ip: &str| PortMapping {
+            host_port,
+            container_port,
+            protocol: protocol.to_string(),
+            host_ip: host_ip.to_string(),
+        };
+        assert_eq!(
+            port_mappings(&pod(false)),
+            [
+                mapping(5353, 53, "udp", ""),
+                mapping(18080, 8080, "tcp", ""),
+                mapping(19090, 9090, "sctp", "127.0.0.1"),
+            ],
+            "a finished init container maps nothing, a port without hostPort neither"
+        );
+        assert!(
+            port_mappings(&pod(true)).is_empty(),
+            "the host's ports already"
+        );
+
+        let subnet: Cidr = "10.244.3.0/24".parse().expect("cidr");
+        let net = NodeNetwork::new("node-1", subnet, Path::new("/x"), Path::new("/d"));
+        let prev = json!({"ips": [{"version": "4", "address": "10.244.3.2/24"}]});
+        let config = net.portmap_config(&port_mappings(&pod(false)), Some(prev.clone()));
+        assert_eq!(config["type"], "portmap");
+        assert_eq!(
+            config["name"],
+            net.bridge_config()["name"],
+            "the bridge's network"
+        );
+        assert_eq!(config["capabilities"], json!({"portMappings": true}));
+        assert_eq!(config["snat"], true);
+        assert_eq!(config["prevResult"], prev);
+        assert_eq!(
+            config["runtimeConfig"]["portMappings"],
+            json!([
+                {"hostPort": 5353, "containerPort": 53, "protocol": "udp"},
+                {"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"},
+                {"hostPort": 19090, "containerPort": 9090, "protocol": "sctp",
+                 "hostIP": "127.0.0.1"},
+            ])
+        );
+        assert!(net.portmap_config(&[], None).get("prevResult").is_none());
     }
 
     /// What the kernel's `dev_valid_name` accepts: 1 to 15 bytes, not `.` or `..`, no `/`,

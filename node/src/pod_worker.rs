@@ -1663,7 +1663,11 @@ impl PodState {
         } else {
             self.shared
                 .network
-                .add_pod(&self.uid, &netns_name(&self.uid))
+                .add_pod(
+                    &self.uid,
+                    &netns_name(&self.uid),
+                    &crate::network::port_mappings(&self.pod),
+                )
                 .await?
         };
         let host_file = |path: &'static str| async move {
@@ -1677,14 +1681,16 @@ impl PodState {
         let node_hostname = host_file("/proc/sys/kernel/hostname").await;
         // A hostNetwork pod sees the node's hosts file and name, as in Kubernetes.
         let (hosts, hostname) = if host_network {
-            (host_file("/etc/hosts").await, node_hostname)
-        } else {
+            let node_hosts = host_file("/etc/hosts").await;
             (
-                format!(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{}\n",
-                    self.name
-                ),
-                format!("{}\n", self.name),
+                hosts_file(&self.pod, ip, domain, Some(&node_hosts)),
+                node_hostname,
+            )
+        } else {
+            let hostname = pod_hostname(&self.pod);
+            (
+                hosts_file(&self.pod, ip, domain, None),
+                format!("{hostname}\n"),
             )
         };
         let files = [
@@ -2152,6 +2158,80 @@ fn resolv_conf(
     out
 }
 
+/// The pod's hostname, as the kubelet derives it: `spec.hostname` or else the pod's name, cut
+/// to the 63 characters a hostname may have (and then not ending in `-` or `.`).
+pub(crate) fn pod_hostname(pod: &Value) -> String {
+    let name = match text(pod, "/spec/hostname") {
+        "" => text(pod, "/metadata/name"),
+        hostname => hostname,
+    };
+    // Names are ASCII (validated DNS labels and subdomains), so a byte cut is a character cut.
+    match name.get(..63) {
+        Some(cut) if name.len() > 63 => cut.trim_end_matches(['-', '.']).to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// The pod's domain when it sets a `subdomain`: `<subdomain>.<namespace>.svc.<cluster domain>`,
+/// the name a headless Service of that name gives it.
+fn pod_domain(pod: &Value, cluster_domain: &str) -> Option<String> {
+    match text(pod, "/spec/subdomain") {
+        "" => None,
+        subdomain => {
+            let namespace = match text(pod, "/metadata/namespace") {
+                "" => "default",
+                namespace => namespace,
+            };
+            Some(format!("{subdomain}.{namespace}.svc.{cluster_domain}"))
+        }
+    }
+}
+
+/// The pod's /etc/hosts, as the kubelet writes it: a managed file naming localhost and the
+/// pod's own address and hostname, or, on the host's network, the node's `host_hosts`
+/// under a header; then each `spec.hostAliases` entry on a line of its own, so a pod can
+/// resolve names that DNS does not know.
+fn hosts_file(pod: &Value, ip: Ipv4Addr, cluster_domain: &str, host_hosts: Option<&str>) -> String {
+    let mut out = String::new();
+    match host_hosts {
+        Some(node) => {
+            out.push_str("# Kubernetes-managed hosts file (host network).\n");
+            out.push_str(node);
+        }
+        None => {
+            out.push_str(concat!(
+                "# Kubernetes-managed hosts file.\n",
+                "127.0.0.1\tlocalhost\n",
+                "::1\tlocalhost ip6-localhost ip6-loopback\n",
+                "fe00::0\tip6-localnet\n",
+                "fe00::0\tip6-mcastprefix\n",
+                "fe00::1\tip6-allnodes\n",
+                "fe00::2\tip6-allrouters\n",
+            ));
+            let hostname = pod_hostname(pod);
+            match pod_domain(pod, cluster_domain) {
+                Some(domain) => out.push_str(&format!("{ip}\t{hostname}.{domain}\t{hostname}\n")),
+                None => out.push_str(&format!("{ip}\t{hostname}\n")),
+            }
+        }
+    }
+    let aliases = pod
+        .at("/spec/hostAliases")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !aliases.is_empty() {
+        out.push_str("\n# Entries added by HostAliases.\n");
+        for alias in aliases {
+            let hostnames: Vec<String> =
+                shipshape_actors::controllers::string_list(alias.get("hostnames"));
+            let hostnames = hostnames.join("\t");
+            out.push_str(&format!("{}\t{hostnames}\n", text(alias, "/ip")));
+        }
+    }
+    out
+}
+
 /// `ephemeral-storage` when a volume source refers to it (so the filesystem is measured),
 /// else nothing.
 fn needs_storage(source: &Value) -> String {
@@ -2396,6 +2476,70 @@ mod tests {
                 "searches": ["corp"], "options": [{"name": "ndots", "value": "1"}]}})
             ),
             "search shop.svc.cluster.local svc.cluster.local cluster.local corp\nnameserver 10.96.0.10\nnameserver 8.8.8.8\noptions ndots:1\n"
+        );
+    }
+
+    #[test]
+    fn hosts_file_names_the_pod_and_adds_its_host_aliases_as_the_kubelet_does() {
+        let ip = Ipv4Addr::new(10, 88, 0, 4);
+        let managed = concat!(
+            "# Kubernetes-managed hosts file.\n",
+            "127.0.0.1\tlocalhost\n",
+            "::1\tlocalhost ip6-localhost ip6-loopback\n",
+            "fe00::0\tip6-localnet\n",
+            "fe00::0\tip6-mcastprefix\n",
+            "fe00::1\tip6-allnodes\n",
+            "fe00::2\tip6-allrouters\n",
+        );
+        let aliases = json!([
+            {"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+            {"ip": "10.1.2.3", "hostnames": ["foo.remote", "bar.remote"]},
+        ]);
+        let section = concat!(
+            "\n# Entries added by HostAliases.\n",
+            "127.0.0.1\tfoo.local\tbar.local\n",
+            "10.1.2.3\tfoo.remote\tbar.remote\n",
+        );
+        let pod =
+            |spec: Value| json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": spec});
+        assert_eq!(
+            hosts_file(&pod(json!({})), ip, "cluster.local", None),
+            format!("{managed}10.88.0.4\tweb\n")
+        );
+        assert_eq!(
+            hosts_file(
+                &pod(json!({"hostAliases": aliases})),
+                ip,
+                "cluster.local",
+                None
+            ),
+            format!("{managed}10.88.0.4\tweb\n{section}")
+        );
+        // hostname and subdomain give the pod its fully qualified name too.
+        assert_eq!(
+            hosts_file(
+                &pod(json!({"hostname": "db-0", "subdomain": "db"})),
+                ip,
+                "cluster.local",
+                None
+            ),
+            format!("{managed}10.88.0.4\tdb-0.db.shop.svc.cluster.local\tdb-0\n")
+        );
+        // On the host's network: the node's file, then the aliases all the same.
+        let node = "127.0.0.1\tlocalhost\n192.168.1.5\tnode-a\n";
+        assert_eq!(
+            hosts_file(
+                &pod(json!({"hostNetwork": true, "hostAliases": aliases})),
+                ip,
+                "cluster.local",
+                Some(node)
+            ),
+            format!("# Kubernetes-managed hosts file (host network).\n{node}{section}")
+        );
+        let long = "a".repeat(62) + "-b";
+        assert_eq!(
+            pod_hostname(&json!({"metadata": {"name": long}})),
+            "a".repeat(62)
         );
     }
 

@@ -111,7 +111,7 @@ pub struct ContainerPlan {
     pub gid: u32,
     /// Supplementary groups: the pod's `supplementalGroups`, then its `fsGroup`.
     pub additional_gids: Vec<u32>,
-    /// The pod's hostname (its name).
+    /// The pod's hostname (`spec.hostname`, else its name).
     pub hostname: String,
     /// Memory limit in bytes.
     pub memory_limit: Option<i64>,
@@ -200,11 +200,7 @@ pub fn plan(
             image.name
         ));
     }
-    let hostname = pod
-        .at("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("pod")
-        .to_string();
+    let hostname = crate::pod_worker::pod_hostname(pod);
     let mut env: Vec<String> = image.env.clone();
     let mut set = |name: &str, value: &str| {
         env.retain(|e| e.split('=').next() != Some(name));

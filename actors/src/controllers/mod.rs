@@ -358,6 +358,35 @@ pub fn string_map(value: Option<&Value>) -> std::collections::BTreeMap<String, S
         .unwrap_or_default()
 }
 
+/// The `ports` entries of a pod's containers and sidecars (init containers with
+/// `restartPolicy: Always`, which run as long as the pod), sidecars first: the ports a pod
+/// keeps open, as Kubernetes reads them for host ports (`GetHostPorts`).
+pub fn long_running_ports(pod: &Value) -> Vec<&Value> {
+    let list = |path: &str| {
+        pod.at(path)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let sidecars = list("/spec/initContainers")
+        .iter()
+        .filter(|c| c.get("restartPolicy").and_then(Value::as_str) == Some("Always"));
+    sidecars
+        .chain(list("/spec/containers"))
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .collect()
+}
+
+/// A port number field (`hostPort`, `containerPort`) of one `ports` entry; 0, absent or out of
+/// range reads as unset.
+pub fn port_number(port: &Value, field: &str) -> Option<u16> {
+    port.get(field)
+        .and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n != 0)
+}
+
 /// A list of strings (values, namespaces), empty if absent; non-strings are skipped.
 pub fn string_list<C: FromIterator<String>>(value: Option<&Value>) -> C {
     value

@@ -456,25 +456,9 @@ pub fn pod_request(pod: &Value) -> PodRequest {
 /// network every container port is one: Kubernetes defaults hostPort to containerPort there.
 pub fn host_ports(pod: &Value) -> Vec<HostPort> {
     let host_network = pod.at("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
-    let list = |path: &str| {
-        pod.at(path)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
-    let sidecars = list("/spec/initContainers")
-        .iter()
-        .filter(|c| c.get("restartPolicy").and_then(Value::as_str) == Some("Always"));
-    let number = |port: &Value, field: &str| {
-        port.get(field)
-            .and_then(Value::as_u64)
-            .and_then(|n| u16::try_from(n).ok())
-            .filter(|n| *n != 0)
-    };
-    sidecars
-        .chain(list("/spec/containers"))
-        .filter_map(|c| c.get("ports").and_then(Value::as_array))
-        .flatten()
+    let number = super::port_number;
+    super::long_running_ports(pod)
+        .into_iter()
         .filter_map(|port| {
             let host_port = number(port, "hostPort").or_else(|| {
                 host_network

@@ -114,32 +114,36 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
         ),
         value => report.one_of(&restart_path, value, rules.restart_policies),
     }
-    // Nothing maps a hostPort onto a pod's own address; on the host's network a container
-    // port is the node's port already, and Kubernetes requires hostPort to equal it there.
+    // Off the host's network the node forwards a hostPort to the pod (CNI portmap, IPv4
+    // only, so a hostIP must be an IPv4 address or portmap would skip the port); on it a
+    // container port is the node's port already, and Kubernetes requires hostPort to equal it.
     let host_network = spec.host_network == Some(true);
     for (field, containers, _) in groups {
         for (i, c) in containers.iter().enumerate() {
             for (j, port) in c.ports.iter().flatten().enumerate() {
-                let at = path
-                    .field(field)
-                    .index(i)
-                    .field("ports")
-                    .index(j)
-                    .field("hostPort");
+                let port_at = path.field(field).index(i).field("ports").index(j);
+                let at = port_at.field("hostPort");
                 match port.host_port.filter(|p| *p != 0) {
-                    Some(host_port) if host_network && host_port != port.container_port => {
-                        report.push(
+                    Some(host_port) if host_network && host_port != port.container_port => report
+                        .push(
                             at,
                             format!(
                                 "must equal containerPort ({}) when hostNetwork is true",
                                 port.container_port
                             ),
-                        )
+                        ),
+                    Some(_) if !host_network => {
+                        if let Some(ip) = port.host_ip.as_deref().filter(|ip| !ip.is_empty())
+                            && ip.parse::<std::net::Ipv4Addr>().is_err()
+                        {
+                            report.push(
+                                port_at.field("hostIP"),
+                                format!(
+                                    "{ip:?} is not an IPv4 address (the pod network is IPv4 only)"
+                                ),
+                            );
+                        }
                     }
-                    Some(_) if !host_network => report.push(
-                        at,
-                        "is not supported by shipshape: nothing maps node ports onto a pod; use a NodePort Service, or hostNetwork",
-                    ),
                     _ => {}
                 }
             }
@@ -160,6 +164,7 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
         &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"],
     );
     dns_config(report, path, spec);
+    host_aliases(report, path, spec);
     unsupported_pod_features(report, path, spec);
     report.at_least(
         &path.field("terminationGracePeriodSeconds"),
@@ -1166,6 +1171,26 @@ fn container(
     }
 }
 
+/// `hostAliases` as Kubernetes checks them (`validateHostAliases`): each `ip` an IP address and
+/// each hostname a DNS subdomain, so that every line the kubelet adds to /etc/hosts resolves.
+fn host_aliases(report: &mut Report, path: &FieldPath, spec: &PodSpec) {
+    for (i, alias) in spec.host_aliases.iter().flatten().enumerate() {
+        let at = path.field("hostAliases").index(i);
+        if alias.ip.parse::<std::net::IpAddr>().is_err() {
+            report.push(
+                at.field("ip"),
+                format!("{:?} is not an IP address", alias.ip),
+            );
+        }
+        for (j, hostname) in alias.hostnames.iter().flatten().enumerate() {
+            report.check(
+                &at.field("hostnames").index(j),
+                names::dns1123_subdomain(hostname),
+            );
+        }
+    }
+}
+
 /// Pod fields the scheduler and the kubelet do not implement. Each is refused unless it is unset
 /// or at its default, because the pod would otherwise be scheduled, started or reported
 /// differently from what Kubernetes documents.
@@ -1210,11 +1235,6 @@ fn unsupported_pod_features(report: &mut Report, path: &FieldPath, spec: &PodSpe
             "resourceClaims",
             non_empty(spec.resource_claims.as_ref().map(Vec::len)),
             "is not supported by shipshape: it has no dynamic resource allocation",
-        ),
-        (
-            "hostAliases",
-            non_empty(spec.host_aliases.as_ref().map(Vec::len)),
-            "is not supported by shipshape yet (the entries would be missing from the pod's /etc/hosts)",
         ),
         (
             "setHostnameAsFQDN",

@@ -858,12 +858,28 @@ fn security_settings_the_kubelet_cannot_apply_are_refused() {
 }
 
 #[test]
-fn host_ports_are_only_the_host_networks_own() {
+fn host_ports_are_forwarded_to_pods_and_must_be_the_host_networks_own_on_it() {
     let at = "spec.template.spec.containers[0].ports[0].hostPort";
+    assert_eq!(
+        problems(deployment(|d| {
+            container(d)["ports"][0]["hostPort"] = json!(8080);
+            container(d)["ports"][0]["hostIP"] = json!("127.0.0.1");
+        })),
+        vec![],
+        "off the host's network the node forwards it to the pod"
+    );
     assert_problem(
-        deployment(|d| container(d)["ports"][0]["hostPort"] = json!(8080)),
+        deployment(|d| container(d)["ports"][0]["hostPort"] = json!(70000)),
         at,
-        "use a NodePort Service, or hostNetwork",
+        "65535",
+    );
+    assert_problem(
+        deployment(|d| {
+            container(d)["ports"][0]["hostPort"] = json!(8080);
+            container(d)["ports"][0]["hostIP"] = json!("::1");
+        }),
+        "spec.template.spec.containers[0].ports[0].hostIP",
+        "\"::1\" is not an IPv4 address",
     );
     assert_problem(
         deployment(|d| {
@@ -1080,7 +1096,6 @@ fn pod_features_the_kubelet_and_scheduler_lack_are_refused_and_their_defaults_ke
             spec["readinessGates"] = json!([{"conditionType": "example.com/ready"}]);
             spec["schedulingGates"] = json!([{"name": "example.com/wait"}]);
             spec["resourceClaims"] = json!([{"name": "gpu", "resourceClaimName": "gpu"}]);
-            spec["hostAliases"] = json!([{"ip": "10.1.2.3", "hostnames": ["db.local"]}]);
             spec["setHostnameAsFQDN"] = json!(true);
             spec["hostUsers"] = json!(false);
             spec["schedulerName"] = json!("volcano");
@@ -1094,7 +1109,6 @@ fn pod_features_the_kubelet_and_scheduler_lack_are_refused_and_their_defaults_ke
             &format!("{pod}.readinessGates"),
             &format!("{pod}.schedulingGates"),
             &format!("{pod}.resourceClaims"),
-            &format!("{pod}.hostAliases"),
             &format!("{pod}.setHostnameAsFQDN"),
             &format!("{pod}.hostUsers"),
             &format!("{pod}.schedulerName"),
@@ -1167,5 +1181,40 @@ fn container_features_the_kubelet_lacks_are_refused_and_their_defaults_kept() {
     assert_only_refused(
         sidecar,
         &["spec.template.spec.initContainers[0].restartPolicy"],
+    );
+}
+
+#[test]
+fn host_aliases_are_accepted_with_an_ip_and_dns_hostnames_as_kubernetes_checks_them() {
+    let with_aliases =
+        |aliases: Value| deployment(|d| d["spec"]["template"]["spec"]["hostAliases"] = aliases);
+    assert_eq!(
+        problems(with_aliases(json!([
+            {"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+            {"ip": "fd00::1", "hostnames": ["v6.remote"]},
+            {"ip": "10.1.2.3"},
+        ]))),
+        vec![]
+    );
+    let at = "spec.template.spec.hostAliases";
+    assert_eq!(
+        problems(with_aliases(json!([
+            {"ip": "db.local", "hostnames": ["db"]},
+            {"ip": "10.1.2.3", "hostnames": ["ok.remote", "Not_A_Name"]},
+            {"ip": "010.1.2.3", "hostnames": ["x"]},
+        ])))
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect::<Vec<_>>(),
+        vec![
+            format!("{at}[0].ip"),
+            format!("{at}[1].hostnames[1]"),
+            format!("{at}[2].ip"),
+        ]
+    );
+    assert_problem(
+        with_aliases(json!([{"ip": "db.local", "hostnames": ["db"]}])),
+        &format!("{at}[0].ip"),
+        "is not an IP address",
     );
 }
