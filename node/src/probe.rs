@@ -515,6 +515,21 @@ mod tests {
         assert_eq!(parse(&json!({}), ProbeKind::Liveness), Ok(None));
     }
 
+    /// The test servers' answer: 200 to `GET /ok` with exactly one Host header, else 503.
+    fn reply(request: &[u8]) -> String {
+        let request = String::from_utf8_lossy(request);
+        let hosts = request
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .count();
+        let code = if request.starts_with("GET /ok ") && hosts == 1 {
+            200
+        } else {
+            503
+        };
+        format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n")
+    }
+
     #[tokio::test]
     async fn http_and_tcp_probes_against_a_local_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -525,19 +540,7 @@ mod tests {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let mut buffer = [0u8; 1024];
                 let n = socket.read(&mut buffer).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
-                let hosts = request
-                    .lines()
-                    .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
-                    .count();
-                let code = if request.starts_with("GET /ok ") && hosts == 1 {
-                    200
-                } else {
-                    503
-                };
-                let _ = socket
-                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
+                let _ = socket.write_all(reply(&buffer[..n]).as_bytes()).await;
             }
         });
         let target = Target {
@@ -582,19 +585,7 @@ mod tests {
                 let _ = names.send(tls.get_ref().1.server_name().map(str::to_string));
                 let mut buffer = [0u8; 1024];
                 let n = tls.read(&mut buffer).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
-                let hosts = request
-                    .lines()
-                    .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
-                    .count();
-                let code = if request.starts_with("GET /ok ") && hosts == 1 {
-                    200
-                } else {
-                    503
-                };
-                let _ = tls
-                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
+                let _ = tls.write_all(reply(&buffer[..n]).as_bytes()).await;
                 let _ = tls.shutdown().await;
             }
         });

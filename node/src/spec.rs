@@ -624,6 +624,19 @@ mod tests {
         assert_eq!(cpu_shares(1_000_000), 262_144);
     }
 
+    /// The runtime spec of `plan` with no host access, as JSON.
+    fn spec_json(plan: &ContainerPlan) -> Value {
+        let spec = runtime_spec(
+            plan,
+            Path::new("/run/netns/x"),
+            "/c",
+            &[],
+            &HostAccess::default(),
+        )
+        .expect("spec");
+        serde_json::to_value(&spec).expect("json")
+    }
+
     fn image() -> ResolvedImage {
         ResolvedImage {
             name: "docker.io/library/busybox:1.35".into(),
@@ -767,17 +780,7 @@ mod tests {
 
         // Unprivileged: the defaults stay.
         let plain = super::plan(&pod(), &json!({}), &image(), &[]).expect("plan");
-        let json = serde_json::to_value(
-            runtime_spec(
-                &plain,
-                Path::new("/run/netns/x"),
-                "/c",
-                &[],
-                &HostAccess::default(),
-            )
-            .expect("spec"),
-        )
-        .expect("json");
+        let json = spec_json(&plain);
         assert!(
             json["linux"]["maskedPaths"]
                 .as_array()
@@ -797,15 +800,7 @@ mod tests {
         let pod = json!({"metadata": {"name": "p"}, "spec": {"hostNetwork": true}});
         let plan = plan(&pod, &json!({}), &image(), &[]).expect("plan");
         assert!(plan.host_network);
-        let spec = runtime_spec(
-            &plan,
-            Path::new("/run/netns/x"),
-            "/c",
-            &[],
-            &HostAccess::default(),
-        )
-        .expect("spec");
-        let json = serde_json::to_value(&spec).expect("json");
+        let json = spec_json(&plan);
         let kinds: Vec<Value> = json["linux"]["namespaces"]
             .as_array()
             .into_iter()
@@ -817,17 +812,7 @@ mod tests {
         // Without it: the pod's namespace and name, as before.
         let plain =
             super::plan(&pod_json_without_host_network(), &json!({}), &image(), &[]).expect("plan");
-        let json = serde_json::to_value(
-            runtime_spec(
-                &plain,
-                Path::new("/run/netns/x"),
-                "/c",
-                &[],
-                &HostAccess::default(),
-            )
-            .expect("spec"),
-        )
-        .expect("json");
+        let json = spec_json(&plain);
         assert_eq!(json["hostname"], "p");
         assert_eq!(
             json["linux"]["namespaces"].as_array().map(Vec::len),
@@ -857,15 +842,7 @@ mod tests {
             {"supplementalGroups": [10, 20], "fsGroup": 2000}}});
         let plan = plan(&pod, &json!({}), &image(), &[]).expect("plan");
         assert_eq!(plan.additional_gids, vec![10, 20, 2000]);
-        let spec = runtime_spec(
-            &plan,
-            Path::new("/run/netns/x"),
-            "/c",
-            &[],
-            &HostAccess::default(),
-        )
-        .expect("spec");
-        let json = serde_json::to_value(&spec).expect("json");
+        let json = spec_json(&plan);
         assert_eq!(
             json["process"]["user"]["additionalGids"],
             json!([10, 20, 2000])

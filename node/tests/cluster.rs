@@ -39,6 +39,33 @@ async fn create(store: &ActorRef<StoreActor>, object: Value) {
         .expect("created");
 }
 
+/// Simulated nodes named `node-1` …, 2 cpus and 4 GiB each, starting pods after 50 ms.
+fn simulated_nodes(nodes: usize, lease_duration: Duration) -> SimulatedNodes {
+    SimulatedNodes::new(SimulatedConfig {
+        nodes,
+        cpu_milli: 2000,
+        memory: 4 << 30,
+        max_pods: 110,
+        pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
+        start_delay: Duration::from_millis(50),
+        lease_duration,
+    })
+}
+
+/// Deletes the object at storage key `key` (`Pod/demo/web-x`) if its uid is still `uid`.
+async fn delete(store: &ActorRef<StoreActor>, key: &str, uid: &str) {
+    store
+        .ask(Apply(Batch {
+            writes: vec![Write::Delete {
+                key: parse_storage_key(key).expect("key"),
+                precondition: Precondition::Uid(uid.to_string()),
+            }],
+            audit: None,
+        }))
+        .await
+        .expect("deleted");
+}
+
 async fn pods(store: &ActorRef<StoreActor>) -> Vec<Value> {
     store
         .ask(List {
@@ -82,18 +109,7 @@ async fn pods_run_survive_crashes_and_node_loss_and_go_with_their_deployment() {
     let _scheduler = spawn(Scheduler::new(), &store);
     let _gc = spawn(GarbageCollector::new(), &store);
     let _lifecycle = spawn(NodeLifecycle::new(lease, Duration::from_secs(2)), &store);
-    let nodes = spawn(
-        SimulatedNodes::new(SimulatedConfig {
-            nodes: 3,
-            cpu_milli: 2000,
-            memory: 4 << 30,
-            max_pods: 110,
-            pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
-            start_delay: Duration::from_millis(50),
-            lease_duration: lease,
-        }),
-        &store,
-    );
+    let nodes = spawn(simulated_nodes(3, lease), &store);
 
     create(
         &store,
@@ -208,16 +224,7 @@ async fn pods_run_survive_crashes_and_node_loss_and_go_with_their_deployment() {
         .await
         .expect("get")
         .expect("deployment");
-    store
-        .ask(Apply(Batch {
-            writes: vec![Write::Delete {
-                key: parse_storage_key("Deployment/demo/web").expect("key"),
-                precondition: Precondition::Uid(deployment.uid().to_string()),
-            }],
-            audit: None,
-        }))
-        .await
-        .expect("deleted");
+    delete(&store, "Deployment/demo/web", deployment.uid()).await;
     eventually(
         "the ReplicaSet gone and every pod terminating or gone",
         async || {
@@ -255,18 +262,7 @@ async fn a_replication_controller_keeps_its_replicas_and_takes_its_pods_with_it(
     let _controllers = spawn(ReplicaSetController::replication_controllers(), &store);
     let _scheduler = spawn(Scheduler::new(), &store);
     let _gc = spawn(GarbageCollector::new(), &store);
-    let _nodes = spawn(
-        SimulatedNodes::new(SimulatedConfig {
-            nodes: 2,
-            cpu_milli: 2000,
-            memory: 4 << 30,
-            max_pods: 110,
-            pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
-            start_delay: Duration::from_millis(50),
-            lease_duration: lease,
-        }),
-        &store,
-    );
+    let _nodes = spawn(simulated_nodes(2, lease), &store);
     create(
         &store,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}),
@@ -328,18 +324,8 @@ async fn a_replication_controller_keeps_its_replicas_and_takes_its_pods_with_it(
         .as_str()
         .expect("name")
         .to_string();
-    store
-        .ask(Apply(Batch {
-            writes: vec![Write::Delete {
-                key: parse_storage_key(&format!("Pod/demo/{name}")).expect("key"),
-                precondition: Precondition::Uid(
-                    victim["metadata"]["uid"].as_str().expect("uid").into(),
-                ),
-            }],
-            audit: None,
-        }))
-        .await
-        .expect("deleted");
+    let uid = victim["metadata"]["uid"].as_str().expect("uid");
+    delete(&store, &format!("Pod/demo/{name}"), uid).await;
     eventually("a replacement for the deleted pod", async || {
         let (live, owned, running) = running().await;
         let replaced = live.iter().all(|p| p["metadata"]["name"] != name.as_str());
@@ -361,16 +347,7 @@ async fn a_replication_controller_keeps_its_replicas_and_takes_its_pods_with_it(
         .await
         .expect("get")
         .expect("controller");
-    store
-        .ask(Apply(Batch {
-            writes: vec![Write::Delete {
-                key: parse_storage_key("ReplicationController/demo/nginx").expect("key"),
-                precondition: Precondition::Uid(controller.uid().to_string()),
-            }],
-            audit: None,
-        }))
-        .await
-        .expect("deleted");
+    delete(&store, "ReplicationController/demo/nginx", controller.uid()).await;
     eventually(
         "every pod of the controller terminating or gone",
         async || {
