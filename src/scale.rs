@@ -3,7 +3,7 @@
 //! to converge and peak memory; every write is durable before it is acknowledged.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,9 +87,9 @@ impl ScaleFigures {
         );
         let (p50, p99) = crate::commitbench::percentiles(&self.probes);
         println!(
-            "  a user's write meanwhile  {:>6.0} / {:.0} ms p50 / p99 over {} writes (Kubernetes' SLO: p99 under 1000 ms)",
-            p50.as_secs_f64() * 1000.0,
-            p99.as_secs_f64() * 1000.0,
+            "  a user's write meanwhile  {:>11} p50, {} p99 over {} writes (Kubernetes' SLO: p99 under 1000 ms)",
+            figure(p50),
+            figure(p99),
             self.probes.len()
         );
         println!(
@@ -270,13 +270,21 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
     let started = Instant::now();
     let cpu_before = cpu_time();
     // A user's write while the cluster scales: one small object every 100 ms, timed from
-    // sending to durable, as Kubernetes' API latency SLO times mutating calls.
+    // sending to durable, as Kubernetes' API latency SLO times mutating calls. The first is
+    // sent at once and the last is finished, not cut off, so even a run that schedules
+    // faster than the interval times at least one.
     let probes = Arc::new(Mutex::new(Vec::new()));
+    let stop_probing = Arc::new(AtomicBool::new(false));
     let probe = {
-        let (store, latencies) = (store.clone(), probes.clone());
+        let (store, latencies, stop) = (store.clone(), probes.clone(), stop_probing.clone());
         tokio::spawn(async move {
             for i in 0..PROBE_LIMIT {
-                tokio::time::sleep(PROBE_EVERY).await;
+                if i > 0 {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
                 let sent = Instant::now();
                 let written = store
                     .ask(Apply(Batch {
@@ -297,6 +305,9 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
                 }
                 if let Ok(mut latencies) = latencies.lock() {
                     latencies.push(sent.elapsed());
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
             }
         })
@@ -342,7 +353,8 @@ pub(crate) async fn run(root: &Path, nodes: usize, pods: usize) -> anyhow::Resul
     let cpu = cpu_time()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
-    probe.abort();
+    stop_probing.store(true, Ordering::Relaxed);
+    let _ = probe.await;
     let probes = probes.lock().map(|p| p.clone()).unwrap_or_default();
     wait(&|c| Counts::get(&c.running) >= pods).await?;
     let converged = started.elapsed();
