@@ -63,6 +63,10 @@ pub struct UpArgs {
     /// it is kept in the data directory and imported again at every later start. Repeatable.
     #[arg(long = "import", value_name = "FILE.tar")]
     pub(crate) imports: Vec<PathBuf>,
+    /// Registry mirrors, rewrites, credentials and TLS per host, in k3s' `registries.yaml`
+    /// format: how an air-gapped or rate-limited site runs public manifests unchanged.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) registry_config: Option<PathBuf>,
     /// On stop, leave the pods' containers running; the next `up` adopts them. Without it,
     /// stopping removes every container, network namespace and bridge the nodes made.
     #[arg(long)]

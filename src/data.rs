@@ -9,13 +9,18 @@ use shipshape_actors::Store;
 const DATABASE: &str = "shipshape.redb";
 
 /// The data directory: `--data-dir`, else `SHIPSHAPE_DATA_DIR`, else `/var/lib/shipshape` as
-/// root, else `~/.local/share/shipshape`.
+/// root, else `~/.local/share/shipshape`. A relative directory is made absolute against the
+/// working directory: containerd and its shims run elsewhere and would read it against theirs.
 pub fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let absolute = |dir: PathBuf| {
+        std::path::absolute(&dir)
+            .with_context(|| format!("cannot make the data directory {} absolute", dir.display()))
+    };
     if let Some(dir) = flag {
-        return Ok(dir.to_path_buf());
+        return absolute(dir.to_path_buf());
     }
     if let Some(dir) = std::env::var_os("SHIPSHAPE_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
+        return absolute(PathBuf::from(dir));
     }
     if shipshape_node::containerd::is_root() {
         return Ok(PathBuf::from("/var/lib/shipshape"));

@@ -165,11 +165,19 @@ pub(crate) async fn start_containerd(
         prefix: args.service_cidr.prefix,
     }
     .dns();
+    let registries = match &args.registry_config {
+        Some(path) => shipshape_registry::RegistryConfig::load(path)?,
+        None => shipshape_registry::RegistryConfig::default(),
+    };
+    let pulls = std::sync::Arc::new(shipshape_node::pull::ImagePuller::new(std::sync::Arc::new(
+        registries,
+    )));
     let kubelets = names
         .iter()
         .enumerate()
         .filter_map(|(index, name)| {
             Some(KubeletConfig {
+                images: pulls.clone(),
                 node: name.clone(),
                 subnet: nodes.pod_cidr.node_subnet(index)?,
                 cpu_milli: nodes.cpu_milli,

@@ -247,6 +247,9 @@ pub(crate) async fn run(
                 cni_dir,
                 cluster_dns: std::net::Ipv4Addr::new(10, 96, 0, 10),
                 cluster_domain: "cluster.local".into(),
+                images: std::sync::Arc::new(shipshape_node::pull::ImagePuller::new(
+                    std::sync::Arc::default(),
+                )),
             },
             containerd.clone(),
             store.clone(),

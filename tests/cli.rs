@@ -2352,6 +2352,20 @@ spec:
   - name: main
     image: busybox:1.35
     command: ["sleep", "3600"]
+    env:
+    - {name: WEB_URL, value: "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)"}
+    - {name: NOBODY_SERVICE_PORT, value: "8080"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: linkless, namespace: demo}
+spec:
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox:1.35
+    command: ["sleep", "3600"]
 "#;
 
         /// The pod names that answer at `address` over a number of requests.
@@ -2397,12 +2411,39 @@ spec:
                 (!ip.is_empty()).then_some(ip.clone()).ok_or(ip)
             });
             eventually("two ready web pods", || web_pods(&kubeconfig, &cache));
-            eventually("the client running", || {
-                let p = pod(&kubeconfig, &cache, "client")?;
-                (p["status"]["phase"] == "Running")
-                    .then_some(())
-                    .ok_or(p["status"].to_string())
-            });
+            let env_of = |name: &str| {
+                eventually(&format!("{name} running and its environment"), || {
+                    let p = pod(&kubeconfig, &cache, name)?;
+                    if p["status"]["phase"] != "Running" {
+                        return Err(p["status"].to_string());
+                    }
+                    let out = kubectl(
+                        &kubeconfig,
+                        &cache,
+                        &["exec", "-n", "demo", name, "--", "env"],
+                    );
+                    let env = String::from_utf8_lossy(&out.stdout).into_owned();
+                    out.status.success().then_some(env).ok_or(text(&out))
+                })
+            };
+            // Service links: the namespace's Services as variables (the Services are applied
+            // before the pods), explicit env winning over them and able to refer to them; none
+            // for a pod that turned them off.
+            let env = env_of("client");
+            for expected in [
+                format!("WEB_SERVICE_HOST={cluster_ip}"),
+                "WEB_SERVICE_PORT=80".to_string(),
+                "WEB_SERVICE_PORT_HTTP=80".to_string(),
+                format!("WEB_PORT=tcp://{cluster_ip}:80"),
+                format!("WEB_PORT_80_TCP_ADDR={cluster_ip}"),
+                format!("WEB_URL=http://{cluster_ip}:80"),
+                "NOBODY_SERVICE_PORT=8080".to_string(),
+            ] {
+                assert!(env.lines().any(|l| l == expected), "{expected} in {env}");
+            }
+            assert!(env.contains("WEB_OUTSIDE_SERVICE_HOST="), "{env}");
+            let linkless = env_of("linkless");
+            assert!(!linkless.contains("_SERVICE_HOST="), "{linkless}");
 
             // From inside a pod: the short name resolves through resolv.conf to the ClusterIP,
             // and a fetch by name lands on a ready backend.
@@ -3464,6 +3505,319 @@ spec:
                 &["get", "pvc", "data-web-2", "-n", "demo", "--no-headers"],
             ));
             assert!(kept.contains("Bound"), "{kept}");
+            interrupt(child);
+            drop(cleanup);
+        }
+
+        /// A CNCF distribution registry (Debian's `docker-registry`) on a free loopback port,
+        /// storing in `dir`, optionally behind htpasswd basic auth; killed when dropped.
+        struct Registry {
+            child: Child,
+            address: String,
+            store: PathBuf,
+        }
+
+        impl Registry {
+            fn start(dir: &Path, name: &str, htpasswd: Option<&Path>) -> Registry {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("a free port")
+                    .port();
+                let address = format!("127.0.0.1:{port}");
+                let store = dir.join(format!("{name}-store"));
+                let auth = htpasswd.map_or_else(String::new, |file| {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: shipshape-test\n    path: {}\n",
+                        file.display()
+                    )
+                });
+                let config = dir.join(format!("{name}.yml"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{auth}",
+                        store.display()
+                    ),
+                )
+                .expect("registry config");
+                let child = Command::new("docker-registry")
+                    .arg("serve")
+                    .arg(&config)
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
+                    .spawn()
+                    .expect("docker-registry is installed (scripts/setup)");
+                let registry = Registry {
+                    child,
+                    address,
+                    store,
+                };
+                eventually("the registry listening", || {
+                    std::net::TcpStream::connect(&registry.address)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
+                registry
+            }
+
+            /// Pushes an OCI archive as `repository:tag` with skopeo.
+            fn push(&self, archive: &Path, reference: &str, creds: Option<&str>) {
+                let mut skopeo = Command::new("skopeo");
+                skopeo.args(["copy", "-q", "--dest-tls-verify=false"]);
+                if let Some(creds) = creds {
+                    skopeo.args(["--dest-creds", creds]);
+                }
+                let output = skopeo
+                    .arg(format!("oci-archive:{}", archive.display()))
+                    .arg(format!("docker://{}/{reference}", self.address))
+                    .output()
+                    .expect("skopeo is installed (scripts/setup)");
+                assert!(
+                    output.status.success(),
+                    "push {reference}: {}",
+                    text(&output)
+                );
+            }
+
+            /// The blobs the registry stores, by path.
+            fn blobs(&self) -> std::collections::BTreeSet<PathBuf> {
+                let output = Command::new("find")
+                    .arg(self.store.join("docker/registry/v2/blobs"))
+                    .args(["-name", "data", "-type", "f"])
+                    .output()
+                    .expect("find");
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .map(PathBuf::from)
+                    .collect()
+            }
+        }
+
+        impl Drop for Registry {
+            fn drop(&mut self) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+
+        /// A pod named `name` running `image`, with `extra` spec lines.
+        fn image_pod(name: &str, image: &str, extra: &str) -> String {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n{extra}  containers:\n  - name: main\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n"
+            )
+        }
+
+        /// The waiting reason of a pod's first container, or its phase once it runs.
+        fn pod_state(kubeconfig: &Path, cache: &Path, name: &str) -> Result<String, String> {
+            let p = pod(kubeconfig, cache, name)?;
+            if p["status"]["phase"] == "Running" {
+                return Ok("Running".into());
+            }
+            Ok(
+                p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        }
+
+        #[test]
+        fn pods_pull_registry_images_through_mirrors_with_credentials_and_back_off() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            if !is_root() {
+                assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+                eprintln!("skipped: real pods need root (CI runs this as root)");
+                return;
+            }
+            let work = tempfile::tempdir().expect("tempdir");
+            let archive = busybox_image(work.path());
+            // Another image whose only layer no other image has: the one whose bytes the
+            // registry will be made to lie about.
+            let other = work.path().join("other");
+            std::fs::create_dir_all(other.join("bin")).expect("mkdir");
+            std::fs::copy("/bin/busybox", other.join("bin/other")).expect("copy");
+            let other_archive = work.path().join("other.tar");
+            let packed = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(["image", "pack"])
+                .arg(&other)
+                .args(["--tag", "other:1", "-o"])
+                .arg(&other_archive)
+                .output()
+                .expect("pack runs");
+            assert!(packed.status.success(), "{}", text(&packed));
+
+            // A mirror for Docker Hub names (anonymous), and a private registry behind
+            // htpasswd basic auth.
+            let mirror = Registry::start(work.path(), "mirror", None);
+            mirror.push(&archive, "library/busybox:1.36", None);
+            let before = mirror.blobs();
+            mirror.push(&other_archive, "library/tampered:1", None);
+            let layer = mirror
+                .blobs()
+                .difference(&before)
+                .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .cloned()
+                .expect("the tampered image's layer");
+            let mut bytes = std::fs::read(&layer).expect("layer");
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(&layer, bytes).expect("tamper");
+            let htpasswd = work.path().join("htpasswd");
+            let hashed = Command::new("htpasswd")
+                .args(["-Bbn", "ship", "s3cret-pass"])
+                .output()
+                .expect("htpasswd is installed (apache2-utils, scripts/setup)");
+            assert!(hashed.status.success(), "{}", text(&hashed));
+            std::fs::write(&htpasswd, &hashed.stdout).expect("htpasswd file");
+            let private = Registry::start(work.path(), "private", Some(&htpasswd));
+            private.push(&archive, "team/tool:v1", Some("ship:s3cret-pass"));
+
+            let config = work.path().join("registries.yaml");
+            std::fs::write(
+                &config,
+                format!(
+                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\n",
+                    m = mirror.address,
+                    p = private.address
+                ),
+            )
+            .expect("registries.yaml");
+            let private_image = format!("{}/team/tool:v1", private.address);
+            let secret = format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n  namespace: demo\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\":{{\"{}\":{{\"username\":\"ship\",\"password\":\"s3cret-pass\"}}}}}}'\n",
+                private.address
+            );
+            let manifests = [
+                secret,
+                image_pod("mirrored", "busybox:1.36", ""),
+                image_pod(
+                    "private",
+                    &private_image,
+                    "  imagePullSecrets: [{name: regcred}]\n",
+                ),
+                image_pod("refused", &private_image, ""),
+                image_pod("later", "busybox:1.37", ""),
+                image_pod("tampered", "tampered:1", ""),
+            ]
+            .concat();
+            let config_arg = config.display().to_string();
+            let apps = |repo: &Repo| write(&repo.path(), "apps/images.yaml", &manifests);
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log,
+                kubeconfig,
+                cache,
+                socket: _socket,
+                repo: _repo,
+            }) = real_cluster(apps, &["--registry-config", &config_arg])
+            else {
+                return;
+            };
+            // The state, and on failure the pod's events, so a failure says why.
+            let state = |name: &str| -> Result<String, String> {
+                let s = pod_state(&kubeconfig, &cache, name)?;
+                if s == "Running" {
+                    return Ok(s);
+                }
+                let events = kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &[
+                        "get",
+                        "events",
+                        "-n",
+                        "demo",
+                        "--field-selector",
+                        &format!("involvedObject.name={name}"),
+                    ],
+                );
+                Ok(format!("{s}\n{}", text(&events)))
+            };
+            // A Docker Hub name, unchanged in the manifest, comes from the mirror; its imageID
+            // is the digest it ran.
+            eventually("the mirrored pod running", || {
+                let s = state("mirrored")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+            let mirrored = pod(&kubeconfig, &cache, "mirrored").expect("pod");
+            let image_id = mirrored["status"]["containerStatuses"][0]["imageID"]
+                .as_str()
+                .unwrap_or("");
+            assert!(
+                image_id.starts_with("docker.io/library/busybox@sha256:"),
+                "{image_id}"
+            );
+            // The pull secret opens the private registry; without it the registry refuses.
+            eventually("the private pod running", || {
+                let s = state("private")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+            eventually("the pod without credentials in back-off", || {
+                let s = state("refused")?;
+                (s.starts_with("ImagePullBackOff\n") || s.starts_with("ErrImagePull\n"))
+                    .then_some(())
+                    .ok_or(s)
+            });
+            // A layer whose bytes do not match its digest is refused, never run.
+            eventually("the tampered pod in back-off", || {
+                let s = state("tampered")?;
+                (s.starts_with("ImagePullBackOff\n") || s.starts_with("ErrImagePull\n"))
+                    .then_some(())
+                    .ok_or(s)
+            });
+            // A tag the registry does not have yet: back-off, then running once it is pushed.
+            eventually("the later pod in back-off", || {
+                let s = state("later")?;
+                s.starts_with("ImagePullBackOff\n").then_some(()).ok_or(s)
+            });
+            mirror.push(&archive, "library/busybox:1.37", None);
+            eventually("the later pod running once its tag exists", || {
+                let s = state("later")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+
+            let events = kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "events", "-n", "demo", "-o", "json"],
+            );
+            assert!(events.status.success(), "{}", text(&events));
+            let events: serde_json::Value =
+                serde_json::from_slice(&events.stdout).expect("events JSON");
+            let said = |pod: &str, reason: &str| -> Vec<String> {
+                events["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+                    .filter_map(|e| e["message"].as_str().map(str::to_string))
+                    .collect()
+            };
+            let pulled = said("mirrored", "Pulled").join("\n");
+            assert!(
+                pulled.contains(&format!("downloaded from {}", mirror.address)),
+                "{pulled}"
+            );
+            let refused = said("refused", "Failed").join("\n");
+            assert!(refused.contains("unauthorized"), "{refused}");
+            let tampered = said("tampered", "Failed").join("\n");
+            assert!(tampered.contains("digest"), "{tampered}");
+            assert!(!said("later", "BackOff").is_empty(), "a BackOff event");
+            assert!(
+                said("later", "Pulled")
+                    .iter()
+                    .any(|m| m.starts_with("Successfully pulled image \"busybox:1.37\"")),
+                "{:?}",
+                said("later", "Pulled")
+            );
+            // The password is never written where people read.
+            let shown = format!(
+                "{}{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                events
+            );
+            assert!(!shown.contains("s3cret-pass"), "the password leaked");
             interrupt(child);
             drop(cleanup);
         }

@@ -177,9 +177,9 @@ fn pod_spec(spec: &mut PodSpec) {
 fn container(container: &mut Container) {
     // Kubernetes pulls `latest` (or an untagged image) every time, anything else if missing.
     let image = container.image.as_deref().unwrap_or_default();
-    let last = image.rsplit('/').next().unwrap_or(image);
-    let tag = last.split_once(':').map(|(_, tag)| tag);
-    let latest = !last.contains('@') && tag.is_none_or(|t| t == "latest");
+    let latest = crate::image_ref::ImageRef::parse(image)
+        .map(|r| r.pulls_always_by_default())
+        .unwrap_or(true);
     set(
         &mut container.image_pull_policy,
         if latest { "Always" } else { "IfNotPresent" }.to_string(),

@@ -23,8 +23,8 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteRequest,
-    GetImageRequest, Image, Info, ReadContentRequest, UpdateImageRequest, UpdateRequest,
-    WriteAction, WriteContentRequest,
+    GetImageRequest, Image, Info, InfoRequest, ReadContentRequest, UpdateImageRequest,
+    UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use futures_util::StreamExt;
@@ -34,6 +34,10 @@ use oci_spec::image::{
     RootFsBuilder,
 };
 use sha2::{Digest as _, Sha256};
+use shipshape_api::image_ref::ImageRef;
+use shipshape_registry::pull::{Descriptor as PullDescriptor, Platform, PullError, Resolved};
+use shipshape_registry::{Keyring, Puller};
+use std::sync::Arc;
 
 use crate::containerd::{Containerd, RuntimeError, request};
 
@@ -672,47 +676,7 @@ async fn import_leased(
     }
     for image in &archive.images {
         unpack(containerd, namespace, lease, image).await?;
-        let record = Image {
-            name: image.name.clone(),
-            labels: HashMap::new(),
-            target: Some(image.target.clone()),
-            created_at: None,
-            updated_at: None,
-        };
-        let mut images = ImagesClient::new(channel.clone());
-        let created = images
-            .create(request(
-                namespace,
-                CreateImageRequest {
-                    image: Some(record.clone()),
-                    source_date_epoch: None,
-                },
-                Some(lease),
-            ))
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => {
-                images
-                    .update(request(
-                        namespace,
-                        UpdateImageRequest {
-                            image: Some(record),
-                            update_mask: None,
-                            source_date_epoch: None,
-                        },
-                        Some(lease),
-                    ))
-                    .await
-                    .map_err(|s| RuntimeError::call(format!("images.Update {}", image.name), s))?;
-            }
-            Err(status) => {
-                return Err(RuntimeError::call(
-                    format!("images.Create {}", image.name),
-                    status,
-                ));
-            }
-        }
+        record_image(containerd, namespace, lease, image).await?;
     }
     Ok(())
 }
@@ -937,7 +901,7 @@ async fn snapshots_has_key(
 pub struct ResolvedImage {
     /// The normalised name.
     pub name: String,
-    /// The image ID Kubernetes reports (`sha256:…` of the config).
+    /// The image ID Kubernetes reports: `repository@sha256:…` of what the name points at.
     pub id: String,
     /// The chain ID of the top layer: the parent of a container's snapshot.
     pub top_layer: String,
@@ -980,18 +944,8 @@ pub async fn resolve(
     let mut digest = target.digest.clone();
     let mut bytes = read_blob(containerd, namespace, &digest).await?;
     if target.media_type.contains("index") || target.media_type.contains("manifest.list") {
-        let index: ImageIndex = parse_json(name, &bytes, &digest)?;
-        let arch = Arch::default().to_string();
-        let chosen = index
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_none_or(|p| p.architecture().to_string() == arch)
-            })
-            .ok_or_else(|| invalid(format!("{name}: no linux/{arch} image")))?;
-        digest = chosen.digest().to_string();
+        digest = shipshape_registry::pull::choose_platform(&bytes, &Platform::host())
+            .map_err(|m| invalid(format!("{name}: {m}")))?;
         bytes = read_blob(containerd, namespace, &digest).await?;
     }
     let manifest: ImageManifest = parse_json(name, &bytes, &digest)?;
@@ -1005,9 +959,15 @@ pub async fn resolve(
         .pop()
         .ok_or_else(|| invalid(format!("{name}: the image has no layers")))?;
     let defaults = config.config().clone().unwrap_or_default();
+    // Kubernetes' imageID: the repository and the digest the name points at, as containerd's
+    // CRI reports it (`docker.io/library/nginx@sha256:…`), so an auditor can fetch those bytes.
+    let repository = match ImageRef::parse(name) {
+        Ok(parsed) => parsed.name(),
+        Err(_) => name.split(['@']).next().unwrap_or(name).to_string(),
+    };
     Ok(Some(ResolvedImage {
         name: name.to_string(),
-        id: config_digest,
+        id: format!("{repository}@{}", target.digest),
         top_layer,
         entrypoint: defaults.entrypoint().clone().unwrap_or_default(),
         cmd: defaults.cmd().clone().unwrap_or_default(),
@@ -1041,6 +1001,423 @@ async fn read_blob(
         bytes.extend(chunk.map_err(|s| RuntimeError::call(call(), s))?.data);
     }
     Ok(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// pull
+
+/// Why a pull failed: the registry's answer, or containerd's.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PullFailure {
+    /// The registry (or the way to it) failed; its words.
+    #[error(transparent)]
+    Registry(#[from] PullError),
+    /// Storing what arrived failed.
+    #[error("storing the image: {0}")]
+    Runtime(String),
+}
+
+impl From<RuntimeError> for PullFailure {
+    fn from(error: RuntimeError) -> Self {
+        PullFailure::Runtime(error.to_string())
+    }
+}
+
+/// What a pull did.
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    /// The image, ready to start containers from.
+    pub image: ResolvedImage,
+    /// Bytes downloaded (layers this namespace or another already had are not).
+    pub downloaded: u64,
+    /// The image's size: its layers as the manifest states them.
+    pub size: u64,
+    /// The endpoint it came from (`registry-1.docker.io`, a mirror).
+    pub endpoint: String,
+}
+
+/// How many layers download at once.
+const PARALLEL_LAYERS: usize = 4;
+
+/// Pulls `image` into `namespace`: the manifest (the host's platform from an index) and config
+/// from the first endpoint that serves them, then each layer the content store does not have,
+/// streamed in with its digest and size checked by containerd before it is committed, then
+/// unpacked into snapshots and recorded under the image's name. Under a lease throughout, so
+/// nothing half-pulled is used or kept; a layer another namespace already has is linked, not
+/// downloaded again.
+pub async fn pull(
+    containerd: &Containerd,
+    namespace: &str,
+    puller: &Puller,
+    image: &ImageRef,
+    keyring: &Keyring,
+) -> Result<Pulled, PullFailure> {
+    let resolved = puller.resolve(image, keyring).await?;
+    let channel = containerd.channel();
+    let lease_id = format!("shipshape-pull-{}", uuid::Uuid::new_v4());
+    let expire = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    LeasesClient::new(channel.clone())
+        .create(request(
+            namespace,
+            CreateLeaseRequest {
+                id: lease_id.clone(),
+                labels: HashMap::from([("containerd.io/gc.expire".into(), expire.to_string())]),
+            },
+            None,
+        ))
+        .await
+        .map_err(|s| RuntimeError::call("leases.Create", s))?;
+    let result = pull_leased(containerd, namespace, puller, &resolved, &lease_id).await;
+    let _ = LeasesClient::new(channel)
+        .delete(request(
+            namespace,
+            DeleteRequest {
+                id: lease_id,
+                sync: false,
+            },
+            None,
+        ))
+        .await;
+    let downloaded = result?;
+    let name = image.to_string();
+    let found = resolve(containerd, namespace, &name)
+        .await?
+        .ok_or_else(|| PullFailure::Runtime(format!("{name} is not recorded after its pull")))?;
+    Ok(Pulled {
+        image: found,
+        downloaded,
+        size: resolved.layer_bytes(),
+        endpoint: resolved.endpoint.host.clone(),
+    })
+}
+
+async fn pull_leased(
+    containerd: &Containerd,
+    namespace: &str,
+    puller: &Puller,
+    resolved: &Resolved,
+    lease: &str,
+) -> Result<u64, PullFailure> {
+    let name = resolved.image.to_string();
+    let manifest: ImageManifest =
+        parse_json(&name, &resolved.manifest.bytes, &resolved.manifest.digest)?;
+    let config: ImageConfiguration =
+        parse_json(&name, &resolved.config.bytes, &resolved.config.digest)?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != resolved.layers.len() {
+        return Err(PullFailure::Registry(PullError::Invalid {
+            image: name,
+            message: format!(
+                "{} layers but {} diff IDs in its config",
+                resolved.layers.len(),
+                diff_ids.len()
+            ),
+        }));
+    }
+    // Layers first: a manifest in the store names only content that is there.
+    type Download<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, PullFailure>> + Send + 'a>>;
+    let fetches: Vec<Download<'_>> = resolved
+        .layers
+        .iter()
+        .map(|layer| {
+            Box::pin(fetch_layer(
+                containerd, namespace, puller, resolved, layer, lease,
+            )) as Download<'_>
+        })
+        .collect();
+    let downloads = futures_util::stream::iter(fetches)
+        .buffer_unordered(PARALLEL_LAYERS)
+        .collect::<Vec<_>>()
+        .await;
+    let mut downloaded = 0u64;
+    for result in downloads {
+        downloaded = downloaded.saturating_add(result?);
+    }
+    let mut content = ContentClient::new(containerd.channel());
+    let mut config_labels = HashMap::new();
+    if let Some(top) = chain_ids(&diff_ids).last() {
+        config_labels.insert(
+            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+            top.clone(),
+        );
+    }
+    write_blob(
+        &mut content,
+        namespace,
+        lease,
+        &resolved.config.digest,
+        &resolved.config.bytes,
+        &config_labels,
+    )
+    .await?;
+    let mut manifest_labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        resolved.config.digest.clone(),
+    )]);
+    for (i, layer) in resolved.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.digest.clone(),
+        );
+    }
+    write_blob(
+        &mut content,
+        namespace,
+        lease,
+        &resolved.manifest.digest,
+        &resolved.manifest.bytes,
+        &manifest_labels,
+    )
+    .await?;
+    if let Some(index) = &resolved.index {
+        let labels = HashMap::from([(
+            "containerd.io/gc.ref.content.m.0".to_string(),
+            resolved.manifest.digest.clone(),
+        )]);
+        write_blob(
+            &mut content,
+            namespace,
+            lease,
+            &index.digest,
+            &index.bytes,
+            &labels,
+        )
+        .await?;
+    }
+    let target = resolved.target();
+    let image = ArchiveImage {
+        name: name.clone(),
+        target: descriptor(&target.media_type, &target.digest, target.bytes.len()),
+        manifest,
+        manifest_digest: resolved.manifest.digest.clone(),
+        config,
+        config_digest: resolved.config.digest.clone(),
+    };
+    unpack(containerd, namespace, lease, &image).await?;
+    record_image(containerd, namespace, lease, &image).await?;
+    Ok(downloaded)
+}
+
+/// Puts one layer into the content store unless it is there: this namespace's already, or
+/// another's (containerd links shared content into a namespace when a write names its
+/// digest), else streamed from the registry. Returns the bytes downloaded.
+async fn fetch_layer(
+    containerd: &Containerd,
+    namespace: &str,
+    puller: &Puller,
+    resolved: &Resolved,
+    layer: &PullDescriptor,
+    lease: &str,
+) -> Result<u64, PullFailure> {
+    let mut content = ContentClient::new(containerd.channel());
+    let present = content
+        .info(request(
+            namespace,
+            InfoRequest {
+                digest: layer.digest.clone(),
+            },
+            Some(lease),
+        ))
+        .await
+        .is_ok();
+    if present {
+        return Ok(0);
+    }
+    let total = i64::try_from(layer.size).map_err(|_| {
+        PullFailure::Registry(PullError::Invalid {
+            image: resolved.image.to_string(),
+            message: format!("layer {} claims {} bytes", layer.digest, layer.size),
+        })
+    })?;
+    let reference = format!("shipshape-pull-{}-{}", uuid::Uuid::new_v4(), layer.digest);
+    let stat = WriteContentRequest {
+        action: WriteAction::Stat as i32,
+        r#ref: reference.clone(),
+        total,
+        expected: layer.digest.clone(),
+        offset: 0,
+        data: Vec::new(),
+        labels: HashMap::new(),
+    };
+    let opened = content
+        .write(request(
+            namespace,
+            futures_util::stream::iter([stat]),
+            Some(lease),
+        ))
+        .await;
+    match opened {
+        Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => {
+            return Ok(0);
+        }
+        Err(status) => {
+            return Err(
+                RuntimeError::call(format!("content.Write {}", layer.digest), status).into(),
+            );
+        }
+        Ok(responses) => {
+            let mut responses = responses.into_inner();
+            while let Some(response) = responses.next().await {
+                if let Err(status) = response {
+                    if status.code() == containerd_client::tonic::Code::AlreadyExists {
+                        return Ok(0);
+                    }
+                    return Err(RuntimeError::call(
+                        format!("content.Write {}", layer.digest),
+                        status,
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+    let blob = puller.blob(resolved, layer).await?;
+    // The stream ends at the first failed chunk, without a commit; the failure is kept to
+    // report instead of containerd's complaint about the short write it causes.
+    let failed: Arc<std::sync::Mutex<Option<PullError>>> = Arc::default();
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    struct Feed {
+        blob: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, PullError>>,
+        reference: String,
+        digest: String,
+        total: i64,
+        at: u64,
+        ended: bool,
+        failed: Arc<std::sync::Mutex<Option<PullError>>>,
+        offset: Arc<std::sync::atomic::AtomicU64>,
+    }
+    let feed = Feed {
+        blob,
+        reference,
+        digest: layer.digest.clone(),
+        total,
+        at: 0,
+        ended: false,
+        failed: failed.clone(),
+        offset: offset.clone(),
+    };
+    let messages = futures_util::stream::unfold(feed, |mut feed| async move {
+        if feed.ended {
+            return None;
+        }
+        let message =
+            |action: WriteAction, offset: u64, data: Vec<u8>, feed: &Feed| WriteContentRequest {
+                action: action as i32,
+                r#ref: feed.reference.clone(),
+                total: feed.total,
+                expected: feed.digest.clone(),
+                offset: i64::try_from(offset).unwrap_or(i64::MAX),
+                data,
+                labels: HashMap::new(),
+            };
+        match feed.blob.next().await {
+            Some(Ok(bytes)) => {
+                let request = message(WriteAction::Write, feed.at, bytes.to_vec(), &feed);
+                feed.at = feed.at.saturating_add(bytes.len() as u64);
+                feed.offset
+                    .store(feed.at, std::sync::atomic::Ordering::Relaxed);
+                Some((request, feed))
+            }
+            Some(Err(error)) => {
+                if let Ok(mut slot) = feed.failed.lock() {
+                    *slot = Some(error);
+                }
+                None
+            }
+            None => {
+                feed.ended = true;
+                let at = feed.at;
+                Some((message(WriteAction::Commit, at, Vec::new(), &feed), feed))
+            }
+        }
+    });
+    let written = async {
+        let mut responses = content
+            .write(request(namespace, messages, Some(lease)))
+            .await?
+            .into_inner();
+        while let Some(response) = responses.next().await {
+            response?;
+        }
+        Ok::<_, containerd_client::tonic::Status>(())
+    }
+    .await;
+    if let Some(error) = failed.lock().ok().and_then(|mut f| f.take()) {
+        return Err(error.into());
+    }
+    match written {
+        Ok(()) => Ok(offset.load(std::sync::atomic::Ordering::Relaxed)),
+        Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => Ok(0),
+        // containerd checks size and digest at commit: the registry's bytes were not the
+        // layer the manifest names.
+        Err(status)
+            if status.code() == containerd_client::tonic::Code::FailedPrecondition
+                || status.message().contains("digest") =>
+        {
+            Err(PullFailure::Registry(PullError::Invalid {
+                image: resolved.image.to_string(),
+                message: format!(
+                    "layer {} from {}: {}",
+                    layer.digest,
+                    resolved.endpoint.host,
+                    status.message()
+                ),
+            }))
+        }
+        Err(status) => {
+            Err(RuntimeError::call(format!("content.Write {}", layer.digest), status).into())
+        }
+    }
+}
+
+/// Creates (or points anew) the image record `image.name` at its target.
+async fn record_image(
+    containerd: &Containerd,
+    namespace: &str,
+    lease: &str,
+    image: &ArchiveImage,
+) -> Result<(), RuntimeError> {
+    let record = Image {
+        name: image.name.clone(),
+        labels: HashMap::new(),
+        target: Some(image.target.clone()),
+        created_at: None,
+        updated_at: None,
+    };
+    let mut images = ImagesClient::new(containerd.channel());
+    let created = images
+        .create(request(
+            namespace,
+            CreateImageRequest {
+                image: Some(record.clone()),
+                source_date_epoch: None,
+            },
+            Some(lease),
+        ))
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => {
+            images
+                .update(request(
+                    namespace,
+                    UpdateImageRequest {
+                        image: Some(record),
+                        update_mask: None,
+                        source_date_epoch: None,
+                    },
+                    Some(lease),
+                ))
+                .await
+                .map_err(|s| RuntimeError::call(format!("images.Update {}", image.name), s))?;
+            Ok(())
+        }
+        Err(status) => Err(RuntimeError::call(
+            format!("images.Create {}", image.name),
+            status,
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub struct KubeletConfig {
     pub cluster_dns: Ipv4Addr,
     /// The cluster domain (`cluster.local`).
     pub cluster_domain: String,
+    /// Image pulls, shared by every node of the process so one image downloads once.
+    pub images: std::sync::Arc<crate::pull::ImagePuller>,
 }
 
 impl KubeletConfig {

@@ -11,6 +11,7 @@ pub mod network;
 pub mod pod_worker;
 pub mod probe;
 pub mod proxy;
+pub mod pull;
 pub mod registration;
 pub mod runtime;
 pub mod seccomp;

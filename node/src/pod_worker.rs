@@ -27,13 +27,16 @@ use shipshape_reconciler::kubelet::{
 use tokio::sync::{mpsc, watch};
 
 use crate::containerd::RuntimeError;
-use crate::image::{ResolvedImage, normalize, resolve};
+use crate::image::{ResolvedImage, resolve};
 use crate::kubelet::{Shared, Stop};
 use crate::network::netns_path;
 use crate::probe::{self, Probe, ProbeKind};
 use crate::registration::{object_key, seconds_text};
 use crate::runtime::{TaskState, oom_killed, remove_cgroups};
 use crate::spec::{BindMount, plan, runtime_spec};
+use shipshape_api::image_ref::ImageRef;
+use shipshape_reconciler::images::{ImageStep, PullFailures, PullPolicy, image_step};
+use shipshape_registry::Keyring;
 
 /// Labels on every containerd container, so a restarted kubelet knows whose it is.
 pub const POD_UID_LABEL: &str = "io.shipshape.pod.uid";
@@ -242,6 +245,8 @@ struct PodState {
     sandbox_error: Option<String>,
     records: BTreeMap<String, Record>,
     images: HashMap<String, ResolvedImage>,
+    /// Failed pulls per image (normalised name): how many in a row, and when the last ended.
+    pull_failures: HashMap<String, (u32, Instant)>,
     start_time: jiff::Timestamp,
     last_status: Option<Value>,
     /// Someone else rewrote the pod's readiness (the node lifecycle controller, while this node
@@ -255,6 +260,30 @@ struct PodState {
     ephemeral_storage: tokio::sync::OnceCell<u64>,
     /// Why the kubelet ended the pod, once it did: it stays Failed and is never restarted.
     ended: Option<Ended>,
+}
+
+/// Adds a pull secret's credentials to `keyring`; why not, in one line without a secret.
+fn add_pull_secret(keyring: &mut Keyring, secret: &Value) -> Result<(), String> {
+    let kind = text(secret, "/type");
+    let (key, docker_config_json) = match kind {
+        "kubernetes.io/dockerconfigjson" => (".dockerconfigjson", true),
+        "kubernetes.io/dockercfg" => (".dockercfg", false),
+        other => {
+            return Err(format!(
+                "its type is {other:?}, not kubernetes.io/dockerconfigjson"
+            ));
+        }
+    };
+    // `data` decoded with `stringData` over it, as the API server merges them.
+    let bytes = crate::volumes::object_data(Kind::Secret, secret)
+        .remove(key)
+        .ok_or_else(|| format!("it has no {key} key"))?;
+    let added = if docker_config_json {
+        keyring.add_dockerconfigjson(&bytes)
+    } else {
+        keyring.add_dockercfg(&bytes)
+    };
+    added.map_err(|e| format!("its {key}: {e}"))
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
@@ -277,6 +306,7 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
         sandbox_error: None,
         records: BTreeMap::new(),
         images: HashMap::new(),
+        pull_failures: HashMap::new(),
         // The pod's start survives a restart of the kubelet (its active deadline counts from it).
         start_time: text(&first, "/status/startTime")
             .parse()
@@ -776,8 +806,8 @@ impl PodState {
             reason: reason.into(),
             message,
         };
-        let normalized = match normalize(image_text) {
-            Ok(n) => n,
+        let parsed = match ImageRef::parse(image_text) {
+            Ok(parsed) => parsed,
             Err(error) => {
                 self.set_waiting(
                     &name,
@@ -788,36 +818,13 @@ impl PodState {
                 return Step::Stays;
             }
         };
-        let image = match self.image(&normalized).await {
-            Ok(Some(image)) => image,
-            Ok(None) => {
-                let message = format!(
-                    "image {normalized} is not present on {} and registry pulls are not supported yet: import it with `shipshape image import FILE`",
-                    self.shared.config.node
-                );
-                self.set_waiting(&name, &id, restarts, waiting("ErrImageNeverPull", message));
-                return Step::Wake(IMAGE_RECHECK);
-            }
-            Err(error) => {
-                self.set_waiting(
-                    &name,
-                    &id,
-                    restarts,
-                    waiting("ImageInspectError", error.to_string()),
-                );
-                return Step::Wake(Duration::from_secs(5));
-            }
-        };
-        if container.at("/imagePullPolicy").and_then(Value::as_str) == Some("Always")
-            && restarts == 0
-            && !self.records.contains_key(&name)
+        let image = match self
+            .image_for(container, &parsed, &name, &id, restarts)
+            .await
         {
-            self.note(
-                "Normal",
-                "Pulled",
-                format!("imagePullPolicy Always: using the local image {normalized} (registry pulls are not supported yet)"),
-            );
-        }
+            Ok(image) => image,
+            Err(step) => return step,
+        };
         let Configured {
             spec,
             probes,
@@ -863,11 +870,6 @@ impl PodState {
             ),
         ]);
         let log = self.log_path(&name, restarts);
-        self.note(
-            "Normal",
-            "Pulled",
-            format!("Container image \"{image_text}\" already present on machine"),
-        );
         match runtime.run(&id, &image, &spec, labels, &log).await {
             Ok(_) => self.note("Normal", "Created", format!("Created container {name}")),
             Err(error) => {
@@ -1186,14 +1188,181 @@ impl PodState {
         Ok(found)
     }
 
-    /// The container's environment: literal values, ConfigMap and Secret keys (env and
-    /// envFrom), and the pod fields Kubernetes offers through fieldRef; beside it, the envFrom
-    /// keys skipped for not being variable names.
+    /// The image container `name` starts from, pulled or found as its `imagePullPolicy` and
+    /// the pull back-off say; or the step to take instead, its waiting reason set and its
+    /// events noted (Pulling, Pulled, Failed, BackOff) in the kubelet's words.
+    async fn image_for(
+        &mut self,
+        container: &Value,
+        parsed: &ImageRef,
+        name: &str,
+        id: &str,
+        restarts: u32,
+    ) -> Result<ResolvedImage, Step> {
+        let shown = text(container, "/image").to_string();
+        let normalized = parsed.to_string();
+        let waiting = |reason: &str, message: String| Current::Waiting {
+            reason: reason.into(),
+            message,
+        };
+        let policy = PullPolicy::parse(container.at("/imagePullPolicy").and_then(Value::as_str));
+        let local = match self.image(&normalized).await {
+            Ok(local) => local,
+            Err(error) => {
+                let current = waiting("ImageInspectError", error.to_string());
+                self.set_waiting(name, id, restarts, current);
+                return Err(Step::Wake(Duration::from_secs(5)));
+            }
+        };
+        let failures = self
+            .pull_failures
+            .get(&normalized)
+            .map(|(count, at)| PullFailures {
+                count: *count,
+                ago: at.elapsed(),
+            });
+        match image_step(policy, local.is_some(), failures) {
+            ImageStep::UseLocal => {
+                let image = local.ok_or(Step::Wake(IMAGE_RECHECK))?;
+                // At every start, restarts too, as the kubelet says it.
+                let message = format!("Container image {shown:?} already present on machine");
+                self.note("Normal", "Pulled", message);
+                Ok(image)
+            }
+            ImageStep::NeverPull => {
+                let message =
+                    format!("Container image {shown:?} is not present with pull policy of Never");
+                if !self.waiting_for(name, "ErrImageNeverPull") {
+                    self.note("Warning", "ErrImageNeverPull", message.clone());
+                }
+                self.set_waiting(name, id, restarts, waiting("ErrImageNeverPull", message));
+                Err(Step::Wake(IMAGE_RECHECK))
+            }
+            ImageStep::BackOff(wait) => {
+                let message = format!("Back-off pulling image {shown:?}");
+                if !self.waiting_for(name, "ImagePullBackOff") {
+                    self.note("Normal", "BackOff", message.clone());
+                }
+                self.set_waiting(name, id, restarts, waiting("ImagePullBackOff", message));
+                Err(Step::Wake(wait))
+            }
+            ImageStep::Pull => {
+                self.note("Normal", "Pulling", format!("Pulling image {shown:?}"));
+                // The status says so while the pull runs (Kubernetes: ContainerCreating).
+                if !self.records.contains_key(name) {
+                    let current = waiting("ContainerCreating", format!("Pulling image {shown:?}"));
+                    self.set_waiting(name, id, restarts, current);
+                }
+                let keyring = self.keyring().await;
+                let asked = Instant::now();
+                let pulled = self
+                    .shared
+                    .config
+                    .images
+                    .pull(
+                        self.shared.runtime.containerd(),
+                        self.shared.runtime.namespace(),
+                        parsed,
+                        &keyring,
+                        asked,
+                    )
+                    .await;
+                match pulled {
+                    Ok(pulled) => {
+                        self.pull_failures.remove(&normalized);
+                        let took = asked.elapsed().as_secs_f64();
+                        let message = if pulled.downloaded == 0 && pulled.size == 0 {
+                            format!("Container image {shown:?} pulled by another pod in {took:.3}s")
+                        } else {
+                            format!(
+                                "Successfully pulled image {shown:?} in {took:.3}s. Image size: {} bytes, {} downloaded from {}.",
+                                pulled.size, pulled.downloaded, pulled.endpoint
+                            )
+                        };
+                        self.note("Normal", "Pulled", message);
+                        self.images.insert(normalized, pulled.image.clone());
+                        Ok(pulled.image)
+                    }
+                    Err(error) => {
+                        let entry = self.pull_failures.entry(normalized).or_insert((0, asked));
+                        entry.0 = entry.0.saturating_add(1);
+                        entry.1 = Instant::now();
+                        let message = format!("Failed to pull image {shown:?}: {error}");
+                        tracing::info!(pod = %self.name, %message, "image pull failed");
+                        self.note("Warning", "Failed", message.clone());
+                        self.note("Warning", "Failed", "Error: ErrImagePull".into());
+                        self.set_waiting(name, id, restarts, waiting("ErrImagePull", message));
+                        // Shown as ErrImagePull for a moment, then ImagePullBackOff until the
+                        // back-off ends, as the kubelet's sync loop shows it.
+                        Err(Step::Wake(IMAGE_RECHECK))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether container `name` is already waiting for `reason` (so its event is not noted
+    /// again at every wake).
+    fn waiting_for(&self, name: &str, reason: &str) -> bool {
+        self.records.get(name).is_some_and(
+            |r| matches!(&r.current, Current::Waiting { reason: r, .. } if r == reason),
+        )
+    }
+
+    /// The credentials this pod may pull with: its `imagePullSecrets`, then its
+    /// ServiceAccount's. A secret that is missing or not a Docker config is skipped with a
+    /// warning event, as the kubelet does.
+    async fn keyring(&mut self) -> Keyring {
+        let mut names: Vec<String> = self
+            .pod
+            .at("/spec/imagePullSecrets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|r| text(r, "/name").to_string())
+            .collect();
+        let account = match text(&self.pod, "/spec/serviceAccountName") {
+            "" => "default".to_string(),
+            named => named.to_string(),
+        };
+        if let Ok(Some(account)) = self.object_of(Kind::ServiceAccount, &account).await {
+            names.extend(
+                account
+                    .at("/imagePullSecrets")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| text(r, "/name").to_string()),
+            );
+        }
+        let mut keyring = Keyring::default();
+        for secret in names.into_iter().filter(|n| !n.is_empty()) {
+            let problem = match self.object_of(Kind::Secret, &secret).await {
+                Ok(Some(object)) => add_pull_secret(&mut keyring, &object).err(),
+                Ok(None) => Some("it does not exist".to_string()),
+                Err(error) => Some(error),
+            };
+            if let Some(problem) = problem {
+                let message = format!(
+                    "Unable to retrieve some image pull secrets ({secret}); attempting to pull the image may not succeed: {problem}"
+                );
+                self.note("Warning", "FailedToRetrieveImagePullSecret", message);
+            }
+        }
+        keyring
+    }
+
+    /// The container's environment: the Service link variables, then literal values,
+    /// ConfigMap and Secret keys (envFrom, then env) and the pod fields Kubernetes offers
+    /// through fieldRef; beside it, the envFrom keys skipped for not being variable names.
+    /// Later entries win ([`plan`] keeps the last of a name) and `$(VAR)` sees all earlier
+    /// ones, so envFrom and env override the Service variables and may refer to them, as in
+    /// Kubernetes.
     async fn environment(
         &self,
         container: &Value,
     ) -> Result<(Vec<(String, String)>, Vec<String>), String> {
-        let mut env = Vec::new();
+        let mut env = self.service_links().await?;
         let mut skipped = Vec::new();
         for source in container
             .get("envFrom")
@@ -1284,6 +1453,33 @@ impl PodState {
             }
         }
         Ok((env, skipped))
+    }
+
+    /// The variables of the Services in the pod's namespace as the container starts, unless
+    /// the pod turned them off (`enableServiceLinks: false`). shipshape has no `kubernetes`
+    /// Service in `default`, so there are no KUBERNETES_SERVICE_* variables to add regardless.
+    async fn service_links(&self) -> Result<Vec<(String, String)>, String> {
+        if self
+            .pod
+            .at("/spec/enableServiceLinks")
+            .and_then(Value::as_bool)
+            == Some(false)
+        {
+            return Ok(Vec::new());
+        }
+        let services = self
+            .shared
+            .store
+            .ask(shipshape_actors::store_actor::List {
+                kind: Some(Kind::Service),
+                namespace: Some(self.namespace.clone()),
+            })
+            .await
+            .map_err(|e| format!("listing the Services of namespace {}: {e}", self.namespace))?;
+        let services: Vec<Value> = services.into_iter().map(|(_, s)| s.object).collect();
+        Ok(shipshape_reconciler::kubelet::service_environment(
+            &services,
+        ))
     }
 
     /// Where the pod runs, as the downward API reports it.
@@ -2440,6 +2636,45 @@ mod tests {
     use super::*;
     use shipshape_actors::api::logs::rotated_log_path;
     use std::io::Write;
+
+    #[test]
+    fn pull_secrets_are_read_from_data_or_string_data_and_refused_whole_when_wrong() {
+        let config = r#"{"auths":{"registry.example:5000":{"username":"ada","password":"pw"}}}"#;
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(config);
+        let found = |secret: Value| {
+            let mut keyring = Keyring::default();
+            add_pull_secret(&mut keyring, &secret).map(|()| {
+                keyring
+                    .lookup("registry.example:5000", "team/app")
+                    .into_iter()
+                    .map(|c| c.username)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let json_type = "kubernetes.io/dockerconfigjson";
+        assert_eq!(
+            found(json!({"type": json_type, "data": {".dockerconfigjson": encoded}})),
+            Ok(vec!["ada".to_string()])
+        );
+        // Plain text under stringData, as a manifest in Git usually has it.
+        assert_eq!(
+            found(json!({"type": json_type, "stringData": {".dockerconfigjson": config}})),
+            Ok(vec!["ada".to_string()])
+        );
+        assert_eq!(
+            found(json!({"type": "Opaque", "stringData": {".dockerconfigjson": config}})),
+            Err("its type is \"Opaque\", not kubernetes.io/dockerconfigjson".to_string())
+        );
+        assert_eq!(
+            found(json!({"type": json_type, "stringData": {"config": config}})),
+            Err("it has no .dockerconfigjson key".to_string())
+        );
+        let refused = found(
+            json!({"type": json_type, "stringData": {".dockerconfigjson": "{\"auths\": 1}"}}),
+        );
+        assert!(refused.is_err_and(|e| e.starts_with("its .dockerconfigjson: ")));
+    }
 
     #[test]
     fn resolv_conf_follows_dns_policy_and_dns_config() {

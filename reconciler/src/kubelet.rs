@@ -1,7 +1,8 @@
 //! The kubelet's decisions about one pod's containers: whether an exited container starts
 //! again and when (restartPolicy and Kubernetes' exponential back-off), what a waiting
-//! container is waiting for, and the pod's phase. The kubelet actor observes containerd and
-//! acts; what to do lives here, as plain data in and out.
+//! container is waiting for, the pod's phase, and the Service link variables a container's
+//! environment starts with. The kubelet actor observes containerd and acts; what to do lives
+//! here, as plain data in and out.
 
 use std::time::Duration;
 
@@ -254,6 +255,89 @@ pub fn tally(thresholds: Thresholds, current: Tally, succeeded: bool) -> Tally {
     }
 }
 
+/// The Docker-link-style variables the kubelet gives a container for each Service of its
+/// namespace (`enableServiceLinks`, Kubernetes' `envvars.FromServices`), so that programs
+/// written for Docker links find their peers without DNS: `{NAME}_SERVICE_HOST`,
+/// `{NAME}_SERVICE_PORT` (the first port), `{NAME}_SERVICE_PORT_{PORTNAME}` for each named
+/// port, `{NAME}_PORT` (the first port as `tcp://ip:port`) and, for each port,
+/// `{NAME}_PORT_{PORT}_{PROTO}` with its `_PROTO`, `_PORT` and `_ADDR`. `NAME` is the Service's
+/// name upper-cased with `-` as `_`.
+///
+/// `services` are the Service objects (JSON) of the pod's namespace; those without a cluster
+/// IP (headless `None`, ExternalName, not yet allocated) are left out, as Kubernetes leaves
+/// them out. Kubernetes walks a map, so its order is arbitrary; here Services come in name
+/// order and each one's variables in Kubernetes' order, so the result is stable.
+pub fn service_environment(services: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut with_ip: Vec<(&str, &str, &serde_json::Value)> = services
+        .iter()
+        .filter_map(|service| {
+            let name = service.pointer("/metadata/name")?.as_str()?;
+            let ip = service.pointer("/spec/clusterIP")?.as_str()?;
+            (!ip.is_empty() && ip != "None").then_some((name, ip, service))
+        })
+        .collect();
+    with_ip.sort_by_key(|(name, _, _)| *name);
+    with_ip.dedup_by_key(|(name, _, _)| *name);
+    let mut env = Vec::new();
+    for (name, ip, service) in with_ip {
+        let prefix = env_variable_name(name);
+        // Ports without a number cannot be linked; validation refuses them anyway.
+        let ports: Vec<(u64, &str, String)> = service
+            .pointer("/spec/ports")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|port| {
+                let number = port.get("port")?.as_u64()?;
+                let port_name = port.get("name").and_then(serde_json::Value::as_str);
+                let protocol = port
+                    .get("protocol")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("TCP");
+                Some((number, port_name.unwrap_or(""), protocol.to_uppercase()))
+            })
+            .collect();
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        let Some((first, _, _)) = ports.first() else {
+            continue;
+        };
+        env.push((format!("{prefix}_SERVICE_PORT"), first.to_string()));
+        for (number, port_name, _) in &ports {
+            if !port_name.is_empty() {
+                env.push((
+                    format!("{prefix}_SERVICE_PORT_{}", env_variable_name(port_name)),
+                    number.to_string(),
+                ));
+            }
+        }
+        // An IPv6 address is bracketed in a URL, as Go's net.JoinHostPort does.
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        for (i, (number, _, protocol)) in ports.iter().enumerate() {
+            let lower = protocol.to_lowercase();
+            let url = format!("{lower}://{host}:{number}");
+            if i == 0 {
+                env.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{number}_{protocol}");
+            env.push((port_prefix.clone(), url));
+            env.push((format!("{port_prefix}_PROTO"), lower));
+            env.push((format!("{port_prefix}_PORT"), number.to_string()));
+            env.push((format!("{port_prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    env
+}
+
+/// A Service or port name as part of a variable name (Kubernetes' `makeEnvVariableName`).
+fn env_variable_name(name: &str) -> String {
+    name.replace('-', "_").to_uppercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +489,106 @@ mod tests {
                 prop_assert!(codes.iter().all(|c| !policy.restarts(*c)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod service_environment_tests {
+    use super::service_environment;
+    use serde_json::json;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_service_gives_the_variables_of_the_kubernetes_docs_example() {
+        let redis = json!({
+            "metadata": {"name": "redis-primary"},
+            "spec": {"clusterIP": "10.0.0.11", "ports": [{"port": 6379}]}
+        });
+        assert_eq!(
+            service_environment(&[redis]),
+            pairs(&[
+                ("REDIS_PRIMARY_SERVICE_HOST", "10.0.0.11"),
+                ("REDIS_PRIMARY_SERVICE_PORT", "6379"),
+                ("REDIS_PRIMARY_PORT", "tcp://10.0.0.11:6379"),
+                ("REDIS_PRIMARY_PORT_6379_TCP", "tcp://10.0.0.11:6379"),
+                ("REDIS_PRIMARY_PORT_6379_TCP_PROTO", "tcp"),
+                ("REDIS_PRIMARY_PORT_6379_TCP_PORT", "6379"),
+                ("REDIS_PRIMARY_PORT_6379_TCP_ADDR", "10.0.0.11"),
+            ])
+        );
+    }
+
+    #[test]
+    fn named_ports_and_protocols_are_linked_and_the_first_port_is_the_default() {
+        let dns = json!({
+            "metadata": {"name": "my-dns"},
+            "spec": {"clusterIP": "10.96.0.10", "ports": [
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"},
+                {"name": "metrics", "port": 9153, "protocol": "TCP"}
+            ]}
+        });
+        assert_eq!(
+            service_environment(&[dns]),
+            pairs(&[
+                ("MY_DNS_SERVICE_HOST", "10.96.0.10"),
+                ("MY_DNS_SERVICE_PORT", "53"),
+                ("MY_DNS_SERVICE_PORT_DNS_UDP", "53"),
+                ("MY_DNS_SERVICE_PORT_METRICS", "9153"),
+                ("MY_DNS_PORT", "udp://10.96.0.10:53"),
+                ("MY_DNS_PORT_53_UDP", "udp://10.96.0.10:53"),
+                ("MY_DNS_PORT_53_UDP_PROTO", "udp"),
+                ("MY_DNS_PORT_53_UDP_PORT", "53"),
+                ("MY_DNS_PORT_53_UDP_ADDR", "10.96.0.10"),
+                ("MY_DNS_PORT_9153_TCP", "tcp://10.96.0.10:9153"),
+                ("MY_DNS_PORT_9153_TCP_PROTO", "tcp"),
+                ("MY_DNS_PORT_9153_TCP_PORT", "9153"),
+                ("MY_DNS_PORT_9153_TCP_ADDR", "10.96.0.10"),
+            ])
+        );
+    }
+
+    #[test]
+    fn services_without_a_cluster_ip_give_nothing_and_the_rest_come_in_name_order() {
+        let service = |name: &str, ip: Option<&str>| {
+            let mut spec = json!({"ports": [{"port": 80}]});
+            if let Some(ip) = ip {
+                spec["clusterIP"] = json!(ip);
+            }
+            json!({"metadata": {"name": name}, "spec": spec})
+        };
+        let services = [
+            service("web", Some("10.0.0.2")),
+            service("headless", Some("None")),
+            service("pending", Some("")),
+            service("external", None),
+            service("api", Some("10.0.0.1")),
+        ];
+        let hosts: Vec<(String, String)> = service_environment(&services)
+            .into_iter()
+            .filter(|(name, _)| name.ends_with("_SERVICE_HOST"))
+            .collect();
+        assert_eq!(
+            hosts,
+            pairs(&[
+                ("API_SERVICE_HOST", "10.0.0.1"),
+                ("WEB_SERVICE_HOST", "10.0.0.2")
+            ])
+        );
+    }
+
+    #[test]
+    fn an_ipv6_cluster_ip_is_bracketed_in_the_urls() {
+        let v6 = json!({
+            "metadata": {"name": "v6"},
+            "spec": {"clusterIP": "fd00::1", "ports": [{"port": 80}]}
+        });
+        let env = service_environment(&[v6]);
+        assert!(env.contains(&("V6_PORT".to_string(), "tcp://[fd00::1]:80".to_string())));
+        assert!(env.contains(&("V6_PORT_80_TCP_ADDR".to_string(), "fd00::1".to_string())));
     }
 }

@@ -31,6 +31,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod gitops;
+pub mod images;
 pub mod job;
 pub mod kubelet;
 pub mod namespaces;

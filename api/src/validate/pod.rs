@@ -118,11 +118,55 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
     // only, so a hostIP must be an IPv4 address or portmap would skip the port); on it a
     // container port is the node's port already, and Kubernetes requires hostPort to equal it.
     let host_network = spec.host_network == Some(true);
-    for (field, containers, _) in groups {
+    // One hostPort per protocol and host IP in a pod (Kubernetes' `AccumulateUniqueHostPorts`):
+    // the app containers together, each init container alone, since those run one by one.
+    // Stricter than Kubernetes, a wildcard host IP (unset or 0.0.0.0) also clashes with any
+    // other host IP on that port, as the scheduler counts it: the node's forwarding rules
+    // could not send one address to one port and the rest to another.
+    let mut app_host_ports: Vec<(&str, &str, i32, String)> = Vec::new();
+    for (field, containers, init) in groups {
         for (i, c) in containers.iter().enumerate() {
+            let mut init_host_ports: Vec<(&str, &str, i32, String)> = Vec::new();
+            let host_ports = if init {
+                &mut init_host_ports
+            } else {
+                &mut app_host_ports
+            };
             for (j, port) in c.ports.iter().flatten().enumerate() {
                 let port_at = path.field(field).index(i).field("ports").index(j);
                 let at = port_at.field("hostPort");
+                let host_ip = port.host_ip.as_deref().unwrap_or("");
+                if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+                    report.push(
+                        port_at.field("hostIP"),
+                        format!("{host_ip:?} must be a valid IP address"),
+                    );
+                }
+                if let Some(host_port) = port.host_port.filter(|p| *p != 0) {
+                    let protocol = port.protocol.as_deref().unwrap_or("TCP");
+                    let key = format!("{protocol}/{host_ip}/{host_port}");
+                    let wildcard = |ip: &str| ip.is_empty() || ip == "0.0.0.0";
+                    let taken = host_ports.iter().find(|(p, ip, n, _)| {
+                        *p == protocol
+                            && *n == host_port
+                            && (*ip == host_ip || wildcard(ip) || wildcard(host_ip))
+                    });
+                    match taken {
+                        Some((_, ip, _, _)) if *ip == host_ip => report.push(
+                            at.clone(),
+                            format!(
+                                "duplicate value {key:?}: another port of the pod already has this protocol, hostIP and hostPort"
+                            ),
+                        ),
+                        Some((_, _, _, other)) => report.push(
+                            at.clone(),
+                            format!(
+                                "{key:?} overlaps {other:?} of another port of the pod (an unset or 0.0.0.0 hostIP takes the port on every address)"
+                            ),
+                        ),
+                        None => host_ports.push((protocol, host_ip, host_port, key)),
+                    }
+                }
                 match port.host_port.filter(|p| *p != 0) {
                     Some(host_port) if host_network && host_port != port.container_port => report
                         .push(
@@ -134,7 +178,7 @@ pub(crate) fn pod_spec(report: &mut Report, path: &FieldPath, spec: &PodSpec, ru
                         ),
                     Some(_) if !host_network => {
                         if let Some(ip) = port.host_ip.as_deref().filter(|ip| !ip.is_empty())
-                            && ip.parse::<std::net::Ipv4Addr>().is_err()
+                            && ip.parse::<std::net::Ipv6Addr>().is_ok()
                         {
                             report.push(
                                 port_at.field("hostIP"),
@@ -1015,6 +1059,11 @@ fn container(
             path.field("image"),
             "must not have leading or trailing whitespace",
         ),
+        Some(image) if !image.is_empty() => {
+            if let Err(error) = crate::image_ref::ImageRef::parse(image) {
+                report.push(path.field("image"), error.to_string());
+            }
+        }
         image => {
             report.required(&path.field("image"), image);
         }
@@ -1118,6 +1167,13 @@ fn container(
         self::probe(report, &at, probe, success_must_be_one);
     }
     if let Some(lifecycle) = &c.lifecycle {
+        // As for probes: a plain init container runs to completion, with no hooks.
+        if init && c.restart_policy.as_deref() != Some("Always") {
+            report.push(
+                path.field("lifecycle"),
+                "may not be set for init containers (unless restartPolicy is Always)",
+            );
+        }
         for (field, handler) in [
             ("postStart", lifecycle.post_start.as_ref()),
             ("preStop", lifecycle.pre_stop.as_ref()),

@@ -237,6 +237,45 @@ fn containers_need_images_and_unique_names() {
 }
 
 #[test]
+fn images_must_be_references_a_registry_can_serve() {
+    let field = "spec.template.spec.containers[0].image";
+    for (image, reason) in [
+        ("Nginx:1.27", "not an image reference"),
+        ("nginx:1.27:2", "not an image reference"),
+        ("nginx@sha256:abc", "not an image reference"),
+        ("registry.example:5000/", "not an image reference"),
+    ] {
+        assert_problem(
+            deployment(|d| container(d)["image"] = json!(image)),
+            field,
+            reason,
+        );
+    }
+    assert_problem(
+        deployment(|d| container(d)["image"] = json!(" nginx")),
+        field,
+        "whitespace",
+    );
+    for image in [
+        "nginx",
+        "ghcr.io/org/app:v1.2.3",
+        "registry.example:5000/team/app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "localhost/app:dev",
+    ] {
+        assert_eq!(
+            problems(deployment(|d| container(d)["image"] = json!(image))),
+            vec![],
+            "{image}"
+        );
+    }
+    assert_problem(
+        deployment(|d| container(d)["imagePullPolicy"] = json!("Sometimes")),
+        "spec.template.spec.containers[0].imagePullPolicy",
+        "Always",
+    );
+}
+
+#[test]
 fn mounts_need_a_declared_volume() {
     assert_problem(
         deployment(|d| {
@@ -896,6 +935,94 @@ fn host_ports_are_forwarded_to_pods_and_must_be_the_host_networks_own_on_it() {
         })),
         vec![]
     );
+}
+
+#[test]
+fn a_host_port_is_taken_once_per_protocol_and_host_ip_in_a_pod() {
+    let second = json!({"name": "second", "image": "busybox:1.36", "ports": [
+        {"containerPort": 81, "hostPort": 8080}
+    ]});
+    let twice = deployment(|d| {
+        container(d)["ports"][0]["hostPort"] = json!(8080);
+        let first = container(d).clone();
+        d["spec"]["template"]["spec"]["containers"] = json!([first, second]);
+    });
+    assert_eq!(
+        problems(twice),
+        vec![(
+            "spec.template.spec.containers[1].ports[0].hostPort".to_string(),
+            "duplicate value \"TCP//8080\": another port of the pod already has this protocol, hostIP and hostPort".to_string()
+        )]
+    );
+    assert_problem(
+        deployment(|d| {
+            container(d)["ports"] = json!([
+                {"containerPort": 80, "hostPort": 53, "protocol": "UDP", "hostIP": "127.0.0.1"},
+                {"containerPort": 81, "hostPort": 53, "protocol": "UDP", "hostIP": "127.0.0.1"}
+            ]);
+        }),
+        "spec.template.spec.containers[0].ports[1].hostPort",
+        "duplicate value \"UDP/127.0.0.1/53\"",
+    );
+    // A wildcard host IP takes the port on every address.
+    assert_problem(
+        deployment(|d| {
+            container(d)["ports"] = json!([
+                {"containerPort": 80, "hostPort": 8080, "hostIP": "127.0.0.1"},
+                {"containerPort": 81, "hostPort": 8080, "hostIP": "0.0.0.0"}
+            ]);
+        }),
+        "spec.template.spec.containers[0].ports[1].hostPort",
+        "\"TCP/0.0.0.0/8080\" overlaps \"TCP/127.0.0.1/8080\"",
+    );
+    // Another protocol, other host IPs, or an init container (they run one at a time).
+    let apart = deployment(|d| {
+        container(d)["ports"] = json!([
+            {"containerPort": 80, "hostPort": 8080},
+            {"containerPort": 80, "hostPort": 8080, "protocol": "UDP"},
+            {"containerPort": 81, "hostPort": 8081, "hostIP": "127.0.0.1"},
+            {"containerPort": 82, "hostPort": 8081, "hostIP": "127.0.0.2"}
+        ]);
+        d["spec"]["template"]["spec"]["initContainers"] = json!([
+            {"name": "init", "image": "busybox:1.36", "ports": [{"containerPort": 80, "hostPort": 8080}]}
+        ]);
+    });
+    assert_eq!(problems(apart), vec![]);
+}
+
+#[test]
+fn a_host_ip_must_be_an_ip_address() {
+    for host_port in [json!(8080), json!(null)] {
+        assert_problem(
+            deployment(|d| {
+                container(d)["ports"][0]["hostPort"] = host_port.clone();
+                container(d)["ports"][0]["hostIP"] = json!("localhost");
+            }),
+            "spec.template.spec.containers[0].ports[0].hostIP",
+            "\"localhost\" must be a valid IP address",
+        );
+    }
+}
+
+#[test]
+fn plain_init_containers_may_not_have_lifecycle_hooks() {
+    let hooked = deployment(|d| {
+        d["spec"]["template"]["spec"]["initContainers"] = json!([
+            {"name": "init", "image": "busybox:1.36",
+             "lifecycle": {"postStart": {"exec": {"command": ["true"]}}}}
+        ]);
+    });
+    assert_eq!(
+        problems(hooked),
+        vec![(
+            "spec.template.spec.initContainers[0].lifecycle".to_string(),
+            "may not be set for init containers (unless restartPolicy is Always)".to_string()
+        )]
+    );
+    let app = deployment(|d| {
+        container(d)["lifecycle"] = json!({"postStart": {"exec": {"command": ["true"]}}});
+    });
+    assert_eq!(problems(app), vec![]);
 }
 
 #[test]
