@@ -24,6 +24,10 @@ use crate::workloads::Nodes;
 struct RuntimeRecord {
     socket: PathBuf,
     namespaces: Vec<String>,
+    /// `up --registry-config`, made absolute: `image pull` uses the same mirrors and
+    /// credentials as the nodes.
+    #[serde(default)]
+    registry_config: Option<PathBuf>,
 }
 
 const RUNTIME_RECORD: &str = "runtime.json";
@@ -108,6 +112,188 @@ pub fn import(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
     })
 }
 
+/// The running cluster's containerd and nodes, or why there is none to talk to.
+async fn running(data_dir: &Path) -> anyhow::Result<(Containerd, RuntimeRecord)> {
+    let record: Option<RuntimeRecord> = std::fs::read(data_dir.join(RUNTIME_RECORD))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let answering = match &record {
+        Some(record) => {
+            shipshape_node::containerd::probe(&record.socket, std::time::Duration::from_secs(3))
+                .await
+                .is_some()
+        }
+        None => false,
+    };
+    let Some(record) = record.filter(|_| answering) else {
+        bail!(
+            "no cluster is running on containerd with data in {}: start one with `shipshape up`",
+            data_dir.display()
+        );
+    };
+    let containerd = Containerd::connect_or_start(Some(&record.socket), data_dir).await?;
+    Ok((containerd, record))
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Bytes as people read them (`1.0 MiB`).
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `shipshape image pull REF`: into every node of the running cluster, one download (the
+/// nodes share containerd's content), with the cluster's registry configuration.
+pub fn pull(reference: &str, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let image = shipshape_api::image_ref::ImageRef::parse(reference)?;
+    let data_dir = crate::data::data_dir(data_dir)?;
+    async_runtime()?.block_on(async move {
+        let (containerd, record) = running(&data_dir).await?;
+        let config = match &record.registry_config {
+            Some(path) => shipshape_registry::RegistryConfig::load(path)?,
+            None => shipshape_registry::RegistryConfig::default(),
+        };
+        let puller = shipshape_node::pull::ImagePuller::new(Arc::new(config));
+        let keyring = shipshape_registry::Keyring::default();
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let started = std::time::Instant::now();
+        let mut downloaded = 0u64;
+        let mut size = 0u64;
+        let mut endpoint = String::new();
+        let mut image_id = String::new();
+        for namespace in &record.namespaces {
+            let progress = Arc::new(shipshape_node::image::PullProgress::default());
+            bar.set_message(format!("{image} → {namespace}"));
+            bar.set_position(0);
+            let pulling = puller.pull(
+                &containerd,
+                namespace,
+                &image,
+                &keyring,
+                std::time::Instant::now(),
+                &progress,
+            );
+            tokio::pin!(pulling);
+            let pulled = loop {
+                tokio::select! {
+                    pulled = &mut pulling => break pulled,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                        bar.set_length(progress.total.load(Ordering::Relaxed));
+                        bar.set_position(progress.done.load(Ordering::Relaxed));
+                    }
+                }
+            };
+            let pulled = match pulled {
+                Ok(pulled) => pulled,
+                Err(error) => {
+                    bar.finish_and_clear();
+                    bail!("{error}");
+                }
+            };
+            downloaded += pulled.downloaded;
+            size = size.max(pulled.size);
+            if endpoint.is_empty() {
+                endpoint = pulled.endpoint;
+            }
+            image_id = pulled.image.id;
+        }
+        bar.finish_and_clear();
+        println!(
+            "pulled {image} ({image_id}) into {} node{}: {} downloaded{} of {} in {:.1} s",
+            record.namespaces.len(),
+            if record.namespaces.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            size_text(downloaded),
+            if endpoint.is_empty() {
+                String::new()
+            } else {
+                format!(" from {endpoint}")
+            },
+            size_text(size),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `shipshape image ls`: each image of the running cluster's nodes, with its digest, size and
+/// the nodes that hold it.
+pub fn list(data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let data_dir = crate::data::data_dir(data_dir)?;
+    async_runtime()?.block_on(async move {
+        let (containerd, record) = running(&data_dir).await?;
+        let mut images: std::collections::BTreeMap<(String, String), (u64, Vec<String>)> =
+            std::collections::BTreeMap::new();
+        for namespace in &record.namespaces {
+            let node = namespace
+                .strip_prefix("shipshape-")
+                .unwrap_or(namespace)
+                .to_string();
+            for listed in image::list(&containerd, namespace).await? {
+                let entry = images
+                    .entry((listed.name, listed.digest))
+                    .or_insert((listed.size, Vec::new()));
+                entry.1.push(node.clone());
+            }
+        }
+        let rows: Vec<[String; 4]> = images
+            .into_iter()
+            .map(|((name, digest), (size, nodes))| {
+                let short = digest.get(..19).unwrap_or(&digest).to_string();
+                [name, short, size_text(size), nodes.join(",")]
+            })
+            .collect();
+        let header = ["IMAGE", "DIGEST", "SIZE", "NODES"].map(str::to_string);
+        let widths: Vec<usize> = (0..4)
+            .map(|i| {
+                rows.iter()
+                    .chain(std::iter::once(&header))
+                    .map(|r| r[i].len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in std::iter::once(&header).chain(&rows) {
+            println!(
+                "{:w0$}   {:w1$}   {:>w2$}   {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2]
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// Starts (or finds) containerd, imports the kept and `--import`ed images into every node's
 /// namespace, records the runtime for `image import`, and describes the kubelets to run.
 pub(crate) async fn start_containerd(
@@ -116,6 +302,11 @@ pub(crate) async fn start_containerd(
     data_dir: &Path,
     cni_dir: PathBuf,
 ) -> anyhow::Result<(Containerd, Nodes)> {
+    // A bad registry configuration is refused before anything starts.
+    let registries = match &args.registry_config {
+        Some(path) => shipshape_registry::RegistryConfig::load(path)?,
+        None => shipshape_registry::RegistryConfig::default(),
+    };
     let containerd =
         Containerd::connect_or_start(args.containerd_socket.as_deref(), data_dir).await?;
     let names: Vec<String> = (1..=nodes.nodes).map(|i| format!("node-{i}")).collect();
@@ -154,6 +345,10 @@ pub(crate) async fn start_containerd(
     let record = RuntimeRecord {
         socket: containerd.socket().to_path_buf(),
         namespaces,
+        registry_config: args
+            .registry_config
+            .as_deref()
+            .and_then(|p| std::path::absolute(p).ok()),
     };
     std::fs::write(
         data_dir.join(RUNTIME_RECORD),
@@ -165,10 +360,6 @@ pub(crate) async fn start_containerd(
         prefix: args.service_cidr.prefix,
     }
     .dns();
-    let registries = match &args.registry_config {
-        Some(path) => shipshape_registry::RegistryConfig::load(path)?,
-        None => shipshape_registry::RegistryConfig::default(),
-    };
     let pulls = std::sync::Arc::new(shipshape_node::pull::ImagePuller::new(std::sync::Arc::new(
         registries,
     )));

@@ -675,12 +675,14 @@ fn print_record(
         record.time, record.entry.actor, record.entry.action, record.entry.subject
     );
     if let Some(id) = commit["id"].as_str() {
-        line.push_str(&format!(
-            "  commit {} \"{}\" by {}",
-            short(Some(id)),
-            commit["message"].as_str().unwrap_or_default(),
-            commit["author"].as_str().unwrap_or_default()
-        ));
+        line.push_str(&format!("  commit {}", short(Some(id))));
+        // A kubelet's record names only the commit; git's says what it was.
+        if let Some(message) = commit["message"].as_str() {
+            line.push_str(&format!(
+                " \"{message}\" by {}",
+                commit["author"].as_str().unwrap_or_default()
+            ));
+        }
     }
     writeln!(out, "{line}")?;
     for change in details["objects"].as_array().into_iter().flatten() {
@@ -707,6 +709,15 @@ fn print_record(
         } else {
             writeln!(out, "    {action} {name}: {}", fields.join(", "))?;
         }
+    }
+    for image in details["images"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "    {}: {} is {}",
+            image["container"].as_str().unwrap_or_default(),
+            image["image"].as_str().unwrap_or_default(),
+            image["imageID"].as_str().unwrap_or_default()
+        )?;
     }
     for problem in details["problems"].as_array().into_iter().flatten() {
         writeln!(out, "    {}", problem.as_str().unwrap_or_default())?;

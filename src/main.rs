@@ -168,6 +168,14 @@ enum ImageCommand {
         /// The archive.
         file: PathBuf,
     },
+    /// Pull an image from its registry (or a mirror in the cluster's `--registry-config`)
+    /// into every node of the running cluster, with progress.
+    Pull {
+        /// The image (`nginx:1.27`, `ghcr.io/org/app@sha256:…`).
+        reference: String,
+    },
+    /// List the images each node of the running cluster holds.
+    Ls,
     /// Build an OCI archive from a root filesystem directory (one layer).
     Pack {
         /// The root filesystem.
@@ -362,6 +370,12 @@ fn main() -> ExitCode {
         Command::Image {
             command: ImageCommand::Pack { dir, tag, output },
         } => images::pack(&dir, &tag, &output),
+        Command::Image {
+            command: ImageCommand::Pull { reference },
+        } => images::pull(&reference, data_dir),
+        Command::Image {
+            command: ImageCommand::Ls,
+        } => images::list(data_dir),
     };
     match result {
         Ok(code) => code,

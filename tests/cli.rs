@@ -3336,12 +3336,18 @@ spec:
                     .then_some(())
                     .ok_or(format!("{nodes:?}"))
             });
-            let shown = text(&kubectl(
-                &kubeconfig,
-                &cache,
-                &["get", "daemonset", "agent", "-n", "demo", "--no-headers"],
-            ));
-            assert!(shown.starts_with("agent 3 3 3 3 3 <none>"), "{shown}");
+            // The DaemonSet's status follows its pods' readiness a moment later.
+            eventually("the DaemonSet counting three ready agents", || {
+                let shown = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "daemonset", "agent", "-n", "demo", "--no-headers"],
+                ));
+                shown
+                    .starts_with("agent 3 3 3 3 3 <none>")
+                    .then_some(())
+                    .ok_or(shown)
+            });
             interrupt(child);
             drop(cleanup);
         }
@@ -3518,7 +3524,13 @@ spec:
         }
 
         impl Registry {
-            fn start(dir: &Path, name: &str, htpasswd: Option<&Path>) -> Registry {
+            /// `tls` is a certificate and key in PEM: the registry then speaks only HTTPS.
+            fn start(
+                dir: &Path,
+                name: &str,
+                htpasswd: Option<&Path>,
+                tls: Option<(&Path, &Path)>,
+            ) -> Registry {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")
                     .and_then(|l| l.local_addr())
                     .expect("a free port")
@@ -3531,11 +3543,18 @@ spec:
                         file.display()
                     )
                 });
+                let tls = tls.map_or_else(String::new, |(certificate, key)| {
+                    format!(
+                        "  tls:\n    certificate: {}\n    key: {}\n",
+                        certificate.display(),
+                        key.display()
+                    )
+                });
                 let config = dir.join(format!("{name}.yml"));
                 std::fs::write(
                     &config,
                     format!(
-                        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{auth}",
+                        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{tls}{auth}",
                         store.display()
                     ),
                 )
@@ -3600,6 +3619,83 @@ spec:
             }
         }
 
+        /// A throwaway CA and a certificate it signs for 127.0.0.1, made with openssl:
+        /// `(ca, certificate, key)`.
+        fn loopback_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+            let [ca, ca_key, certificate, key, request, extensions] = [
+                "ca.pem",
+                "ca.key",
+                "server.pem",
+                "server.key",
+                "server.csr",
+                "server.ext",
+            ]
+            .map(|f| dir.join(f));
+            std::fs::write(
+                &extensions,
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )
+            .expect("extensions");
+            let openssl = |args: Vec<&std::ffi::OsStr>| {
+                let output = Command::new("openssl")
+                    .args(args)
+                    .output()
+                    .expect("openssl is installed (scripts/setup)");
+                assert!(output.status.success(), "openssl: {}", text(&output));
+            };
+            let os = |s: &'static str| std::ffi::OsStr::new(s);
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            let mut args: Vec<&std::ffi::OsStr> = vec![os("req"), os("-x509")];
+            args.extend(ec.map(os));
+            args.extend([
+                os("-days"),
+                os("1"),
+                os("-subj"),
+                os("/CN=shipshape test CA"),
+            ]);
+            args.extend([
+                os("-keyout"),
+                ca_key.as_os_str(),
+                os("-out"),
+                ca.as_os_str(),
+            ]);
+            openssl(args);
+            let mut args: Vec<&std::ffi::OsStr> = vec![os("req")];
+            args.extend(ec.map(os));
+            args.extend([os("-subj"), os("/CN=127.0.0.1")]);
+            args.extend([
+                os("-keyout"),
+                key.as_os_str(),
+                os("-out"),
+                request.as_os_str(),
+            ]);
+            openssl(args);
+            openssl(vec![
+                os("x509"),
+                os("-req"),
+                os("-days"),
+                os("1"),
+                os("-in"),
+                request.as_os_str(),
+                os("-CA"),
+                ca.as_os_str(),
+                os("-CAkey"),
+                ca_key.as_os_str(),
+                os("-CAcreateserial"),
+                os("-extfile"),
+                extensions.as_os_str(),
+                os("-out"),
+                certificate.as_os_str(),
+            ]);
+            (ca, certificate, key)
+        }
+
         /// A pod named `name` running `image`, with `extra` spec lines.
         fn image_pod(name: &str, image: &str, extra: &str) -> String {
             format!(
@@ -3648,7 +3744,7 @@ spec:
 
             // A mirror for Docker Hub names (anonymous), and a private registry behind
             // htpasswd basic auth.
-            let mirror = Registry::start(work.path(), "mirror", None);
+            let mirror = Registry::start(work.path(), "mirror", None, None);
             mirror.push(&archive, "library/busybox:1.36", None);
             let before = mirror.blobs();
             mirror.push(&other_archive, "library/tampered:1", None);
@@ -3669,16 +3765,22 @@ spec:
                 .expect("htpasswd is installed (apache2-utils, scripts/setup)");
             assert!(hashed.status.success(), "{}", text(&hashed));
             std::fs::write(&htpasswd, &hashed.stdout).expect("htpasswd file");
-            let private = Registry::start(work.path(), "private", Some(&htpasswd));
+            let private = Registry::start(work.path(), "private", Some(&htpasswd), None);
             private.push(&archive, "team/tool:v1", Some("ship:s3cret-pass"));
+            // A registry over HTTPS with a certificate from a CA only the configuration names.
+            let (ca, certificate, key) = loopback_certificate(work.path());
+            let secure = Registry::start(work.path(), "secure", None, Some((&certificate, &key)));
+            secure.push(&archive, "team/secure:v1", None);
 
             let config = work.path().join("registries.yaml");
             std::fs::write(
                 &config,
                 format!(
-                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\n",
+                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\nconfigs:\n  \"{s}\":\n    tls:\n      ca_file: {ca}\n",
                     m = mirror.address,
-                    p = private.address
+                    p = private.address,
+                    s = secure.address,
+                    ca = ca.display(),
                 ),
             )
             .expect("registries.yaml");
@@ -3698,6 +3800,16 @@ spec:
                 image_pod("refused", &private_image, ""),
                 image_pod("later", "busybox:1.37", ""),
                 image_pod("tampered", "tampered:1", ""),
+                image_pod("secure", &format!("{}/team/secure:v1", secure.address), ""),
+                // The same registry by another name: the CA is configured for 127.0.0.1 only.
+                image_pod(
+                    "untrusted",
+                    &format!(
+                        "localhost:{}/team/secure:v1",
+                        secure.address.rsplit(':').next().unwrap_or("")
+                    ),
+                    "",
+                ),
             ]
             .concat();
             let config_arg = config.display().to_string();
@@ -3709,7 +3821,7 @@ spec:
                 kubeconfig,
                 cache,
                 socket: _socket,
-                repo: _repo,
+                repo,
             }) = real_cluster(apps, &["--registry-config", &config_arg])
             else {
                 return;
@@ -3759,6 +3871,17 @@ spec:
                     .then_some(())
                     .ok_or(s)
             });
+            // HTTPS with the configured CA; without it the certificate is refused.
+            eventually("the pod from the TLS registry running", || {
+                let s = state("secure")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+            eventually("the pod from an untrusted name in back-off", || {
+                let s = state("untrusted")?;
+                (s.starts_with("ImagePullBackOff\n") || s.starts_with("ErrImagePull\n"))
+                    .then_some(())
+                    .ok_or(s)
+            });
             // A layer whose bytes do not match its digest is refused, never run.
             eventually("the tampered pod in back-off", || {
                 let s = state("tampered")?;
@@ -3801,6 +3924,8 @@ spec:
             );
             let refused = said("refused", "Failed").join("\n");
             assert!(refused.contains("unauthorized"), "{refused}");
+            let untrusted = said("untrusted", "Failed").join("\n");
+            assert!(untrusted.contains("certificate"), "{untrusted}");
             let tampered = said("tampered", "Failed").join("\n");
             assert!(tampered.contains("digest"), "{tampered}");
             assert!(!said("later", "BackOff").is_empty(), "a BackOff event");
@@ -3810,6 +3935,51 @@ spec:
                     .any(|m| m.starts_with("Successfully pulled image \"busybox:1.37\"")),
                 "{:?}",
                 said("later", "Pulled")
+            );
+            // The history says which digest ran, on which node, for which commit.
+            let history = repo.shipshape(&["history", "--object", "pod/demo/mirrored"]);
+            let history = text(&history);
+            let ran = history
+                .lines()
+                .position(|l| {
+                    l.contains("kubelet/node-")
+                        && l.contains(" run Pod demo/mirrored")
+                        && l.contains(" commit ")
+                })
+                .unwrap_or_else(|| panic!("a run record in:\n{history}"));
+            assert!(
+                history
+                    .lines()
+                    .nth(ran + 1)
+                    .is_some_and(|l| l.trim() == format!("main: busybox:1.36 is {image_id}")),
+                "{history}"
+            );
+            // `image pull` uses the cluster's registry configuration, into every node.
+            mirror.push(&archive, "library/busybox:1.38", None);
+            let pulled = repo.shipshape(&["image", "pull", "busybox:1.38"]);
+            assert!(pulled.status.success(), "{}", text(&pulled));
+            assert!(
+                String::from_utf8_lossy(&pulled.stdout).starts_with(
+                    "pulled docker.io/library/busybox:1.38 (docker.io/library/busybox@sha256:"
+                ) && String::from_utf8_lossy(&pulled.stdout).contains(") into 2 nodes: "),
+                "{}",
+                text(&pulled)
+            );
+            let refused = repo.shipshape(&["image", "pull", &private_image]);
+            assert!(!refused.status.success());
+            assert!(
+                String::from_utf8_lossy(&refused.stderr).contains("unauthorized"),
+                "{}",
+                text(&refused)
+            );
+            let listed = repo.shipshape(&["image", "ls"]);
+            let listed = String::from_utf8_lossy(&listed.stdout);
+            assert!(
+                listed
+                    .lines()
+                    .any(|l| l.starts_with("docker.io/library/busybox:1.38 ")
+                        && l.ends_with(" node-1,node-2")),
+                "{listed}"
             );
             // The password is never written where people read.
             let shown = format!(

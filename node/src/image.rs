@@ -23,8 +23,8 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteRequest,
-    GetImageRequest, Image, Info, InfoRequest, ReadContentRequest, UpdateImageRequest,
-    UpdateRequest, WriteAction, WriteContentRequest,
+    GetImageRequest, Image, Info, InfoRequest, ListImagesRequest, ReadContentRequest,
+    UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
 use futures_util::StreamExt;
@@ -1003,6 +1003,69 @@ async fn read_blob(
     Ok(bytes)
 }
 
+/// One image a node's namespace holds, as `shipshape image ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedImage {
+    /// Its name (`docker.io/library/busybox:1.36`).
+    pub name: String,
+    /// The digest its name points at (an index or a manifest).
+    pub digest: String,
+    /// Its layers' bytes for this host's platform, as the manifest states them.
+    pub size: u64,
+}
+
+/// The images of `namespace`, by name. An image whose manifest cannot be read is listed with
+/// size 0 rather than hiding the rest.
+pub async fn list(
+    containerd: &Containerd,
+    namespace: &str,
+) -> Result<Vec<ListedImage>, RuntimeError> {
+    let images = ImagesClient::new(containerd.channel())
+        .list(request(
+            namespace,
+            ListImagesRequest { filters: vec![] },
+            None,
+        ))
+        .await
+        .map_err(|s| RuntimeError::call("images.List", s))?
+        .into_inner()
+        .images;
+    let mut listed = Vec::with_capacity(images.len());
+    for image in images {
+        let Some(target) = image.target else {
+            continue;
+        };
+        let size = manifest_size(containerd, namespace, &image.name, &target)
+            .await
+            .unwrap_or(0);
+        listed.push(ListedImage {
+            name: image.name,
+            digest: target.digest,
+            size,
+        });
+    }
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(listed)
+}
+
+/// The layers' bytes of the manifest `target` points at (through an index for this host).
+async fn manifest_size(
+    containerd: &Containerd,
+    namespace: &str,
+    name: &str,
+    target: &Descriptor,
+) -> Result<u64, RuntimeError> {
+    let mut digest = target.digest.clone();
+    let mut bytes = read_blob(containerd, namespace, &digest).await?;
+    if target.media_type.contains("index") || target.media_type.contains("manifest.list") {
+        digest = shipshape_registry::pull::choose_platform(&bytes, &Platform::host())
+            .map_err(|m| invalid(format!("{name}: {m}")))?;
+        bytes = read_blob(containerd, namespace, &digest).await?;
+    }
+    let manifest: ImageManifest = parse_json(name, &bytes, &digest)?;
+    Ok(manifest.layers().iter().map(|l| l.size()).sum())
+}
+
 // ---------------------------------------------------------------------------------------------
 // pull
 
@@ -1039,6 +1102,16 @@ pub struct Pulled {
 /// How many layers download at once.
 const PARALLEL_LAYERS: usize = 4;
 
+/// How far a pull is, for a progress bar: the image's layer bytes once its manifest is read,
+/// and the bytes in the content store so far (layers already present count as done).
+#[derive(Debug, Default)]
+pub struct PullProgress {
+    /// The layers' bytes as the manifest states them (0 until it is read).
+    pub total: std::sync::atomic::AtomicU64,
+    /// Bytes in the content store so far.
+    pub done: std::sync::atomic::AtomicU64,
+}
+
 /// Pulls `image` into `namespace`: the manifest (the host's platform from an index) and config
 /// from the first endpoint that serves them, then each layer the content store does not have,
 /// streamed in with its digest and size checked by containerd before it is committed, then
@@ -1051,8 +1124,12 @@ pub async fn pull(
     puller: &Puller,
     image: &ImageRef,
     keyring: &Keyring,
+    progress: &Arc<PullProgress>,
 ) -> Result<Pulled, PullFailure> {
     let resolved = puller.resolve(image, keyring).await?;
+    progress
+        .total
+        .store(resolved.layer_bytes(), std::sync::atomic::Ordering::Relaxed);
     let channel = containerd.channel();
     let lease_id = format!("shipshape-pull-{}", uuid::Uuid::new_v4());
     let expire = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
@@ -1067,7 +1144,10 @@ pub async fn pull(
         ))
         .await
         .map_err(|s| RuntimeError::call("leases.Create", s))?;
-    let result = pull_leased(containerd, namespace, puller, &resolved, &lease_id).await;
+    let result = pull_leased(
+        containerd, namespace, puller, &resolved, &lease_id, progress,
+    )
+    .await;
     let _ = LeasesClient::new(channel)
         .delete(request(
             namespace,
@@ -1097,6 +1177,7 @@ async fn pull_leased(
     puller: &Puller,
     resolved: &Resolved,
     lease: &str,
+    progress: &Arc<PullProgress>,
 ) -> Result<u64, PullFailure> {
     let name = resolved.image.to_string();
     let manifest: ImageManifest =
@@ -1122,7 +1203,13 @@ async fn pull_leased(
         .iter()
         .map(|layer| {
             Box::pin(fetch_layer(
-                containerd, namespace, puller, resolved, layer, lease,
+                containerd,
+                namespace,
+                puller,
+                resolved,
+                layer,
+                lease,
+                progress.clone(),
             )) as Download<'_>
         })
         .collect();
@@ -1209,7 +1296,13 @@ async fn fetch_layer(
     resolved: &Resolved,
     layer: &PullDescriptor,
     lease: &str,
+    progress: Arc<PullProgress>,
 ) -> Result<u64, PullFailure> {
+    let present_bytes = |progress: &PullProgress| {
+        progress
+            .done
+            .fetch_add(layer.size, std::sync::atomic::Ordering::Relaxed);
+    };
     let mut content = ContentClient::new(containerd.channel());
     let present = content
         .info(request(
@@ -1222,6 +1315,7 @@ async fn fetch_layer(
         .await
         .is_ok();
     if present {
+        present_bytes(&progress);
         return Ok(0);
     }
     let total = i64::try_from(layer.size).map_err(|_| {
@@ -1249,6 +1343,7 @@ async fn fetch_layer(
         .await;
     match opened {
         Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => {
+            present_bytes(&progress);
             return Ok(0);
         }
         Err(status) => {
@@ -1261,6 +1356,7 @@ async fn fetch_layer(
             while let Some(response) = responses.next().await {
                 if let Err(status) = response {
                     if status.code() == containerd_client::tonic::Code::AlreadyExists {
+                        present_bytes(&progress);
                         return Ok(0);
                     }
                     return Err(RuntimeError::call(
@@ -1286,6 +1382,7 @@ async fn fetch_layer(
         ended: bool,
         failed: Arc<std::sync::Mutex<Option<PullError>>>,
         offset: Arc<std::sync::atomic::AtomicU64>,
+        progress: Arc<PullProgress>,
     }
     let feed = Feed {
         blob,
@@ -1296,6 +1393,7 @@ async fn fetch_layer(
         ended: false,
         failed: failed.clone(),
         offset: offset.clone(),
+        progress: progress.clone(),
     };
     let messages = futures_util::stream::unfold(feed, |mut feed| async move {
         if feed.ended {
@@ -1317,6 +1415,9 @@ async fn fetch_layer(
                 feed.at = feed.at.saturating_add(bytes.len() as u64);
                 feed.offset
                     .store(feed.at, std::sync::atomic::Ordering::Relaxed);
+                feed.progress
+                    .done
+                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 Some((request, feed))
             }
             Some(Err(error)) => {
@@ -1348,7 +1449,10 @@ async fn fetch_layer(
     }
     match written {
         Ok(()) => Ok(offset.load(std::sync::atomic::Ordering::Relaxed)),
-        Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => Ok(0),
+        Err(status) if status.code() == containerd_client::tonic::Code::AlreadyExists => {
+            present_bytes(&progress);
+            Ok(0)
+        }
         // containerd checks size and digest at commit: the registry's bytes were not the
         // layer the manifest names.
         Err(status)

@@ -247,6 +247,9 @@ struct PodState {
     images: HashMap<String, ResolvedImage>,
     /// Failed pulls per image (normalised name): how many in a row, and when the last ended.
     pull_failures: HashMap<String, (u32, Instant)>,
+    /// (container, imageID) pairs already in the audit history: a digest is recorded once
+    /// when it first runs in a container, not at every restart.
+    audited_images: std::collections::BTreeSet<(String, String)>,
     start_time: jiff::Timestamp,
     last_status: Option<Value>,
     /// Someone else rewrote the pod's readiness (the node lifecycle controller, while this node
@@ -307,6 +310,7 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
         records: BTreeMap::new(),
         images: HashMap::new(),
         pull_failures: HashMap::new(),
+        audited_images: std::collections::BTreeSet::new(),
         // The pod's start survives a restart of the kubelet (its active deadline counts from it).
         start_time: text(&first, "/status/startTime")
             .parse()
@@ -1265,6 +1269,7 @@ impl PodState {
                         parsed,
                         &keyring,
                         asked,
+                        &Arc::default(),
                     )
                     .await;
                 match pulled {
@@ -2098,6 +2103,37 @@ impl PodState {
         (status, now, running)
     }
 
+    /// The history's record that `ran` (container, image as written, imageID) started on this
+    /// node: the digest an auditor follows from the commit that asked for the pod to the bytes
+    /// that ran.
+    fn ran_audit(&self, ran: &[(String, String, String)]) -> shipshape_actors::store::AuditEntry {
+        let mut details = json!({
+            "node": self.shared.config.node,
+            "images": ran
+                .iter()
+                .map(|(container, image, id)| json!({
+                    "container": container, "image": image, "imageID": id,
+                }))
+                .collect::<Vec<_>>(),
+        });
+        let commit = text(
+            &self.pod,
+            &format!(
+                "/metadata/annotations/{}",
+                shipshape_actors::controllers::COMMIT_ANNOTATION.replace('/', "~1")
+            ),
+        );
+        if !commit.is_empty() {
+            details["commit"] = json!({"id": commit});
+        }
+        shipshape_actors::store::AuditEntry {
+            actor: format!("kubelet/{}", self.shared.config.node),
+            action: "run".into(),
+            subject: object_key(Kind::Pod, &self.namespace, &self.name).to_string(),
+            details,
+        }
+    }
+
     async fn write_status(&mut self) {
         let now = jiff::Timestamp::now();
         let time = seconds_text(now);
@@ -2211,21 +2247,36 @@ impl PodState {
                 status: status.clone(),
             });
         }
-        if writes.is_empty() {
+        let ran: Vec<(String, String, String)> = init_statuses
+            .iter()
+            .chain(&statuses)
+            .filter_map(|(status, _, _)| {
+                let container = status["name"].as_str()?;
+                let image_id = status["imageID"].as_str().filter(|id| !id.is_empty())?;
+                let image = status["image"].as_str().unwrap_or_default();
+                (!self
+                    .audited_images
+                    .contains(&(container.to_string(), image_id.to_string())))
+                .then(|| {
+                    (
+                        container.to_string(),
+                        image.to_string(),
+                        image_id.to_string(),
+                    )
+                })
+            })
+            .collect();
+        if writes.is_empty() && ran.is_empty() {
             return;
         }
-        let written = self
-            .shared
-            .store
-            .ask(Apply(Batch {
-                writes,
-                audit: None,
-            }))
-            .await;
+        let audit = (!ran.is_empty()).then(|| self.ran_audit(&ran));
+        let written = self.shared.store.ask(Apply(Batch { writes, audit })).await;
         match written {
             Ok(_) => {
                 self.last_status = Some(status);
                 self.report_again = false;
+                self.audited_images
+                    .extend(ran.into_iter().map(|(container, _, id)| (container, id)));
             }
             Err(error) => tracing::warn!(pod = %self.name, %error, "writing pod status failed"),
         }

@@ -10,7 +10,7 @@ use shipshape_api::image_ref::ImageRef;
 use shipshape_registry::{Keyring, Puller, RegistryConfig};
 
 use crate::containerd::Containerd;
-use crate::image::{self, PullFailure, Pulled, resolve};
+use crate::image::{self, PullFailure, PullProgress, Pulled, resolve};
 
 /// The pulls of one process (one containerd, many node namespaces).
 pub struct ImagePuller {
@@ -51,6 +51,7 @@ impl ImagePuller {
         image: &ImageRef,
         keyring: &Keyring,
         asked: Instant,
+        progress: &Arc<PullProgress>,
     ) -> Result<Pulled, PullFailure> {
         let name = image.to_string();
         let slot = {
@@ -71,7 +72,15 @@ impl ImagePuller {
                 endpoint: String::new(),
             });
         }
-        let pulled = image::pull(containerd, namespace, &self.puller, image, keyring).await?;
+        let pulled = image::pull(
+            containerd,
+            namespace,
+            &self.puller,
+            image,
+            keyring,
+            progress,
+        )
+        .await?;
         done.at.insert(namespace.to_string(), Instant::now());
         Ok(pulled)
     }

@@ -242,7 +242,7 @@ impl Puller {
             .stream
             .map(move |chunk| {
                 chunk.map_err(|e| {
-                    let message = e.to_string();
+                    let message = with_causes(&e);
                     if message.contains("digest") {
                         PullError::Invalid {
                             image: image.clone(),
@@ -440,13 +440,30 @@ fn invalid(image: &str, endpoint: &Endpoint, message: impl Into<String>) -> Pull
 
 /// Sorts a client error into what the kubelet reports: the registry's own words, with the
 /// endpoint named (never a credential: the client's errors carry URLs and bodies only).
+/// An error with the causes under it (`error sending request: … : invalid peer certificate:
+/// UnknownIssuer`): the top line alone rarely says why. A cause whose words the text already
+/// has is left out.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let words = next.to_string();
+        if !words.is_empty() && !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        cause = next.source();
+    }
+    text
+}
+
 fn classify(
     image: &str,
     endpoint: &Endpoint,
     error: oci_client::errors::OciDistributionError,
 ) -> PullError {
     use oci_client::errors::OciDistributionError as E;
-    let message = format!("from {}: {}", endpoint.host, error);
+    let message = format!("from {}: {}", endpoint.host, with_causes(&error));
     let image = image.to_string();
     match &error {
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
@@ -748,5 +765,43 @@ mod tests {
             users("registry.example:5000/team/app:v1"),
             vec![vec!["team", "-"], vec!["team", "-"]]
         );
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn a_failure_says_its_causes_once_each() {
+        let error = Layer(
+            "error sending request for url (https://localhost:5000/v2/)",
+            Some(Box::new(Layer(
+                "client error (Connect)",
+                Some(Box::new(Layer(
+                    "invalid peer certificate: UnknownIssuer",
+                    None,
+                ))),
+            ))),
+        );
+        assert_eq!(
+            with_causes(&error),
+            "error sending request for url (https://localhost:5000/v2/): client error (Connect): invalid peer certificate: UnknownIssuer"
+        );
+        let repeated = Layer(
+            "unauthorized: bad password",
+            Some(Box::new(Layer("bad password", None))),
+        );
+        assert_eq!(with_causes(&repeated), "unauthorized: bad password");
     }
 }
