@@ -67,6 +67,16 @@ pub struct UpArgs {
     /// format: how an air-gapped or rate-limited site runs public manifests unchanged.
     #[arg(long, value_name = "FILE")]
     pub(crate) registry_config: Option<PathBuf>,
+    /// Disk usage (percent of the filesystem containerd keeps content on) at which unused
+    /// images are removed, as the kubelet's flag of that name; 100 never removes any.
+    #[arg(long, value_name = "PERCENT", default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_high_threshold: u8,
+    /// Disk usage image garbage collection brings it back to (below the high threshold).
+    #[arg(long, value_name = "PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_low_threshold: u8,
+    /// An image first seen less than this long ago is never removed (it may be about to run).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_age)]
+    pub(crate) image_minimum_gc_age: Duration,
     /// On stop, leave the pods' containers running; the next `up` adopts them. Without it,
     /// stopping removes every container, network namespace and bridge the nodes made.
     #[arg(long)]
@@ -196,6 +206,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err("must be at least 100ms".into());
     }
     Ok(duration)
+}
+
+/// A duration that may be zero (`0s`, `2m`).
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 0s, 30s, 2m)"))?;
+    Duration::try_from(duration).map_err(|_| "must not be negative".to_string())
 }
 
 /// The nearest folder at or above `start` that holds a `.git`.

@@ -302,7 +302,13 @@ pub(crate) async fn start_containerd(
     data_dir: &Path,
     cni_dir: PathBuf,
 ) -> anyhow::Result<(Containerd, Nodes)> {
-    // A bad registry configuration is refused before anything starts.
+    // A bad registry configuration or image GC policy is refused before anything starts.
+    let image_gc = shipshape_reconciler::images::ImageGcPolicy::new(
+        args.image_gc_high_threshold,
+        args.image_gc_low_threshold,
+        args.image_minimum_gc_age,
+    )
+    .map_err(|e| anyhow::anyhow!("--image-gc-low-threshold: {e}"))?;
     let registries = match &args.registry_config {
         Some(path) => shipshape_registry::RegistryConfig::load(path)?,
         None => shipshape_registry::RegistryConfig::default(),
@@ -363,12 +369,20 @@ pub(crate) async fn start_containerd(
     let pulls = std::sync::Arc::new(shipshape_node::pull::ImagePuller::new(std::sync::Arc::new(
         registries,
     )));
+    // Where containerd keeps content: ours in the data directory, the system's at its default.
+    let containerd_root = if containerd.is_own() {
+        data_dir.join("containerd/root")
+    } else {
+        PathBuf::from("/var/lib/containerd")
+    };
     let kubelets = names
         .iter()
         .enumerate()
         .filter_map(|(index, name)| {
             Some(KubeletConfig {
                 images: pulls.clone(),
+                image_gc,
+                containerd_root: containerd_root.clone(),
                 node: name.clone(),
                 subnet: nodes.pod_cidr.node_subnet(index)?,
                 cpu_milli: nodes.cpu_milli,

@@ -275,9 +275,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Warnings and errors by default; SHIPSHAPE_LOG (e.g. `debug`, `shipshape_actors=debug`)
-    // shows more, down to a span per reconcile.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIPSHAPE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // shows more, down to a span per reconcile. The TLS verifier's own error lines are off:
+    // a refused certificate reaches the pod's events with the reason already.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SHIPSHAPE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

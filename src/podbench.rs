@@ -250,6 +250,9 @@ pub(crate) async fn run(
                 images: std::sync::Arc::new(shipshape_node::pull::ImagePuller::new(
                     std::sync::Arc::default(),
                 )),
+                // The benchmark's image is imported (pinned): collection never takes it.
+                image_gc: shipshape_reconciler::images::ImageGcPolicy::default(),
+                containerd_root: data.clone(),
             },
             containerd.clone(),
             store.clone(),

@@ -3732,6 +3732,18 @@ spec:
             let other = work.path().join("other");
             std::fs::create_dir_all(other.join("bin")).expect("mkdir");
             std::fs::copy("/bin/busybox", other.join("bin/other")).expect("copy");
+            // An image of its own (one more file than busybox), for a pod that goes away: image
+            // garbage collection then removes it.
+            std::fs::write(work.path().join("rootfs/etc/doomed"), "doomed\n").expect("write");
+            let doomed_archive = work.path().join("doomed.tar");
+            let packed = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(["image", "pack"])
+                .arg(work.path().join("rootfs"))
+                .args(["--tag", "doomed:1", "-o"])
+                .arg(&doomed_archive)
+                .output()
+                .expect("pack runs");
+            assert!(packed.status.success(), "{}", text(&packed));
             let other_archive = work.path().join("other.tar");
             let packed = Command::new(env!("CARGO_BIN_EXE_shipshape"))
                 .args(["image", "pack"])
@@ -3746,6 +3758,7 @@ spec:
             // htpasswd basic auth.
             let mirror = Registry::start(work.path(), "mirror", None, None);
             mirror.push(&archive, "library/busybox:1.36", None);
+            mirror.push(&doomed_archive, "library/doomed:1", None);
             let before = mirror.blobs();
             mirror.push(&other_archive, "library/tampered:1", None);
             let layer = mirror
@@ -3789,6 +3802,7 @@ spec:
                 "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n  namespace: demo\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\":{{\"{}\":{{\"username\":\"ship\",\"password\":\"s3cret-pass\"}}}}}}'\n",
                 private.address
             );
+            let doomed = image_pod("doomed", "doomed:1", "");
             let manifests = [
                 secret,
                 image_pod("mirrored", "busybox:1.36", ""),
@@ -3813,7 +3827,8 @@ spec:
             ]
             .concat();
             let config_arg = config.display().to_string();
-            let apps = |repo: &Repo| write(&repo.path(), "apps/images.yaml", &manifests);
+            let with_doomed = format!("{manifests}{doomed}");
+            let apps = |repo: &Repo| write(&repo.path(), "apps/images.yaml", &with_doomed);
             let Some(RealCluster {
                 child,
                 cleanup,
@@ -3822,7 +3837,20 @@ spec:
                 cache,
                 socket: _socket,
                 repo,
-            }) = real_cluster(apps, &["--registry-config", &config_arg])
+            }) = real_cluster(
+                apps,
+                &[
+                    "--registry-config",
+                    &config_arg,
+                    // Collect unused images whatever the disk, at once.
+                    "--image-gc-high-threshold",
+                    "1",
+                    "--image-gc-low-threshold",
+                    "0",
+                    "--image-minimum-gc-age",
+                    "0s",
+                ],
+            )
             else {
                 return;
             };
@@ -3981,6 +4009,24 @@ spec:
                         && l.ends_with(" node-1,node-2")),
                 "{listed}"
             );
+            // A pod gone, its image is collected; the imported image (pinned) and those in use
+            // stay.
+            eventually("the doomed pod running", || {
+                let s = state("doomed")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+            write(&repo.path(), "apps/images.yaml", &manifests);
+            commit(&repo.path(), "without the doomed pod");
+            eventually("the unused image collected", || {
+                let listed = repo.shipshape(&["image", "ls"]);
+                let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+                let has = |name: &str| listed.lines().any(|l| l.starts_with(&format!("{name} ")));
+                (!has("docker.io/library/doomed:1")
+                    && has("docker.io/library/busybox:1.35")
+                    && has("docker.io/library/busybox:1.36"))
+                .then_some(())
+                .ok_or(listed)
+            });
             // The password is never written where people read.
             let shown = format!(
                 "{}{}",

@@ -1280,6 +1280,13 @@ impl GitSync {
                     key,
                     resource_version,
                 } => {
+                    // Already stopping (an earlier prune): its kubelet removes it.
+                    if live_objects
+                        .get(key)
+                        .is_some_and(|o| !o["metadata"]["deletionTimestamp"].is_null())
+                    {
+                        continue;
+                    }
                     pruned += 1;
                     changes.push(json!({"object": key.to_string(), "action": "pruned"}));
                     if let Some(object) = live_objects.get(key) {
@@ -1291,10 +1298,21 @@ impl GitSync {
                             now,
                         ));
                     }
-                    writes.push(Write::Delete {
-                        key: key.clone(),
-                        precondition: Precondition::ResourceVersion(*resource_version),
-                    });
+                    // A pod on a node stops gracefully (its preStop hooks and grace period),
+                    // as a delete through the API does; anything else goes at once.
+                    let live = live_objects.get(key);
+                    let bound = live
+                        .and_then(|o| o["spec"]["nodeName"].as_str())
+                        .is_some_and(|n| !n.is_empty());
+                    let grace = live
+                        .and_then(|o| o["spec"]["terminationGracePeriodSeconds"].as_i64())
+                        .unwrap_or(30);
+                    writes.push(Write::delete(
+                        key.clone(),
+                        Precondition::ResourceVersion(*resource_version),
+                        key.kind == shipshape_api::Kind::Pod && bound && grace > 0,
+                        grace,
+                    ));
                 }
             }
         }
@@ -1318,7 +1336,7 @@ impl GitSync {
                 serde_json::to_value(&status).unwrap_or(Value::Null)
             },
         });
-        let audit = (!plan.actions.is_empty()).then(|| AuditEntry {
+        let audit = (!changes.is_empty()).then(|| AuditEntry {
             actor: "git".into(),
             action: "sync".into(),
             subject: name.into(),

@@ -676,7 +676,8 @@ async fn import_leased(
     }
     for image in &archive.images {
         unpack(containerd, namespace, lease, image).await?;
-        record_image(containerd, namespace, lease, image).await?;
+        // Imported by hand: no registry can give it back, so image GC keeps it.
+        record_image(containerd, namespace, lease, image, true).await?;
     }
     Ok(())
 }
@@ -1003,6 +1004,10 @@ async fn read_blob(
     Ok(bytes)
 }
 
+/// The label containerd's CRI puts on images its garbage collection must keep; imported
+/// images carry it.
+pub const PINNED_LABEL: &str = "io.cri-containerd.pinned";
+
 /// One image a node's namespace holds, as `shipshape image ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedImage {
@@ -1012,6 +1017,8 @@ pub struct ListedImage {
     pub digest: String,
     /// Its layers' bytes for this host's platform, as the manifest states them.
     pub size: u64,
+    /// Kept by image garbage collection whatever the disk (imported by hand).
+    pub pinned: bool,
 }
 
 /// The images of `namespace`, by name. An image whose manifest cannot be read is listed with
@@ -1039,6 +1046,10 @@ pub async fn list(
             .await
             .unwrap_or(0);
         listed.push(ListedImage {
+            pinned: image
+                .labels
+                .get(PINNED_LABEL)
+                .is_some_and(|v| v == "pinned"),
             name: image.name,
             digest: target.digest,
             size,
@@ -1282,7 +1293,7 @@ async fn pull_leased(
         config_digest: resolved.config.digest.clone(),
     };
     unpack(containerd, namespace, lease, &image).await?;
-    record_image(containerd, namespace, lease, &image).await?;
+    record_image(containerd, namespace, lease, &image, false).await?;
     Ok(downloaded)
 }
 
@@ -1481,10 +1492,16 @@ async fn record_image(
     namespace: &str,
     lease: &str,
     image: &ArchiveImage,
+    pinned: bool,
 ) -> Result<(), RuntimeError> {
+    let labels = if pinned {
+        HashMap::from([(PINNED_LABEL.to_string(), "pinned".to_string())])
+    } else {
+        HashMap::new()
+    };
     let record = Image {
         name: image.name.clone(),
-        labels: HashMap::new(),
+        labels,
         target: Some(image.target.clone()),
         created_at: None,
         updated_at: None,

@@ -51,6 +51,10 @@ pub struct KubeletConfig {
     pub cluster_domain: String,
     /// Image pulls, shared by every node of the process so one image downloads once.
     pub images: std::sync::Arc<crate::pull::ImagePuller>,
+    /// When unused images are removed, and the disk that decides it.
+    pub image_gc: shipshape_reconciler::images::ImageGcPolicy,
+    /// A directory on the filesystem containerd keeps its content on (its root).
+    pub containerd_root: PathBuf,
 }
 
 impl KubeletConfig {
@@ -92,6 +96,10 @@ pub struct Shared {
     /// not ready is reported again only then, so the two do not take turns rewriting it.
     node_ready: std::sync::atomic::AtomicBool,
     workers: Mutex<JoinSet<()>>,
+    /// The node's image garbage collection.
+    image_gc: crate::image_gc::ImageGc,
+    /// The containerd the node runs on (for image removal).
+    containerd: Containerd,
 }
 
 impl Shared {
@@ -155,6 +163,13 @@ pub struct Kubelet {
 
 const ORPHANS: &str = "orphans";
 
+/// The key image garbage collection runs under: after a re-list, when a pod leaves the node,
+/// and every [`IMAGE_GC_PERIOD`] (the kubelet's `ImageGCPeriod`).
+const IMAGE_GC: &str = "image-gc";
+
+/// How often images are looked at even when nothing changes (Kubernetes: 5 minutes).
+const IMAGE_GC_PERIOD: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Kubelet {
     /// A kubelet for `config.node` on `containerd`; the handle stops its pods later.
     pub fn new(
@@ -192,7 +207,11 @@ impl Kubelet {
             runtime: format!("containerd://{}", containerd.version()),
         };
         let (stop, _) = watch::channel(Stop::Run);
+        let image_gc =
+            crate::image_gc::ImageGc::new(config.image_gc, config.containerd_root.clone());
         let shared = Arc::new(Shared {
+            image_gc,
+            containerd: containerd.clone(),
             config,
             runtime,
             network,
@@ -386,6 +405,8 @@ impl Controller for Kubelet {
                     || self.uids.contains_key(&event.key)
                 {
                     dirty.mark(event.key.clone(), || because(event));
+                    // Its images may be unused now.
+                    dirty.mark(IMAGE_GC, || because(event));
                 }
             }
             _ => {}
@@ -405,6 +426,7 @@ impl Controller for Kubelet {
             dirty.mark(key, || "gone after a re-list".into());
         }
         dirty.mark(ORPHANS, || "listed".into());
+        dirty.mark(IMAGE_GC, || "listed".into());
     }
 
     fn reconcile(&mut self, key: &str, now: jiff::Timestamp) -> Reconciled {
@@ -420,6 +442,22 @@ impl Controller for Kubelet {
         if key == ORPHANS {
             self.clean_orphans();
             return Reconciled::default();
+        }
+        if key == IMAGE_GC {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                if let Err(error) = shared
+                    .image_gc
+                    .collect(&shared.containerd, &shared.runtime)
+                    .await
+                {
+                    tracing::warn!(%error, node = %shared.config.node, "image garbage collection failed");
+                }
+            });
+            return Reconciled {
+                requeue_after: Some(IMAGE_GC_PERIOD),
+                ..Reconciled::default()
+            };
         }
         self.reconcile_pod(key);
         Reconciled::default()

@@ -6,6 +6,7 @@
 pub mod containerd;
 pub mod exec;
 pub mod image;
+pub mod image_gc;
 pub mod kubelet;
 pub mod network;
 pub mod pod_worker;

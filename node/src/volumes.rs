@@ -487,6 +487,23 @@ pub async fn filesystem_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The size and free bytes of the filesystem holding `path` (`df`), or `None` when `df`
+/// cannot tell: what image garbage collection measures the disk by.
+pub async fn filesystem_space(path: &Path) -> Option<(u64, u64)> {
+    let output = tokio::process::Command::new("df")
+        .args(["--output=size,avail", "-B1"])
+        .arg(path)
+        .output()
+        .await
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut numbers = text.lines().nth(1)?.split_whitespace();
+    let size = numbers.next()?.parse().ok()?;
+    let available = numbers.next()?.parse().ok()?;
+    Some((size, available))
+}
+
 /// The bytes `dir` takes on disk (`du -s -x -B1`, as the kubelet measures an emptyDir without
 /// filesystem quotas), or `None` when it cannot be measured.
 pub async fn disk_usage(dir: &Path) -> Option<u64> {

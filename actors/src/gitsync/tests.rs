@@ -708,3 +708,57 @@ async fn a_sync_that_panics_fails_as_a_git_error_and_the_next_sync_runs() {
         .expect("store answers");
     assert_eq!(cleared, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pruned_pod_on_a_node_stops_gracefully_and_is_pruned_once() {
+    let cluster = Cluster::new();
+    let pod = |name: &str, node: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n{node}  terminationGracePeriodSeconds: 7\n  containers:\n  - name: c\n    image: busybox:1.36\n"
+        )
+    };
+    write(
+        &cluster.repo,
+        "apps/web/bound.yaml",
+        &pod("bound", "  nodeName: node-1\n"),
+    );
+    write(&cluster.repo, "apps/web/pending.yaml", &pod("pending", ""));
+    commit(&cluster.repo, "two pods");
+    cluster.sync(false).await;
+    assert!(cluster.get(key(Kind::Pod, "demo", "bound")).await.is_some());
+    git(
+        &cluster.repo,
+        &["rm", "-q", "apps/web/bound.yaml", "apps/web/pending.yaml"],
+    );
+    commit(&cluster.repo, "no pods");
+    cluster.sync(false).await;
+    // The pod on a node is marked with its grace period for its kubelet to stop (preStop
+    // hooks, SIGTERM); the one never scheduled has nothing to stop and is gone.
+    let bound = cluster
+        .get(key(Kind::Pod, "demo", "bound"))
+        .await
+        .expect("still there while its kubelet stops it");
+    assert!(bound.object["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(bound.object["metadata"]["deletionGracePeriodSeconds"], 7);
+    assert!(
+        cluster
+            .get(key(Kind::Pod, "demo", "pending"))
+            .await
+            .is_none()
+    );
+    // A later commit does not prune it again while it stops.
+    let marked = bound.object["metadata"]["resourceVersion"].clone();
+    write(
+        &cluster.repo,
+        "apps/web/page.yaml",
+        &config_map("page", "v2", ""),
+    );
+    commit(&cluster.repo, "page v2");
+    cluster.sync(false).await;
+    assert_eq!(cluster.value("page").await.as_deref(), Some("v2"));
+    let again = cluster
+        .get(key(Kind::Pod, "demo", "bound"))
+        .await
+        .expect("still stopping");
+    assert_eq!(again.object["metadata"]["resourceVersion"], marked);
+}
