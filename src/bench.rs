@@ -48,6 +48,16 @@ pub struct BenchArgs {
     /// trigger (sync-now and a 1-second poll), on real containerd (0 skips; needs root).
     #[arg(long, default_value_t = 10)]
     commit_runs: usize,
+    /// Pulls of a several-layer image from a registry on loopback, against `ctr image pull`
+    /// (0 skips; needs root, docker-registry and skopeo).
+    #[arg(long, default_value_t = 3)]
+    pull_runs: usize,
+    /// The size of that image in MiB (in 5 layers).
+    #[arg(long, default_value_t = 100)]
+    pull_megabytes: usize,
+    /// Pods of that image (new to every node) started across 3 nodes at once (0 skips).
+    #[arg(long, default_value_t = 20)]
+    pull_pods: usize,
     /// Service records for the DNS benchmark against BIND (0 skips).
     #[arg(long, default_value_t = 1000)]
     dns_records: usize,
@@ -398,6 +408,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ))?
         {
             pods.print();
+        }
+        if args.pull_runs > 0
+            && let Some(pulls) = runtime.block_on(crate::pullbench::run(
+                &root.path,
+                args.pull_runs,
+                args.pull_megabytes,
+                args.pull_pods,
+            ))?
+        {
+            pulls.print();
         }
         if args.commit_runs > 0
             && let Some(commits) =

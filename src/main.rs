@@ -10,6 +10,7 @@ mod exec;
 mod images;
 mod inspect;
 mod podbench;
+mod pullbench;
 mod remote;
 mod scale;
 mod startup;

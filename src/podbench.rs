@@ -54,7 +54,7 @@ impl PodFigures {
     }
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
@@ -103,13 +103,55 @@ fn key(name: &str) -> ObjectKey {
 
 /// What the watcher saw of each pod: uid, when Running, gone.
 #[derive(Default, Clone)]
-struct Seen {
-    uids: HashMap<String, String>,
-    running: HashMap<String, Instant>,
-    gone: std::collections::HashSet<String>,
+pub(crate) struct Seen {
+    pub(crate) uids: HashMap<String, String>,
+    pub(crate) running: HashMap<String, Instant>,
+    pub(crate) gone: std::collections::HashSet<String>,
 }
 
-async fn apply(store: &ActorRef<StoreActor>, writes: Vec<Write>) -> anyhow::Result<()> {
+/// Follows the store's pods: when each first ran, its uid, and which are gone.
+pub(crate) async fn watch_pods(
+    store: &ActorRef<StoreActor>,
+) -> anyhow::Result<tokio::sync::watch::Receiver<Seen>> {
+    let watch = store
+        .ask(Watch {
+            after: u64::MAX / 2,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("watch: {e}"))?;
+    let (seen_tx, seen) = tokio::sync::watch::channel(Seen::default());
+    tokio::spawn(async move {
+        let mut live = watch.live;
+        while let Ok(event) = live.recv().await {
+            if !event.key.starts_with("Pod/") {
+                continue;
+            }
+            let name = event.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            seen_tx.send_modify(|s| match event.kind {
+                EventType::Deleted => {
+                    s.gone.insert(name);
+                }
+                _ => {
+                    if let Some(uid) = event.object["metadata"]["uid"].as_str() {
+                        s.uids.insert(name.clone(), uid.to_string());
+                    }
+                    let running =
+                        event.object["status"]["containerStatuses"][0]["state"]["running"]
+                            .is_object();
+                    if running {
+                        s.running.entry(name).or_insert_with(Instant::now);
+                    }
+                }
+            });
+        }
+    });
+    Ok(seen)
+}
+
+pub(crate) async fn apply(store: &ActorRef<StoreActor>, writes: Vec<Write>) -> anyhow::Result<()> {
     store
         .ask(Apply(Batch {
             writes,
@@ -120,7 +162,7 @@ async fn apply(store: &ActorRef<StoreActor>, writes: Vec<Write>) -> anyhow::Resu
     Ok(())
 }
 
-async fn wait_for(
+pub(crate) async fn wait_for(
     seen: &mut tokio::sync::watch::Receiver<Seen>,
     what: &str,
     done: impl Fn(&Seen) -> bool,
@@ -137,7 +179,7 @@ async fn wait_for(
     }
 }
 
-async fn delete_all(
+pub(crate) async fn delete_all(
     store: &ActorRef<StoreActor>,
     seen: &mut tokio::sync::watch::Receiver<Seen>,
     names: &[String],
@@ -198,41 +240,7 @@ pub(crate) async fn run(
         shipshape_node::image::import(&containerd, std::slice::from_ref(&namespace), &archive)
             .await?;
         let store = StoreActor::spawn(StoreActor::new(Store::open(&data.join("shipshape.redb"))?));
-        let watch = store
-            .ask(Watch {
-                after: u64::MAX / 2,
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("watch: {e}"))?;
-        let (seen_tx, mut seen) = tokio::sync::watch::channel(Seen::default());
-        tokio::spawn(async move {
-            let mut live = watch.live;
-            while let Ok(event) = live.recv().await {
-                if !event.key.starts_with("Pod/") {
-                    continue;
-                }
-                let name = event.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                seen_tx.send_modify(|s| match event.kind {
-                    EventType::Deleted => {
-                        s.gone.insert(name);
-                    }
-                    _ => {
-                        if let Some(uid) = event.object["metadata"]["uid"].as_str() {
-                            s.uids.insert(name.clone(), uid.to_string());
-                        }
-                        let running =
-                            event.object["status"]["containerStatuses"][0]["state"]["running"]
-                                .is_object();
-                        if running {
-                            s.running.entry(name).or_insert_with(Instant::now);
-                        }
-                    }
-                });
-            }
-        });
+        let mut seen = watch_pods(&store).await?;
         let (kubelet, handle) = Kubelet::new(
             KubeletConfig {
                 node: BENCH_NODE.into(),

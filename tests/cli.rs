@@ -3525,10 +3525,11 @@ spec:
 
         impl Registry {
             /// `tls` is a certificate and key in PEM: the registry then speaks only HTTPS.
+            /// `auth` is the configuration's `auth:` block, if any (htpasswd, token).
             fn start(
                 dir: &Path,
                 name: &str,
-                htpasswd: Option<&Path>,
+                auth: Option<String>,
                 tls: Option<(&Path, &Path)>,
             ) -> Registry {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -3537,12 +3538,7 @@ spec:
                     .port();
                 let address = format!("127.0.0.1:{port}");
                 let store = dir.join(format!("{name}-store"));
-                let auth = htpasswd.map_or_else(String::new, |file| {
-                    format!(
-                        "auth:\n  htpasswd:\n    realm: shipshape-test\n    path: {}\n",
-                        file.display()
-                    )
-                });
+                let auth = auth.unwrap_or_default();
                 let tls = tls.map_or_else(String::new, |(certificate, key)| {
                     format!(
                         "  tls:\n    certificate: {}\n    key: {}\n",
@@ -3696,6 +3692,168 @@ spec:
             (ca, certificate, key)
         }
 
+        /// Base64 as JWTs and `x5c` headers want it (`url`: URL-safe, unpadded).
+        fn base64(bytes: &[u8], url: bool) -> String {
+            let table: &[u8; 64] = if url {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            } else {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+            };
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+                for i in 0..=chunk.len() {
+                    out.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
+                }
+                if !url {
+                    out.push_str(&"=".repeat(3 - chunk.len()));
+                }
+            }
+            out
+        }
+
+        /// A token server for the registry's bearer-token challenge, as Docker Hub and ghcr.io
+        /// answer one: it grants whatever scope is asked, in a JWT signed (RS256, openssl) with a
+        /// key whose certificate the registry trusts. Stops when dropped.
+        struct TokenServer {
+            address: String,
+            /// The certificate bundle the registry checks tokens against.
+            bundle: PathBuf,
+            stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+            served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        }
+
+        const TOKEN_SERVICE: &str = "shipshape-test-registry";
+        const TOKEN_ISSUER: &str = "shipshape-test-issuer";
+
+        impl TokenServer {
+            fn start(dir: &Path) -> TokenServer {
+                let key = dir.join("token.key");
+                let bundle = dir.join("token.pem");
+                let made = Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    ])
+                    .args(["-subj", "/CN=shipshape test token signer", "-keyout"])
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&bundle)
+                    .output()
+                    .expect("openssl");
+                assert!(made.status.success(), "{}", text(&made));
+                let der = Command::new("openssl")
+                    .args(["x509", "-outform", "DER", "-in"])
+                    .arg(&bundle)
+                    .output()
+                    .expect("openssl");
+                assert!(der.status.success(), "{}", text(&der));
+                let header = base64(
+                    serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [base64(&der.stdout, false)]})
+                        .to_string()
+                        .as_bytes(),
+                    true,
+                );
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let address = listener.local_addr().expect("address").to_string();
+                listener.set_nonblocking(true).expect("nonblocking");
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let (stopping, counting) = (stop.clone(), served.clone());
+                std::thread::spawn(move || {
+                    use std::io::{BufRead, Write};
+                    while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok((stream, _)) = listener.accept() else {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        };
+                        let _ = stream.set_nonblocking(false);
+                        let mut reader = std::io::BufReader::new(&stream);
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).is_err() {
+                            continue;
+                        }
+                        // GET /token?scope=repository:team/app:pull,push&service=… HTTP/1.1
+                        let query = line
+                            .split_whitespace()
+                            .nth(1)
+                            .unwrap_or("")
+                            .split_once('?')
+                            .map(|(_, q)| q.to_string())
+                            .unwrap_or_default();
+                        let access: Vec<serde_json::Value> = query
+                            .split('&')
+                            .filter_map(|pair| pair.strip_prefix("scope="))
+                            .filter_map(|scope| {
+                                let scope = scope.replace("%3A", ":").replace("%2F", "/").replace("%2C", ",");
+                                let mut parts = scope.splitn(3, ':');
+                                let (kind, name) = (parts.next()?.to_string(), parts.next()?.to_string());
+                                let actions: Vec<String> = parts.next()?.split(',').map(str::to_string).collect();
+                                Some(serde_json::json!({"type": kind, "name": name, "actions": actions}))
+                            })
+                            .collect();
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
+                        let claims = serde_json::json!({
+                            "iss": TOKEN_ISSUER, "sub": "", "aud": TOKEN_SERVICE,
+                            "exp": now + 600, "nbf": now - 60, "iat": now,
+                            "jti": format!("{now}-{}", counting.load(std::sync::atomic::Ordering::Relaxed)),
+                            "access": access,
+                        });
+                        let signing =
+                            format!("{header}.{}", base64(claims.to_string().as_bytes(), true));
+                        let signed = Command::new("openssl")
+                            .args(["dgst", "-sha256", "-sign"])
+                            .arg(&key)
+                            .stdin(Stdio::piped())
+                            .stdout(Stdio::piped())
+                            .spawn()
+                            .and_then(|mut child| {
+                                if let Some(mut stdin) = child.stdin.take() {
+                                    stdin.write_all(signing.as_bytes())?;
+                                }
+                                child.wait_with_output()
+                            });
+                        let Ok(signed) = signed else { continue };
+                        let token = format!("{signing}.{}", base64(&signed.stdout, true));
+                        let body = serde_json::json!({"token": token, "access_token": token, "expires_in": 600}).to_string();
+                        let mut stream = &stream;
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        counting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+                TokenServer {
+                    address,
+                    bundle,
+                    stop,
+                    served,
+                }
+            }
+
+            /// The registry's `auth:` block pointing at this server.
+            fn registry_auth(&self) -> String {
+                format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    self.address,
+                    self.bundle.display()
+                )
+            }
+        }
+
+        impl Drop for TokenServer {
+            fn drop(&mut self) {
+                self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+
         /// A pod named `name` running `image`, with `extra` spec lines.
         fn image_pod(name: &str, image: &str, extra: &str) -> String {
             format!(
@@ -3778,8 +3936,22 @@ spec:
                 .expect("htpasswd is installed (apache2-utils, scripts/setup)");
             assert!(hashed.status.success(), "{}", text(&hashed));
             std::fs::write(&htpasswd, &hashed.stdout).expect("htpasswd file");
-            let private = Registry::start(work.path(), "private", Some(&htpasswd), None);
+            let private = Registry::start(
+                work.path(),
+                "private",
+                Some(format!(
+                    "auth:\n  htpasswd:\n    realm: shipshape-test\n    path: {}\n",
+                    htpasswd.display()
+                )),
+                None,
+            );
             private.push(&archive, "team/tool:v1", Some("ship:s3cret-pass"));
+            // A registry behind a bearer-token challenge, as Docker Hub and ghcr.io are.
+            let tokens = TokenServer::start(work.path());
+            let tokened =
+                Registry::start(work.path(), "tokened", Some(tokens.registry_auth()), None);
+            tokened.push(&archive, "team/tokened:v1", None);
+            let tokens_for_push = tokens.served.load(std::sync::atomic::Ordering::Relaxed);
             // A registry over HTTPS with a certificate from a CA only the configuration names.
             let (ca, certificate, key) = loopback_certificate(work.path());
             let secure = Registry::start(work.path(), "secure", None, Some((&certificate, &key)));
@@ -3789,9 +3961,10 @@ spec:
             std::fs::write(
                 &config,
                 format!(
-                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\nconfigs:\n  \"{s}\":\n    tls:\n      ca_file: {ca}\n",
+                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\n  \"{t}\":\n    endpoint: [\"http://{t}\"]\nconfigs:\n  \"{s}\":\n    tls:\n      ca_file: {ca}\n",
                     m = mirror.address,
                     p = private.address,
+                    t = tokened.address,
                     s = secure.address,
                     ca = ca.display(),
                 ),
@@ -3815,6 +3988,11 @@ spec:
                 image_pod("later", "busybox:1.37", ""),
                 image_pod("tampered", "tampered:1", ""),
                 image_pod("secure", &format!("{}/team/secure:v1", secure.address), ""),
+                image_pod(
+                    "tokened",
+                    &format!("{}/team/tokened:v1", tokened.address),
+                    "",
+                ),
                 // The same registry by another name: the CA is configured for 127.0.0.1 only.
                 image_pod(
                     "untrusted",
@@ -3899,6 +4077,15 @@ spec:
                     .then_some(())
                     .ok_or(s)
             });
+            // The token challenge is answered anonymously, as for a public image.
+            eventually("the pod from the token registry running", || {
+                let s = state("tokened")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+            assert!(
+                tokens.served.load(std::sync::atomic::Ordering::Relaxed) > tokens_for_push,
+                "the pull asked the token server for a token"
+            );
             // HTTPS with the configured CA; without it the certificate is refused.
             eventually("the pod from the TLS registry running", || {
                 let s = state("secure")?;
@@ -4880,6 +5067,12 @@ spec:
                 // their lock).
                 "--commit-runs",
                 "0",
+                "--pull-runs",
+                "1",
+                "--pull-megabytes",
+                "10",
+                "--pull-pods",
+                "3",
             ])
             .output()
             .expect("runs");
@@ -4909,6 +5102,19 @@ spec:
         assert!(
             out.contains("3 pods bound to one node at once: all Running in")
                 || (!ci && out.contains("pod start: skipped (the containerd runtime needs root")),
+            "{out}"
+        );
+        assert!(
+            out.contains("ratio shipshape / ctr image pull: ")
+                || (!ci && out.contains("image pull: skipped (")),
+            "{out}"
+        );
+        // Three nodes pulling one new image download it once.
+        assert!(
+            !out.contains("ratio shipshape / ctr image pull: ")
+                || out.contains(
+                    "3 pods of that image (new to every node) on 3 nodes: all Running in"
+                ) && out.contains("(1.00x the image: one download"),
             "{out}"
         );
         assert!(

@@ -133,12 +133,24 @@ pub struct Packed {
 /// Builds an OCI image-layout archive holding `root` as one layer, named `tag`, at `out`.
 /// The same directory packs to the same digest (entries sorted, times and owners zeroed).
 pub fn pack(root: &Path, tag: &str, out: &Path) -> Result<Packed, RuntimeError> {
+    pack_layers(&[root], tag, out)
+}
+
+/// [`pack`] with one layer per directory, bottom first: a several-layer image (the pull
+/// benchmark's, a test's).
+pub fn pack_layers(roots: &[&Path], tag: &str, out: &Path) -> Result<Packed, RuntimeError> {
     let name = normalize(tag)?;
-    if !root.is_dir() {
-        return Err(invalid(format!("{}: not a directory", root.display())));
+    let mut layers: Vec<(String, Vec<u8>)> = Vec::with_capacity(roots.len());
+    for root in roots {
+        if !root.is_dir() {
+            return Err(invalid(format!("{}: not a directory", root.display())));
+        }
+        let layer = layer_tar(root)?;
+        layers.push((sha256_digest(&layer), layer));
     }
-    let layer = layer_tar(root)?;
-    let layer_digest = sha256_digest(&layer);
+    if layers.is_empty() {
+        return Err(invalid("an image needs at least one layer".to_string()));
+    }
     let oci = |e: oci_spec::OciSpecError| invalid(format!("building the image: {e}"));
     let digest = |text: &str| Digest::from_str(text).map_err(oci);
     let config = ImageConfigurationBuilder::default()
@@ -156,7 +168,7 @@ pub fn pack(root: &Path, tag: &str, out: &Path) -> Result<Packed, RuntimeError> 
         .rootfs(
             RootFsBuilder::default()
                 .typ("layers")
-                .diff_ids(vec![layer_digest.clone()])
+                .diff_ids(layers.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>())
                 .build()
                 .map_err(oci)?,
         )
@@ -175,14 +187,19 @@ pub fn pack(root: &Path, tag: &str, out: &Path) -> Result<Packed, RuntimeError> 
                 .build()
                 .map_err(oci)?,
         )
-        .layers(vec![
-            DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayer)
-                .digest(digest(&layer_digest)?)
-                .size(layer.len() as u64)
-                .build()
-                .map_err(oci)?,
-        ])
+        .layers(
+            layers
+                .iter()
+                .map(|(layer_digest, layer)| {
+                    DescriptorBuilder::default()
+                        .media_type(MediaType::ImageLayer)
+                        .digest(digest(layer_digest)?)
+                        .size(layer.len() as u64)
+                        .build()
+                        .map_err(oci)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        )
         .build()
         .map_err(oci)?;
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| invalid(e.to_string()))?;
@@ -224,11 +241,13 @@ pub fn pack(root: &Path, tag: &str, out: &Path) -> Result<Packed, RuntimeError> 
     };
     add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
     add("index.json".into(), &index_bytes).map_err(io)?;
-    for (digest, bytes) in [
+    let blobs = [
         (&manifest_digest, &manifest_bytes),
         (&config_digest, &config_bytes),
-        (&layer_digest, &layer),
-    ] {
+    ]
+    .into_iter()
+    .chain(layers.iter().map(|(d, l)| (d, l)));
+    for (digest, bytes) in blobs {
         let hex = digest.trim_start_matches("sha256:");
         add(format!("blobs/sha256/{hex}"), bytes).map_err(io)?;
     }
@@ -1113,6 +1132,9 @@ pub struct Pulled {
 /// How many layers download at once.
 const PARALLEL_LAYERS: usize = 4;
 
+/// The bytes one content write carries (containerd's own copy buffer is 1 MiB).
+const WRITE_CHUNK: usize = 1 << 20;
+
 /// How far a pull is, for a progress bar: the image's layer bytes once its manifest is read,
 /// and the bytes in the content store so far (layers already present count as done).
 #[derive(Debug, Default)]
@@ -1364,18 +1386,69 @@ async fn fetch_layer(
         }
         Ok(responses) => {
             let mut responses = responses.into_inner();
+            let mut stored = 0i64;
             while let Some(response) = responses.next().await {
-                if let Err(status) = response {
-                    if status.code() == containerd_client::tonic::Code::AlreadyExists {
+                match response {
+                    Ok(status) => stored = status.offset,
+                    Err(status)
+                        if status.code() == containerd_client::tonic::Code::AlreadyExists =>
+                    {
                         present_bytes(&progress);
                         return Ok(0);
                     }
-                    return Err(RuntimeError::call(
-                        format!("content.Write {}", layer.digest),
+                    Err(status) => {
+                        return Err(RuntimeError::call(
+                            format!("content.Write {}", layer.digest),
+                            status,
+                        )
+                        .into());
+                    }
+                }
+            }
+            // Another namespace has these bytes (containerd shares content): the write starts
+            // full, and committing it links them here; nothing is downloaded.
+            if total > 0 && stored == total {
+                let commit = WriteContentRequest {
+                    action: WriteAction::Commit as i32,
+                    r#ref: reference.clone(),
+                    total,
+                    expected: layer.digest.clone(),
+                    offset: total,
+                    data: Vec::new(),
+                    labels: HashMap::new(),
+                };
+                let committed = async {
+                    let mut responses = content
+                        .write(request(
+                            namespace,
+                            futures_util::stream::iter([commit]),
+                            Some(lease),
+                        ))
+                        .await?
+                        .into_inner();
+                    while let Some(response) = responses.next().await {
+                        response?;
+                    }
+                    Ok::<_, containerd_client::tonic::Status>(())
+                }
+                .await;
+                return match committed {
+                    Ok(()) => {
+                        present_bytes(&progress);
+                        Ok(0)
+                    }
+                    Err(status)
+                        if status.code() == containerd_client::tonic::Code::AlreadyExists =>
+                    {
+                        present_bytes(&progress);
+                        Ok(0)
+                    }
+                    Err(status) => Err(RuntimeError::call(
+                        format!("content.Write {} (shared)", layer.digest),
                         status,
                     )
-                    .into());
-                }
+                    .into()),
+                };
             }
         }
     }
@@ -1390,6 +1463,8 @@ async fn fetch_layer(
         digest: String,
         total: i64,
         at: u64,
+        /// The registry's stream has ended: the commit goes next.
+        drained: bool,
         ended: bool,
         failed: Arc<std::sync::Mutex<Option<PullError>>>,
         offset: Arc<std::sync::atomic::AtomicU64>,
@@ -1401,6 +1476,7 @@ async fn fetch_layer(
         digest: layer.digest.clone(),
         total,
         at: 0,
+        drained: false,
         ended: false,
         failed: failed.clone(),
         offset: offset.clone(),
@@ -1420,29 +1496,43 @@ async fn fetch_layer(
                 data,
                 labels: HashMap::new(),
             };
-        match feed.blob.next().await {
-            Some(Ok(bytes)) => {
-                let request = message(WriteAction::Write, feed.at, bytes.to_vec(), &feed);
-                feed.at = feed.at.saturating_add(bytes.len() as u64);
-                feed.offset
-                    .store(feed.at, std::sync::atomic::Ordering::Relaxed);
-                feed.progress
-                    .done
-                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                Some((request, feed))
-            }
-            Some(Err(error)) => {
-                if let Ok(mut slot) = feed.failed.lock() {
-                    *slot = Some(error);
+        if feed.drained {
+            feed.ended = true;
+            let at = feed.at;
+            return Some((message(WriteAction::Commit, at, Vec::new(), &feed), feed));
+        }
+        // The registry's chunks are small (16 KiB or so): gathered into writes of about
+        // 1 MiB, as containerd's own copy does, so gRPC carries few large messages.
+        let mut data: Vec<u8> = Vec::new();
+        while data.len() < WRITE_CHUNK {
+            match feed.blob.next().await {
+                Some(Ok(bytes)) => data.extend_from_slice(&bytes),
+                Some(Err(error)) => {
+                    if let Ok(mut slot) = feed.failed.lock() {
+                        *slot = Some(error);
+                    }
+                    return None;
                 }
-                None
-            }
-            None => {
-                feed.ended = true;
-                let at = feed.at;
-                Some((message(WriteAction::Commit, at, Vec::new(), &feed), feed))
+                None => {
+                    feed.drained = true;
+                    break;
+                }
             }
         }
+        if data.is_empty() {
+            feed.ended = true;
+            let at = feed.at;
+            return Some((message(WriteAction::Commit, at, Vec::new(), &feed), feed));
+        }
+        let length = data.len() as u64;
+        let request = message(WriteAction::Write, feed.at, data, &feed);
+        feed.at = feed.at.saturating_add(length);
+        feed.offset
+            .store(feed.at, std::sync::atomic::Ordering::Relaxed);
+        feed.progress
+            .done
+            .fetch_add(length, std::sync::atomic::Ordering::Relaxed);
+        Some((request, feed))
     });
     let written = async {
         let mut responses = content
