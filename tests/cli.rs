@@ -3594,6 +3594,21 @@ spec:
                 );
             }
 
+            /// Pushes the image index tagged `multi` in OCI layout `dir`, every platform.
+            fn push_index(&self, dir: &Path, reference: &str) {
+                let output = Command::new("skopeo")
+                    .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+                    .arg(format!("oci:{}:multi", dir.display()))
+                    .arg(format!("docker://{}/{reference}", self.address))
+                    .output()
+                    .expect("skopeo");
+                assert!(
+                    output.status.success(),
+                    "push {reference}: {}",
+                    text(&output)
+                );
+            }
+
             /// The blobs the registry stores, by path.
             fn blobs(&self) -> std::collections::BTreeSet<PathBuf> {
                 let output = Command::new("find")
@@ -3854,6 +3869,90 @@ spec:
             }
         }
 
+        /// An OCI layout in `dir` whose `multi` tag is a two-platform index: linux/arm64 first
+        /// (a layer without busybox: it cannot run), then `archive`'s linux/amd64 image. Returns
+        /// the index's digest in the layout.
+        fn two_platform_layout(archive: &Path, dir: &Path) -> String {
+            std::fs::create_dir_all(dir).expect("mkdir");
+            let untar = Command::new("tar")
+                .arg("-xf")
+                .arg(archive)
+                .arg("-C")
+                .arg(dir)
+                .output()
+                .expect("tar");
+            assert!(untar.status.success(), "{}", text(&untar));
+            let blob = |digest: &str| {
+                dir.join("blobs/sha256")
+                    .join(digest.trim_start_matches("sha256:"))
+            };
+            let put = |bytes: &[u8]| -> (String, usize) {
+                let scratch = dir.join("scratch");
+                std::fs::write(&scratch, bytes).expect("write");
+                let sum = Command::new("sha256sum")
+                    .arg(&scratch)
+                    .output()
+                    .expect("sha256sum");
+                let hex = String::from_utf8_lossy(&sum.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let digest = format!("sha256:{hex}");
+                std::fs::rename(&scratch, blob(&digest)).expect("rename");
+                (digest, bytes.len())
+            };
+            let read_json = |path: PathBuf| -> serde_json::Value {
+                serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
+            };
+            let amd64 = read_json(dir.join("index.json"))["manifests"][0].clone();
+            // arm64: a config saying so, and a layer holding one file and no shell.
+            let other = dir.join("arm64-root");
+            std::fs::create_dir_all(&other).expect("mkdir");
+            std::fs::write(other.join("arm64-only"), "not for this host\n").expect("write");
+            let layer_tar = dir.join("arm64-layer.tar");
+            let tarred = Command::new("tar")
+                .arg("-cf")
+                .arg(&layer_tar)
+                .arg("-C")
+                .arg(&other)
+                .arg(".")
+                .output()
+                .expect("tar");
+            assert!(tarred.status.success(), "{}", text(&tarred));
+            let (layer, layer_size) = put(&std::fs::read(&layer_tar).expect("layer"));
+            let manifest = read_json(blob(amd64["digest"].as_str().unwrap_or("")));
+            let mut config = read_json(blob(manifest["config"]["digest"].as_str().unwrap_or("")));
+            config["architecture"] = "arm64".into();
+            config["rootfs"]["diff_ids"] = serde_json::json!([layer]);
+            let (config_digest, config_size) = put(config.to_string().as_bytes());
+            let arm64_manifest = serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+            });
+            let (arm64_digest, arm64_size) = put(arm64_manifest.to_string().as_bytes());
+            let index = serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm64_digest, "size": arm64_size,
+                     "platform": {"os": "linux", "architecture": "arm64"}},
+                    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd64["digest"], "size": amd64["size"],
+                     "platform": {"os": "linux", "architecture": "amd64"}},
+                ],
+            });
+            let (index_digest, index_size) = put(index.to_string().as_bytes());
+            std::fs::write(
+                dir.join("index.json"),
+                serde_json::json!({"schemaVersion": 2, "manifests": [{
+                    "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index_size,
+                    "annotations": {"org.opencontainers.image.ref.name": "multi"}}]})
+                .to_string(),
+            )
+            .expect("index.json");
+            index_digest
+        }
+
         /// A pod named `name` running `image`, with `extra` spec lines.
         fn image_pod(name: &str, image: &str, extra: &str) -> String {
             format!(
@@ -3917,6 +4016,34 @@ spec:
             let mirror = Registry::start(work.path(), "mirror", None, None);
             mirror.push(&archive, "library/busybox:1.36", None);
             mirror.push(&doomed_archive, "library/doomed:1", None);
+            two_platform_layout(&archive, &work.path().join("multi"));
+            mirror.push_index(&work.path().join("multi"), "library/multi:1");
+            // The digest of the index as the registry serves it (the push may re-encode it).
+            let served = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "skopeo inspect --raw --tls-verify=false docker://{}/library/multi:1 | sha256sum",
+                    mirror.address
+                ))
+                .output()
+                .expect("skopeo");
+            let multi_digest = format!(
+                "sha256:{}",
+                String::from_utf8_lossy(&served.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+            );
+            let raw = Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{}/library/multi:1", mirror.address))
+                .output()
+                .expect("skopeo");
+            assert!(
+                String::from_utf8_lossy(&raw.stdout).contains("\"architecture\":\"arm64\""),
+                "the registry serves an index: {}",
+                text(&raw)
+            );
             let before = mirror.blobs();
             mirror.push(&other_archive, "library/tampered:1", None);
             let layer = mirror
@@ -3979,6 +4106,7 @@ spec:
             let manifests = [
                 secret,
                 image_pod("mirrored", "busybox:1.36", ""),
+                image_pod("multi", "multi:1", ""),
                 image_pod(
                     "private",
                     &private_image,
@@ -4065,6 +4193,17 @@ spec:
             assert!(
                 image_id.starts_with("docker.io/library/busybox@sha256:"),
                 "{image_id}"
+            );
+            // An index gives this host's platform (the arm64 entry listed first cannot run); the
+            // imageID is the index's digest, as containerd reports it.
+            eventually("the pod of a two-platform image running", || {
+                let s = state("multi")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
+            let multi = pod(&kubeconfig, &cache, "multi").expect("pod");
+            assert_eq!(
+                multi["status"]["containerStatuses"][0]["imageID"],
+                format!("docker.io/library/multi@{multi_digest}")
             );
             // The pull secret opens the private registry; without it the registry refuses.
             eventually("the private pod running", || {
