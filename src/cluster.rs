@@ -67,6 +67,10 @@ pub struct UpArgs {
     /// format: how an air-gapped or rate-limited site runs public manifests unchanged.
     #[arg(long, value_name = "FILE")]
     pub(crate) registry_config: Option<PathBuf>,
+    /// Pull a registry that has mirrors from its mirrors only, never from the registry itself
+    /// (k3s' flag of that name): what an air-gapped site wants.
+    #[arg(long)]
+    pub(crate) disable_default_registry_endpoint: bool,
     /// Disk usage (percent of the filesystem containerd keeps content on) at which unused
     /// images are removed, as the kubelet's flag of that name; 100 never removes any.
     #[arg(long, value_name = "PERCENT", default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]

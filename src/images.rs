@@ -28,6 +28,9 @@ struct RuntimeRecord {
     /// credentials as the nodes.
     #[serde(default)]
     registry_config: Option<PathBuf>,
+    /// `up --disable-default-registry-endpoint`.
+    #[serde(default)]
+    no_default_endpoint: bool,
 }
 
 const RUNTIME_RECORD: &str = "runtime.json";
@@ -166,10 +169,11 @@ pub fn pull(reference: &str, data_dir: Option<&Path>) -> anyhow::Result<ExitCode
     let data_dir = crate::data::data_dir(data_dir)?;
     async_runtime()?.block_on(async move {
         let (containerd, record) = running(&data_dir).await?;
-        let config = match &record.registry_config {
+        let mut config = match &record.registry_config {
             Some(path) => shipshape_registry::RegistryConfig::load(path)?,
             None => shipshape_registry::RegistryConfig::default(),
         };
+        config.no_default_endpoint = record.no_default_endpoint;
         let puller = shipshape_node::pull::ImagePuller::new(Arc::new(config));
         let keyring = shipshape_registry::Keyring::default();
         let bar = indicatif::ProgressBar::new(0).with_style(
@@ -309,10 +313,11 @@ pub(crate) async fn start_containerd(
         args.image_minimum_gc_age,
     )
     .map_err(|e| anyhow::anyhow!("--image-gc-low-threshold: {e}"))?;
-    let registries = match &args.registry_config {
+    let mut registries = match &args.registry_config {
         Some(path) => shipshape_registry::RegistryConfig::load(path)?,
         None => shipshape_registry::RegistryConfig::default(),
     };
+    registries.no_default_endpoint = args.disable_default_registry_endpoint;
     let containerd =
         Containerd::connect_or_start(args.containerd_socket.as_deref(), data_dir).await?;
     let names: Vec<String> = (1..=nodes.nodes).map(|i| format!("node-{i}")).collect();
@@ -355,6 +360,7 @@ pub(crate) async fn start_containerd(
             .registry_config
             .as_deref()
             .and_then(|p| std::path::absolute(p).ok()),
+        no_default_endpoint: args.disable_default_registry_endpoint,
     };
     std::fs::write(
         data_dir.join(RUNTIME_RECORD),

@@ -3521,6 +3521,9 @@ spec:
             child: Child,
             address: String,
             store: PathBuf,
+            /// Its configuration and log, to start it again.
+            config: PathBuf,
+            log: PathBuf,
         }
 
         impl Registry {
@@ -3555,30 +3558,70 @@ spec:
                     ),
                 )
                 .expect("registry config");
-                let child = Command::new("docker-registry")
-                    .arg("serve")
-                    .arg(&config)
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
-                    .spawn()
-                    .expect("docker-registry is installed (scripts/setup)");
+                let log = dir.join(format!("{name}.log"));
                 let registry = Registry {
-                    child,
+                    child: Registry::spawn(&config, &log),
                     address,
                     store,
+                    config,
+                    log,
                 };
-                eventually("the registry listening", || {
-                    std::net::TcpStream::connect(&registry.address)
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                });
+                registry.wait_listening();
                 registry
             }
 
+            fn spawn(config: &Path, log: &Path) -> Child {
+                Command::new("docker-registry")
+                    .arg("serve")
+                    .arg(config)
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(log)
+                            .expect("log"),
+                    )
+                    .spawn()
+                    .expect("docker-registry is installed (scripts/setup)")
+            }
+
+            fn wait_listening(&self) {
+                eventually("the registry listening", || {
+                    std::net::TcpStream::connect(&self.address)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                });
+            }
+
+            /// Stops the registry (its storage stays).
+            fn stop(&mut self) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+
+            /// Starts it again on the same address and storage.
+            fn start_again(&mut self) {
+                self.child = Registry::spawn(&self.config, &self.log);
+                self.wait_listening();
+            }
+
             /// Pushes an OCI archive as `repository:tag` with skopeo.
+            /// skopeo compresses the layers with gzip on the way (zstd with `zstd`).
             fn push(&self, archive: &Path, reference: &str, creds: Option<&str>) {
+                self.push_compressed(archive, reference, creds, "gzip");
+            }
+
+            fn push_compressed(
+                &self,
+                archive: &Path,
+                reference: &str,
+                creds: Option<&str>,
+                format: &str,
+            ) {
                 let mut skopeo = Command::new("skopeo");
                 skopeo.args(["copy", "-q", "--dest-tls-verify=false"]);
+                skopeo.args(["--dest-compress-format", format]);
                 if let Some(creds) = creds {
                     skopeo.args(["--dest-creds", creds]);
                 }
@@ -4013,8 +4056,9 @@ spec:
 
             // A mirror for Docker Hub names (anonymous), and a private registry behind
             // htpasswd basic auth.
-            let mirror = Registry::start(work.path(), "mirror", None, None);
+            let mut mirror = Registry::start(work.path(), "mirror", None, None);
             mirror.push(&archive, "library/busybox:1.36", None);
+            mirror.push_compressed(&archive, "library/zstd:1", None, "zstd");
             mirror.push(&doomed_archive, "library/doomed:1", None);
             two_platform_layout(&archive, &work.path().join("multi"));
             mirror.push_index(&work.path().join("multi"), "library/multi:1");
@@ -4107,6 +4151,7 @@ spec:
                 secret,
                 image_pod("mirrored", "busybox:1.36", ""),
                 image_pod("multi", "multi:1", ""),
+                image_pod("zstd", "zstd:1", ""),
                 image_pod(
                     "private",
                     &private_image,
@@ -4148,6 +4193,8 @@ spec:
                 &[
                     "--registry-config",
                     &config_arg,
+                    // Never Docker Hub itself: the tests talk to loopback only.
+                    "--disable-default-registry-endpoint",
                     // Collect unused images whatever the disk, at once.
                     "--image-gc-high-threshold",
                     "1",
@@ -4205,6 +4252,11 @@ spec:
                 multi["status"]["containerStatuses"][0]["imageID"],
                 format!("docker.io/library/multi@{multi_digest}")
             );
+            // Layers compressed with zstd (the others here are gzip, as skopeo pushes them).
+            eventually("the pod of a zstd image running", || {
+                let s = state("zstd")?;
+                (s == "Running").then_some(()).ok_or(s)
+            });
             // The pull secret opens the private registry; without it the registry refuses.
             eventually("the private pod running", || {
                 let s = state("private")?;
@@ -4352,6 +4404,28 @@ spec:
                     && has("docker.io/library/busybox:1.36"))
                 .then_some(())
                 .ok_or(listed)
+            });
+            // A registry that is down: the pull fails with its reason, backs off, and the pod
+            // runs once the registry is back.
+            mirror.push(&archive, "library/busybox:outage", None);
+            mirror.stop();
+            let outage = image_pod("outage", "busybox:outage", "");
+            write(
+                &repo.path(),
+                "apps/images.yaml",
+                &format!("{manifests}{outage}"),
+            );
+            commit(&repo.path(), "a pod while the mirror is down");
+            eventually("the pod in back-off while the registry is down", || {
+                let s = state("outage")?;
+                (s.starts_with("ImagePullBackOff\n") && s.contains("connect"))
+                    .then_some(())
+                    .ok_or(s)
+            });
+            mirror.start_again();
+            eventually("the pod running once the registry is back", || {
+                let s = state("outage")?;
+                (s == "Running").then_some(()).ok_or(s)
             });
             // The password is never written where people read.
             let shown = format!(

@@ -164,6 +164,9 @@ pub struct Containerd {
 
 struct OwnContainerd {
     child: tokio::process::Child,
+    /// `stop` was called: the supervisor must not start it again, even while clones of the
+    /// handle (a kubelet's, a pod worker's) are still alive.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -248,7 +251,10 @@ impl Containerd {
             stop_leftovers(&leftovers).await;
         }
         let child = spawn_containerd(&base)?;
-        let own = Arc::new(Mutex::new(OwnContainerd { child }));
+        let own = Arc::new(Mutex::new(OwnContainerd {
+            child,
+            stopped: false,
+        }));
         let log = base.join("containerd.log").display().to_string();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -288,6 +294,9 @@ impl Containerd {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(own) = weak.upgrade() else { return };
                 let mut own = own.lock().await;
+                if own.stopped {
+                    return;
+                }
                 if let Ok(Some(status)) = own.child.try_wait() {
                     tracing::warn!(%status, "containerd exited; starting it again");
                     match spawn_containerd(&base) {
@@ -324,6 +333,7 @@ impl Containerd {
     pub async fn stop(&self) {
         let Some(own) = &self.own else { return };
         let mut own = own.lock().await;
+        own.stopped = true;
         if let Some(pid) = own.child.id() {
             signal(pid, "TERM");
             if tokio::time::timeout(Duration::from_secs(10), own.child.wait())

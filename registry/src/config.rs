@@ -16,6 +16,9 @@ pub struct RegistryConfig {
     pub mirrors: BTreeMap<String, Mirror>,
     /// Host (`mirror.example:5000`, as an endpoint URL names it) → credentials and TLS.
     pub configs: BTreeMap<String, HostConfig>,
+    /// A registry that has mirrors is pulled from them only, never from itself (k3s'
+    /// `--disable-default-registry-endpoint`): an air-gapped site never reaches out.
+    pub no_default_endpoint: bool,
 }
 
 /// One registry's mirrors.
@@ -178,7 +181,10 @@ impl RegistryConfig {
                 endpoints.push(endpoint);
             }
         }
-        if !endpoints.iter().any(|e| e.upstream) {
+        // The registry itself, last: unless mirrors are all it may use.
+        if !endpoints.iter().any(|e| e.upstream)
+            && (endpoints.is_empty() || !self.no_default_endpoint)
+        {
             endpoints.push(upstream);
         }
         endpoints
@@ -787,6 +793,28 @@ configs:
             .and_then(|h| h.auth.clone())
             .expect("the mirror's credential");
         assert_eq!(auth.username, "puller");
+    }
+
+    #[test]
+    fn without_the_default_endpoint_a_mirrored_registry_is_pulled_from_its_mirrors_only() {
+        let mut config =
+            parse("mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:5000\"]\n")
+                .expect("accepted");
+        let hosts = |config: &RegistryConfig, registry: &str| -> Vec<String> {
+            config
+                .endpoints(registry, "library/nginx")
+                .into_iter()
+                .map(|e| e.host)
+                .collect()
+        };
+        assert_eq!(
+            hosts(&config, "docker.io"),
+            vec!["127.0.0.1:5000", "registry-1.docker.io"]
+        );
+        config.no_default_endpoint = true;
+        assert_eq!(hosts(&config, "docker.io"), vec!["127.0.0.1:5000"]);
+        // A registry without mirrors is still pulled from itself.
+        assert_eq!(hosts(&config, "ghcr.io"), vec!["ghcr.io"]);
     }
 
     #[test]
