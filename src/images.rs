@@ -78,23 +78,8 @@ pub fn import(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
     }
     let data_dir = crate::data::data_dir(data_dir)?;
     let kept = keep(file, &data_dir)?;
-    let record: Option<RuntimeRecord> = std::fs::read(data_dir.join(RUNTIME_RECORD))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let answering = match &record {
-            Some(record) => {
-                shipshape_node::containerd::probe(&record.socket, std::time::Duration::from_secs(3))
-                    .await
-                    .is_some()
-            }
-            None => false,
-        };
-        let Some(record) = record.filter(|_| answering) else {
+    async_runtime()?.block_on(async move {
+        let Some(record) = running_record(&data_dir).await else {
             println!(
                 "kept {} in {}; no cluster is running on containerd, so it is imported at the next `shipshape up --runtime containerd`",
                 file.display(),
@@ -115,20 +100,18 @@ pub fn import(file: &Path, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> 
     })
 }
 
+/// What the running cluster recorded, if one runs: its record names a containerd that answers.
+async fn running_record(data_dir: &Path) -> Option<RuntimeRecord> {
+    let record: RuntimeRecord =
+        serde_json::from_slice(&std::fs::read(data_dir.join(RUNTIME_RECORD)).ok()?).ok()?;
+    shipshape_node::containerd::probe(&record.socket, std::time::Duration::from_secs(3))
+        .await
+        .map(|_| record)
+}
+
 /// The running cluster's containerd and nodes, or why there is none to talk to.
 async fn running(data_dir: &Path) -> anyhow::Result<(Containerd, RuntimeRecord)> {
-    let record: Option<RuntimeRecord> = std::fs::read(data_dir.join(RUNTIME_RECORD))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let answering = match &record {
-        Some(record) => {
-            shipshape_node::containerd::probe(&record.socket, std::time::Duration::from_secs(3))
-                .await
-                .is_some()
-        }
-        None => false,
-    };
-    let Some(record) = record.filter(|_| answering) else {
+    let Some(record) = running_record(data_dir).await else {
         bail!(
             "no cluster is running on containerd with data in {}: start one with `shipshape up`",
             data_dir.display()

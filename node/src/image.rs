@@ -646,10 +646,22 @@ async fn import_into(
     namespace: &str,
     archive: &Archive,
 ) -> Result<(), RuntimeError> {
-    let channel = containerd.channel();
-    let lease_id = format!("shipshape-import-{}", uuid::Uuid::new_v4());
+    let lease_id = create_lease(containerd, namespace, "import").await?;
+    let result = import_leased(containerd, namespace, archive, &lease_id).await;
+    delete_lease(containerd, namespace, lease_id).await;
+    result
+}
+
+/// A lease (expiring in an hour, should we die holding it) that keeps what is written under it
+/// from containerd's collector until the image record refers to it.
+async fn create_lease(
+    containerd: &Containerd,
+    namespace: &str,
+    what: &str,
+) -> Result<String, RuntimeError> {
+    let lease_id = format!("shipshape-{what}-{}", uuid::Uuid::new_v4());
     let expire = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    LeasesClient::new(channel.clone())
+    LeasesClient::new(containerd.channel())
         .create(request(
             namespace,
             CreateLeaseRequest {
@@ -660,8 +672,12 @@ async fn import_into(
         ))
         .await
         .map_err(|s| RuntimeError::call("leases.Create", s))?;
-    let result = import_leased(containerd, namespace, archive, &lease_id).await;
-    let _ = LeasesClient::new(channel)
+    Ok(lease_id)
+}
+
+/// Ends a lease; one that cannot be deleted expires by itself.
+async fn delete_lease(containerd: &Containerd, namespace: &str, lease_id: String) {
+    let _ = LeasesClient::new(containerd.channel())
         .delete(request(
             namespace,
             DeleteRequest {
@@ -671,7 +687,6 @@ async fn import_into(
             None,
         ))
         .await;
-    result
 }
 
 async fn import_leased(
@@ -961,14 +976,7 @@ pub async fn resolve(
     let Some(target) = image.and_then(|i| i.target) else {
         return Ok(None);
     };
-    let mut digest = target.digest.clone();
-    let mut bytes = read_blob(containerd, namespace, &digest).await?;
-    if target.media_type.contains("index") || target.media_type.contains("manifest.list") {
-        digest = shipshape_registry::pull::choose_platform(&bytes, &Platform::host())
-            .map_err(|m| invalid(format!("{name}: {m}")))?;
-        bytes = read_blob(containerd, namespace, &digest).await?;
-    }
-    let manifest: ImageManifest = parse_json(name, &bytes, &digest)?;
+    let manifest = host_manifest(containerd, namespace, name, &target).await?;
     let config_digest = manifest.config().digest().to_string();
     let config: ImageConfiguration = parse_json(
         name,
@@ -1085,6 +1093,18 @@ async fn manifest_size(
     name: &str,
     target: &Descriptor,
 ) -> Result<u64, RuntimeError> {
+    let manifest = host_manifest(containerd, namespace, name, target).await?;
+    Ok(manifest.layers().iter().map(|l| l.size()).sum())
+}
+
+/// The manifest image `name`'s `target` means on this host: itself, or the host platform's
+/// entry when it is an index or a Docker manifest list.
+async fn host_manifest(
+    containerd: &Containerd,
+    namespace: &str,
+    name: &str,
+    target: &Descriptor,
+) -> Result<ImageManifest, RuntimeError> {
     let mut digest = target.digest.clone();
     let mut bytes = read_blob(containerd, namespace, &digest).await?;
     if target.media_type.contains("index") || target.media_type.contains("manifest.list") {
@@ -1092,8 +1112,7 @@ async fn manifest_size(
             .map_err(|m| invalid(format!("{name}: {m}")))?;
         bytes = read_blob(containerd, namespace, &digest).await?;
     }
-    let manifest: ImageManifest = parse_json(name, &bytes, &digest)?;
-    Ok(manifest.layers().iter().map(|l| l.size()).sum())
+    parse_json(name, &bytes, &digest)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1163,34 +1182,12 @@ pub async fn pull(
     progress
         .total
         .store(resolved.layer_bytes(), std::sync::atomic::Ordering::Relaxed);
-    let channel = containerd.channel();
-    let lease_id = format!("shipshape-pull-{}", uuid::Uuid::new_v4());
-    let expire = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    LeasesClient::new(channel.clone())
-        .create(request(
-            namespace,
-            CreateLeaseRequest {
-                id: lease_id.clone(),
-                labels: HashMap::from([("containerd.io/gc.expire".into(), expire.to_string())]),
-            },
-            None,
-        ))
-        .await
-        .map_err(|s| RuntimeError::call("leases.Create", s))?;
+    let lease_id = create_lease(containerd, namespace, "pull").await?;
     let result = pull_leased(
         containerd, namespace, puller, &resolved, &lease_id, progress,
     )
     .await;
-    let _ = LeasesClient::new(channel)
-        .delete(request(
-            namespace,
-            DeleteRequest {
-                id: lease_id,
-                sync: false,
-            },
-            None,
-        ))
-        .await;
+    delete_lease(containerd, namespace, lease_id).await;
     let downloaded = result?;
     let name = image.to_string();
     let found = resolve(containerd, namespace, &name)
