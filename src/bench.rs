@@ -58,6 +58,12 @@ pub struct BenchArgs {
     /// Pods of that image (new to every node) started across 3 nodes at once (0 skips).
     #[arg(long, default_value_t = 20)]
     pull_pods: usize,
+    /// Applications in the kustomize monorepo benchmark, each an overlay of one base (0 skips).
+    #[arg(long, default_value_t = 1000)]
+    kustomize_apps: usize,
+    /// Pushes changing one overlay each, timed to applied.
+    #[arg(long, default_value_t = 20)]
+    kustomize_pushes: usize,
     /// Service records for the DNS benchmark against BIND (0 skips).
     #[arg(long, default_value_t = 1000)]
     dns_records: usize,
@@ -424,6 +430,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 runtime.block_on(crate::commitbench::run(&root.path, args.commit_runs))?
         {
             commits.print();
+        }
+        if args.kustomize_apps > 0 {
+            runtime
+                .block_on(crate::kustomizebench::run(
+                    &root.path,
+                    args.kustomize_apps,
+                    args.kustomize_pushes.max(1),
+                ))?
+                .print();
         }
         if args.dns_records > 0 {
             runtime

@@ -9,9 +9,11 @@ mod dnsbench;
 mod exec;
 mod images;
 mod inspect;
+mod kustomizebench;
 mod podbench;
 mod pullbench;
 mod remote;
+mod render;
 mod scale;
 mod startup;
 mod validate;
@@ -48,6 +50,15 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Text)]
         output: Format,
+    },
+    /// Print what a kustomization renders, as `kustomize build` prints it.
+    ///
+    /// PATH is a folder with a kustomization.yaml; its bases may be anywhere in the same
+    /// repository. Nothing is fetched: remote bases, Helm charts and plugins are refused.
+    Render {
+        /// The kustomization's folder.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
     /// Start the cluster on the desired state in a Git repository.
     ///
@@ -289,6 +300,7 @@ fn main() -> ExitCode {
     let data_dir = cli.data_dir.as_deref();
     let result = match cli.command {
         Command::Validate { paths, output } => validate::run(&paths, output),
+        Command::Render { path } => render::run(&path),
         Command::Up(args) => cluster::up(&args, data_dir),
         Command::Status { output } => inspect::status(data_dir, output),
         Command::Sync { allow_empty } => cluster::sync_once(allow_empty, data_dir),

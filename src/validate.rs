@@ -12,13 +12,26 @@ use crate::Format;
 /// Loads every path as one desired set (duplicates across paths count).
 pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     let mut files = Vec::new();
+    let mut rendered = Vec::new();
+    let mut render_problems = Vec::new();
     let mut read_problems = Vec::new();
     for path in paths {
         let (found, problems) = load::read_path(path);
-        files.extend(found);
         read_problems.extend(problems);
+        // Applications with a kustomization render (bases may sit anywhere in the checkout).
+        let kustomized = !shipshape_kustomize::apps::kustomized(&found).is_empty();
+        match crate::render::checkout(path) {
+            Ok(checkout) if kustomized && path.is_dir() => {
+                let split =
+                    shipshape_kustomize::apps::split(found, &checkout.files, &checkout.base);
+                files.extend(split.plain);
+                rendered.extend(split.rendered);
+                render_problems.extend(split.problems);
+            }
+            _ => files.extend(found),
+        }
     }
-    let mut result = load::load(&files);
+    let mut result = load::load_with(&files, &rendered, render_problems);
     result.problems.extend(read_problems);
     result
         .problems

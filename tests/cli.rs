@@ -182,25 +182,67 @@ mod validate {
     }
 
     #[test]
-    fn kustomize_folders_are_refused_whole() {
+    fn kustomize_applications_validate_with_the_source_file_of_each_problem() {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A checkout: bases outside the path given are read up to its top.
+        std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
         write(
             dir.path(),
-            "app/kustomization.yaml",
-            "resources: [cm.yaml]\n",
+            "base/kustomization.yaml",
+            "resources:\n- deploy.yaml\n",
         );
         write(
             dir.path(),
-            "app/cm.yaml",
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+            "base/deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n",
         );
-        let output = shipshape(&["validate", "."], dir.path());
-        assert_eq!(output.status.code(), Some(1));
+        // An overlay that asks for a negative count: the problem is in the base's object.
+        write(
+            dir.path(),
+            "apps/web/kustomization.yaml",
+            "resources:\n- ../../base\nnamePrefix: prod-\nreplicas:\n- name: web\n  count: -1\n",
+        );
+        write(
+            dir.path(),
+            "apps/broken/kustomization.yaml",
+            "resources:\n- ../../base\nimages:\n- newTag: v2\n",
+        );
+        write(
+            dir.path(),
+            "apps/nested/sub/kustomization.yaml",
+            "resources: []\n",
+        );
+        write(
+            dir.path(),
+            "apps/plain/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n",
+        );
+        let output = shipshape(&["validate", "apps"], dir.path());
+        let out = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "apps/broken/kustomization.yaml:4: images[0]: missing field `name`",
+                "apps/nested/sub/kustomization.yaml:1: a kustomization renders only at the top of an application's folder or of the path: list this folder as a base there (or make it an application)",
+                "base/deploy.yaml:1: Deployment default/prod-web: spec.replicas: must be greater than or equal to 0 (got -1)",
+            ],
+            "{out}"
+        );
+        // The rendered output itself.
+        let rendered = shipshape(&["render", "apps/web"], dir.path());
         assert!(
-            stdout(&output)
-                .starts_with("./app/kustomization.yaml:1: kustomize is not supported yet"),
+            rendered.status.success(),
             "{}",
-            stdout(&output)
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        assert!(stdout(&rendered).starts_with("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: prod-web\nspec:\n  replicas: -1\n"), "{}", stdout(&rendered));
+        let refused = shipshape(&["render", "apps/broken"], dir.path());
+        assert_eq!(refused.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&refused.stderr),
+            "apps/broken/kustomization.yaml:4: images[0]: missing field `name`\n"
         );
     }
 
@@ -1170,6 +1212,182 @@ spec:
             commit(&repo.path(), "three");
             peers(3);
             interrupt(child);
+        }
+
+        /// A Flux-style layout: applications (`apps/prod`, `apps/staging`) whose kustomizations
+        /// build overlays (`overlays/NAME`) of a shared base (`base/web`), outside the path.
+        fn kustomize_layout(repo: &Repo, web_tag: &str, staging_replicas: u32, colour: &str) {
+            write(
+                &repo.path(),
+                "base/web/kustomization.yaml",
+                "resources:\n- deploy.yaml\n- service.yaml\nconfigMapGenerator:\n- name: web-config\n  literals:\n  - colour=blue\n",
+            );
+            write(
+                &repo.path(),
+                "base/web/deploy.yaml",
+                &format!(
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: busybox:{web_tag}\n        command: [sleep, \"3600\"]\n        envFrom:\n        - configMapRef:\n            name: web-config\n"
+                ),
+            );
+            write(
+                &repo.path(),
+                "base/web/service.yaml",
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80}\n",
+            );
+            for (env, replicas) in [("prod", 2), ("staging", staging_replicas)] {
+                write(
+                    &repo.path(),
+                    &format!("overlays/{env}/namespace.yaml"),
+                    &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {env}\n"),
+                );
+                write(
+                    &repo.path(),
+                    &format!("overlays/{env}/kustomization.yaml"),
+                    &format!(
+                        "resources:\n- namespace.yaml\n- ../../base/web\nnamespace: {env}\nnamePrefix: {env}-\nlabels:\n- pairs: {{env: {env}}}\nreplicas:\n- name: web\n  count: {replicas}\nconfigMapGenerator:\n- name: web-config\n  behavior: merge\n  literals:\n  - colour={colour}\n"
+                    ),
+                );
+                write(
+                    &repo.path(),
+                    &format!("apps/{env}/kustomization.yaml"),
+                    &format!("resources:\n- ../../overlays/{env}\n"),
+                );
+            }
+        }
+
+        #[test]
+        fn kustomize_overlays_of_a_shared_base_sync_render_only_what_changed_and_prune() {
+            let repo = Repo::new();
+            kustomize_layout(&repo, "1.35", 1, "green");
+            commit(&repo.path(), "first");
+            let (_child, log) = repo.up_with(&[
+                "--runtime",
+                "simulated",
+                "--nodes",
+                "1",
+                "--pod-start-delay",
+                "100ms",
+            ]);
+            wait_for(&log, "staging Synced 4 created");
+            wait_for(&log, "prod Synced 4 created");
+            let kubeconfig = repo.data().join("kubeconfig");
+            let cache = repo.dir.path().join("kube-cache");
+            // The overlay's prefix, namespace, replicas and merged, hash-named ConfigMap; the
+            // Deployment refers to the ConfigMap's new name.
+            let deployment = |env: &str| -> serde_json::Value {
+                let out = kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &[
+                        "get",
+                        "deployment",
+                        &format!("{env}-web"),
+                        "-n",
+                        env,
+                        "-o",
+                        "json",
+                    ],
+                );
+                assert!(out.status.success(), "{}", text(&out));
+                serde_json::from_slice(&out.stdout).expect("JSON")
+            };
+            let prod = deployment("prod");
+            assert_eq!(prod["spec"]["replicas"], 2);
+            assert_eq!(prod["metadata"]["labels"]["env"], "prod");
+            let config = prod["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                config.starts_with("prod-web-config-")
+                    && config.len() == "prod-web-config-".len() + 10,
+                "{config}"
+            );
+            let data = jsonpath(
+                &kubeconfig,
+                &cache,
+                &["get", "configmap", &config, "-n", "prod"],
+                "{.data.colour}",
+            );
+            assert_eq!(data, "green");
+            // Each object says which file of which commit it came from: the base's.
+            assert!(
+                prod["metadata"]["annotations"]["shipshape.dev/source"] == "base/web/deploy.yaml",
+                "{}",
+                prod["metadata"]["annotations"]
+            );
+            eventually("two prod pods and one staging pod running", || {
+                let pods = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "pods", "-A", "--no-headers"],
+                ));
+                let running = |ns: &str| {
+                    pods.lines()
+                        .filter(|l| l.starts_with(ns) && l.contains("Running"))
+                        .count()
+                };
+                (running("prod ") == 2 && running("staging ") == 1)
+                    .then_some(())
+                    .ok_or(pods)
+            });
+
+            // A push that changes one overlay renders and applies only that application.
+            kustomize_layout(&repo, "1.35", 3, "green");
+            commit(&repo.path(), "staging: three replicas");
+            let pushed = wait_for(&log, "staging Synced 1 updated");
+            let after = pushed
+                .split("staging: three replicas")
+                .nth(1)
+                .unwrap_or_default();
+            assert!(
+                !after.contains("prod "),
+                "prod is not applied again: {after}"
+            );
+            assert_eq!(deployment("staging")["spec"]["replicas"], 3);
+
+            // A change to the shared base reaches both; a changed generator gets a new name,
+            // the workloads follow it and the old ConfigMap is pruned.
+            kustomize_layout(&repo, "1.36", 3, "red");
+            commit(&repo.path(), "base: busybox 1.36, red");
+            wait_for(&log, "prod Synced 1 created, 1 updated, 1 pruned");
+            wait_for(&log, "staging Synced 1 created, 1 updated, 1 pruned");
+            let prod = deployment("prod");
+            assert_eq!(
+                prod["spec"]["template"]["spec"]["containers"][0]["image"],
+                "busybox:1.36"
+            );
+            let renamed = prod["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert_ne!(renamed, config);
+            let maps = text(&kubectl(
+                &kubeconfig,
+                &cache,
+                &["get", "configmaps", "-n", "prod", "--no-headers"],
+            ));
+            assert!(maps.contains(&renamed) && !maps.contains(&config), "{maps}");
+
+            // A broken overlay fails its application with the file and line; the other stays.
+            write(
+                &repo.path(),
+                "overlays/staging/kustomization.yaml",
+                "resources:\n- namespace.yaml\n- ../../base/web\nnamespace: staging\npatches:\n- patch: |-\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata:\n      name: api\n    spec:\n      replicas: 2\n",
+            );
+            commit(&repo.path(), "staging: a patch for nothing");
+            let failed = wait_for(
+                &log,
+                "overlays/staging/kustomization.yaml:6: the patch targets Deployment api, which no resource defines",
+            );
+            assert!(failed.contains("staging Failed"), "{failed}");
+            let status = text(&repo.shipshape(&["status"]));
+            assert!(status.contains("prod Synced"), "{status}");
+            assert_eq!(
+                deployment("staging")["spec"]["replicas"],
+                3,
+                "the last good commit stays"
+            );
         }
 
         #[test]
@@ -4003,6 +4221,68 @@ spec:
             )
         }
 
+        /// A registry that answers every request and then sends its body a byte every 200 ms,
+        /// forever: a pull from it never fails and never ends (no read timeout fires).
+        struct TrickleRegistry {
+            address: String,
+            /// Connections open now.
+            open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            /// Connections seen so far.
+            seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        }
+
+        impl TrickleRegistry {
+            fn start() -> TrickleRegistry {
+                use std::sync::Arc;
+                use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let address = listener.local_addr().expect("address").to_string();
+                let open = Arc::new(AtomicUsize::new(0));
+                let seen = Arc::new(AtomicUsize::new(0));
+                let done = Arc::new(AtomicBool::new(false));
+                let (o, n, d) = (open.clone(), seen.clone(), done.clone());
+                listener.set_nonblocking(true).expect("nonblocking");
+                std::thread::spawn(move || {
+                    while !d.load(Ordering::Relaxed) {
+                        let Ok((mut stream, _)) = listener.accept() else {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        };
+                        n.fetch_add(1, Ordering::Relaxed);
+                        o.fetch_add(1, Ordering::Relaxed);
+                        let (o, d) = (o.clone(), d.clone());
+                        std::thread::spawn(move || {
+                            use std::io::{Read, Write};
+                            let _ = stream.set_nonblocking(false);
+                            let mut request = [0u8; 4096];
+                            let _ = stream.read(&mut request);
+                            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n";
+                            let mut alive = stream.write_all(head.as_bytes()).is_ok();
+                            while alive && !d.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(200));
+                                alive =
+                                    stream.write_all(b" ").and_then(|()| stream.flush()).is_ok();
+                            }
+                            o.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+                TrickleRegistry {
+                    address,
+                    open,
+                    seen,
+                    done,
+                }
+            }
+        }
+
+        impl Drop for TrickleRegistry {
+            fn drop(&mut self) {
+                self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+
         /// The waiting reason of a pod's first container, or its phase once it runs.
         fn pod_state(kubeconfig: &Path, cache: &Path, name: &str) -> Result<String, String> {
             let p = pod(kubeconfig, cache, name)?;
@@ -4128,14 +4408,18 @@ spec:
             let secure = Registry::start(work.path(), "secure", None, Some((&certificate, &key)));
             secure.push(&archive, "team/secure:v1", None);
 
+            // A registry that never finishes an answer.
+            let trickle = TrickleRegistry::start();
+
             let config = work.path().join("registries.yaml");
             std::fs::write(
                 &config,
                 format!(
-                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\n  \"{t}\":\n    endpoint: [\"http://{t}\"]\nconfigs:\n  \"{s}\":\n    tls:\n      ca_file: {ca}\n",
+                    "mirrors:\n  docker.io:\n    endpoint: [\"http://{m}\"]\n  \"{p}\":\n    endpoint: [\"http://{p}\"]\n  \"{t}\":\n    endpoint: [\"http://{t}\"]\n  \"{w}\":\n    endpoint: [\"http://{w}\"]\nconfigs:\n  \"{s}\":\n    tls:\n      ca_file: {ca}\n",
                     m = mirror.address,
                     p = private.address,
                     t = tokened.address,
+                    w = trickle.address,
                     s = secure.address,
                     ca = ca.display(),
                 ),
@@ -4427,6 +4711,35 @@ spec:
                 let s = state("outage")?;
                 (s == "Running").then_some(()).ok_or(s)
             });
+            // A pull that never ends is cancelled when its pod is deleted: the pod goes away
+            // (the kubelet does not wait for the registry) and the connection is dropped.
+            let with_outage = format!("{manifests}{outage}");
+            let slow = image_pod("slow", &format!("{}/team/slow:v1", trickle.address), "");
+            write(
+                &repo.path(),
+                "apps/images.yaml",
+                &format!("{with_outage}{slow}"),
+            );
+            commit(&repo.path(), "a pod whose registry never answers in full");
+            eventually("the slow pod pulling", || {
+                let s = state("slow")?;
+                let open = trickle.open.load(std::sync::atomic::Ordering::Relaxed);
+                (s.starts_with("ContainerCreating\n") && open > 0)
+                    .then_some(())
+                    .ok_or(format!("{open} connections open; {s}"))
+            });
+            write(&repo.path(), "apps/images.yaml", &with_outage);
+            commit(&repo.path(), "without the slow pod");
+            eventually("the slow pod gone and its pull dropped", || {
+                let gone = !pod_list(&kubeconfig, &cache)?
+                    .iter()
+                    .any(|p| p["metadata"]["name"] == "slow");
+                let open = trickle.open.load(std::sync::atomic::Ordering::Relaxed);
+                (gone && open == 0)
+                    .then_some(())
+                    .ok_or(format!("gone: {gone}; {open} connections open"))
+            });
+            assert!(trickle.seen.load(std::sync::atomic::Ordering::Relaxed) > 0);
             // The password is never written where people read.
             let shown = format!(
                 "{}{}",
@@ -5286,6 +5599,10 @@ spec:
                 "10",
                 "--pull-pods",
                 "3",
+                "--kustomize-apps",
+                "20",
+                "--kustomize-pushes",
+                "2",
             ])
             .output()
             .expect("runs");
@@ -5293,6 +5610,12 @@ spec:
         assert!(output.status.success(), "{out}");
         assert!(
             out.contains("commit of 20 objects, push to applied"),
+            "{out}"
+        );
+        assert!(
+            out.contains("kustomize monorepo (20 applications, each an overlay of one base")
+                && out.contains("push changing one overlay, to applied p50")
+                && out.contains("push changing the base (all re-render)"),
             "{out}"
         );
         assert!(

@@ -99,16 +99,105 @@ impl CommitInfo {
 }
 
 /// One application's files at one commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApplicationTree {
-    /// A digest of the application's files: equal digests mean nothing changed.
+    /// A digest of the application's files (for a kustomization, of every file and folder its
+    /// build read, bases included): equal digests mean nothing changed.
     pub digest: String,
     /// The manifest files (and marker files such as kustomization.yaml).
     pub files: Vec<SourceFile>,
+    /// For an application with a kustomization at its top: what it rendered, or why not.
+    pub rendered: Option<Result<Vec<load::RenderedDocument>, load::Problem>>,
+}
+
+/// One application's last render, kept while none of the paths it read changes.
+struct CachedRender {
+    /// Each path the build read and the object there (`None`: nothing).
+    read: Vec<(String, Option<Oid>)>,
+    digest: String,
+    result: Result<Vec<load::RenderedDocument>, load::Problem>,
+}
+
+/// A commit's files as the kustomize renderer reads them. Lookups are remembered: libgit2
+/// reads every folder on a path again for each lookup, and a thousand applications' renders
+/// (or their cache checks) look up paths through the same large folders.
+struct CommitFiles<'r> {
+    repo: &'r Repository,
+    tree: git2::Tree<'r>,
+    entries: std::cell::RefCell<std::collections::HashMap<String, Option<(Oid, bool)>>>,
+    trees: std::cell::RefCell<std::collections::HashMap<String, git2::Tree<'r>>>,
+}
+
+impl<'r> CommitFiles<'r> {
+    fn new(repo: &'r Repository, tree: git2::Tree<'r>) -> Self {
+        CommitFiles {
+            repo,
+            tree,
+            entries: Default::default(),
+            trees: Default::default(),
+        }
+    }
+
+    /// The object at `path` (`""`: the top), and whether it is a folder.
+    fn entry(&self, path: &str) -> Option<(Oid, bool)> {
+        let path = path.trim_matches('/');
+        if path.is_empty() || path == "." {
+            return Some((self.tree.id(), true));
+        }
+        if let Some(found) = self.entries.borrow().get(path) {
+            return *found;
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let found = self.with_tree(parent, |tree| {
+            let entry = tree.get_name(name)?;
+            match entry.kind() {
+                Some(ObjectType::Tree) => Some((entry.id(), true)),
+                // A link could point anywhere: it is read as absent.
+                Some(ObjectType::Blob) if entry.filemode() != 0o120000 => Some((entry.id(), false)),
+                _ => None,
+            }
+        });
+        let found = found.flatten();
+        self.entries.borrow_mut().insert(path.to_string(), found);
+        found
+    }
+
+    /// Calls `f` on the folder at `dir`, if there is one.
+    fn with_tree<T>(&self, dir: &str, f: impl FnOnce(&git2::Tree<'r>) -> T) -> Option<T> {
+        if dir.is_empty() {
+            return Some(f(&self.tree));
+        }
+        if !self.trees.borrow().contains_key(dir) {
+            let (id, is_dir) = self.entry(dir)?;
+            if !is_dir {
+                return None;
+            }
+            let tree = self.repo.find_tree(id).ok()?;
+            self.trees.borrow_mut().insert(dir.to_string(), tree);
+        }
+        self.trees.borrow().get(dir).map(f)
+    }
+}
+
+impl shipshape_kustomize::Files for CommitFiles<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.entry(path) {
+            Some((id, false)) => self
+                .repo
+                .find_blob(id)
+                .map(|blob| Some(blob.content().to_vec()))
+                .map_err(|e| e.message().to_string()),
+            _ => Ok(None),
+        }
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        matches!(self.entry(path), Some((_, true)))
+    }
 }
 
 /// The desired state at one commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// The commit.
     pub commit: CommitInfo,
@@ -129,6 +218,9 @@ pub struct Mirror {
     repo: Repository,
     source: GitSource,
     fetch_timeout: std::time::Duration,
+    /// Each kustomize application's last render: a push that changes one application
+    /// renders only it (and those sharing a base that changed).
+    renders: std::sync::Mutex<std::collections::HashMap<String, CachedRender>>,
 }
 
 /// Makes libgit2 give up on a connection silent for `silence` (connecting, or waiting for
@@ -206,6 +298,7 @@ impl Mirror {
             repo,
             source,
             fetch_timeout: FETCH_TIMEOUT,
+            renders: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -303,7 +396,7 @@ impl Mirror {
             .tree()
             .map_err(git_error("cannot read the commit's tree"))?;
         let base = if self.source.path.is_empty() {
-            top
+            top.clone()
         } else {
             let entry = top.get_path(Path::new(&self.source.path)).map_err(|_| {
                 GitError(format!(
@@ -370,6 +463,7 @@ impl Mirror {
                         ApplicationTree {
                             digest: entry.id().to_string(),
                             files,
+                            rendered: None,
                         },
                     );
                 }
@@ -404,13 +498,107 @@ impl Mirror {
                 ApplicationTree {
                     digest,
                     files: root_files,
+                    rendered: None,
                 },
             );
         }
+        self.render_kustomizations(&top, &mut applications);
         Ok(Snapshot {
             commit: info,
             applications,
         })
+    }
+
+    /// Renders the applications with a kustomization at their top (a kustomization at the top
+    /// of the path makes the whole path one application), reusing a render whose inputs are
+    /// all unchanged.
+    fn render_kustomizations(
+        &self,
+        top: &git2::Tree<'_>,
+        applications: &mut BTreeMap<String, ApplicationTree>,
+    ) {
+        let files: Vec<SourceFile> = applications
+            .values()
+            .flat_map(|a| a.files.iter().cloned())
+            .collect();
+        let kustomized = shipshape_kustomize::apps::kustomized(&files);
+        if kustomized.is_empty() {
+            return;
+        }
+        let whole = applications.get(ROOT_APPLICATION).is_some_and(|root| {
+            root.files
+                .iter()
+                .any(|f| shipshape_kustomize::KUSTOMIZATION_FILES.contains(&f.relative.as_str()))
+        });
+        if whole {
+            // Everything under the path belongs to the one build.
+            let all: Vec<SourceFile> = std::mem::take(applications)
+                .into_values()
+                .flat_map(|a| a.files)
+                .collect();
+            applications.insert(
+                ROOT_APPLICATION.to_string(),
+                ApplicationTree {
+                    digest: String::new(),
+                    files: all,
+                    rendered: None,
+                },
+            );
+        }
+        let repo = CommitFiles::new(&self.repo, top.clone());
+        let mut cache = self.renders.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|name, _| kustomized.contains(name));
+        for name in &kustomized {
+            let Some(tree) = applications.get_mut(name) else {
+                continue;
+            };
+            let base = self.source.path.trim_matches('/');
+            let dir = match (whole, base.is_empty()) {
+                (true, _) => base.to_string(),
+                (false, true) => name.clone(),
+                (false, false) => format!("{base}/{name}"),
+            };
+            let unchanged = cache.get(name).filter(|c| {
+                c.read
+                    .iter()
+                    .all(|(path, id)| repo.entry(path).map(|(id, _)| id) == *id)
+            });
+            let (digest, result) = match unchanged {
+                Some(cached) => (cached.digest.clone(), cached.result.clone()),
+                None => {
+                    let (result, read) =
+                        shipshape_kustomize::apps::render_application(&repo, &dir, name);
+                    let read: Vec<(String, Option<Oid>)> = read
+                        .into_iter()
+                        .map(|path| {
+                            let id = repo.entry(&path).map(|(id, _)| id);
+                            (path, id)
+                        })
+                        .collect();
+                    let mut digest = Sha256::new();
+                    for (path, id) in &read {
+                        let id = id.map(|id| id.to_string()).unwrap_or_default();
+                        digest.update(format!("{path}\0{id}\n").as_bytes());
+                    }
+                    let digest: String = digest
+                        .finalize()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    cache.insert(
+                        name.clone(),
+                        CachedRender {
+                            read,
+                            digest: digest.clone(),
+                            result: result.clone(),
+                        },
+                    );
+                    (digest, result)
+                }
+            };
+            tree.digest = digest;
+            tree.rendered = Some(result);
+        }
     }
 
     fn source_file(&self, relative: String, bytes: Vec<u8>) -> SourceFile {
@@ -837,9 +1025,19 @@ impl GitSync {
         let all_files: Vec<SourceFile> = snapshot
             .applications
             .values()
+            .filter(|app| app.rendered.is_none())
             .flat_map(|app| app.files.iter().cloned())
             .collect();
-        let mut loaded = load::load(&all_files);
+        let mut rendered = Vec::new();
+        let mut render_problems = Vec::new();
+        for app in snapshot.applications.values() {
+            match &app.rendered {
+                Some(Ok(documents)) => rendered.extend(documents.iter().cloned()),
+                Some(Err(problem)) => render_problems.push(problem.clone()),
+                None => {}
+            }
+        }
+        let mut loaded = load::load_with(&all_files, &rendered, render_problems);
         // Two Services of the commit asking for one address: refused before anything is written.
         loaded
             .problems

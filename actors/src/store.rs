@@ -8,7 +8,7 @@
 //! of a batch is written in the same transaction, so history and state cannot disagree.
 
 use shipshape_api::pointer::At;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -386,6 +386,39 @@ pub struct Store {
     /// one thread every write waits for, and freeing an object costs about as much as copying
     /// it.
     dropper: Option<std::sync::mpsc::Sender<Vec<Arc<WatchEvent>>>>,
+    /// Which objects each application manages, built on first use and kept by every commit:
+    /// a sync asks per application, and scanning every object each time made a sync of many
+    /// applications quadratic.
+    managed: Mutex<Option<ManagedIndex>>,
+}
+
+/// Storage keys by application, and each key's application.
+#[derive(Default)]
+struct ManagedIndex {
+    by_application: std::collections::HashMap<String, BTreeSet<String>>,
+    application_of: std::collections::HashMap<String, String>,
+}
+
+impl ManagedIndex {
+    /// Records that `key` is now managed by `application` (or by none, or gone).
+    fn set(&mut self, key: &str, application: Option<&str>) {
+        if let Some(old) = self.application_of.remove(key)
+            && let Some(keys) = self.by_application.get_mut(&old)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_application.remove(&old);
+            }
+        }
+        if let Some(application) = application {
+            self.application_of
+                .insert(key.to_string(), application.to_string());
+            self.by_application
+                .entry(application.to_string())
+                .or_default()
+                .insert(key.to_string());
+        }
+    }
 }
 
 /// How many objects [`ObjectCache`] holds: the most recently written ones, each at its newest
@@ -503,6 +536,7 @@ impl Store {
             recent: Mutex::new(VecDeque::new()),
             cached: Mutex::new(ObjectCache::default()),
             dropper,
+            managed: Mutex::new(None),
         })
     }
 
@@ -551,7 +585,22 @@ impl Store {
     ) -> Result<Vec<Applied>, StoreError> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         let mut evicted = Vec::new();
-        let results = self.commit_group(batches, now, &mut cached, &mut evicted);
+        let mut managed_changes = Vec::new();
+        let results = self.commit_group(
+            batches,
+            now,
+            &mut cached,
+            &mut evicted,
+            &mut managed_changes,
+        );
+        if results.is_ok() {
+            let mut managed = self.managed.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(index) = managed.as_mut() {
+                for (key, application) in &managed_changes {
+                    index.set(key, application.as_deref());
+                }
+            }
+        }
         if results.is_err() {
             // The cache took in batches that are not durable after all.
             cached.clear(&mut evicted);
@@ -584,6 +633,7 @@ impl Store {
         now: jiff::Timestamp,
         cached: &mut ObjectCache,
         evicted: &mut Vec<Arc<WatchEvent>>,
+        managed_changes: &mut Vec<(String, Option<String>)>,
     ) -> Result<Vec<Applied>, StoreError> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let results = {
@@ -594,6 +644,7 @@ impl Store {
                 cached,
                 evicted,
                 last_audit: None,
+                managed_changes,
             };
             let mut rv = read_json(tables.meta.get(RESOURCE_VERSION).map_err(db_error)?)?
                 .and_then(|v: Value| v.as_u64())
@@ -675,11 +726,36 @@ impl Store {
         &self,
         application: &str,
     ) -> Result<Vec<(ObjectKey, StoredObject)>, StoreError> {
-        Ok(self
-            .list(None, None)?
-            .into_iter()
-            .filter(|(_, stored)| stored.application.as_deref() == Some(application))
-            .collect())
+        let keys: Vec<String> = {
+            let mut managed = self.managed.lock().unwrap_or_else(|e| e.into_inner());
+            if managed.is_none() {
+                let mut index = ManagedIndex::default();
+                for (key, stored) in self.list(None, None)? {
+                    if let Some(application) = &stored.application {
+                        index.set(&storage_key(&key), Some(application));
+                    }
+                }
+                *managed = Some(index);
+            }
+            managed
+                .as_ref()
+                .and_then(|index| index.by_application.get(application))
+                .map(|keys| keys.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_error)?;
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let stored: Option<StoredObject> =
+                read_json(objects.get(key.as_str()).map_err(db_error)?)?;
+            if let Some(stored) = stored.filter(|s| s.application.as_deref() == Some(application))
+                && let Some(object_key) = parse_storage_key(&key)
+            {
+                found.push((object_key, stored));
+            }
+        }
+        Ok(found)
     }
 
     /// A piece of control-plane state.
@@ -1115,6 +1191,8 @@ struct Tables<'txn> {
     /// audited batch chains onto it, and parsing the last record again for each batch of a
     /// group cost more than hashing.
     last_audit: Option<(u64, String)>,
+    /// Each key written and the application it is managed by now (`None`: none, or gone).
+    managed_changes: &'txn mut Vec<(String, Option<String>)>,
 }
 
 /// A batch's changes before they reach the table: the batch's writes see each other, and a
@@ -1204,9 +1282,12 @@ impl Tables<'_> {
                     self.objects
                         .insert(key.as_str(), to_bytes(&stored).as_slice())
                         .map_err(db_error)?;
+                    self.managed_changes
+                        .push((key.clone(), latest.application.clone()));
                 }
                 None => {
                     self.objects.remove(key.as_str()).map_err(db_error)?;
+                    self.managed_changes.push((key.clone(), None));
                 }
             }
         }
@@ -1652,6 +1733,58 @@ mod tests {
 
     fn key(name: &str) -> ObjectKey {
         parse_storage_key(&format!("ConfigMap/default/{name}")).expect("key")
+    }
+
+    #[test]
+    fn the_objects_of_an_application_follow_creates_deletes_and_refused_batches() {
+        let (_dir, mut store) = store();
+        let names = |store: &Store, app: &str| -> Vec<String> {
+            store
+                .managed_by(app)
+                .expect("reads")
+                .into_iter()
+                .map(|(key, _)| key.name)
+                .collect()
+        };
+        let batch = |writes: Vec<Write>| Batch {
+            writes,
+            audit: None,
+        };
+        store
+            .apply(batch(vec![create("a"), create("b")]), now())
+            .expect("applies");
+        // The index is built on first use, then kept by each commit.
+        assert_eq!(names(&store, "web"), vec!["a", "b"]);
+        let other = Write::Create {
+            object: config_map("c", "1"),
+            applied: None,
+            application: Some("api".into()),
+        };
+        let plain = Write::Create {
+            object: config_map("d", "1"),
+            applied: None,
+            application: None,
+        };
+        store
+            .apply(batch(vec![other, plain]), now())
+            .expect("applies");
+        let uid = store
+            .get(&key("a"))
+            .expect("reads")
+            .expect("a exists")
+            .uid()
+            .to_string();
+        let delete = Write::Delete {
+            key: key("a"),
+            precondition: Precondition::Uid(uid),
+        };
+        store.apply(batch(vec![delete]), now()).expect("applies");
+        // A refused batch (b exists) changes nothing.
+        let refused = store.apply(batch(vec![create("e"), create("b")]), now());
+        assert!(refused.is_err());
+        assert_eq!(names(&store, "web"), vec!["b"]);
+        assert_eq!(names(&store, "api"), vec!["c"]);
+        assert!(names(&store, "none").is_empty());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! The loader reads multi-document YAML, JSON and `kind: List`, skips files that are not
 //! manifests (by extension, as `kubectl apply -f DIR` does), defaults namespaces as kubectl does,
 //! groups files into applications (the folders directly under the repository path; files at the
-//! top form `root`), and refuses kustomize folders and Helm charts instead of half-reading them.
+//! top form `root`), and refuses kustomizations below an application's top (applications with
+//! one at their top are rendered before loading) and Helm charts instead of half-reading them.
 //! Every problem names the file, the line, the object and the field.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,7 +210,7 @@ fn is_manifest_name(name: &str) -> bool {
 fn unsupported_marker(file_name: &str) -> Option<&'static str> {
     match file_name {
         "kustomization.yaml" | "kustomization.yml" | "Kustomization" => Some(
-            "kustomize is not supported yet: this folder would be half-read; commit the output of `kustomize build` instead",
+            "a kustomization renders only at the top of an application's folder or of the path: list this folder as a base there (or make it an application)",
         ),
         "Chart.yaml" => {
             Some("Helm charts are not supported yet: commit the output of `helm template` instead")
@@ -317,10 +318,38 @@ fn walk(
     }
 }
 
+/// An object a renderer made (kustomize): loaded as a document of `file` starting at `line`,
+/// so problems name the file it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedDocument {
+    /// The object.
+    pub object: serde_json::Value,
+    /// The file it came from, as displayed.
+    pub file: String,
+    /// The line its document starts on there.
+    pub line: u32,
+    /// The application that rendered it.
+    pub application: String,
+}
+
 /// Loads and validates every manifest in `files`, as one desired set: duplicates across files
 /// are problems too.
 pub fn load(files: &[SourceFile]) -> LoadResult {
+    load_with(files, &[], Vec::new())
+}
+
+/// [`load`], with the objects applications rendered (and the problems that stopped others from
+/// rendering) in the same desired set.
+pub fn load_with(
+    files: &[SourceFile],
+    rendered: &[RenderedDocument],
+    render_problems: Vec<Problem>,
+) -> LoadResult {
     let mut result = LoadResult::default();
+    for problem in render_problems {
+        result.applications.insert(problem.application.clone());
+        result.problems.push(problem);
+    }
     let refused_folders: Vec<(String, &SourceFile, &'static str)> = files
         .iter()
         .filter_map(|file| {
@@ -376,6 +405,20 @@ pub fn load(files: &[SourceFile]) -> LoadResult {
         result.applications.insert(file.application().to_string());
         load_file(file, &mut result, &mut locations);
     }
+    let mut rendered_files = BTreeSet::new();
+    for document in rendered {
+        result.applications.insert(document.application.clone());
+        rendered_files.insert(document.file.as_str());
+        let mut ctx = DocumentContext {
+            display: &document.file,
+            application: &document.application,
+            result: &mut result,
+            locations: &mut locations,
+        };
+        let node = Node::from_json(&document.object, document.line);
+        load_object(&mut ctx, &node, true);
+    }
+    result.files += rendered_files.len();
     for (key, places) in locations {
         let [(first_file, first_line, _), _, ..] = places.as_slice() else {
             continue;
@@ -408,7 +451,9 @@ pub fn load(files: &[SourceFile]) -> LoadResult {
 }
 
 struct DocumentContext<'a> {
-    file: &'a SourceFile,
+    /// The file as displayed, and the application it counts for.
+    display: &'a str,
+    application: &'a str,
     result: &'a mut LoadResult,
     locations: &'a mut BTreeMap<ObjectKey, Vec<(String, u32, String)>>,
 }
@@ -422,9 +467,9 @@ impl DocumentContext<'_> {
         message: impl Into<String>,
     ) {
         self.result.problems.push(Problem {
-            file: self.file.display.clone(),
+            file: self.display.to_string(),
             line,
-            application: self.file.application().to_string(),
+            application: self.application.to_string(),
             object,
             field: field.filter(|f| !f.is_root()).map(ToString::to_string),
             message: message.into(),
@@ -438,7 +483,8 @@ fn load_file(
     locations: &mut BTreeMap<ObjectKey, Vec<(String, u32, String)>>,
 ) {
     let mut ctx = DocumentContext {
-        file,
+        display: &file.display,
+        application: file.application(),
         result,
         locations,
     };
@@ -661,17 +707,17 @@ fn load_object(ctx: &mut DocumentContext<'_>, node: &Node, top_level: bool) {
         .is_some_and(|n| !n.is_empty())
     {
         ctx.locations.entry(object.key()).or_default().push((
-            ctx.file.display.clone(),
+            ctx.display.to_string(),
             node.line,
-            ctx.file.application().to_string(),
+            ctx.application.to_string(),
         ));
     }
     if valid {
         ctx.result.manifests.push(Manifest {
             object,
-            file: ctx.file.display.clone(),
+            file: ctx.display.to_string(),
             line: node.line,
-            application: ctx.file.application().to_string(),
+            application: ctx.application.to_string(),
         });
     }
 }

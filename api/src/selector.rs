@@ -146,6 +146,31 @@ impl Selector {
         }
     }
 
+    /// Reads the text form (`app=web,tier in (front,edge),!canary`), as `kubectl -l` and
+    /// kustomize's `labelSelector` take it; why not, in one line.
+    pub fn parse_text(text: &str) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        let mut depth = 0usize;
+        let mut start = 0;
+        for (at, c) in text.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    terms.push(&text[start..at]);
+                    start = at + 1;
+                }
+                _ => {}
+            }
+        }
+        terms.push(&text[start..]);
+        let mut requirements = Vec::new();
+        for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
+            requirements.push(parse_term(term)?);
+        }
+        Ok(Self { requirements })
+    }
+
     /// True when the selector has no requirement (and so matches everything).
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
@@ -155,6 +180,44 @@ impl Selector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
+}
+
+/// One requirement of a selector's text form.
+fn parse_term(term: &str) -> Result<Requirement, String> {
+    let requirement = |key: &str, operator, values: Vec<String>| {
+        let key = key.trim();
+        names::qualified_name(key).map_err(|why| format!("selector {term:?}: key {why}"))?;
+        Ok(Requirement {
+            key: key.to_string(),
+            operator,
+            values,
+        })
+    };
+    if let Some(key) = term.strip_prefix('!') {
+        return requirement(key, Operator::DoesNotExist, Vec::new());
+    }
+    for (word, operator) in [(" notin ", Operator::NotIn), (" in ", Operator::In)] {
+        if let Some((key, rest)) = term.split_once(word) {
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| format!("selector {term:?}: values go in parentheses"))?;
+            let values = inner
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            return requirement(key, operator, values);
+        }
+    }
+    if let Some((key, value)) = term.split_once("!=") {
+        return requirement(key, Operator::NotIn, vec![value.trim().to_string()]);
+    }
+    if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+        return requirement(key, Operator::In, vec![value.trim().to_string()]);
+    }
+    requirement(term, Operator::Exists, Vec::new())
 }
 
 /// Checks one label's key and value, reporting under `path[key]`.
@@ -182,6 +245,26 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn reads_the_text_form_as_kubectl_does() {
+        let selector =
+            Selector::parse_text("app=web, tier in (front, edge),!canary,zone").expect("valid");
+        assert!(selector.matches(&labels(&[("app", "web"), ("tier", "edge"), ("zone", "a")])));
+        assert!(!selector.matches(&labels(&[("app", "web"), ("tier", "back"), ("zone", "a")])));
+        assert!(!selector.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "edge"),
+            ("zone", "a"),
+            ("canary", "1")
+        ])));
+        let not = Selector::parse_text("app!=web,tier notin (back)").expect("valid");
+        assert!(not.matches(&labels(&[])));
+        assert!(!not.matches(&labels(&[("app", "web")])));
+        assert!(Selector::parse_text("").expect("empty").is_empty());
+        assert!(Selector::parse_text("tier in front").is_err());
+        assert!(Selector::parse_text("bad key=1").is_err());
     }
 
     #[test]

@@ -263,6 +263,10 @@ struct PodState {
     ephemeral_storage: tokio::sync::OnceCell<u64>,
     /// Why the kubelet ended the pod, once it did: it stays Failed and is never restarted.
     ended: Option<Ended>,
+    /// The pod as stored and what the kubelet wants, followed while a pull runs: deleting the
+    /// pod or stopping the kubelet cancels the pull, as the kubelet cancels its sync.
+    pods: watch::Receiver<Option<Value>>,
+    stop: watch::Receiver<Stop>,
 }
 
 /// Adds a pull secret's credentials to `keyring`; why not, in one line without a secret.
@@ -323,6 +327,8 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
         pod: first,
         ephemeral_storage: tokio::sync::OnceCell::new(),
         ended: None,
+        pods: pods.clone(),
+        stop: shared.stop.subscribe(),
     };
     state.adopt().await;
     let mut stop = shared.stop.subscribe();
@@ -381,6 +387,24 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut pods: watch::Receiver<Opt
         // Take every exit that arrived meanwhile before deciding again.
         while let Ok(notice) = exit_rx.try_recv() {
             state.exited(notice);
+        }
+    }
+}
+
+/// Returns once the pod is deleted (or marked for deletion) or the kubelet is told to stop:
+/// what a pull waiting on a slow registry must not outlive.
+async fn cancelled(mut pods: watch::Receiver<Option<Value>>, mut stop: watch::Receiver<Stop>) {
+    loop {
+        let deleted = pods
+            .borrow_and_update()
+            .as_ref()
+            .is_none_or(|pod| pod.at("/metadata/deletionTimestamp").is_some());
+        if deleted || *stop.borrow_and_update() != Stop::Run {
+            return;
+        }
+        tokio::select! {
+            changed = pods.changed() => if changed.is_err() { return },
+            changed = stop.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -1258,20 +1282,29 @@ impl PodState {
                     self.set_waiting(name, id, restarts, current);
                 }
                 let keyring = self.keyring().await;
+                // What the pull waits on shows while it runs (a slow registry can take minutes).
+                self.write_status().await;
+                self.flush_events().await;
                 let asked = Instant::now();
-                let pulled = self
-                    .shared
-                    .config
-                    .images
-                    .pull(
-                        self.shared.runtime.containerd(),
-                        self.shared.runtime.namespace(),
-                        parsed,
-                        &keyring,
-                        asked,
-                        &Arc::default(),
-                    )
-                    .await;
+                let progress = Arc::default();
+                let pull = self.shared.config.images.pull(
+                    self.shared.runtime.containerd(),
+                    self.shared.runtime.namespace(),
+                    parsed,
+                    &keyring,
+                    asked,
+                    &progress,
+                );
+                let cancelled = cancelled(self.pods.clone(), self.stop.clone());
+                let pulled = tokio::select! {
+                    pulled = pull => pulled,
+                    () = cancelled => {
+                        // What was written stays in the content store under its lease (it
+                        // expires) and a later pull resumes from it.
+                        tracing::info!(pod = %self.name, image = %shown, "image pull cancelled");
+                        return Err(Step::Wake(Duration::ZERO));
+                    }
+                };
                 match pulled {
                     Ok(pulled) => {
                         self.pull_failures.remove(&normalized);

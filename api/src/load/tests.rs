@@ -121,7 +121,7 @@ fn refuses_kustomize_folders_whole() {
     assert_eq!(
         lines(&result),
         vec![
-            "repo/app/kustomization.yaml:1: kustomize is not supported yet: this folder would be half-read; commit the output of `kustomize build` instead"
+            "repo/app/kustomization.yaml:1: a kustomization renders only at the top of an application's folder or of the path: list this folder as a base there (or make it an application)"
         ]
     );
     let names: Vec<_> = result
