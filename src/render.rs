@@ -16,8 +16,8 @@ pub struct Checkout {
     pub base: String,
 }
 
-/// The repository `path` belongs to: the nearest folder above it with a `.git`, else the path
-/// itself (then nothing above it can be read). Messages show paths from the current folder.
+/// The repository `path` belongs to: the nearest folder above it with a `.git`, else the whole
+/// filesystem. Messages show paths from the current folder.
 pub fn checkout(path: &Path) -> anyhow::Result<Checkout> {
     let absolute =
         std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -29,11 +29,13 @@ pub fn checkout(path: &Path) -> anyhow::Result<Checkout> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| absolute.clone())
     };
+    // Outside a checkout there is no repository to stay in: bases are read wherever they are,
+    // as `kustomize build` reads them (the sync reads only the commit's tree).
     let root = folder
         .ancestors()
         .find(|dir| dir.join(".git").exists())
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| folder.clone());
+        .unwrap_or_else(|| Path::new("/").to_path_buf());
     let base = folder
         .strip_prefix(&root)
         .map(|p| p.to_string_lossy().into_owned())

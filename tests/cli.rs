@@ -1255,6 +1255,58 @@ spec:
             }
         }
 
+        /// A kustomization at the top of the path (Flux's `clusters/NAME`): the path is one
+        /// application, `root`, and only what it lists is applied.
+        #[test]
+        fn a_kustomization_at_the_top_of_the_path_is_the_whole_desired_state() {
+            let repo = Repo::new();
+            write(
+                &repo.path(),
+                "apps/kustomization.yaml",
+                "resources:\n- namespace.yaml\n- ../base\nnamespace: top\n",
+            );
+            write(
+                &repo.path(),
+                "apps/namespace.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: top\n",
+            );
+            write(
+                &repo.path(),
+                "base/kustomization.yaml",
+                "resources:\n- cm.yaml\n",
+            );
+            write(&repo.path(), "base/cm.yaml", &config_map("listed", "1"));
+            // Not listed by the kustomization: not part of the desired state.
+            write(
+                &repo.path(),
+                "apps/unlisted/cm.yaml",
+                &config_map("unlisted", "1"),
+            );
+            commit(&repo.path(), "first");
+            let validated = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(["validate", "apps"])
+                .current_dir(repo.path())
+                .output()
+                .expect("runs");
+            assert_eq!(
+                String::from_utf8_lossy(&validated.stdout),
+                "2 objects in 2 files, 1 application: 1 Namespace, 1 ConfigMap\n",
+                "{}",
+                text(&validated)
+            );
+            let (_child, log) = repo.up_with(&["--runtime", "simulated", "--nodes", "1"]);
+            wait_for(&log, "root Synced 2 created");
+            let names: Vec<_> = items(&repo, "top")
+                .iter()
+                .map(|i| i["metadata"]["name"].clone())
+                .collect();
+            assert_eq!(names, vec![serde_json::json!("listed")]);
+            assert!(
+                items(&repo, "demo").is_empty(),
+                "nothing unlisted is applied"
+            );
+        }
+
         #[test]
         fn kustomize_overlays_of_a_shared_base_sync_render_only_what_changed_and_prune() {
             let repo = Repo::new();
@@ -5126,6 +5178,96 @@ spec:
                     "bridge {bridge} left behind"
                 );
             }
+        }
+
+        /// A kustomize overlay of a base outside the application, on real containers: the
+        /// generated ConfigMap's content reaches the pods, and changing it rolls them (its
+        /// hashed name changes, and so does the pod template) and prunes the old one.
+        #[test]
+        fn kustomize_overlays_run_real_pods_and_a_changed_generator_rolls_them() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            let overlay = |colour: &str| {
+                format!(
+                    "resources:\n- ../../base/web\nnamespace: demo\nnamePrefix: prod-\nreplicas:\n- name: web\n  count: 2\nconfigMapGenerator:\n- name: web-config\n  behavior: merge\n  literals:\n  - colour={colour}\n"
+                )
+            };
+            let apps = |repo: &Repo| {
+                write(
+                    &repo.path(),
+                    "base/web/kustomization.yaml",
+                    "resources:\n- deploy.yaml\nconfigMapGenerator:\n- name: web-config\n  literals:\n  - colour=blue\n",
+                );
+                write(
+                    &repo.path(),
+                    "base/web/deploy.yaml",
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: kweb}\n  template:\n    metadata:\n      labels: {app: kweb}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: web\n        image: busybox:1.35\n        command: [sh, -c, 'echo colour=$colour; exec sleep 3600']\n        envFrom:\n        - configMapRef:\n            name: web-config\n",
+                );
+                write(
+                    &repo.path(),
+                    "apps/prod/kustomization.yaml",
+                    &overlay("green"),
+                );
+            };
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log,
+                kubeconfig,
+                cache,
+                socket: _socket,
+                repo,
+            }) = real_cluster(apps, &[])
+            else {
+                return;
+            };
+            wait_for(&log, "prod Synced");
+            let said = |colour: &str| -> Result<(), String> {
+                let pods = pod_list(&kubeconfig, &cache)?;
+                let running: Vec<&serde_json::Value> = pods
+                    .iter()
+                    .filter(|p| p["metadata"]["labels"]["app"] == "kweb")
+                    .collect();
+                let logs = text(&kubectl(
+                    &kubeconfig,
+                    &cache,
+                    &["logs", "-n", "demo", "-l", "app=kweb", "--tail", "1"],
+                ));
+                let all_running =
+                    running.len() == 2 && running.iter().all(|p| p["status"]["phase"] == "Running");
+                let wanted = format!("colour={colour}");
+                (all_running && logs.lines().filter(|l| l.trim() == wanted).count() == 2)
+                    .then_some(())
+                    .ok_or(format!("{} pods; logs:\n{logs}", running.len()))
+            };
+            eventually("two pods saying green", || said("green"));
+            let maps = |repo: &Repo| -> Vec<String> {
+                let out = repo.shipshape(&["get", "configmaps", "-n", "demo", "-o", "json"]);
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+                    .filter(|n| n.starts_with("prod-web-config-"))
+                    .collect()
+            };
+            let before = maps(&repo);
+            assert_eq!(before.len(), 1, "{before:?}");
+            write(
+                &repo.path(),
+                "apps/prod/kustomization.yaml",
+                &overlay("red"),
+            );
+            commit(&repo.path(), "prod: red");
+            eventually("two new pods saying red", || said("red"));
+            let after = maps(&repo);
+            assert!(
+                after.len() == 1 && after != before,
+                "{before:?} then {after:?}"
+            );
+            interrupt(child);
+            drop(cleanup);
         }
 
         #[test]

@@ -1,6 +1,7 @@
-//! YAML text as `kustomize build` prints it (go-yaml v3 through kyaml): keys in order, two
-//! spaces of indentation, list items at their key's column, strings plain unless they would
-//! read back as something else, multi-line strings as literal blocks.
+//! YAML text as `kustomize build` prints it (go-yaml v2's encoder): keys in go-yaml's natural
+//! order, two spaces of indentation, list items at their key's column, strings plain unless
+//! they would read back as something else, long ones folded at 80 columns, multi-line ones as
+//! literal blocks.
 
 use serde_json::Value;
 
@@ -23,7 +24,7 @@ pub fn to_yaml(value: &Value) -> String {
         Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
         Value::Array(items) if !items.is_empty() => write_seq(&mut out, items, 0),
         scalar => {
-            out.push_str(&scalar_text(scalar, 0));
+            out.push_str(&scalar_text(scalar, 0, 0));
             out.push('\n');
         }
     }
@@ -34,19 +35,83 @@ fn indent(out: &mut String, width: usize) {
     out.extend(std::iter::repeat_n(' ', width));
 }
 
+/// Where go-yaml's encoder wraps long scalars.
+const WIDTH: usize = 80;
+
 fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, at: usize) {
-    for (index, (key, value)) in map.iter().enumerate() {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| natural_order(a.0, b.0));
+    for (index, (key, value)) in entries.into_iter().enumerate() {
         if index > 0 {
             indent(out, at);
         }
-        out.push_str(&string_text(key, at, true));
+        let key = string_text(key, at, at, true);
+        let column = at + key.chars().count() + 2;
+        out.push_str(&key);
         out.push(':');
-        write_value_after_key(out, value, at);
+        write_value_after_key(out, value, at, column);
     }
 }
 
-/// A value after `key:` at column `at`.
-fn write_value_after_key(out: &mut String, value: &Value, at: usize) {
+/// go-yaml v2's order of mapping keys: letters by code point, a non-letter before a letter,
+/// runs of digits by their number.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    for i in 0..a.len().min(b.len()) {
+        if a[i] == b[i] {
+            continue;
+        }
+        let (al, bl) = (a[i].is_alphabetic(), b[i].is_alphabetic());
+        if al && bl {
+            return a[i].cmp(&b[i]);
+        }
+        if al || bl {
+            return if bl {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+        }
+        let (mut an, mut bn) = (0i64, 0i64);
+        if a[i] == '0' || b[i] == '0' {
+            let mut j = i;
+            while j > 0 && a[j - 1].is_ascii_digit() {
+                j -= 1;
+                if a[j] != '0' {
+                    an = 1;
+                    bn = 1;
+                    break;
+                }
+            }
+        }
+        let mut ai = i;
+        while ai < a.len() && a[ai].is_ascii_digit() {
+            an = an
+                .saturating_mul(10)
+                .saturating_add(i64::from(a[ai] as u8 - b'0'));
+            ai += 1;
+        }
+        let mut bi = i;
+        while bi < b.len() && b[bi].is_ascii_digit() {
+            bn = bn
+                .saturating_mul(10)
+                .saturating_add(i64::from(b[bi] as u8 - b'0'));
+            bi += 1;
+        }
+        if an != bn {
+            return an.cmp(&bn);
+        }
+        if ai != bi {
+            return ai.cmp(&bi);
+        }
+        return a[i].cmp(&b[i]);
+    }
+    a.len().cmp(&b.len())
+}
+
+/// A value after `key:` at column `at`; the scalar would start at `column`.
+fn write_value_after_key(out: &mut String, value: &Value, at: usize, column: usize) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             out.push('\n');
@@ -60,7 +125,7 @@ fn write_value_after_key(out: &mut String, value: &Value, at: usize) {
         }
         scalar => {
             out.push(' ');
-            out.push_str(&scalar_text(scalar, at + 2));
+            out.push_str(&scalar_text(scalar, at + 2, column));
             out.push('\n');
         }
     }
@@ -76,27 +141,28 @@ fn write_seq(out: &mut String, items: &[Value], at: usize) {
             Value::Object(map) if !map.is_empty() => write_map(out, map, at + 2),
             Value::Array(inner) if !inner.is_empty() => write_seq(out, inner, at + 2),
             scalar => {
-                out.push_str(&scalar_text(scalar, at + 2));
+                out.push_str(&scalar_text(scalar, at + 2, at + 2));
                 out.push('\n');
             }
         }
     }
 }
 
-fn scalar_text(value: &Value, at: usize) -> String {
+/// A scalar whose continuation lines sit at column `at`, starting at column `column`.
+fn scalar_text(value: &Value, at: usize, column: usize) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
-        Value::String(s) => string_text(s, at, false),
+        Value::String(s) => string_text(s, at, column, false),
         Value::Object(_) => "{}".into(),
         Value::Array(_) => "[]".into(),
     }
 }
 
 /// A string as go-yaml writes it: plain, single-quoted, double-quoted or a literal block
-/// (whose lines sit at column `at`).
-fn string_text(s: &str, at: usize, key: bool) -> String {
+/// (whose lines, and a folded scalar's, sit at column `at`; it starts at column `column`).
+fn string_text(s: &str, at: usize, column: usize, key: bool) -> String {
     if s.is_empty() {
         return "\"\"".into();
     }
@@ -104,18 +170,77 @@ fn string_text(s: &str, at: usize, key: bool) -> String {
         if !key && literal_allowed(s) {
             return literal(s, at);
         }
-        return double_quoted(s);
+        return fold(&double_quoted(s), at, column, key, Quoting::Double);
     }
     if resolves_otherwise(s) {
-        return double_quoted(s);
+        return fold(&double_quoted(s), at, column, key, Quoting::Double);
     }
     if plain_allowed(s) {
-        return s.to_string();
+        return fold(s, at, column, key, Quoting::Plain);
     }
     if s.chars().all(|c| c == ' ' || !c.is_control()) {
-        return format!("'{}'", s.replace('\'', "''"));
+        return fold(
+            &format!("'{}'", s.replace('\'', "''")),
+            at,
+            column,
+            key,
+            Quoting::Single,
+        );
     }
-    double_quoted(s)
+    fold(&double_quoted(s), at, column, key, Quoting::Double)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoting {
+    Plain,
+    Single,
+    Double,
+}
+
+/// libyaml's line breaking: at a single space past column 80, the line ends and the text goes
+/// on at column `at` (a double-quoted scalar escapes a space that follows with `\`). Keys are
+/// never broken.
+fn fold(text: &str, at: usize, column: usize, key: bool, quoting: Quoting) -> String {
+    if key || column + text.chars().count() <= WIDTH {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let (first, last) = match quoting {
+        Quoting::Plain => (0, chars.len()),
+        _ => (1, chars.len().saturating_sub(1)),
+    };
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut col = column;
+    let mut spaces = false;
+    for (i, &c) in chars.iter().enumerate() {
+        let inside = i >= first && i < last;
+        if inside && c == ' ' {
+            let next_space = chars.get(i + 1) == Some(&' ');
+            let breakable = !spaces
+                && col > WIDTH
+                && match quoting {
+                    Quoting::Plain => !next_space,
+                    Quoting::Single => i != first && i + 1 != last && !next_space,
+                    Quoting::Double => i != first && i + 1 != last,
+                };
+            spaces = true;
+            if breakable {
+                out.push('\n');
+                out.extend(std::iter::repeat_n(' ', at));
+                col = at;
+                if quoting == Quoting::Double && next_space {
+                    out.push('\\');
+                    col += 1;
+                }
+                continue;
+            }
+        } else {
+            spaces = false;
+        }
+        out.push(c);
+        col += 1;
+    }
+    out
 }
 
 /// Whether a plain scalar with this text would read back as a number, boolean or null (in
@@ -217,10 +342,8 @@ fn printable(c: char) -> bool {
 
 /// Whether libyaml would write this multi-line string as a literal block.
 fn literal_allowed(s: &str) -> bool {
-    !s.starts_with(' ')
-        && !s
-            .lines()
-            .any(|line| line.ends_with(' ') || line.ends_with('\t'))
+    !s.ends_with(' ')
+        && !s.contains(" \n")
         && !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
 }
 
@@ -231,7 +354,9 @@ fn literal(s: &str, at: usize) -> String {
         1 => "",
         _ => "+",
     };
-    let mut out = format!("|{chomp}");
+    // Text that starts with a blank says how far it is indented (libyaml's hint).
+    let hint = if s.starts_with([' ', '\n']) { "2" } else { "" };
+    let mut out = format!("|{hint}{chomp}");
     let body = if trailing == 1 { &s[..s.len() - 1] } else { s };
     let body = if trailing > 1 {
         &body[..body.len() - 1]
@@ -298,6 +423,22 @@ mod tests {
     }
 
     #[test]
+    fn keys_sort_as_go_yaml_sorts_them_and_long_strings_fold() {
+        let object =
+            json!({"ANOTHER": 1, "A_FIRST": 2, "a10": 3, "a9": 4, "b": "x ".repeat(50).trim_end()});
+        let text = to_yaml(&object);
+        assert!(
+            text.starts_with("A_FIRST: 2\nANOTHER: 1\na9: 4\na10: 3\nb: x x"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 83), "{text}");
+        assert!(
+            text.contains("\n  x x"),
+            "continued at two more columns: {text}"
+        );
+    }
+
+    #[test]
     fn multi_line_strings_are_literal_blocks() {
         let object =
             json!({"data": {"a": "one\ntwo\n", "b": "no newline\nat end", "c": "trail  \nx"}});
@@ -313,7 +454,7 @@ mod tests {
             "1", "-2", "0x1F", "1.5", "1e3", "true", "on", "null", "~", "1:20",
         ] {
             assert_eq!(
-                string_text(quoted, 0, false),
+                string_text(quoted, 0, 0, false),
                 format!("\"{quoted}\""),
                 "{quoted}"
             );
@@ -328,7 +469,7 @@ mod tests {
             "10Mi",
             "http://x",
         ] {
-            assert_eq!(string_text(plain, 0, false), plain, "{plain}");
+            assert_eq!(string_text(plain, 0, 0, false), plain, "{plain}");
         }
     }
 }
