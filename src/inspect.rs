@@ -704,10 +704,16 @@ fn print_record(
                 )
             })
             .collect();
+        // The file the object came from (for a kustomization, the resource file it renders).
+        let from = change["source"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
         if fields.is_empty() {
-            writeln!(out, "    {action} {name}")?;
+            writeln!(out, "    {action} {name}{from}")?;
         } else {
-            writeln!(out, "    {action} {name}: {}", fields.join(", "))?;
+            writeln!(out, "    {action} {name}{from}: {}", fields.join(", "))?;
         }
     }
     for image in details["images"].as_array().into_iter().flatten() {

@@ -603,7 +603,7 @@ mod gitops {
             "{history}"
         );
         assert!(
-            history.contains("updated ConfigMap demo/page: /data/value: \"hello\" → \"goodbye\""),
+            history.contains("updated ConfigMap demo/page (apps/web/page.yaml): /data/value: \"hello\" → \"goodbye\""),
             "{history}"
         );
         assert!(
@@ -679,7 +679,9 @@ mod gitops {
         assert_eq!(seqs, expected, "every record once, in order");
         let history = text(&running);
         for app in 0..apps {
-            let updated = format!("updated ConfigMap demo/big{app}: /data/value: (text) → (text)");
+            let updated = format!(
+                "updated ConfigMap demo/big{app} (apps/big{app}/value.yaml): /data/value: (text) → (text)"
+            );
             assert_eq!(
                 history.matches(&updated).count(),
                 1,
