@@ -5184,20 +5184,30 @@ spec:
 
         /// A kustomize overlay of a base outside the application, on real containers: the
         /// generated ConfigMap's content reaches the pods, and changing it rolls them (its
-        /// hashed name changes, and so does the pod template) and prunes the old one.
+        /// hashed name changes, and so does the pod template) and prunes the old one; what the
+        /// base stops listing is pruned.
         #[test]
         fn kustomize_overlays_run_real_pods_and_a_changed_generator_rolls_them() {
             let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            // Flux's layout: the application (`apps/prod`, as `clusters/NAME`) lists an overlay
+            // (`overlays/prod`), which lists the base (`base/web`).
             let overlay = |colour: &str| {
                 format!(
                     "resources:\n- ../../base/web\nnamespace: demo\nnamePrefix: prod-\nreplicas:\n- name: web\n  count: 2\nconfigMapGenerator:\n- name: web-config\n  behavior: merge\n  literals:\n  - colour={colour}\n"
                 )
             };
+            let base = |service: bool| {
+                let service = if service { "- service.yaml\n" } else { "" };
+                format!(
+                    "resources:\n- deploy.yaml\n{service}configMapGenerator:\n- name: web-config\n  literals:\n  - colour=blue\n"
+                )
+            };
             let apps = |repo: &Repo| {
+                write(&repo.path(), "base/web/kustomization.yaml", &base(true));
                 write(
                     &repo.path(),
-                    "base/web/kustomization.yaml",
-                    "resources:\n- deploy.yaml\nconfigMapGenerator:\n- name: web-config\n  literals:\n  - colour=blue\n",
+                    "base/web/service.yaml",
+                    "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: kweb}\n  ports:\n  - port: 80\n",
                 );
                 write(
                     &repo.path(),
@@ -5206,8 +5216,13 @@ spec:
                 );
                 write(
                     &repo.path(),
-                    "apps/prod/kustomization.yaml",
+                    "overlays/prod/kustomization.yaml",
                     &overlay("green"),
+                );
+                write(
+                    &repo.path(),
+                    "apps/prod/kustomization.yaml",
+                    "resources:\n- ../../overlays/prod\n",
                 );
             };
             let Some(RealCluster {
@@ -5256,9 +5271,11 @@ spec:
             };
             let before = maps(&repo);
             assert_eq!(before.len(), 1, "{before:?}");
+            let service = || repo.shipshape(&["get", "services", "prod-web", "-n", "demo"]);
+            assert!(service().status.success(), "{}", text(&service()));
             write(
                 &repo.path(),
-                "apps/prod/kustomization.yaml",
+                "overlays/prod/kustomization.yaml",
                 &overlay("red"),
             );
             commit(&repo.path(), "prod: red");
@@ -5268,6 +5285,14 @@ spec:
                 after.len() == 1 && after != before,
                 "{before:?} then {after:?}"
             );
+            // What the base no longer lists is pruned.
+            write(&repo.path(), "base/web/kustomization.yaml", &base(false));
+            commit(&repo.path(), "base: no Service");
+            eventually("the Service pruned", || {
+                let out = service();
+                (!out.status.success()).then_some(()).ok_or(text(&out))
+            });
+            eventually("the pods still saying red", || said("red"));
             interrupt(child);
             drop(cleanup);
         }
