@@ -517,11 +517,9 @@ impl Mirror {
         top: &git2::Tree<'_>,
         applications: &mut BTreeMap<String, ApplicationTree>,
     ) {
-        let files: Vec<SourceFile> = applications
-            .values()
-            .flat_map(|a| a.files.iter().cloned())
-            .collect();
-        let kustomized = shipshape_kustomize::apps::kustomized(&files);
+        // Only the paths are looked at: no file is copied.
+        let kustomized =
+            shipshape_kustomize::apps::kustomized(applications.values().flat_map(|a| &a.files));
         if kustomized.is_empty() {
             return;
         }

@@ -24,7 +24,7 @@ pub struct Applications {
 /// The applications among `files` (relative to the repository path) that kustomize renders:
 /// those with a kustomization file at the top of their folder; a kustomization at the top of
 /// the path makes the whole path one application, `root`.
-pub fn kustomized(files: &[SourceFile]) -> BTreeSet<String> {
+pub fn kustomized<'a>(files: impl IntoIterator<Item = &'a SourceFile>) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for file in files {
         let (folder, name) = match file.relative.rsplit_once('/') {

@@ -314,8 +314,6 @@ pub(crate) struct Place {
 pub(crate) struct Resource {
     pub object: Value,
     pub origin: Origin,
-    /// Every kind it has had (a JSON patch may change it), likewise.
-    pub kinds: Vec<String>,
     /// Every (kind, name) it has had together: a patch names its target by one of these.
     pub ids: Vec<(String, String)>,
     /// Every name it has had, the first as written and the last its current one.
@@ -341,8 +339,7 @@ impl Resource {
         Resource {
             object,
             origin,
-            ids: vec![(kind.clone(), name.clone())],
-            kinds: vec![kind],
+            ids: vec![(kind, name.clone())],
             names: vec![name],
             namespaces: vec![namespace],
             generated: None,
@@ -874,15 +871,15 @@ impl Build<'_> {
 
     /// The objects of one resource file (documents and `List` items).
     fn resource_file(&mut self, path: &str, place: &Place) -> Result<Vec<Resource>, RenderError> {
-        let text = self.read_text(path, place)?;
+        let source = self.read_text(path, place)?;
         let at = |line: u32| Place {
             file: path.to_string(),
             line,
         };
         let documents = if path.to_ascii_lowercase().ends_with(".json") {
-            yaml::parse_json_file(&text)
+            yaml::parse_json_file(&source)
         } else {
-            yaml::parse_documents(&text)
+            yaml::parse_documents(&source)
         }
         .map_err(|e| self.error(&at(e.line()), e.message()))?;
         let mut out = Vec::new();
@@ -902,7 +899,7 @@ impl Build<'_> {
                     "not a Kubernetes object: expected a mapping with apiVersion and kind",
                 ));
             }
-            let kind = text_of(&value, "/kind");
+            let kind = text(&value, "/kind");
             if kind == "Kustomization" || kind == "Component" {
                 return Err(self.error(
                     place,
@@ -952,13 +949,13 @@ impl Build<'_> {
             file: path.to_string(),
             line,
         };
-        if text_of(&value, "/kind").is_empty() {
+        if text(&value, "/kind").is_empty() {
             return Err(self.error(&place, "kind is missing"));
         }
-        if text_of(&value, "/metadata/name").is_empty() {
+        if text(&value, "/metadata/name").is_empty() {
             return Err(self.error(
                 &place,
-                format!("{}: metadata.name is missing", text_of(&value, "/kind")),
+                format!("{}: metadata.name is missing", text(&value, "/kind")),
             ));
         }
         Ok(Resource::new(
@@ -969,8 +966,4 @@ impl Build<'_> {
             },
         ))
     }
-}
-
-fn text_of<'a>(value: &'a Value, pointer: &str) -> &'a str {
-    text(value, pointer)
 }

@@ -379,9 +379,6 @@ impl Build<'_> {
             if resource.namespaces.last() != Some(&new_namespace) {
                 resource.namespaces.push(new_namespace);
             }
-            if new_kind != kind {
-                resource.kinds.push(new_kind);
-            }
             return Ok(false);
         }
         if new_name != name && !options.allow_name_change {
@@ -408,9 +405,6 @@ impl Build<'_> {
         }
         if new_name != name {
             resource.names.push(new_name);
-        }
-        if new_kind != kind {
-            resource.kinds.push(new_kind);
         }
         Ok(false)
     }
