@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use git2::{FetchOptions, FetchPrune, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
@@ -107,7 +108,7 @@ pub struct ApplicationTree {
     /// The manifest files (and marker files such as kustomization.yaml).
     pub files: Vec<SourceFile>,
     /// For an application with a kustomization at its top: what it rendered, or why not.
-    pub rendered: Option<Result<Vec<load::RenderedDocument>, load::Problem>>,
+    pub rendered: Option<Result<Arc<Vec<load::RenderedDocument>>, load::Problem>>,
 }
 
 /// One application's last render, kept while none of the paths it read changes.
@@ -115,7 +116,54 @@ struct CachedRender {
     /// Each path the build read and the object there (`None`: nothing).
     read: Vec<(String, Option<Oid>)>,
     digest: String,
-    result: Result<Vec<load::RenderedDocument>, load::Problem>,
+    result: Result<Arc<Vec<load::RenderedDocument>>, load::Problem>,
+}
+
+/// What a commit declares, application by application: each application's objects and
+/// problems (loaded once per digest, see [`GitSync::load_snapshot`]) and the problems found
+/// between applications.
+struct Declared {
+    parts: BTreeMap<String, Arc<load::LoadResult>>,
+    /// Problems between applications (duplicates, addresses, namespaces).
+    problems: Vec<load::Problem>,
+}
+
+impl Declared {
+    /// Every valid object, application by application.
+    fn manifests(&self) -> impl Iterator<Item = &load::Manifest> {
+        self.parts.values().flat_map(|part| &part.manifests)
+    }
+
+    fn manifests_of(&self, application: &str) -> impl Iterator<Item = &load::Manifest> {
+        self.parts
+            .get(application)
+            .into_iter()
+            .flat_map(|part| &part.manifests)
+    }
+
+    fn all_problems(&self) -> impl Iterator<Item = &load::Problem> {
+        self.parts
+            .values()
+            .flat_map(|part| &part.problems)
+            .chain(&self.problems)
+    }
+
+    /// The applications with at least one problem: a sync rejects these whole.
+    fn failed(&self) -> BTreeSet<&str> {
+        self.all_problems()
+            .map(|p| p.application.as_str())
+            .collect()
+    }
+
+    /// One application's problems, by file and line.
+    fn problems_of(&self, application: &str) -> Vec<String> {
+        let mut problems: Vec<&load::Problem> = self
+            .all_problems()
+            .filter(|p| p.application == application)
+            .collect();
+        problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        problems.iter().map(ToString::to_string).collect()
+    }
 }
 
 /// A commit's files as the kustomize renderer reads them. Lookups are remembered: libgit2
@@ -566,6 +614,7 @@ impl Mirror {
                 None => {
                     let (result, read) =
                         shipshape_kustomize::apps::render_application(&repo, &dir, name);
+                    let result = result.map(Arc::new);
                     let read: Vec<(String, Option<Oid>)> = read
                         .into_iter()
                         .map(|path| {
@@ -799,6 +848,10 @@ const MAX_FAILURE_EVENTS: usize = 100;
 /// How long Events are kept, as Kubernetes' default `--event-ttl`.
 pub const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
+/// How often a sync looks for expired Events: a list of every Event is not free, and an Event
+/// an hour old may live a minute longer.
+const EVENT_EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A Kubernetes Event about `object` (which must carry its uid), written by GitSync.
 fn event(object: &Value, kind: &str, reason: &str, message: String, now: jiff::Timestamp) -> Write {
     crate::events::event("shipshape-gitsync", object, kind, reason, message, now)
@@ -830,6 +883,11 @@ pub struct GitSync {
     /// there), then what was last written. A remote that keeps failing the same way is
     /// written once, not at every poll.
     git_error_recorded: Option<Option<String>>,
+    /// Each application's last load, by the digest it was loaded at: a push that changes one
+    /// application of a thousand validates that one.
+    loads: std::collections::HashMap<String, (String, Arc<load::LoadResult>)>,
+    /// When Events were last expired (they live an hour; once a minute is soon enough).
+    events_expired: Option<std::time::Instant>,
     /// Makes the next sync panic, as a bug would.
     #[cfg(test)]
     panic_next_sync: bool,
@@ -868,6 +926,8 @@ impl GitSync {
             mirror: std::sync::Mutex::new(mirror),
             store,
             git_error_recorded: None,
+            loads: std::collections::HashMap::new(),
+            events_expired: None,
             #[cfg(test)]
             panic_next_sync: false,
         }
@@ -1020,28 +1080,17 @@ impl GitSync {
         };
         let commit = snapshot.commit.clone();
 
-        let all_files: Vec<SourceFile> = snapshot
-            .applications
-            .values()
-            .filter(|app| app.rendered.is_none())
-            .flat_map(|app| app.files.iter().cloned())
-            .collect();
-        let mut rendered = Vec::new();
-        let mut render_problems = Vec::new();
-        for app in snapshot.applications.values() {
-            match &app.rendered {
-                Some(Ok(documents)) => rendered.extend(documents.iter().cloned()),
-                Some(Err(problem)) => render_problems.push(problem.clone()),
-                None => {}
-            }
-        }
-        let mut loaded = load::load_with(&all_files, &rendered, render_problems);
+        let mut declared = self.load_snapshot(&snapshot);
         // Two Services of the commit asking for one address: refused before anything is written.
-        loaded
-            .problems
-            .extend(shipshape_reconciler::services::address_problems(
-                &loaded.manifests,
-            ));
+        let addresses = {
+            let failed = declared.failed();
+            shipshape_reconciler::services::address_problems(
+                declared
+                    .manifests()
+                    .filter(|m| !failed.contains(m.application.as_str())),
+            )
+        };
+        declared.problems.extend(addresses);
         // Nothing may land in a namespace that neither exists nor comes with this commit.
         let existing: BTreeSet<String> = self
             .ask_store(List {
@@ -1052,19 +1101,14 @@ impl GitSync {
             .into_iter()
             .map(|(key, _)| key.name)
             .collect();
-        let invalid: BTreeSet<String> = loaded
-            .failed_applications()
-            .into_iter()
-            .map(String::from)
-            .collect();
-        loaded
-            .problems
-            .extend(shipshape_reconciler::namespaces::missing_namespaces(
-                &loaded.manifests,
-                &existing,
-                &invalid,
-            ));
-        let failed = loaded.failed_applications();
+        let invalid: BTreeSet<String> = declared.failed().into_iter().map(String::from).collect();
+        let missing = shipshape_reconciler::namespaces::missing_namespaces(
+            declared.manifests(),
+            &existing,
+            &invalid,
+        );
+        declared.problems.extend(missing);
+        let failed = declared.failed();
 
         // The statuses read at the start are current: only this actor writes them.
         let mut known: BTreeMap<String, ApplicationStatus> = statuses
@@ -1086,16 +1130,15 @@ impl GitSync {
             .filter(|name| !known.get(*name).is_some_and(|s| s.suspended))
             .map(|name| (name.clone(), BTreeSet::new()))
             .collect();
-        for manifest in &loaded.manifests {
+        for manifest in declared.manifests() {
             if let Some(used) = namespaces_used.get_mut(&manifest.application) {
                 used.insert(manifest.object.key().namespace);
             }
         }
         // Root first, then the applications that declare Namespaces, so that a Namespace
         // exists before the objects of another application land in it.
-        let declares_namespaces: BTreeSet<&str> = loaded
-            .manifests
-            .iter()
+        let declares_namespaces: BTreeSet<&str> = declared
+            .manifests()
             .filter(|m| m.object.kind() == shipshape_api::Kind::Namespace)
             .map(|m| m.application.as_str())
             .collect();
@@ -1129,12 +1172,7 @@ impl GitSync {
             {
                 Outcome::Unchanged
             } else if failed.contains(name.as_str()) {
-                let problems: Vec<String> = loaded
-                    .problems
-                    .iter()
-                    .filter(|p| p.application == name)
-                    .map(ToString::to_string)
-                    .collect();
+                let problems = declared.problems_of(&name);
                 let message = format!(
                     "{} invalid in commit {}",
                     plural(problems.len(), "problem"),
@@ -1144,10 +1182,8 @@ impl GitSync {
                     .await?;
                 Outcome::Failed(problems)
             } else {
-                let desired: Vec<Desired> = loaded
-                    .manifests
-                    .iter()
-                    .filter(|m| m.application == name)
+                let desired: Vec<Desired> = declared
+                    .manifests_of(&name)
                     .map(|m| Desired {
                         key: m.object.key(),
                         manifest: m.object.to_json(),
@@ -1185,8 +1221,45 @@ impl GitSync {
         })
     }
 
-    /// Deletes Events older than [`EVENT_TTL`].
-    async fn expire_events(&self) -> Result<(), SyncError> {
+    /// Loads and validates each application of `snapshot` whose digest changed since its last
+    /// load (reusing the others), then checks what lies between applications: an object two of
+    /// them define fails the later one, in name order.
+    fn load_snapshot(&mut self, snapshot: &Snapshot) -> Declared {
+        self.loads
+            .retain(|name, _| snapshot.applications.contains_key(name));
+        let mut parts = BTreeMap::new();
+        for (name, tree) in &snapshot.applications {
+            let part = match self.loads.get(name) {
+                Some((digest, part)) if !tree.digest.is_empty() && *digest == tree.digest => {
+                    Arc::clone(part)
+                }
+                _ => {
+                    let part = Arc::new(match &tree.rendered {
+                        None => load::load(&tree.files),
+                        Some(Ok(documents)) => load::load_with(&[], documents, Vec::new()),
+                        Some(Err(problem)) => load::load_with(&[], &[], vec![problem.clone()]),
+                    });
+                    self.loads
+                        .insert(name.clone(), (tree.digest.clone(), Arc::clone(&part)));
+                    part
+                }
+            };
+            parts.insert(name.clone(), part);
+        }
+        let problems =
+            load::duplicates_across(parts.iter().map(|(name, part)| (name.as_str(), &**part)));
+        Declared { parts, problems }
+    }
+
+    /// Deletes Events older than [`EVENT_TTL`], at most once a minute.
+    async fn expire_events(&mut self) -> Result<(), SyncError> {
+        if self
+            .events_expired
+            .is_some_and(|last| last.elapsed() < EVENT_EXPIRY_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.events_expired = Some(std::time::Instant::now());
         let cutoff = jiff::Timestamp::now() - EVENT_TTL;
         let expired: Vec<Write> = self
             .ask_store(List {

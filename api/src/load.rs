@@ -133,6 +133,9 @@ pub struct LoadResult {
     pub applications: BTreeSet<String>,
     /// Every problem, sorted by file and line.
     pub problems: Vec<Problem>,
+    /// Every named object read, valid or not, with its file and line: what
+    /// [`duplicates_across`] compares between applications loaded apart.
+    pub located: Vec<(ObjectKey, String, u32)>,
 }
 
 impl LoadResult {
@@ -421,33 +424,92 @@ pub fn load_with(
     result.files += rendered_files.len();
     for (key, places) in locations {
         let [(first_file, first_line, _), _, ..] = places.as_slice() else {
+            result.located.extend(
+                places
+                    .into_iter()
+                    .map(|(file, line, _)| (key.clone(), file, line)),
+            );
             continue;
         };
         let (first_file, first_line) = (first_file.clone(), *first_line);
+        result
+            .located
+            .push((key.clone(), first_file.clone(), first_line));
         for (file, line, application) in places.into_iter().skip(1) {
             // The later copy is the problem: its application fails, the first one stays valid
             // (so a sync never prunes an object because another application copied it).
             result
                 .manifests
                 .retain(|m| !(m.object.key() == key && m.file == file && m.line == line));
-            result.problems.push(Problem {
+            result.problems.push(duplicate(
+                &key,
+                &first_file,
+                first_line,
                 file,
                 line,
                 application,
-                object: Some(ObjectRef {
-                    kind: key.kind.to_string(),
-                    namespace: (!key.namespace.is_empty()).then(|| key.namespace.clone()),
-                    name: Some(key.name.clone()),
-                }),
-                field: None,
-                message: format!("duplicate object: also defined at {first_file}:{first_line}"),
-            });
+            ));
         }
     }
     result
         .problems
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     result
+}
+
+/// The problem of a second definition of `key`, at `file`:`line`.
+fn duplicate(
+    key: &ObjectKey,
+    first_file: &str,
+    first_line: u32,
+    file: String,
+    line: u32,
+    application: String,
+) -> Problem {
+    Problem {
+        file,
+        line,
+        application,
+        object: Some(ObjectRef {
+            kind: key.kind.to_string(),
+            namespace: (!key.namespace.is_empty()).then(|| key.namespace.clone()),
+            name: Some(key.name.clone()),
+        }),
+        field: None,
+        message: format!("duplicate object: also defined at {first_file}:{first_line}"),
+    }
+}
+
+/// The objects that applications loaded apart (each with [`load_with`], so a sync loads only
+/// the applications that changed) define more than once between them: every definition after
+/// the first, in the order given, is a problem of its application, which fails whole. The
+/// same rule [`load_with`] applies inside one set, so the first copy never moves.
+pub fn duplicates_across<'a>(
+    parts: impl IntoIterator<Item = (&'a str, &'a LoadResult)>,
+) -> Vec<Problem> {
+    let mut first: BTreeMap<&ObjectKey, (&str, &str, u32)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (application, part) in parts {
+        for (key, file, line) in &part.located {
+            match first.get(key) {
+                Some((owner, first_file, first_line)) if *owner != application => {
+                    problems.push(duplicate(
+                        key,
+                        first_file,
+                        *first_line,
+                        file.clone(),
+                        *line,
+                        application.to_string(),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    first.insert(key, (application, file, *line));
+                }
+            }
+        }
+    }
+    problems
 }
 
 struct DocumentContext<'a> {

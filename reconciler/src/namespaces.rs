@@ -19,17 +19,19 @@ use crate::gc::needs_namespace_object;
 /// takes the Namespaces it declares with it (they will not be created), so the check repeats
 /// until no further application fails. `validate` passes no failed applications: offline, a
 /// declaration counts even in a file with other problems.
-pub fn missing_namespaces(
-    manifests: &[Manifest],
+pub fn missing_namespaces<'a>(
+    manifests: impl IntoIterator<Item = &'a Manifest>,
     existing: &BTreeSet<String>,
     failed: &BTreeSet<String>,
 ) -> Vec<Problem> {
+    let manifests: Vec<&Manifest> = manifests.into_iter().collect();
     let mut failed = failed.clone();
     let mut problems = Vec::new();
     loop {
         let applied = || {
             manifests
                 .iter()
+                .copied()
                 .filter(|m| !failed.contains(&m.application))
         };
         let declared: BTreeSet<String> = applied()

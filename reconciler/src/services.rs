@@ -322,11 +322,11 @@ pub fn taken_message(taken: &Taken) -> String {
 
 /// Explicit addresses and ports two Services of one desired set both ask for, as problems on
 /// the later one (what `shipshape validate` and a sync report, before anything is written).
-pub fn address_problems(
-    manifests: &[shipshape_api::load::Manifest],
+pub fn address_problems<'a>(
+    manifests: impl IntoIterator<Item = &'a shipshape_api::load::Manifest>,
 ) -> Vec<shipshape_api::load::Problem> {
     let services: Vec<(&shipshape_api::load::Manifest, serde_json::Value)> = manifests
-        .iter()
+        .into_iter()
         .filter(|m| m.object.kind() == shipshape_api::Kind::Service)
         .map(|m| (m, m.object.to_json()))
         .collect();

@@ -359,6 +359,50 @@ async fn a_conflicting_object_fails_only_its_application() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_application_still_counts_against_a_changed_copy() {
+    let cluster = Cluster::new();
+    write(
+        &cluster.repo,
+        "apps/api/settings.yaml",
+        &config_map("settings", "fast", ""),
+    );
+    commit(&cluster.repo, "api settings");
+    cluster.sync(false).await;
+    // Only web changes: api is not loaded again, yet its ConfigMap is still the first.
+    write(
+        &cluster.repo,
+        "apps/web/steal.yaml",
+        &config_map("settings", "mine", ""),
+    );
+    commit(&cluster.repo, "web copies settings");
+    let report = cluster.sync(false).await;
+    let outcome = |name: &str| {
+        report
+            .applications
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| o.clone())
+    };
+    assert_eq!(outcome("api"), Some(Outcome::Unchanged), "{report:?}");
+    assert!(
+        matches!(outcome("web"), Some(Outcome::Failed(p)) if p[0].contains("duplicate object: also defined at apps/api/settings.yaml")),
+        "{report:?}"
+    );
+    assert_eq!(cluster.value("settings").await.as_deref(), Some("fast"));
+    // Once web drops its copy, it syncs again.
+    std::fs::remove_file(cluster.repo.join("apps/web/steal.yaml")).expect("removes");
+    commit(&cluster.repo, "web drops the copy");
+    let report = cluster.sync(false).await;
+    assert!(
+        report
+            .applications
+            .iter()
+            .any(|(n, o)| n == "web" && matches!(o, Outcome::Applied { .. })),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn follows_a_file_url_and_a_tag() {
     let (dir, repo) = new_repo();
     write(&repo, "app/cm.yaml", &config_map("tagged", "v1", ""));

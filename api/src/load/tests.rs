@@ -106,6 +106,41 @@ fn duplicates_name_both_places() {
 }
 
 #[test]
+fn applications_loaded_apart_find_the_same_duplicates_as_one_load() {
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page\n  namespace: demo\n";
+    // a's copy is invalid (an unknown field): it still counts as the first definition.
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: page\n  namespace: demo\ncolour: red\n";
+    let files = [
+        file("a/one.yaml", bad),
+        file("b/two.yaml", cm),
+        file("c/three.yaml", &format!("# x\n{cm}")),
+    ];
+    let together = load(&files);
+    let parts: Vec<(String, LoadResult)> = files
+        .iter()
+        .map(|f| (f.application().to_string(), load(std::slice::from_ref(f))))
+        .collect();
+    let across = duplicates_across(parts.iter().map(|(name, part)| (name.as_str(), part)));
+    let apart: Vec<String> = across.iter().map(ToString::to_string).collect();
+    let duplicates: Vec<String> = lines(&together)
+        .into_iter()
+        .filter(|line| line.contains("duplicate"))
+        .collect();
+    assert_eq!(
+        apart,
+        vec![
+            "repo/b/two.yaml:1: ConfigMap demo/page: duplicate object: also defined at repo/a/one.yaml:1",
+            "repo/c/three.yaml:2: ConfigMap demo/page: duplicate object: also defined at repo/a/one.yaml:1",
+        ]
+    );
+    assert_eq!(apart, duplicates);
+    // Inside one application a second copy is its own load's problem, not counted twice.
+    let one = load(&[file("a/one.yaml", cm), file("a/two.yaml", cm)]);
+    assert_eq!(lines(&one).len(), 1);
+    assert!(duplicates_across([("a", &one)]).is_empty());
+}
+
+#[test]
 fn refuses_kustomize_folders_whole() {
     let result = load(&[
         file("app/kustomization.yaml", "resources: [cm.yaml]\n"),
