@@ -74,9 +74,6 @@ pub struct RenderedObject {
 pub struct Rendered {
     /// The objects, in kustomize's output order.
     pub objects: Vec<RenderedObject>,
-    /// Every file and folder the build looked at (repository-relative): when none of them
-    /// changes, the output cannot change.
-    pub read: BTreeSet<String>,
 }
 
 impl Rendered {
@@ -234,8 +231,8 @@ pub fn render_ordered(files: &dyn Files, dir: &str, order: Order) -> Result<Rend
     render_tracked(files, dir, order).0
 }
 
-/// [`render_ordered`], and every path the build read, also when it failed (what must change
-/// for its result to change).
+/// [`render_ordered`], and every file and folder the build looked at (repository-relative),
+/// also when it failed: when none of them changes, the result cannot change.
 pub fn render_tracked(
     files: &dyn Files,
     dir: &str,
@@ -248,14 +245,7 @@ pub fn render_tracked(
         sort: None,
     };
     let result = build_all(&mut build, dir, order);
-    let read = std::mem::take(&mut build.read);
-    (
-        result.map(|objects| Rendered {
-            objects,
-            read: read.clone(),
-        }),
-        read,
-    )
+    (result.map(|objects| Rendered { objects }), build.read)
 }
 
 fn build_all(
