@@ -17,6 +17,7 @@
 //! the store, the actors or the runtime.
 
 pub mod defaults;
+pub mod fleet;
 pub mod image_ref;
 pub mod load;
 pub mod names;

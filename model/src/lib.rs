@@ -6,6 +6,7 @@
 //! cut. `shipshape verify` runs them; so does `cargo test -p shipshape-model`.
 
 pub mod converge;
+pub mod fleet;
 pub mod nodeloss;
 pub mod readwrites;
 pub mod rollout;

@@ -199,11 +199,12 @@ pub fn standard_models() -> Vec<(String, RolloutModel)> {
 /// A model run waiting to happen: given its name, it checks and gives the verdict.
 pub type Run = Box<dyn FnOnce(&str) -> Verdict + Send>;
 
-/// The Job, volume, node-loss, StatefulSet and read-your-writes configurations: a Job of 3
+/// The Job, volume, node-loss, StatefulSet, read-your-writes and fleet configurations: a Job of 3
 /// completions, 2 at a time, backoffLimit 1; two claims racing for one volume; 3 replicas on 3
 /// nodes with a node lost (and perhaps back) and one message or controller fault; a
 /// StatefulSet of 3 members, scaled to 2 with a new template; a ReplicaSet's 2 pods created and
-/// bound by controllers whose writes and answers travel late and out of order.
+/// bound by controllers whose writes and answers travel late and out of order; a fleet rolling
+/// commits out in three waves.
 pub fn workload_models() -> Vec<(String, Run)> {
     use crate::workloads::{JobModel, StatefulSetModel};
     vec![
@@ -241,6 +242,13 @@ pub fn workload_models() -> Vec<(String, Run)> {
                 .into(),
             Box::new(|name: &str| {
                 check(name, crate::readwrites::ReadYourWritesModel::new(2, 2, 1))
+            }),
+        ),
+        (
+            "fleet, waves of 1, 2 and 1 clusters (maxUnavailable 1), 2 commits good or bad, a cluster crash or a lost status write"
+                .into(),
+            Box::new(|name: &str| {
+                check(name, crate::fleet::FleetModel::new(vec![1, 2, 1], 1, 2, 1))
             }),
         ),
     ]

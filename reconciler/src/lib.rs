@@ -29,6 +29,7 @@ pub mod daemonset;
 pub mod decision;
 pub mod deployment;
 pub mod endpoints;
+pub mod fleet;
 pub mod gc;
 pub mod gitops;
 pub mod images;
