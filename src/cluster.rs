@@ -23,6 +23,14 @@ use crate::validate::plural;
 /// Flags of `shipshape up` (those this build acts on).
 #[derive(Args)]
 pub struct UpArgs {
+    /// This cluster's name in a fleet (a DNS label): it publishes its sync and health under
+    /// refs/shipshape/status/NAME in the repository and takes a commit only when the waves of
+    /// the repository's fleet.yaml let it. Without it the cluster follows the branch alone.
+    #[arg(long, value_name = "NAME", value_parser = parse_cluster_name)]
+    cluster_name: Option<String>,
+    /// Labels fleet.yaml's selectors match: key=value,key=value (repeatable).
+    #[arg(long, value_name = "K=V,…", requires = "cluster_name", value_parser = parse_cluster_labels)]
+    cluster_label: Vec<BTreeMap<String, String>>,
     /// The Git repository holding the desired state: a local path or a URL (default: the
     /// repository containing the current directory).
     #[arg(long, value_name = "URL|PATH")]
@@ -201,6 +209,42 @@ fn parse_upstream(text: &str) -> Result<std::net::SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an address (e.g. 192.0.2.53 or 127.0.0.1:5300)"))
 }
 
+fn parse_cluster_name(text: &str) -> Result<String, String> {
+    shipshape_api::fleet::cluster_name(text).map(|()| text.to_string())
+}
+
+fn parse_cluster_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    shipshape_api::fleet::parse_labels(text)
+}
+
+/// Where the cluster's fleet identity is kept, so `sync` on a stopped cluster honours its wave.
+const CLUSTER_META: &str = "fleet/cluster";
+
+/// Records (or, with no name, forgets) this cluster's fleet identity in `store`.
+fn remember_cluster(store: &mut Store, args: &UpArgs) -> anyhow::Result<()> {
+    let value = match &args.cluster_name {
+        Some(name) => serde_json::to_value(shipshape_api::fleet::ClusterIdentity {
+            name: name.clone(),
+            labels: args
+                .cluster_label
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })?,
+        None => serde_json::Value::Null,
+    };
+    let batch = Batch {
+        writes: vec![Write::SetMeta {
+            key: CLUSTER_META.into(),
+            value,
+        }],
+        audit: None,
+    };
+    store.apply(batch, jiff::Timestamp::now())?;
+    Ok(())
+}
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let duration: jiff::SignedDuration = text
         .parse()
@@ -295,7 +339,13 @@ pub(crate) struct ControlPlane {
 
 impl ControlPlane {
     pub(crate) fn start(data_dir: &Path, store: Store, source: GitSource) -> anyhow::Result<Self> {
-        let mirror = Mirror::open(&gitsync::mirror_dir(data_dir), source)?;
+        let mut mirror = Mirror::open(&gitsync::mirror_dir(data_dir), source)?;
+        let cluster = store
+            .get_meta(CLUSTER_META)?
+            .and_then(|v| serde_json::from_value::<shipshape_api::fleet::ClusterIdentity>(v).ok());
+        if let Some(cluster) = cluster {
+            mirror = mirror.with_cluster(cluster);
+        }
         let store = StoreActor::spawn(StoreActor::new(store));
         let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
         Ok(Self {
@@ -467,6 +517,23 @@ fn print_report(report: &SyncReport, seen: &mut BTreeMap<String, Outcome>) {
     for line in report_lines(report, seen) {
         eprintln!("{line}");
     }
+    for line in fleet_lines(report.held.as_deref(), report.publish_error.as_deref()) {
+        eprintln!("{line}");
+    }
+}
+
+/// A fleet member's notes on a sync: what its wave holds back, a status it could not publish.
+fn fleet_lines(held: Option<&str>, publish_error: Option<&str>) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(held) = held {
+        lines.push(format!("fleet: holding {held}"));
+    }
+    if let Some(error) = publish_error {
+        lines.push(format!(
+            "fleet: this cluster's status is not published: {error} (the next poll tries again)"
+        ));
+    }
+    lines
 }
 
 pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -480,7 +547,8 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         RuntimeKind::Simulated => None,
     };
     let data_dir = data::data_dir(data_dir)?;
-    let store = data::open_store(&data_dir)?;
+    let mut store = data::open_store(&data_dir)?;
+    remember_cluster(&mut store, args)?;
     runtime()?.block_on(async move {
         // Listening once, first, keeps a Ctrl-C (or a service manager's SIGTERM) that arrives
         // while starting or during a sync: the loop below sees it, and stopping cleans up.
@@ -582,6 +650,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         console.say(&format!("syncing {} of {} …", source.describe_reference(), source.url));
         let mut seen = BTreeMap::new();
         let mut last_error = None;
+        let mut last_fleet = (None, None);
         let mut ticker = tokio::time::interval(args.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -594,6 +663,16 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                             last_error = None;
                             for line in report_lines(&report, &mut seen) {
                                 console.say(&line);
+                            }
+                            let notes = (report.held.clone(), report.publish_error.clone());
+                            if notes != last_fleet {
+                                for line in fleet_lines(notes.0.as_deref(), notes.1.as_deref()) {
+                                    console.say(&line);
+                                }
+                                last_fleet = notes;
+                            }
+                            if report.waiting {
+                                continue;
                             }
                             synced.send_if_modified(|commit| {
                                 commit.is_none().then(|| *commit = Some(report.commit.id.clone())).is_some()
@@ -677,6 +756,9 @@ fn print_remote_report(report: &serde_json::Value) -> bool {
             details.push(format!("\n      {}", problem.as_str().unwrap_or_default()));
         }
         eprintln!("  {name:width$}   {result:9}  {}", details.join(", "));
+    }
+    for line in fleet_lines(report["held"].as_str(), report["publishError"].as_str()) {
+        eprintln!("{line}");
     }
     failed
 }

@@ -7,6 +7,7 @@ mod commitbench;
 mod data;
 mod dnsbench;
 mod exec;
+mod fleet;
 mod images;
 mod inspect;
 mod kustomizebench;
@@ -169,6 +170,11 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+    /// The fleet this cluster is in, as its clusters published it in the repository.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
     },
 }
 
@@ -350,6 +356,7 @@ fn main() -> ExitCode {
         } => inspect::audit_verify(data_dir),
         Command::Bench(args) => bench::run(&args),
         Command::Verify => verify(),
+        Command::Fleet { command } => fleet::run(&command, data_dir).map(|()| ExitCode::SUCCESS),
         Command::Logs {
             pod,
             container,

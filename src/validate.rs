@@ -16,8 +16,26 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadResult {
     let mut render_problems = Vec::new();
     let mut read_problems = Vec::new();
     for path in paths {
-        let (found, problems) = load::read_path(path);
+        let (mut found, problems) = load::read_path(path);
         read_problems.extend(problems);
+        // A fleet file at the top of a folder is checked as one, not loaded as a manifest.
+        if let Some(at) = found
+            .iter()
+            .position(|f| f.relative == shipshape_api::fleet::FLEET_FILE)
+        {
+            let file = found.remove(at);
+            let text = String::from_utf8_lossy(&file.bytes);
+            if let Err(error) = shipshape_api::fleet::parse(&text, &file.display) {
+                read_problems.push(Problem {
+                    file: error.file,
+                    line: error.line,
+                    application: "fleet".into(),
+                    object: None,
+                    field: None,
+                    message: error.message,
+                });
+            }
+        }
         // Applications with a kustomization render (bases may sit anywhere in the checkout).
         let kustomized = !shipshape_kustomize::apps::kustomized(&found).is_empty();
         match crate::render::checkout(path) {

@@ -247,6 +247,31 @@ mod validate {
     }
 
     #[test]
+    fn a_fleet_file_at_the_top_is_checked_as_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fleet = "apiVersion: shipshape.dev/v1alpha1\nkind: Fleet\nrollout:\n  waves:\n  - name: canary\n    clusterNames: [store-1]\n    soak: 10m\n";
+        write(dir.path(), "fleet.yaml", fleet);
+        write(
+            dir.path(),
+            "apps/web/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n",
+        );
+        let output = shipshape(&["validate", "."], dir.path());
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(
+            stdout(&output),
+            "1 object in 1 file, 1 application: 1 ConfigMap\n"
+        );
+        write(dir.path(), "fleet.yaml", &fleet.replace("soak", "soaks"));
+        let output = shipshape(&["validate", "."], dir.path());
+        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(
+            stdout(&output),
+            "./fleet.yaml:7: rollout.waves[0].soaks: unknown field `soaks`\n"
+        );
+    }
+
+    #[test]
     fn usage_errors_exit_2() {
         let output = shipshape(&["validate"], &root());
         assert_eq!(output.status.code(), Some(2));
@@ -5894,5 +5919,410 @@ spec:
         );
         let numbers: Vec<f64> = found.iter().map(|(_, n)| *n).collect();
         assert_eq!(numbers, [67.0, 299.0, 1.31, 1.5, 0.0]);
+    }
+}
+
+mod fleet {
+    //! A fleet on one machine: five simulated-runtime clusters (separate processes, data
+    //! directories and ports) pulling one repository that `git daemon` serves on loopback, in
+    //! three waves. Each publishes its status into the repository and reads the others' there.
+
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args([
+                "-c",
+                "user.name=Ada",
+                "-c",
+                "user.email=ada@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn write(dir: &Path, relative: &str, text: &str) {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// A process the test started, killed when the test ends or fails.
+    struct Running(Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    const FLEET: &str = "apiVersion: shipshape.dev/v1alpha1\nkind: Fleet\nrollout:\n  waves:\n  - name: canary\n    clusterSelector: {matchLabels: {ring: canary}}\n    soak: 1s\n  - name: main\n    clusterSelector: {matchLabels: {ring: main}}\n    soak: 1s\n    maxUnavailable: 1\n  - name: last\n    clusterSelector: {matchLabels: {ring: last}}\n";
+
+    fn config_map(version: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: default\ndata:\n  version: \"{version}\"\n"
+        )
+    }
+
+    /// A Job that outlives its deadline: Degraded on every cluster that applies it.
+    const FAILING_JOB: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  namespace: default\nspec:\n  backoffLimit: 0\n  activeDeadlineSeconds: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: busybox:1.35\n        command: [sleep, \"60\"]\n";
+
+    const CLUSTERS: [(&str, &str); 5] = [
+        ("c1", "canary"),
+        ("c2", "main"),
+        ("c3", "main"),
+        ("c4", "last"),
+        ("c5", "last"),
+    ];
+
+    struct Fleet {
+        dir: tempfile::TempDir,
+        url: String,
+        daemon: Option<Running>,
+        clusters: BTreeMap<&'static str, Running>,
+    }
+
+    impl Fleet {
+        fn work(&self) -> PathBuf {
+            self.dir.path().join("work")
+        }
+
+        fn data(&self, cluster: &str) -> PathBuf {
+            self.dir.path().join(format!("data-{cluster}"))
+        }
+
+        /// Commits everything in the work tree and pushes it; returns the commit id.
+        fn push(&self, message: &str) -> String {
+            git(&self.work(), &["add", "-A"]);
+            git(&self.work(), &["commit", "-q", "-m", message]);
+            git(&self.work(), &["push", "-q", "origin", "main"]);
+            git(&self.work(), &["rev-parse", "HEAD"])
+        }
+
+        fn start(&mut self, name: &'static str, ring: &str) {
+            let log = self.dir.path().join(format!("up-{name}.log"));
+            let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args([
+                    "up", "--repo", &self.url, "--branch", "main", "--path", "apps",
+                ])
+                .args([
+                    "--runtime",
+                    "simulated",
+                    "--nodes",
+                    "1",
+                    "--interval",
+                    "300ms",
+                ])
+                .args(["--api-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"])
+                .args(["--cluster-name", name, "--cluster-label"])
+                .arg(format!("ring={ring}"))
+                .arg("--data-dir")
+                .arg(self.data(name))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("starts");
+            self.clusters.insert(name, Running(child));
+        }
+
+        fn shipshape(&self, args: &[&str]) -> Output {
+            Command::new(env!("CARGO_BIN_EXE_shipshape"))
+                .args(args)
+                .output()
+                .expect("runs")
+        }
+
+        /// Each cluster's published status, read from the repository as an auditor would.
+        fn statuses(&self) -> Result<BTreeMap<String, Value>, String> {
+            let output = self.shipshape(&["fleet", "status", "--json", "--repo", &self.url]);
+            if !output.status.success() {
+                return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+            }
+            serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())
+        }
+
+        /// The state cluster `name` reports for `commit` (`None`: it is not on it).
+        fn state(statuses: &BTreeMap<String, Value>, name: &str, commit: &str) -> Option<String> {
+            let status = statuses.get(name)?;
+            (status["commit"].as_str() == Some(commit))
+                .then(|| {
+                    status["commits"]
+                        .as_array()?
+                        .iter()
+                        .find(|r| r["commit"].as_str() == Some(commit))?["state"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .flatten()
+        }
+
+        /// Waits until cluster `name` publishes a hold that says `needle`.
+        fn wait_held(&self, name: &str, needle: &str) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let statuses = self.statuses();
+                let held = statuses
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.get(name)?["held"].as_str().map(str::to_string));
+                if held.as_deref().is_some_and(|h| h.contains(needle)) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} never held with {needle:?}; last: {held:?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+
+        /// Waits until every cluster in `names` reports `commit` in `state`.
+        fn wait_for(&self, names: &[&str], commit: &str, state: &str) -> BTreeMap<String, Value> {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let statuses = self.statuses();
+                if let Ok(statuses) = &statuses
+                    && names
+                        .iter()
+                        .all(|n| Self::state(statuses, n, commit).as_deref() == Some(state))
+                {
+                    return statuses.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{names:?} never reported {} {state}; last seen: {statuses:#?}",
+                    &commit[..7]
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    fn serve(dir: &Path) -> (Running, String) {
+        let port = free_port();
+        // git-daemon itself, not `git daemon`: killing that wrapper would leave the daemon
+        // serving.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git runs");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let daemon = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--enable=receive-pack"])
+            .arg(format!("--base-path={}", dir.display()))
+            .args(["--listen=127.0.0.1", &format!("--port={port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (
+            Running(daemon),
+            format!("git://127.0.0.1:{port}/origin.git"),
+        )
+    }
+
+    /// The earliest time (RFC 3339) `cluster`'s history shows it on `commit` in `state` (any
+    /// state when `None`).
+    fn first(
+        history: &[Value],
+        cluster: &str,
+        commit: &str,
+        state: Option<&str>,
+    ) -> Option<String> {
+        history
+            .iter()
+            .filter(|s| s["cluster"] == cluster && s["commit"].as_str() == Some(commit))
+            .filter(|s| {
+                state.is_none_or(|wanted| {
+                    s["commits"][0]["commit"].as_str() == Some(commit)
+                        && s["commits"][0]["state"].as_str() == Some(wanted)
+                })
+            })
+            .filter_map(|s| s["time"].as_str().map(str::to_string))
+            .min()
+    }
+
+    #[test]
+    fn a_commit_rolls_out_wave_by_wave_a_failure_halts_it_and_the_fix_flows_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git(dir.path(), &["init", "-q", "--bare", "origin.git"]);
+        git(dir.path(), &["clone", "-q", "origin.git", "work"]);
+        let (daemon, url) = serve(dir.path());
+        let mut fleet = Fleet {
+            dir,
+            url,
+            daemon: Some(daemon),
+            clusters: BTreeMap::new(),
+        };
+        write(&fleet.work(), "fleet.yaml", FLEET);
+        write(&fleet.work(), "apps/web/cm.yaml", &config_map("1"));
+        let v1 = fleet.push("v1");
+        for (name, ring) in CLUSTERS {
+            fleet.start(name, ring);
+        }
+        let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();
+        fleet.wait_for(&names, &v1, "Soaked");
+
+        // A good commit, wave by wave: main takes it only once canary soaked it, last only
+        // once main did too (one of its two may lack it).
+        write(&fleet.work(), "apps/web/cm.yaml", &config_map("2"));
+        let v2 = fleet.push("v2");
+        fleet.wait_for(&names, &v2, "Soaked");
+        let output = fleet.shipshape(&["fleet", "history", "--repo", &fleet.url]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let history: Vec<Value> = names
+            .iter()
+            .flat_map(|name| {
+                let output = Command::new("git")
+                    .args(["--git-dir", "origin.git", "log", "--format=%H"])
+                    .arg(format!("refs/shipshape/status/{name}"))
+                    .current_dir(fleet.dir.path())
+                    .output()
+                    .expect("git log");
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .map(|id| {
+                        let shown = Command::new("git")
+                            .args(["--git-dir", "origin.git", "show"])
+                            .arg(format!("{id}:status.json"))
+                            .current_dir(fleet.dir.path())
+                            .output()
+                            .expect("git show");
+                        serde_json::from_slice::<Value>(&shown.stdout).expect("status JSON")
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let canary_soaked = first(&history, "c1", &v2, Some("Soaked")).expect("c1 soaked v2");
+        let main_soaked = ["c2", "c3"]
+            .iter()
+            .filter_map(|n| first(&history, n, &v2, Some("Soaked")))
+            .min()
+            .expect("main soaked v2");
+        for name in ["c2", "c3"] {
+            let took = first(&history, name, &v2, None).expect("main took v2");
+            assert!(
+                took >= canary_soaked,
+                "{name} took v2 at {took}, before canary soaked it at {canary_soaked}"
+            );
+        }
+        for name in ["c4", "c5"] {
+            let took = first(&history, name, &v2, None).expect("last took v2");
+            assert!(
+                took >= main_soaked,
+                "{name} took v2 at {took}, before main soaked it at {main_soaked}"
+            );
+        }
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(printed.starts_with("TIME"), "{printed}");
+        assert!(printed.contains(&v2[..7]), "{printed}");
+
+        // A commit that breaks health in the first wave never reaches the second.
+        write(&fleet.work(), "apps/web/job.yaml", FAILING_JOB);
+        let v3 = fleet.push("v3: a migration that fails");
+        fleet.wait_for(&["c1"], &v3, "Failed");
+        let halted = fleet.wait_for(&["c2", "c3", "c4", "c5"], &v2, "Soaked");
+        std::thread::sleep(Duration::from_secs(2));
+        let statuses = fleet.statuses().expect("statuses");
+        for name in ["c2", "c3", "c4", "c5"] {
+            assert_eq!(
+                statuses[name]["commit"].as_str(),
+                Some(v2.as_str()),
+                "{name} left v2: {statuses:#?}"
+            );
+        }
+        drop(halted);
+        for name in ["c2", "c4"] {
+            fleet.wait_held(name, "halted: c1 (wave canary) reported it Failed");
+        }
+        let table = fleet.shipshape(&["fleet", "status", "--repo", &fleet.url]);
+        let table = String::from_utf8_lossy(&table.stdout).into_owned();
+        assert!(table.contains("Degraded"), "{table}");
+        assert!(table.contains("c2: holding commit"), "{table}");
+
+        // The fix flows through every wave.
+        std::fs::remove_file(fleet.work().join("apps/web/job.yaml")).expect("rm");
+        let v4 = fleet.push("v4: fix");
+        fleet.wait_for(&names, &v4, "Soaked");
+
+        // A cluster that is down holds its wave only as far as maxUnavailable says: one of
+        // main's two may be missing, both may not.
+        fleet.clusters.remove("c3");
+        write(&fleet.work(), "apps/web/cm.yaml", &config_map("5"));
+        let v5 = fleet.push("v5");
+        fleet.wait_for(&["c1", "c2", "c4", "c5"], &v5, "Soaked");
+        fleet.clusters.remove("c2");
+        write(&fleet.work(), "apps/web/cm.yaml", &config_map("6"));
+        let v6 = fleet.push("v6");
+        fleet.wait_for(&["c1"], &v6, "Soaked");
+        fleet.wait_held(
+            "c5",
+            "waiting for wave main: 0 of 2 clusters soaked, 1 may lack it",
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let statuses = fleet.statuses().expect("statuses");
+        for name in ["c4", "c5"] {
+            assert_eq!(
+                statuses[name]["commit"].as_str(),
+                Some(v5.as_str()),
+                "{statuses:#?}"
+            );
+        }
+
+        // Git unreachable: every cluster stays on its last good commit and says so.
+        fleet.daemon = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = fleet.shipshape(&[
+                "status",
+                "--data-dir",
+                fleet.data("c4").to_str().expect("utf-8"),
+            ]);
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if text.contains("syncs cannot read Git") {
+                assert!(text.contains("cannot fetch"), "{text}");
+                assert!(text.contains(&v5[..7]), "{text}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "c4 never said Git is unreachable:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }

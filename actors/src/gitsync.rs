@@ -20,6 +20,7 @@ use kameo::message::{Context, Message};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use shipshape_api::fleet::{ClusterIdentity, FLEET_FILE};
 use shipshape_api::load::{self, ROOT_APPLICATION, SourceFile};
 use shipshape_reconciler::gitops::{self, Action, Desired, Foreign, Managed, Refusal};
 
@@ -269,6 +270,25 @@ pub struct Mirror {
     /// Each kustomize application's last render: a push that changes one application
     /// renders only it (and those sharing a base that changed).
     renders: std::sync::Mutex<std::collections::HashMap<String, CachedRender>>,
+    /// The folder synced: the source's, or the one the fleet file gives this cluster.
+    path: String,
+    /// This cluster's name and labels, when it is a member of a fleet.
+    cluster: Option<ClusterIdentity>,
+    /// Fleet files parsed, by blob id.
+    fleet_files: BTreeMap<Oid, crate::fleet::FleetFile>,
+}
+
+/// Where a fleet member goes this sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetChoice {
+    /// The commit to sync (`None`: stay on the current one; with no current one, nothing yet).
+    pub target: Option<Oid>,
+    /// Why the branch's newest commit is not the one synced.
+    pub held: Option<String>,
+    /// The cluster's wave at the commit it will be on.
+    pub wave: Option<String>,
+    /// That wave's soak, in seconds.
+    pub soak_seconds: i64,
 }
 
 /// Makes libgit2 give up on a connection silent for `silence` (connecting, or waiting for
@@ -344,10 +364,112 @@ impl Mirror {
         };
         Ok(Self {
             repo,
+            path: source.path.clone(),
             source,
             fetch_timeout: FETCH_TIMEOUT,
             renders: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cluster: None,
+            fleet_files: BTreeMap::new(),
         })
+    }
+
+    /// The same mirror as fleet member `cluster`: it fetches every cluster's status, takes a
+    /// commit only when its wave may, and syncs the folder the fleet file gives it.
+    pub fn with_cluster(self, cluster: ClusterIdentity) -> Self {
+        Self {
+            cluster: Some(cluster),
+            ..self
+        }
+    }
+
+    /// This cluster, when it is a fleet member.
+    pub fn cluster(&self) -> Option<&ClusterIdentity> {
+        self.cluster.as_ref()
+    }
+
+    /// The bare repository (for reading statuses).
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Where a fleet member goes from `current` with the branch at `head`: the newest commit
+    /// its wave may take ([`shipshape_reconciler::fleet::choose`] over the statuses fetched),
+    /// and the folder it syncs there. A cluster that is no fleet member takes `head`.
+    pub fn fleet_choice(
+        &mut self,
+        head: Oid,
+        current: Option<Oid>,
+    ) -> Result<FleetChoice, GitError> {
+        use shipshape_reconciler::fleet::{Candidate, FleetAt, choose};
+        let Some(me) = self.cluster.clone() else {
+            return Ok(FleetChoice {
+                target: Some(head),
+                ..FleetChoice::default()
+            });
+        };
+        let ids = crate::fleet::candidates(&self.repo, head, current);
+        let mut files = Vec::new();
+        for id in &ids {
+            files.push(crate::fleet::fleet_at(
+                &self.repo,
+                *id,
+                &mut self.fleet_files,
+            )?);
+        }
+        let candidates: Vec<Candidate<'_>> = ids
+            .iter()
+            .zip(&files)
+            .map(|(id, file)| Candidate {
+                commit: id.to_string(),
+                fleet: match file {
+                    crate::fleet::FleetFile::Absent => FleetAt::Absent,
+                    crate::fleet::FleetFile::Valid(fleet) => FleetAt::Valid(fleet),
+                    crate::fleet::FleetFile::Invalid(error) => FleetAt::Invalid(error),
+                },
+            })
+            .collect();
+        let reports: Vec<_> = crate::fleet::statuses(&self.repo)
+            .into_iter()
+            .map(|(name, (_, status))| status.report(&name))
+            .collect();
+        let choice = choose(&me, &candidates, &reports);
+        let target = choice.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
+        let held = choice
+            .newest_held
+            .map(|(commit, why)| format!("commit {}: {why}", &commit[..commit.len().min(7)]));
+        let on = target.or(current);
+        let fleet = match on {
+            Some(id) => match crate::fleet::fleet_at(&self.repo, id, &mut self.fleet_files)? {
+                crate::fleet::FleetFile::Valid(fleet) => Some(fleet),
+                _ => None,
+            },
+            None => None,
+        };
+        let wave = fleet
+            .as_ref()
+            .and_then(|f| f.wave_of(&me).map(|w| f.waves[w].clone()));
+        let path = fleet
+            .as_ref()
+            .and_then(|f| f.path_for(&me).map(str::to_string))
+            .unwrap_or_else(|| self.source.path.clone());
+        if path != self.path {
+            self.path = path;
+            self.renders
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        Ok(FleetChoice {
+            target,
+            held,
+            soak_seconds: wave.as_ref().map_or(0, |w| w.soak_seconds),
+            wave: wave.map(|w| w.name),
+        })
+    }
+
+    /// The folder synced now.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// The same mirror with another bound on a whole fetch (tests use a short one). The bound
@@ -360,12 +482,18 @@ impl Mirror {
         }
     }
 
-    /// Fetches branches and tags; branches deleted upstream go away here too.
+    /// Fetches branches and tags (and, for a fleet member, every cluster's status); branches
+    /// deleted upstream go away here too. The remote's ref advertisement is read first: when
+    /// every ref is where the mirror has it, no fetch follows (one request to the Git host per
+    /// idle poll).
     pub fn fetch(&self) -> Result<(), GitError> {
         let mut remote = self
             .repo
             .find_remote("origin")
             .map_err(git_error("the mirror has no origin"))?;
+        if self.up_to_date(&mut remote)? {
+            return Ok(());
+        }
         // The transfer callbacks run while data flows: past the deadline they abort the fetch.
         let deadline = std::time::Instant::now() + self.fetch_timeout;
         let mut callbacks = git2::RemoteCallbacks::new();
@@ -375,11 +503,14 @@ impl Mirror {
         options.remote_callbacks(callbacks);
         options.prune(FetchPrune::On);
         options.download_tags(git2::AutotagOption::All);
-        let refspecs = [
+        let mut refspecs = vec![
             "+refs/heads/*:refs/remotes/origin/*",
             "+refs/tags/*:refs/tags/*",
             "+HEAD:refs/remotes/origin/HEAD",
         ];
+        if self.cluster.is_some() {
+            refspecs.push(crate::fleet::STATUS_REFSPEC);
+        }
         remote
             .fetch(&refspecs, Some(&mut options), None)
             .map_err(|e| {
@@ -393,6 +524,47 @@ impl Mirror {
                     GitError(format!("cannot fetch {}: {}", self.source.url, e.message()))
                 }
             })
+    }
+
+    /// Whether the remote advertises exactly the refs the mirror has (so a fetch would bring
+    /// nothing; a ref the mirror lacks or has extra says no). A remote that does not answer
+    /// fails the fetch here.
+    fn up_to_date(&self, remote: &mut git2::Remote<'_>) -> Result<bool, GitError> {
+        let url = self.source.url.clone();
+        let unreachable = |e: git2::Error| GitError(format!("cannot fetch {url}: {}", e.message()));
+        let connection = remote
+            .connect_auth(git2::Direction::Fetch, None, None)
+            .map_err(unreachable)?;
+        let heads = connection.list().map_err(unreachable)?;
+        let mut advertised = BTreeSet::new();
+        for head in heads {
+            let name = head.name();
+            let local = if name == "HEAD" {
+                "refs/remotes/origin/HEAD".to_string()
+            } else if let Some(branch) = name.strip_prefix("refs/heads/") {
+                format!("refs/remotes/origin/{branch}")
+            } else if (name.starts_with("refs/tags/") && !name.ends_with("^{}"))
+                || (self.cluster.is_some() && name.starts_with(crate::fleet::STATUS_REFS))
+            {
+                name.to_string()
+            } else {
+                continue;
+            };
+            if self.repo.refname_to_id(&local).ok() != Some(head.oid()) {
+                return Ok(false);
+            }
+            advertised.insert(local);
+        }
+        let mut globs = vec!["refs/remotes/origin/*", "refs/tags/*"];
+        if self.cluster.is_some() {
+            globs.push("refs/shipshape/status/*");
+        }
+        Ok(globs.iter().all(|glob| {
+            self.repo.references_glob(glob).is_ok_and(|refs| {
+                refs.flatten()
+                    .all(|r| r.name().ok().is_some_and(|name| advertised.contains(name)))
+            })
+        }))
     }
 
     /// The commit the source's reference names now.
@@ -443,20 +615,20 @@ impl Mirror {
         let top = commit
             .tree()
             .map_err(git_error("cannot read the commit's tree"))?;
-        let base = if self.source.path.is_empty() {
+        let base = if self.path.is_empty() {
             top.clone()
         } else {
-            let entry = top.get_path(Path::new(&self.source.path)).map_err(|_| {
+            let entry = top.get_path(Path::new(&self.path)).map_err(|_| {
                 GitError(format!(
                     "{} is not a folder in commit {}",
-                    self.source.path,
+                    self.path,
                     info.short()
                 ))
             })?;
             self.repo.find_tree(entry.id()).map_err(|_| {
                 GitError(format!(
                     "{} is not a folder in commit {}",
-                    self.source.path,
+                    self.path,
                     info.short()
                 ))
             })?
@@ -515,6 +687,8 @@ impl Mirror {
                         },
                     );
                 }
+                // The fleet file at the top of the repository is no manifest.
+                Some(ObjectType::Blob) if self.path.is_empty() && name == FLEET_FILE => {}
                 Some(ObjectType::Blob) if entry.filemode() != 0o120000 => {
                     root_digest.update(format!("{name}\0{}\n", entry.id()).as_bytes());
                     if wanted_file(&name) {
@@ -598,7 +772,7 @@ impl Mirror {
             let Some(tree) = applications.get_mut(name) else {
                 continue;
             };
-            let base = self.source.path.trim_matches('/');
+            let base = self.path.trim_matches('/');
             let dir = match (whole, base.is_empty()) {
                 (true, _) => base.to_string(),
                 (false, true) => name.clone(),
@@ -649,10 +823,10 @@ impl Mirror {
     }
 
     fn source_file(&self, relative: String, bytes: Vec<u8>) -> SourceFile {
-        let display = if self.source.path.is_empty() {
+        let display = if self.path.is_empty() {
             relative.clone()
         } else {
-            format!("{}/{relative}", self.source.path.trim_end_matches('/'))
+            format!("{}/{relative}", self.path.trim_end_matches('/'))
         };
         SourceFile {
             relative,
@@ -788,6 +962,23 @@ pub struct SyncReport {
     pub rewritten: bool,
     /// Each application's outcome, in the order synced.
     pub applications: Vec<(String, Outcome)>,
+    /// A fleet member's wave rule holding the branch's newest commit back: why.
+    pub held: Option<String>,
+    /// True when the cluster is on no commit yet, its wave waiting for earlier ones
+    /// (`commit` is then the branch's head, not applied).
+    pub waiting: bool,
+    /// Why this cluster's fleet status could not be published (the next poll tries again).
+    pub publish_error: Option<String>,
+}
+
+/// What a sync's Git step found.
+enum Fetched {
+    /// The commit already applied, with nothing to retry.
+    Settled(CommitInfo),
+    /// A fleet member on no commit yet whose wave may not take any.
+    Waiting(CommitInfo),
+    /// A commit to apply: the source, its snapshot, whether it rewrites history.
+    Full(String, Box<Snapshot>, bool),
 }
 
 /// How to sync.
@@ -845,6 +1036,9 @@ fn stamp(manifest: &Value, commit: &str, application: &str, source: &str) -> Val
 /// At most this many Warning events are written for one failed sync (one per live object).
 const MAX_FAILURE_EVENTS: usize = 100;
 
+/// Where a fleet member keeps its commit records (what it publishes), across restarts.
+pub const FLEET_RECORDS_META: &str = "fleet/records";
+
 /// How long Events are kept, as Kubernetes' default `--event-ttl`.
 pub const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
@@ -888,6 +1082,8 @@ pub struct GitSync {
     loads: std::collections::HashMap<String, (String, Arc<load::LoadResult>)>,
     /// When Events were last expired (they live an hour; once a minute is soon enough).
     events_expired: Option<std::time::Instant>,
+    /// A fleet member's last choice (wave, soak, what is held), for its status.
+    fleet_choice: Option<FleetChoice>,
     /// Makes the next sync panic, as a bug would.
     #[cfg(test)]
     panic_next_sync: bool,
@@ -928,6 +1124,7 @@ impl GitSync {
             git_error_recorded: None,
             loads: std::collections::HashMap::new(),
             events_expired: None,
+            fleet_choice: None,
             #[cfg(test)]
             panic_next_sync: false,
         }
@@ -970,6 +1167,10 @@ impl GitSync {
                 ))))
             }
         };
+        let mut report = report;
+        if let Ok(report) = &mut report {
+            report.publish_error = self.publish_status(report).await.err();
+        }
         let git_error = match &report {
             Err(SyncError::Git(error)) => Some(error.to_string()),
             _ => None,
@@ -1033,28 +1234,55 @@ impl GitSync {
             && statuses
                 .iter()
                 .all(|s| s.suspended || s.sync != SyncState::OutOfSync || !s.message.is_empty());
-        let fetched = tokio::task::block_in_place(|| {
+        let (fetched, choice, path_changed) = tokio::task::block_in_place(|| {
             // A sync that panicked while holding the lock poisoned it; the mirror is Git's
             // on-disk repository, which the next fetch reads as it finds it.
-            let mirror = self.mirror.lock().unwrap_or_else(|poisoned| {
+            let mut mirror = self.mirror.lock().unwrap_or_else(|poisoned| {
                 self.mirror.clear_poison();
                 poisoned.into_inner()
             });
             mirror.fetch()?;
-            let target = mirror.resolve()?;
-            if settled && previous == Some(target) {
-                return Ok::<_, GitError>(Err(mirror.commit_info(target)?));
+            let head = mirror.resolve()?;
+            let before = mirror.path().to_string();
+            // A fleet member takes the newest commit its wave may (others: the head).
+            let choice = mirror.fleet_choice(head, previous)?;
+            let path_changed = mirror.path() != before;
+            let Some(target) = choice.target.or(previous) else {
+                let waiting = Fetched::Waiting(mirror.commit_info(head)?);
+                return Ok::<_, GitError>((waiting, choice, false));
+            };
+            if settled && previous == Some(target) && !path_changed {
+                let settled = Fetched::Settled(mirror.commit_info(target)?);
+                return Ok((settled, choice, false));
             }
             let rewritten = previous.is_some_and(|old| mirror.is_rewrite(old, target));
-            Ok(Ok((
+            let full = Fetched::Full(
                 mirror.source.url.clone(),
-                mirror.snapshot(target)?,
+                Box::new(mirror.snapshot(target)?),
                 rewritten,
-            )))
+            );
+            Ok((full, choice, path_changed))
         })?;
+        if path_changed {
+            // Loads name files by the path: another path, other names.
+            self.loads.clear();
+        }
+        let held = choice.held.clone();
+        self.fleet_choice = Some(choice);
         let (source_url, snapshot, rewritten) = match fetched {
-            Ok(full) => full,
-            Err(commit) => {
+            Fetched::Full(url, snapshot, rewritten) => (url, *snapshot, rewritten),
+            Fetched::Waiting(commit) => {
+                self.expire_events().await?;
+                return Ok(SyncReport {
+                    commit,
+                    rewritten: false,
+                    applications: Vec::new(),
+                    held,
+                    waiting: true,
+                    publish_error: None,
+                });
+            }
+            Fetched::Settled(commit) => {
                 let applications = statuses
                     .iter()
                     .map(|s| {
@@ -1075,6 +1303,9 @@ impl GitSync {
                     commit,
                     rewritten: false,
                     applications,
+                    held,
+                    waiting: false,
+                    publish_error: None,
                 });
             }
         };
@@ -1218,7 +1449,114 @@ impl GitSync {
             commit,
             rewritten,
             applications: outcomes,
+            held,
+            waiting: false,
+            publish_error: None,
         })
+    }
+
+    /// A fleet member's status after a sync: its commit record updated from its applications'
+    /// sync and health ([`shipshape_reconciler::fleet::observe`]), published to its status
+    /// ref when anything but the time changed. Others read it to decide their waves.
+    async fn publish_status(&mut self, report: &SyncReport) -> Result<(), String> {
+        use shipshape_reconciler::fleet::{CommitRecord, observe, with_record};
+        let Some(cluster) = self.mirror_cluster() else {
+            return Ok(());
+        };
+        let choice = self.fleet_choice.clone().unwrap_or_default();
+        let failure = |e: SyncError| e.to_string();
+        let statuses: Vec<ApplicationStatus> = self
+            .ask_store(ListMeta(APP_META_PREFIX.into()))
+            .await
+            .map_err(failure)?
+            .into_values()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        let objects = self
+            .ask_store(List {
+                kind: None,
+                namespace: None,
+            })
+            .await
+            .map_err(failure)?;
+        let health = crate::health::applications(objects.iter().map(|(k, s)| (k, s)));
+        let mut records: Vec<CommitRecord> = self
+            .ask_store(GetMeta(FLEET_RECORDS_META.into()))
+            .await
+            .map_err(failure)?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let commit = (!report.waiting).then(|| report.commit.id.clone());
+        if let Some(commit) = &commit {
+            let seen = crate::fleet::seen(&statuses, &health);
+            let record = observe(
+                records.first(),
+                commit,
+                seen,
+                choice.soak_seconds,
+                now.as_second(),
+            );
+            if records.first() != Some(&record) {
+                records = with_record(&records, record);
+                let write = Batch {
+                    writes: vec![Write::SetMeta {
+                        key: FLEET_RECORDS_META.into(),
+                        value: json!(records),
+                    }],
+                    audit: None,
+                };
+                self.ask_store(Apply(write)).await.map_err(failure)?;
+            }
+        }
+        let applications = statuses
+            .iter()
+            .map(|s| {
+                let health = health.get(&s.application).cloned().unwrap_or_default();
+                crate::fleet::ApplicationSummary {
+                    name: s.application.clone(),
+                    sync: if s.suspended {
+                        "Suspended".into()
+                    } else {
+                        s.sync.as_str().into()
+                    },
+                    health: health.status.as_str().into(),
+                    message: if s.message.is_empty() {
+                        health.message
+                    } else {
+                        s.message.clone()
+                    },
+                }
+            })
+            .collect();
+        tokio::task::block_in_place(|| {
+            let mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+            let status = crate::fleet::ClusterStatus {
+                cluster: cluster.name.clone(),
+                labels: cluster.labels.clone(),
+                wave: choice.wave.clone(),
+                commit,
+                path: mirror.path().to_string(),
+                commits: records,
+                applications,
+                held: choice.held.clone(),
+                time: now.to_string(),
+            };
+            let published = crate::fleet::statuses(mirror.repository())
+                .remove(&cluster.name)
+                .is_some_and(|(_, last)| last.same_as(&status));
+            if published {
+                return Ok(());
+            }
+            crate::fleet::publish(mirror.repository(), &status)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn mirror_cluster(&self) -> Option<ClusterIdentity> {
+        let mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        mirror.cluster().cloned()
     }
 
     /// Loads and validates each application of `snapshot` whose digest changed since its last

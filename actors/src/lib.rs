@@ -8,6 +8,7 @@ pub mod api;
 pub mod controller;
 pub mod controllers;
 pub mod events;
+pub mod fleet;
 pub mod gitsync;
 pub mod health;
 pub mod metrics;

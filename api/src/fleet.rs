@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::path::FieldPath;
 use crate::selector::Selector;
@@ -37,7 +37,7 @@ pub const FLEET_FILE: &str = "fleet.yaml";
 pub const FLEET_API_VERSION: &str = "shipshape.dev/v1alpha1";
 
 /// A cluster as the fleet sees it: its name and labels (`up --cluster-name --cluster-label`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClusterIdentity {
     /// Unique in the fleet; names its status ref.
     pub name: String,

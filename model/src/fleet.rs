@@ -13,7 +13,8 @@ use std::fmt;
 
 use shipshape_api::fleet::{ClusterIdentity, Clusters, Fleet, MaxUnavailable, OnFailure, Wave};
 use shipshape_reconciler::fleet::{
-    Candidate, Choice, CommitRecord, CommitState, Report, Seen, choose, observe, with_record,
+    Candidate, Choice, CommitRecord, CommitState, FleetAt, Report, Seen, choose, observe,
+    with_record,
 };
 use stateright::{Model, Property};
 
@@ -177,7 +178,7 @@ impl FleetModel {
             .rev()
             .map(|c| Candidate {
                 commit: commit_name(c),
-                fleet: Some(&self.fleet),
+                fleet: FleetAt::Valid(&self.fleet),
             })
             .collect();
         let choice = (self.choose)(&self.clusters[i], &candidates, &self.visible(state, i));

@@ -124,19 +124,32 @@ pub fn with_record(records: &[CommitRecord], record: CommitRecord) -> Vec<Commit
         .collect()
 }
 
-/// A commit a cluster could move to, with the fleet file it holds (`None`: none, or one that
-/// does not parse, which `validate` and the sync report on their own).
+/// The fleet file a commit holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FleetAt<'a> {
+    /// None: the commit is not rolled out in waves.
+    Absent,
+    /// This one.
+    Valid(&'a Fleet),
+    /// One that does not parse, with the error: no cluster of the fleet takes the commit (a
+    /// typo must not release it to every wave at once).
+    Invalid(&'a str),
+}
+
+/// A commit a cluster could move to, with the fleet file it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Candidate<'a> {
     /// The commit id.
     pub commit: String,
     /// Its fleet file.
-    pub fleet: Option<&'a Fleet>,
+    pub fleet: FleetAt<'a>,
 }
 
 /// Why a cluster is not taking a newer commit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Hold {
+    /// The commit's fleet file does not parse.
+    InvalidFleetFile(String),
     /// A cluster of an earlier wave reported the commit Failed (`onFailure: Halt`).
     Halted {
         /// The earlier wave.
@@ -160,6 +173,7 @@ pub enum Hold {
 impl std::fmt::Display for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Hold::InvalidFleetFile(error) => write!(f, "the fleet file is invalid: {error}"),
             Hold::Halted { wave, cluster } => {
                 write!(f, "halted: {cluster} (wave {wave}) reported it Failed")
             }
@@ -216,7 +230,11 @@ pub fn choose(me: &ClusterIdentity, candidates: &[Candidate<'_>], reports: &[Rep
 
 /// Why `me` may not take `candidate` yet (`None`: it may).
 pub fn hold(me: &ClusterIdentity, candidate: &Candidate<'_>, others: &[&Report]) -> Option<Hold> {
-    let fleet = candidate.fleet?;
+    let fleet = match candidate.fleet {
+        FleetAt::Absent => return None,
+        FleetAt::Invalid(error) => return Some(Hold::InvalidFleetFile(error.to_string())),
+        FleetAt::Valid(fleet) => fleet,
+    };
     let mine = fleet.wave_of(me)?;
     let mut members: BTreeMap<usize, Vec<&Report>> = BTreeMap::new();
     for report in others {
@@ -300,7 +318,7 @@ mod tests {
             .iter()
             .map(|c| Candidate {
                 commit: c.to_string(),
-                fleet: Some(fleet),
+                fleet: FleetAt::Valid(fleet),
             })
             .collect()
     }
@@ -316,11 +334,22 @@ mod tests {
         // No fleet file at the commit: no waves.
         let plain = [Candidate {
             commit: "c3".into(),
-            fleet: None,
+            fleet: FleetAt::Absent,
         }];
         assert_eq!(
             choose(&cluster("b", "main"), &plain, &[]).commit.as_deref(),
             Some("c3")
+        );
+        // A fleet file that does not parse holds every cluster, the first wave too.
+        let broken = [Candidate {
+            commit: "c4".into(),
+            fleet: FleetAt::Invalid("fleet.yaml:3: unknown field `wave`"),
+        }];
+        let choice = choose(&cluster("a", "canary"), &broken, &[]);
+        assert_eq!(choice.commit, None);
+        assert_eq!(
+            choice.newest_held.map(|(_, h)| h.to_string()),
+            Some("the fleet file is invalid: fleet.yaml:3: unknown field `wave`".into())
         );
     }
 

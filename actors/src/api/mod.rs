@@ -1363,7 +1363,7 @@ async fn sync_now(state: &ApiState, allow_empty: bool) -> Response {
                     (name.clone(), value)
                 })
                 .collect();
-            Json(json!({"commit": report.commit, "rewritten": report.rewritten, "applications": applications})).into_response()
+            Json(json!({"commit": report.commit, "rewritten": report.rewritten, "applications": applications, "held": report.held, "waiting": report.waiting, "publishError": report.publish_error})).into_response()
         }
         Err(kameo::error::SendError::HandlerError(error)) => {
             status(StatusCode::BAD_GATEWAY, "SyncFailed", error.to_string())
