@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Pushes changing one overlay each, timed to applied.
     #[arg(long, default_value_t = 20)]
     kustomize_pushes: usize,
+    /// Simulated clusters in the fleet benchmark, in three waves over `git daemon` (0 skips).
+    #[arg(long, default_value_t = 100)]
+    fleet_clusters: usize,
     /// Service records for the DNS benchmark against BIND (0 skips).
     #[arg(long, default_value_t = 1000)]
     dns_records: usize,
@@ -438,6 +441,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     args.kustomize_apps,
                     args.kustomize_pushes.max(1),
                 ))?
+                .print();
+        }
+        if args.fleet_clusters > 0 {
+            runtime
+                .block_on(crate::fleetbench::run(&root.path, args.fleet_clusters))?
                 .print();
         }
         if args.dns_records > 0 {

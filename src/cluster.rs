@@ -222,8 +222,10 @@ const CLUSTER_META: &str = "fleet/cluster";
 
 /// Records (or, with no name, forgets) this cluster's fleet identity in `store`.
 fn remember_cluster(store: &mut Store, args: &UpArgs) -> anyhow::Result<()> {
-    let value = match &args.cluster_name {
-        Some(name) => serde_json::to_value(shipshape_api::fleet::ClusterIdentity {
+    let identity = args
+        .cluster_name
+        .as_ref()
+        .map(|name| shipshape_api::fleet::ClusterIdentity {
             name: name.clone(),
             labels: args
                 .cluster_label
@@ -231,7 +233,18 @@ fn remember_cluster(store: &mut Store, args: &UpArgs) -> anyhow::Result<()> {
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        })?,
+        });
+    remember_identity(store, identity)
+}
+
+/// Records `identity` as the cluster's fleet identity (`None`: it is in no fleet), read by
+/// [`ControlPlane::start`].
+pub(crate) fn remember_identity(
+    store: &mut Store,
+    identity: Option<shipshape_api::fleet::ClusterIdentity>,
+) -> anyhow::Result<()> {
+    let value = match identity {
+        Some(identity) => serde_json::to_value(identity)?,
         None => serde_json::Value::Null,
     };
     let batch = Batch {

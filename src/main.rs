@@ -8,6 +8,7 @@ mod data;
 mod dnsbench;
 mod exec;
 mod fleet;
+mod fleetbench;
 mod images;
 mod inspect;
 mod kustomizebench;

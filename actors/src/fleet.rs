@@ -316,6 +316,7 @@ pub fn publish(repo: &Repository, status: &ClusterStatus) -> Result<Oid, GitErro
         let mut options = git2::PushOptions::new();
         options.remote_callbacks(callbacks);
         let spec = format!("{outgoing}:{refname}");
+        crate::metrics::METRICS.git_request("push");
         remote
             .push(&[spec.as_str()], Some(&mut options))
             .map_err(|e| {

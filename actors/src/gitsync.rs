@@ -276,6 +276,14 @@ pub struct Mirror {
     cluster: Option<ClusterIdentity>,
     /// Fleet files parsed, by blob id.
     fleet_files: BTreeMap<Oid, crate::fleet::FleetFile>,
+    /// Whether the other clusters' statuses matter to the next poll: only while a newer commit
+    /// is held back. A cluster on the branch head reads none, so one cluster's status change
+    /// does not make the whole fleet fetch.
+    watch_statuses: bool,
+    /// The clusters whose statuses the last poll read, and those of them in an earlier wave
+    /// than this one: a status ref of a later or the same wave moving is no reason to fetch.
+    statuses_seen: BTreeSet<String>,
+    upstream: BTreeSet<String>,
 }
 
 /// Where a fleet member goes this sync.
@@ -370,6 +378,9 @@ impl Mirror {
             renders: std::sync::Mutex::new(std::collections::HashMap::new()),
             cluster: None,
             fleet_files: BTreeMap::new(),
+            watch_statuses: true,
+            statuses_seen: BTreeSet::new(),
+            upstream: BTreeSet::new(),
         })
     }
 
@@ -433,6 +444,27 @@ impl Mirror {
             .map(|(name, (_, status))| status.report(&name))
             .collect();
         let choice = choose(&me, &candidates, &reports);
+        // Whose progress the newest commit waits for.
+        let newest = files.first().and_then(|file| match file {
+            crate::fleet::FleetFile::Valid(fleet) => Some(fleet),
+            _ => None,
+        });
+        let mine = newest.and_then(|fleet| fleet.wave_of(&me));
+        self.statuses_seen = reports.iter().map(|r| r.cluster.name.clone()).collect();
+        self.upstream = reports
+            .iter()
+            .filter(|r| {
+                let theirs = newest.and_then(|fleet| fleet.wave_of(&r.cluster));
+                match (theirs, mine) {
+                    (Some(theirs), Some(mine)) => theirs < mine,
+                    // In no wave: it holds nobody back.
+                    (None, Some(_)) => false,
+                    // No wave of mine to place it against: every status may matter.
+                    (_, None) => true,
+                }
+            })
+            .map(|r| r.cluster.name.clone())
+            .collect();
         let target = choice.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
         let held = choice
             .newest_held
@@ -459,6 +491,8 @@ impl Mirror {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
         }
+        // Held back (or on nothing yet): the next polls must see the others' progress.
+        self.watch_statuses = held.is_some() || on.is_none();
         Ok(FleetChoice {
             target,
             held,
@@ -508,9 +542,12 @@ impl Mirror {
             "+refs/tags/*:refs/tags/*",
             "+HEAD:refs/remotes/origin/HEAD",
         ];
+        // Whenever something is fetched, the statuses come too: a branch that moved means a
+        // wave decision, which must not be taken on statuses from before.
         if self.cluster.is_some() {
             refspecs.push(crate::fleet::STATUS_REFSPEC);
         }
+        crate::metrics::METRICS.git_request("fetch");
         remote
             .fetch(&refspecs, Some(&mut options), None)
             .map_err(|e| {
@@ -526,12 +563,18 @@ impl Mirror {
             })
     }
 
+    /// Whether this poll fetches the other clusters' statuses.
+    fn wants_statuses(&self) -> bool {
+        self.cluster.is_some() && self.watch_statuses
+    }
+
     /// Whether the remote advertises exactly the refs the mirror has (so a fetch would bring
     /// nothing; a ref the mirror lacks or has extra says no). A remote that does not answer
     /// fails the fetch here.
     fn up_to_date(&self, remote: &mut git2::Remote<'_>) -> Result<bool, GitError> {
         let url = self.source.url.clone();
         let unreachable = |e: git2::Error| GitError(format!("cannot fetch {url}: {}", e.message()));
+        crate::metrics::METRICS.git_request("advertisement");
         let connection = remote
             .connect_auth(git2::Direction::Fetch, None, None)
             .map_err(unreachable)?;
@@ -543,9 +586,15 @@ impl Mirror {
                 "refs/remotes/origin/HEAD".to_string()
             } else if let Some(branch) = name.strip_prefix("refs/heads/") {
                 format!("refs/remotes/origin/{branch}")
-            } else if (name.starts_with("refs/tags/") && !name.ends_with("^{}"))
-                || (self.cluster.is_some() && name.starts_with(crate::fleet::STATUS_REFS))
-            {
+            } else if name.starts_with("refs/tags/") && !name.ends_with("^{}") {
+                name.to_string()
+            } else if let Some(cluster) = name.strip_prefix(crate::fleet::STATUS_REFS) {
+                // Only a cluster of an earlier wave (or one not seen before) moving matters.
+                let matters =
+                    !self.statuses_seen.contains(cluster) || self.upstream.contains(cluster);
+                if !self.wants_statuses() || !matters {
+                    continue;
+                }
                 name.to_string()
             } else {
                 continue;
@@ -555,10 +604,7 @@ impl Mirror {
             }
             advertised.insert(local);
         }
-        let mut globs = vec!["refs/remotes/origin/*", "refs/tags/*"];
-        if self.cluster.is_some() {
-            globs.push("refs/shipshape/status/*");
-        }
+        let globs = ["refs/remotes/origin/*", "refs/tags/*"];
         Ok(globs.iter().all(|glob| {
             self.repo.references_glob(glob).is_ok_and(|refs| {
                 refs.flatten()

@@ -36,6 +36,13 @@ pub struct ActorLabels {
     pub actor: String,
 }
 
+/// Labels of a request to the Git host.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitLabels {
+    /// advertisement (the refs, read first every poll), fetch, push (a fleet status).
+    pub request: String,
+}
+
 /// Every figure the control plane keeps.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +69,28 @@ pub struct Metrics {
     /// Restarts of an actor after it panicked: a rising count is a bug to look at, even
     /// though the cluster carries on.
     pub actor_restarts: Family<ActorLabels, Counter>,
+    /// Requests to the Git host: what polling costs it.
+    pub git_requests: Family<GitLabels, Counter>,
+}
+
+impl Metrics {
+    /// Counts one request to the Git host.
+    pub fn git_request(&self, request: &str) {
+        self.git_requests
+            .get_or_create(&GitLabels {
+                request: request.to_string(),
+            })
+            .inc();
+    }
+
+    /// Requests to the Git host so far, of one kind.
+    pub fn git_requests_of(&self, request: &str) -> u64 {
+        self.git_requests
+            .get_or_create(&GitLabels {
+                request: request.to_string(),
+            })
+            .get()
+    }
 }
 
 fn seconds() -> Histogram {
@@ -84,7 +113,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         scheduling_seconds: seconds(),
         pods_scheduled: Counter::default(),
         actor_restarts: Family::default(),
+        git_requests: Family::default(),
     };
+    registry.register(
+        "git_requests",
+        "Requests to the Git host (advertisement, fetch, push)",
+        metrics.git_requests.clone(),
+    );
     registry.register(
         "syncs",
         "Syncs of an application, by result",
