@@ -211,14 +211,7 @@ pub fn parse(text: &str, display: &str) -> Result<Fleet, FleetError> {
         return Err(error(extra.line, "a fleet file holds one document".into()));
     }
     let file: FleetFile = serde_path_to_error::deserialize(node.to_json()).map_err(|e| {
-        let mut field = FieldPath::root();
-        for segment in e.path().iter() {
-            field = match segment {
-                serde_path_to_error::Segment::Seq { index } => field.index(*index),
-                serde_path_to_error::Segment::Map { key } => field.field(key),
-                _ => field,
-            };
-        }
+        let field = FieldPath::from(e.path());
         let inner = e.inner().to_string();
         let inner = inner
             .split(", expected")

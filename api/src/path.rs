@@ -20,6 +20,21 @@ pub enum Segment {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FieldPath(Vec<Segment>);
 
+/// The field a decoding error is at, as serde_path_to_error tracked it.
+impl From<&serde_path_to_error::Path> for FieldPath {
+    fn from(path: &serde_path_to_error::Path) -> Self {
+        let mut field = FieldPath::root();
+        for segment in path.iter() {
+            field = match segment {
+                serde_path_to_error::Segment::Seq { index } => field.index(*index),
+                serde_path_to_error::Segment::Map { key } => field.field(key),
+                _ => field,
+            };
+        }
+        field
+    }
+}
+
 impl FieldPath {
     /// The object itself.
     pub fn root() -> Self {

@@ -675,14 +675,7 @@ impl Build<'_> {
             json => json,
         };
         let kustomization: Kustomization = serde_path_to_error::deserialize(json).map_err(|e| {
-            let mut field = FieldPath::root();
-            for segment in e.path().iter() {
-                field = match segment {
-                    serde_path_to_error::Segment::Seq { index } => field.index(*index),
-                    serde_path_to_error::Segment::Map { key } => field.field(key),
-                    _ => field,
-                };
-            }
+            let field = FieldPath::from(e.path());
             let message = e.inner().to_string();
             let message = message
                 .split(", expected")
