@@ -806,3 +806,73 @@ async fn a_pruned_pod_on_a_node_stops_gracefully_and_is_pruned_once() {
         .expect("still stopping");
     assert_eq!(again.object["metadata"]["resourceVersion"], marked);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_target_gives_a_cluster_its_own_folder_and_publishes_its_status() {
+    let (dir, repo) = new_repo();
+    write(
+        &repo,
+        "fleet.yaml",
+        "apiVersion: shipshape.dev/v1alpha1\nkind: Fleet\ntargets:\n- clusterSelector: {matchLabels: {region: eu}}\n  path: clusters/eu\n",
+    );
+    write(&repo, "apps/namespaces.yaml", DEMO_NAMESPACE);
+    write(
+        &repo,
+        "apps/web/page.yaml",
+        &config_map("page", "default", ""),
+    );
+    write(&repo, "clusters/eu/namespaces.yaml", DEMO_NAMESPACE);
+    write(
+        &repo,
+        "clusters/eu/web/page.yaml",
+        &config_map("page", "eu", ""),
+    );
+    commit(&repo, "targets");
+    // Clusters publish into what they pull: a bare repository, as a Git server holds
+    // (libgit2 cannot push into a working clone).
+    git(dir.path(), &["clone", "-q", "--bare", "repo", "origin.git"]);
+    let origin = dir.path().join("origin.git");
+    let value = |region: &'static str| {
+        let repo = origin.clone();
+        let dir = dir.path().join(region);
+        async move {
+            let source = GitSource {
+                url: repo.display().to_string(),
+                reference: GitRef::DefaultBranch,
+                path: "apps".into(),
+            };
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let store = Store::open(&dir.join("db.redb")).expect("store");
+            let store = StoreActor::spawn(StoreActor::new(store));
+            let mirror = Mirror::open(&mirror_dir(&dir), source)
+                .expect("mirror")
+                .with_cluster(shipshape_api::fleet::ClusterIdentity {
+                    name: format!("store-{region}"),
+                    labels: [("region".to_string(), region.to_string())].into(),
+                });
+            let sync = GitSync::spawn(GitSync::new(mirror, store.clone()));
+            let report = sync
+                .ask(SyncNow(SyncOptions::default()))
+                .await
+                .expect("syncs");
+            assert_eq!(report.publish_error, None, "{report:?}");
+            let stored = store
+                .ask(Get(key(Kind::ConfigMap, "demo", "page")))
+                .await
+                .expect("answers")
+                .expect("created");
+            stored.object["data"]["value"].clone()
+        }
+    };
+    assert_eq!(value("eu").await, "eu", "the target's folder");
+    assert_eq!(value("us").await, "default", "no target: --path");
+    // Both published their status into the repository they pull.
+    let origin = git2::Repository::open(&origin).expect("opens");
+    let statuses = crate::fleet::statuses(&origin);
+    assert_eq!(
+        statuses.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["store-eu", "store-us"]
+    );
+    assert_eq!(statuses["store-eu"].1.path, "clusters/eu");
+    assert_eq!(statuses["store-us"].1.path, "apps");
+}
