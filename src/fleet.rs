@@ -8,7 +8,11 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use git2::Repository;
-use shipshape_actors::fleet::{self, ClusterStatus, STATUS_REFS, STATUS_REFSPEC, state_name};
+use shipshape_actors::api::tables::age_of_seconds;
+use shipshape_actors::fleet::{self, ClusterStatus, STATUS_REFS, STATUS_REFSPEC};
+use shipshape_actors::health::Health;
+
+use crate::inspect::{print_table, short};
 
 /// `shipshape fleet …`.
 #[derive(Subcommand)]
@@ -199,40 +203,28 @@ fn sync_of(status: &ClusterStatus) -> &'static str {
     }
 }
 
-/// The worst application health, in Argo CD's order.
-fn health_of(status: &ClusterStatus) -> &str {
-    const ORDER: [&str; 6] = [
-        "Healthy",
-        "Suspended",
-        "Progressing",
-        "Missing",
-        "Degraded",
-        "Unknown",
-    ];
+/// The worst application health, in Argo CD's order (a name no build knows counts as
+/// Unknown).
+fn health_of(status: &ClusterStatus) -> &'static str {
     status
         .applications
         .iter()
-        .map(|a| a.health.as_str())
-        .max_by_key(|h| ORDER.iter().position(|o| o == h).unwrap_or(ORDER.len()))
-        .unwrap_or("Healthy")
-}
-
-fn short(commit: Option<&str>) -> &str {
-    commit.map_or("-", |c| &c[..c.len().min(7)])
+        .map(|a| {
+            serde_json::from_value::<Health>(serde_json::Value::from(a.health.as_str()))
+                .unwrap_or(Health::Unknown)
+        })
+        .max()
+        .unwrap_or(Health::Healthy)
+        .as_str()
 }
 
 /// `5m ago`, from seconds.
 fn ago(seconds: i64) -> String {
-    match seconds.max(0) {
-        s if s < 120 => format!("{s}s ago"),
-        s if s < 7200 => format!("{}m ago", s / 60),
-        s if s < 172_800 => format!("{}h ago", s / 3600),
-        s => format!("{}d ago", s / 86_400),
-    }
+    format!("{} ago", age_of_seconds(seconds))
 }
 
 fn print_status(statuses: &BTreeMap<String, (git2::Oid, ClusterStatus)>, now: jiff::Timestamp) {
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "CLUSTER".to_string(),
         "LABELS".into(),
         "WAVE".into(),
@@ -259,7 +251,7 @@ fn print_status(statuses: &BTreeMap<String, (git2::Oid, ClusterStatus)>, now: ji
             .time
             .parse::<jiff::Timestamp>()
             .map_or("-".to_string(), |t| ago(now.as_second() - t.as_second()));
-        rows.push([
+        rows.push(vec![
             name.clone(),
             if labels.is_empty() {
                 "-".into()
@@ -268,9 +260,7 @@ fn print_status(statuses: &BTreeMap<String, (git2::Oid, ClusterStatus)>, now: ji
             },
             status.wave.clone().unwrap_or_else(|| "-".into()),
             short(status.commit.as_deref()).to_string(),
-            record
-                .map_or("Waiting", |r| state_name(r.state))
-                .to_string(),
+            record.map_or("Waiting", |r| r.state.as_str()).to_string(),
             sync_of(status).to_string(),
             health_of(status).to_string(),
             since,
@@ -295,7 +285,7 @@ fn print_status(statuses: &BTreeMap<String, (git2::Oid, ClusterStatus)>, now: ji
 }
 
 fn print_history(entries: &[ClusterStatus]) {
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "TIME".to_string(),
         "CLUSTER".into(),
         "WAVE".into(),
@@ -310,8 +300,8 @@ fn print_history(entries: &[ClusterStatus]) {
             .commits
             .iter()
             .find(|r| Some(&r.commit) == status.commit.as_ref())
-            .map_or("Waiting", |r| state_name(r.state));
-        rows.push([
+            .map_or("Waiting", |r| r.state.as_str());
+        rows.push(vec![
             status.time.clone(),
             status.cluster.clone(),
             status.wave.clone().unwrap_or_else(|| "-".into()),
@@ -323,24 +313,4 @@ fn print_history(entries: &[ClusterStatus]) {
         ]);
     }
     print_table(&rows);
-}
-
-fn print_table<const N: usize>(rows: &[[String; N]]) {
-    let mut widths = [0; N];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in rows {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:width$}   "));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
 }

@@ -301,7 +301,8 @@ pub fn watch(
     })?;
     Ok(ExitCode::SUCCESS)
 }
-fn short(commit: Option<&str>) -> &str {
+/// A commit id as shown (seven characters; `-` for none).
+pub(crate) fn short(commit: Option<&str>) -> &str {
     commit.map_or("-", |c| c.get(..7).unwrap_or(c))
 }
 
@@ -404,7 +405,8 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[Vec<String>]) {
+/// Prints rows as columns three spaces apart, the last column unpadded.
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

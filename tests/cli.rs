@@ -288,7 +288,8 @@ mod gitops {
     use std::process::{Child, Command, Output, Stdio};
     use std::time::{Duration, Instant};
 
-    fn git(dir: &Path, args: &[&str]) {
+    /// Runs git as the tests' author; its standard output, trimmed.
+    pub(super) fn git(dir: &Path, args: &[&str]) -> String {
         let output = Command::new("git")
             .args([
                 "-c",
@@ -307,9 +308,10 @@ mod gitops {
             "git {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
-    fn write(dir: &Path, relative: &str, text: &str) {
+    pub(super) fn write(dir: &Path, relative: &str, text: &str) {
         let path = dir.join(relative);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
@@ -331,7 +333,7 @@ mod gitops {
     }
 
     /// A process a test started (`shipshape up`, a watch), killed when the test ends or fails.
-    struct Running(Child);
+    pub(super) struct Running(pub(super) Child);
 
     impl Drop for Running {
         fn drop(&mut self) {
@@ -5929,48 +5931,12 @@ mod fleet {
 
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Output, Stdio};
+    use std::process::{Command, Output, Stdio};
     use std::time::{Duration, Instant};
 
     use serde_json::Value;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let output = Command::new("git")
-            .args([
-                "-c",
-                "user.name=Ada",
-                "-c",
-                "user.email=ada@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(
-            output.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
-    }
-
-    fn write(dir: &Path, relative: &str, text: &str) {
-        let path = dir.join(relative);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
-
-    /// A process the test started, killed when the test ends or fails.
-    struct Running(Child);
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use super::gitops::{Running, git, write};
 
     const FLEET: &str = "apiVersion: shipshape.dev/v1alpha1\nkind: Fleet\nrollout:\n  waves:\n  - name: canary\n    clusterSelector: {matchLabels: {ring: canary}}\n    soak: 1s\n  - name: main\n    clusterSelector: {matchLabels: {ring: main}}\n    soak: 1s\n    maxUnavailable: 1\n  - name: last\n    clusterSelector: {matchLabels: {ring: last}}\n";
 

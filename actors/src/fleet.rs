@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use shipshape_api::fleet::{ClusterIdentity, FLEET_FILE, Fleet};
-use shipshape_reconciler::fleet::{CommitRecord, CommitState, Report, Seen};
+use shipshape_reconciler::fleet::{CommitRecord, Report, Seen};
 
 use crate::gitsync::{ApplicationStatus, GitError, SyncState};
 use crate::health::{ApplicationHealth, Health};
@@ -122,6 +122,26 @@ pub enum FleetFile {
     Invalid(String),
 }
 
+impl FleetFile {
+    /// The view the wave decision takes.
+    pub fn at(&self) -> shipshape_reconciler::fleet::FleetAt<'_> {
+        use shipshape_reconciler::fleet::FleetAt;
+        match self {
+            FleetFile::Absent => FleetAt::Absent,
+            FleetFile::Valid(fleet) => FleetAt::Valid(fleet),
+            FleetFile::Invalid(error) => FleetAt::Invalid(error),
+        }
+    }
+
+    /// The fleet, when the file is there and parses.
+    pub fn valid(&self) -> Option<&Fleet> {
+        match self {
+            FleetFile::Valid(fleet) => Some(fleet),
+            _ => None,
+        }
+    }
+}
+
 /// Reads the fleet file at the top of `commit`'s tree, remembering parses by blob id.
 pub fn fleet_at(
     repo: &Repository,
@@ -208,6 +228,15 @@ pub fn status_of(repo: &Repository, commit: Oid) -> Option<ClusterStatus> {
     serde_json::from_slice(blob.content()).ok()
 }
 
+/// The newest status `cluster` published, as the local status ref has it.
+pub fn status_named(repo: &Repository, cluster: &str) -> Option<ClusterStatus> {
+    let id = repo
+        .find_reference(&format!("{STATUS_REFS}{cluster}"))
+        .ok()?
+        .target()?;
+    status_of(repo, id)
+}
+
 /// Every status `cluster` published, newest first (at most `limit`).
 pub fn history(repo: &Repository, cluster: &str, limit: usize) -> Vec<ClusterStatus> {
     let Ok(reference) = repo.find_reference(&format!("{STATUS_REFS}{cluster}")) else {
@@ -239,20 +268,10 @@ fn message(status: &ClusterStatus) -> String {
     let state = status
         .commits
         .first()
-        .map_or("Progressing", |r| state_name(r.state));
+        .map_or("Progressing", |r| r.state.as_str());
     match &status.held {
         Some(held) => format!("{}: {commit} {state}; newer held: {held}", status.cluster),
         None => format!("{}: {commit} {state}", status.cluster),
-    }
-}
-
-/// A state's name as shown.
-pub fn state_name(state: CommitState) -> &'static str {
-    match state {
-        CommitState::Progressing => "Progressing",
-        CommitState::Healthy => "Healthy",
-        CommitState::Soaked => "Soaked",
-        CommitState::Failed => "Failed",
     }
 }
 

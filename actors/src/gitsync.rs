@@ -280,10 +280,9 @@ pub struct Mirror {
     /// is held back. A cluster on the branch head reads none, so one cluster's status change
     /// does not make the whole fleet fetch.
     watch_statuses: bool,
-    /// The clusters whose statuses the last poll read, and those of them in an earlier wave
-    /// than this one: a status ref of a later or the same wave moving is no reason to fetch.
-    statuses_seen: BTreeSet<String>,
-    upstream: BTreeSet<String>,
+    /// The clusters the last poll read that cannot hold this one back (in a later or the same
+    /// wave, or in none): their status refs moving is no reason to fetch.
+    downstream: BTreeSet<String>,
 }
 
 /// Where a fleet member goes this sync.
@@ -379,8 +378,7 @@ impl Mirror {
             cluster: None,
             fleet_files: BTreeMap::new(),
             watch_statuses: true,
-            statuses_seen: BTreeSet::new(),
-            upstream: BTreeSet::new(),
+            downstream: BTreeSet::new(),
         })
     }
 
@@ -411,7 +409,7 @@ impl Mirror {
         head: Oid,
         current: Option<Oid>,
     ) -> Result<FleetChoice, GitError> {
-        use shipshape_reconciler::fleet::{Candidate, FleetAt, choose};
+        use shipshape_reconciler::fleet::{Candidate, choose};
         let Some(me) = self.cluster.clone() else {
             return Ok(FleetChoice {
                 target: Some(head),
@@ -432,11 +430,7 @@ impl Mirror {
             .zip(&files)
             .map(|(id, file)| Candidate {
                 commit: id.to_string(),
-                fleet: match file {
-                    crate::fleet::FleetFile::Absent => FleetAt::Absent,
-                    crate::fleet::FleetFile::Valid(fleet) => FleetAt::Valid(fleet),
-                    crate::fleet::FleetFile::Invalid(error) => FleetAt::Invalid(error),
-                },
+                fleet: file.at(),
             })
             .collect();
         let reports: Vec<_> = crate::fleet::statuses(&self.repo)
@@ -445,22 +439,18 @@ impl Mirror {
             .collect();
         let choice = choose(&me, &candidates, &reports);
         // Whose progress the newest commit waits for.
-        let newest = files.first().and_then(|file| match file {
-            crate::fleet::FleetFile::Valid(fleet) => Some(fleet),
-            _ => None,
-        });
+        let newest = files.first().and_then(crate::fleet::FleetFile::valid);
         let mine = newest.and_then(|fleet| fleet.wave_of(&me));
-        self.statuses_seen = reports.iter().map(|r| r.cluster.name.clone()).collect();
-        self.upstream = reports
+        self.downstream = reports
             .iter()
             .filter(|r| {
                 let theirs = newest.and_then(|fleet| fleet.wave_of(&r.cluster));
                 match (theirs, mine) {
-                    (Some(theirs), Some(mine)) => theirs < mine,
+                    (Some(theirs), Some(mine)) => theirs >= mine,
                     // In no wave: it holds nobody back.
-                    (None, Some(_)) => false,
+                    (None, Some(_)) => true,
                     // No wave of mine to place it against: every status may matter.
-                    (_, None) => true,
+                    (_, None) => false,
                 }
             })
             .map(|r| r.cluster.name.clone())
@@ -470,12 +460,16 @@ impl Mirror {
             .newest_held
             .map(|(commit, why)| format!("commit {}: {why}", &commit[..commit.len().min(7)]));
         let on = target.or(current);
-        let fleet = match on {
-            Some(id) => match crate::fleet::fleet_at(&self.repo, id, &mut self.fleet_files)? {
-                crate::fleet::FleetFile::Valid(fleet) => Some(fleet),
-                _ => None,
-            },
-            None => None,
+        // The fleet file of the commit it will be on: a candidate's, read above, or its own.
+        let fleet = match (target, current) {
+            (Some(id), _) => ids
+                .iter()
+                .position(|c| *c == id)
+                .and_then(|i| files[i].valid().cloned()),
+            (None, Some(id)) => crate::fleet::fleet_at(&self.repo, id, &mut self.fleet_files)?
+                .valid()
+                .cloned(),
+            (None, None) => None,
         };
         let wave = fleet
             .as_ref()
@@ -590,9 +584,7 @@ impl Mirror {
                 name.to_string()
             } else if let Some(cluster) = name.strip_prefix(crate::fleet::STATUS_REFS) {
                 // Only a cluster of an earlier wave (or one not seen before) moving matters.
-                let matters =
-                    !self.statuses_seen.contains(cluster) || self.upstream.contains(cluster);
-                if !self.wants_statuses() || !matters {
+                if !self.wants_statuses() || self.downstream.contains(cluster) {
                     continue;
                 }
                 name.to_string()
@@ -1200,7 +1192,7 @@ impl GitSync {
         let started = std::time::Instant::now();
         // A panic (a bug) fails this sync like a Git error: recorded for `status`, answered to
         // whoever asked, and the next poll syncs again.
-        let report = match std::panic::AssertUnwindSafe(self.sync_inner(options))
+        let mut report = match std::panic::AssertUnwindSafe(self.sync_inner(options))
             .catch_unwind()
             .await
         {
@@ -1213,7 +1205,6 @@ impl GitSync {
                 ))))
             }
         };
-        let mut report = report;
         if let Ok(report) = &mut report {
             report.publish_error = self.publish_status(report).await.err();
         }
@@ -1588,9 +1579,8 @@ impl GitSync {
                 held: choice.held.clone(),
                 time: now.to_string(),
             };
-            let published = crate::fleet::statuses(mirror.repository())
-                .remove(&cluster.name)
-                .is_some_and(|(_, last)| last.same_as(&status));
+            let published = crate::fleet::status_named(mirror.repository(), &cluster.name)
+                .is_some_and(|last| last.same_as(&status));
             if published {
                 return Ok(());
             }

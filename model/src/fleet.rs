@@ -226,25 +226,32 @@ impl FleetModel {
     /// `maxUnavailable` without it, and (Halt) none published it failed: the rule stated
     /// apart from [`choose`], to check it.
     fn wave_ready(&self, state: &FleetState, wave: usize, commit: usize) -> bool {
+        let (members, soaked) = self.published_in(state, wave, commit, CommitState::Soaked);
+        let (_, failed) = self.published_in(state, wave, commit, CommitState::Failed);
+        failed == 0 && members - soaked <= self.max_unavailable as usize
+    }
+
+    /// Of wave `wave`'s clusters: how many there are, and how many published `commit` in
+    /// state `wanted`.
+    fn published_in(
+        &self,
+        state: &FleetState,
+        wave: usize,
+        commit: usize,
+        wanted: CommitState,
+    ) -> (usize, usize) {
         let name = commit_name(commit);
-        let members: Vec<&ClusterState> = state
+        let members = state
             .clusters
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.wave(*i) == wave)
-            .map(|(_, c)| c)
-            .collect();
-        let has = |c: &ClusterState, wanted: CommitState| {
+            .filter(|(i, _)| self.wave(*i) == wave);
+        let with = members.clone().filter(|(_, c)| {
             c.published
                 .iter()
                 .any(|r| r.commit == name && r.state == wanted)
-        };
-        let soaked = members
-            .iter()
-            .filter(|c| has(c, CommitState::Soaked))
-            .count();
-        let failed = members.iter().any(|c| has(c, CommitState::Failed));
-        !failed && members.len() - soaked <= self.max_unavailable as usize
+        });
+        (members.count(), with.count())
     }
 
     fn earlier_ready(&self, state: &FleetState, wave: usize, commit: usize) -> bool {
@@ -343,14 +350,9 @@ impl Model for FleetModel {
             FleetStep::Commit(good) => next.commits.push(good),
             FleetStep::Sync(i) => {
                 let target = self.sync_target(state, i)?;
-                let wave = self.wave(i);
-                let name = commit_name(target);
-                let failed_before = state.clusters.iter().enumerate().any(|(j, c)| {
-                    self.wave(j) < wave
-                        && c.published
-                            .iter()
-                            .any(|r| r.commit == name && r.state == CommitState::Failed)
-                });
+                let earlier = self.wave(i).min(self.waves.len());
+                let failed_before = (0..earlier)
+                    .any(|j| self.published_in(state, j, target, CommitState::Failed).1 > 0);
                 next.took_halted |= failed_before;
                 next.clusters[i].at = target;
             }
@@ -381,18 +383,8 @@ impl Model for FleetModel {
                     state.clusters.iter().enumerate().all(|(i, c)| {
                         c.at == 0
                             || (0..model.wave(i).min(model.waves.len())).all(|j| {
-                                let members = (0..state.clusters.len())
-                                    .filter(|&m| model.wave(m) == j)
-                                    .count();
-                                let soaked = (0..state.clusters.len())
-                                    .filter(|&m| model.wave(m) == j)
-                                    .filter(|&m| {
-                                        state.clusters[m].published.iter().any(|r| {
-                                            r.commit == commit_name(c.at)
-                                                && r.state == CommitState::Soaked
-                                        })
-                                    })
-                                    .count();
+                                let (members, soaked) =
+                                    model.published_in(state, j, c.at, CommitState::Soaked);
                                 members - soaked <= model.max_unavailable as usize
                             })
                     })

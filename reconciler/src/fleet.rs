@@ -31,6 +31,18 @@ pub enum CommitState {
     Failed,
 }
 
+impl CommitState {
+    /// Its name as shown and published (`Soaked`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitState::Progressing => "Progressing",
+            CommitState::Healthy => "Healthy",
+            CommitState::Soaked => "Soaked",
+            CommitState::Failed => "Failed",
+        }
+    }
+}
+
 /// One commit in a cluster's report.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

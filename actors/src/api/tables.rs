@@ -10,7 +10,12 @@ pub fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
     let Some(created) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
         return "<unknown>".into();
     };
-    match now.as_second().saturating_sub(created.as_second()).max(0) {
+    age_of_seconds(now.as_second().saturating_sub(created.as_second()))
+}
+
+/// `seconds` the way kubectl prints ages (`45s`, `12m`, `3h`, `5d`; negative counts as 0).
+pub fn age_of_seconds(seconds: i64) -> String {
+    match seconds.max(0) {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
         s if s < 172_800 => format!("{}h", s / 3600),
