@@ -34,6 +34,8 @@ use kameo::message::{Context, Message};
 use shipshape_api::Kind;
 use tracing::Instrument;
 
+use shipshape_reconciler::readwrites::{Seen, WriteLedger};
+
 use crate::store::{Batch, EventType, StoreError, WatchEvent, storage_kind};
 use crate::store_actor::{ApplyIn, ListWatch, StoreActor};
 use crate::supervision::RestartBackoff;
@@ -100,8 +102,8 @@ pub trait Controller: Send + 'static {
 #[derive(Debug, Default)]
 pub struct Dirty {
     reasons: HashMap<String, String>,
-    /// Every marked key, in the order marked. An entry whose key was taken or removed since is
-    /// stale and skipped; every key in `reasons` has at least one entry.
+    /// Every marked key, in the order marked (each key once: a key is queued again only after
+    /// it was taken).
     order: VecDeque<String>,
 }
 
@@ -124,20 +126,6 @@ impl Dirty {
         None
     }
 
-    /// Unmarks `key`, returning its reason.
-    fn remove(&mut self, key: &str) -> Option<String> {
-        let reason = self.reasons.remove(key)?;
-        // Keys only ever removed (never taken) would leave the queue growing: drop the stale
-        // entries once they outnumber the live ones.
-        if self.order.len() > 2 * self.reasons.len() + 64 {
-            let mut kept = std::collections::HashSet::new();
-            let reasons = &self.reasons;
-            self.order
-                .retain(|key| reasons.contains_key(key) && kept.insert(key.clone()));
-        }
-        Some(reason)
-    }
-
     fn is_empty(&self) -> bool {
         self.reasons.is_empty()
     }
@@ -158,18 +146,13 @@ pub struct ControllerActor<C: Controller> {
     controller: C,
     store: ActorRef<StoreActor>,
     dirty: Dirty,
-    /// The newest resourceVersion applied per live object.
-    versions: HashMap<String, u64>,
-    /// The resourceVersion each object was deleted at.
-    tombstones: HashMap<String, u64>,
+    /// What the cache has taken in, per object (events at or below it are skipped).
+    seen: Seen,
     /// Keys with a wake-up pending, and when.
     timers: HashMap<String, Instant>,
-    /// Keys with writes the store has not answered yet, and how many.
-    in_flight: HashMap<String, usize>,
-    /// Dirty keys held back until their writes are answered.
-    held: Dirty,
-    /// Writes sent and not yet answered, over all keys (bounded by [`WRITES_IN_FLIGHT`]).
-    writes_in_flight: usize,
+    /// Writes unanswered per key and in all (bounded by [`WRITES_IN_FLIGHT`]), and the dirty
+    /// keys held back until theirs are answered.
+    ledger: WriteLedger,
     /// A [`Run`] is in the mailbox.
     run_pending: bool,
     /// Lists, then follows the watch (see [`pump`]).
@@ -190,12 +173,9 @@ impl<C: Controller> ControllerActor<C> {
             controller,
             store,
             dirty: Dirty::default(),
-            versions: HashMap::default(),
-            tombstones: HashMap::default(),
+            seen: Seen::default(),
             timers: HashMap::default(),
-            in_flight: HashMap::default(),
-            held: Dirty::default(),
-            writes_in_flight: 0,
+            ledger: WriteLedger::default(),
             run_pending: false,
             pump: None,
             generation: 0,
@@ -237,55 +217,25 @@ impl<C: Controller> ControllerActor<C> {
         self.synced = false;
         self.controller.reset();
         self.dirty = Dirty::default();
-        self.held = Dirty::default();
-        self.versions.clear();
-        self.tombstones.clear();
+        self.seen.clear();
         self.timers.clear();
-        self.in_flight.clear();
-        self.writes_in_flight = 0;
+        self.ledger.clear();
         self.run_pending = false;
         self.start_pump(delay, me);
     }
 
     /// Feeds one event to the controller unless the cache already has it (or newer).
     fn observe(&mut self, event: &WatchEvent) {
-        let rv = event.resource_version;
-        if event.kind == EventType::Deleted {
-            let seen = self
-                .versions
-                .get(&event.key)
-                .or_else(|| self.tombstones.get(&event.key));
-            if seen.is_some_and(|seen| *seen >= rv) {
-                return;
-            }
-            self.versions.remove(&event.key);
-            self.tombstones.insert(event.key.clone(), rv);
-        } else if let Some(seen) = self.versions.get_mut(&event.key) {
-            // The common case (a live object changed again) copies no key.
-            if *seen >= rv {
-                return;
-            }
-            *seen = rv;
-        } else {
-            if self
-                .tombstones
-                .get(&event.key)
-                .is_some_and(|seen| *seen >= rv)
-            {
-                return;
-            }
-            self.tombstones.remove(&event.key);
-            self.versions.insert(event.key.clone(), rv);
+        let deleted = event.kind == EventType::Deleted;
+        if self.seen.admit(&event.key, event.resource_version, deleted) {
+            self.controller.observe(event, &mut self.dirty);
         }
-        self.controller.observe(event, &mut self.dirty);
     }
 
     /// Drops tombstones the watch has passed: the watch is ordered, so no older event for
     /// them can still arrive.
     fn forget_tombstones(&mut self, watched_up_to: u64) {
-        if self.tombstones.len() >= TOMBSTONE_LIMIT {
-            self.tombstones.retain(|_, rv| *rv > watched_up_to);
-        }
+        self.seen.forget_tombstones(watched_up_to, TOMBSTONE_LIMIT);
     }
 
     fn schedule(&mut self, key: &str, after: Duration, me: &ActorRef<Self>) {
@@ -326,13 +276,13 @@ impl<C: Controller> ControllerActor<C> {
         let mut writes = Vec::new();
         let mut looked = 0;
         // Keys are taken one at a time, so those a round does not reach keep their place.
-        while looked < ROUND_KEYS && self.writes_in_flight < WRITES_IN_FLIGHT {
+        while looked < ROUND_KEYS && self.ledger.writes() < WRITES_IN_FLIGHT {
             let Some((key, reason)) = self.dirty.pop() else {
                 break;
             };
             looked += 1;
-            if self.in_flight.contains_key(&key) {
-                self.held.mark(key, || reason);
+            if self.ledger.awaiting(&key) {
+                self.ledger.hold(key, reason);
                 continue;
             }
             let span = tracing::debug_span!("reconcile", controller = name, object = %key, %reason);
@@ -350,14 +300,13 @@ impl<C: Controller> ControllerActor<C> {
                 self.schedule(&key, after, me);
             }
             for batch in decided.batches {
-                *self.in_flight.entry(key.clone()).or_default() += 1;
-                self.writes_in_flight += batch.writes.len();
+                self.ledger.sent(&key, batch.writes.len());
                 writes.push((key.clone(), batch, span.clone()));
             }
         }
         // More keys wait: the next round follows as a message to itself, unless the bound on
         // writes in flight stopped this one (then the answers start the next).
-        if !self.dirty.is_empty() && !self.run_pending && self.writes_in_flight < WRITES_IN_FLIGHT {
+        if !self.dirty.is_empty() && !self.run_pending && self.ledger.writes() < WRITES_IN_FLIGHT {
             self.run_pending = true;
             // The mailbox is unbounded: this fails only when the actor is stopping.
             let _ = me.tell(Run).try_send();
@@ -387,7 +336,6 @@ impl<C: Controller> ControllerActor<C> {
     fn written(&mut self, results: WriteResults, me: &ActorRef<Self>) {
         let name = self.controller.name();
         for (key, count, result) in results {
-            self.writes_in_flight = self.writes_in_flight.saturating_sub(count);
             match result {
                 Ok(events) => {
                     for event in &events {
@@ -420,14 +368,8 @@ impl<C: Controller> ControllerActor<C> {
                     self.schedule(&key, Duration::from_secs(2), me);
                 }
             }
-            if let Some(count) = self.in_flight.get_mut(&key) {
-                *count -= 1;
-                if *count == 0 {
-                    self.in_flight.remove(&key);
-                    if let Some(reason) = self.held.remove(&key) {
-                        self.dirty.mark(key, || reason);
-                    }
-                }
+            if let Some(reason) = self.ledger.answered(&key, count) {
+                self.dirty.mark(key, || reason);
             }
         }
     }
@@ -660,8 +602,7 @@ impl<C: Controller> Message<Listed> for ControllerActor<C> {
         }
         self.synced = true;
         self.controller.reset();
-        self.versions.clear();
-        self.tombstones.clear();
+        self.seen.clear();
         for event in &listed.objects {
             self.observe(event);
         }
@@ -771,11 +712,10 @@ mod tests {
     #[test]
     fn dirty_keys_are_taken_in_the_order_first_marked() {
         let mut dirty = Dirty::default();
-        for key in ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1", "Pod/a/zz"] {
+        for key in ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1"] {
             dirty.mark(key, || format!("{key} added"));
         }
         dirty.mark("Pod/a/web-9", || "modified later".into());
-        assert_eq!(dirty.remove("Pod/a/zz").as_deref(), Some("Pod/a/zz added"));
         let mut taken = Vec::new();
         while let Some(next) = dirty.pop() {
             taken.push(next);
@@ -784,23 +724,6 @@ mod tests {
         let keys: Vec<&str> = taken.iter().map(|(key, _)| key.as_str()).collect();
         assert_eq!(keys, ["Pod/a/web-9", "Pod/a/web-10", "Pod/a/app-1"]);
         assert!(dirty.is_empty());
-    }
-
-    #[test]
-    fn keys_marked_and_removed_over_and_over_leave_no_queue_behind() {
-        let mut held = Dirty::default();
-        for round in 0..10_000 {
-            let key = format!("Pod/a/p-{round}");
-            held.mark(key.clone(), || "held".into());
-            assert!(held.remove(&key).is_some());
-        }
-        assert!(held.order.len() <= 64, "{} stale entries", held.order.len());
-        held.mark("Pod/a/last", || "held".into());
-        assert_eq!(
-            held.pop().map(|(key, _)| key).as_deref(),
-            Some("Pod/a/last")
-        );
-        assert!(held.pop().is_none());
     }
 
     /// A store actor over a fresh database in `dir`.

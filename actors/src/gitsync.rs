@@ -1851,6 +1851,22 @@ impl GitSync {
                     .refuse(name, status, commit, message, vec![problem])
                     .await;
             }
+            Err(Refusal::Immutable(changes)) => {
+                let problems = changes
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}: {}: {}: {}",
+                            c.source, c.key, c.forbidden.field, c.forbidden.reason
+                        )
+                    })
+                    .collect();
+                let message = format!(
+                    "commit {} changes fields Kubernetes keeps once an object exists",
+                    commit.short()
+                );
+                return self.refuse(name, status, commit, message, problems).await;
+            }
         };
         if let Some(problem) = self.namespace_prune_blocked(name, &plan, others).await? {
             let message = format!("namespace still in use in commit {}", commit.short());

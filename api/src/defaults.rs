@@ -150,7 +150,18 @@ pub fn apply_defaults(object: &mut Object) {
                 }
             }
         }
-        Object::Secret(secret) => set(&mut secret.type_, "Opaque".to_string()),
+        Object::Secret(secret) => {
+            set(&mut secret.type_, "Opaque".to_string());
+            // The API server merges `stringData` into `data` on write (a key in both takes the
+            // `stringData` value) and stores no `stringData`: `kubectl get secret -o yaml`
+            // shows base64 under `data` only.
+            if let Some(plain) = secret.string_data.take() {
+                let data = secret.data.get_or_insert_with(Default::default);
+                for (key, value) in plain {
+                    data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -252,6 +263,24 @@ mod tests {
         let mut again = object.clone();
         apply_defaults(&mut again);
         assert_eq!(again, object);
+    }
+
+    #[test]
+    fn a_secret_stores_its_string_data_under_data() {
+        let mut object = Object::from_json(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "data": {"user": "YWRh", "password": "b2xk"},
+            "stringData": {"password": "new", "host": "db.local"}
+        }))
+        .expect("decodes");
+        apply_defaults(&mut object);
+        let value = object.to_json();
+        assert_eq!(value["type"], "Opaque");
+        assert!(value.get("stringData").is_none(), "{value}");
+        assert_eq!(
+            value["data"],
+            json!({"user": "YWRh", "password": "bmV3", "host": "ZGIubG9jYWw="})
+        );
     }
 
     #[test]

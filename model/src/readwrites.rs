@@ -20,11 +20,11 @@
 //! someone deletes a pod by hand. Pods never start here (no kubelets): which pods exist and
 //! where they are bound is what the two properties are about.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use shipshape_reconciler::decision::Decision;
 use shipshape_reconciler::precondition::Precondition;
+use shipshape_reconciler::readwrites::{Seen, WriteLedger};
 use shipshape_reconciler::replicaset::{ReplicaSetAction, ReplicaSetStatus, decide_replica_set};
 use shipshape_reconciler::scheduler::NodeView;
 use stateright::{Model, Property};
@@ -115,6 +115,15 @@ impl Request {
         }
     }
 
+    /// How many writes its batch holds.
+    fn writes(&self) -> usize {
+        match self {
+            Request::Create(names) => names.len(),
+            Request::Delete(pods) => pods.len(),
+            Request::Bind { .. } => 1,
+        }
+    }
+
     /// The key its controller decided it for (the hold-back is per key).
     fn key(&self) -> &str {
         match self {
@@ -133,6 +142,16 @@ pub enum Event {
     Deleted(String, u32),
 }
 
+impl Event {
+    /// The pod it is about, and its resourceVersion.
+    fn at(&self) -> (&str, u32) {
+        match self {
+            Event::Written(pod) => (&pod.name, pod.rv),
+            Event::Deleted(name, rv) => (name, *rv),
+        }
+    }
+}
+
 /// The store's answer on its way back.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Answer {
@@ -140,74 +159,43 @@ pub struct Answer {
     pub to: Sender,
     /// For which key.
     pub key: String,
+    /// How many writes the batch held.
+    pub writes: usize,
     /// The events of the write, or `None`: refused or failed.
     pub events: Option<Vec<Event>>,
 }
 
-/// What a controller's cache holds: the pods as last seen, the names seen deleted (the actor's
-/// tombstones, so a late event cannot bring a pod back), and the keys with writes unanswered.
+/// What a controller's cache holds: the pods as last seen, what it has taken in per pod (the
+/// actor's own [`Seen`], tombstones included, so a late event cannot bring a pod back), and the
+/// keys with writes unanswered (the actor's own [`WriteLedger`]).
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
 pub struct Cache {
     /// The pods, by name.
     pub pods: Vec<StoredPod>,
-    /// Names seen deleted, with the resourceVersion.
-    pub tombstones: BTreeSet<(String, u32)>,
-    /// Keys with writes sent and not answered, one entry per write.
-    pub in_flight: Vec<String>,
+    /// The newest resourceVersion taken in per pod, and the deleted ones'.
+    pub seen: Seen,
+    /// Writes sent and not answered, per key.
+    pub ledger: WriteLedger,
 }
 
 impl Cache {
-    /// The resourceVersion the cache last saw of `name`, live or deleted.
-    fn seen(&self, name: &str) -> Option<u32> {
-        self.pods
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.rv)
-            .or_else(|| {
-                self.tombstones
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, rv)| *rv)
-            })
-    }
-
-    /// Whether the cache takes this event: it has nothing as new for the pod (the actor skips
-    /// an event at or below the resourceVersion it holds, or its tombstone's).
+    /// Whether the cache takes this event: it has nothing as new for the pod.
     fn takes(&self, event: &Event) -> bool {
-        let (name, rv) = match event {
-            Event::Written(pod) => (&pod.name, pod.rv),
-            Event::Deleted(name, rv) => (name, *rv),
-        };
-        self.seen(name).is_none_or(|seen| seen < rv)
+        let (name, rv) = event.at();
+        self.seen.is_new(name, u64::from(rv))
     }
 
     /// Takes in one event unless the cache already has it or newer (as the actor's `observe`).
     fn observe(&mut self, event: &Event) {
-        if !self.takes(event) {
+        let (name, rv) = event.at();
+        let deleted = matches!(event, Event::Deleted(..));
+        if !self.seen.admit(name, u64::from(rv), deleted) {
             return;
         }
-        match event {
-            Event::Written(pod) => {
-                self.pods.retain(|p| p.name != pod.name);
-                self.tombstones.retain(|(n, _)| *n != pod.name);
-                self.pods.push(pod.clone());
-                self.pods.sort();
-            }
-            Event::Deleted(name, rv) => {
-                self.pods.retain(|p| p.name != *name);
-                self.tombstones.retain(|(n, _)| n != name);
-                self.tombstones.insert((name.clone(), *rv));
-            }
-        }
-    }
-
-    fn has_in_flight(&self, key: &str) -> bool {
-        self.in_flight.iter().any(|k| k == key)
-    }
-
-    fn answered(&mut self, key: &str) {
-        if let Some(i) = self.in_flight.iter().position(|k| k == key) {
-            self.in_flight.remove(i);
+        self.pods.retain(|p| p.name != name);
+        if let Event::Written(pod) = event {
+            self.pods.push(pod.clone());
+            self.pods.sort();
         }
     }
 
@@ -321,7 +309,7 @@ impl ReadYourWritesModel {
     }
 
     fn may_decide(&self, cache: &Cache, key: &str) -> bool {
-        !self.hold_back || !cache.has_in_flight(key)
+        !self.hold_back || !cache.ledger.awaiting(key)
     }
 
     fn node_views(&self, cache: &Cache) -> Vec<NodeView> {
@@ -482,7 +470,9 @@ impl ReadYourWritesModel {
                 }
             }
         }
-        cache.answered(&answer.key);
+        // The model's controllers are always ready to decide again (level-triggered), so the
+        // reason a held key was marked is not needed here.
+        let _ = cache.ledger.answered(&answer.key, answer.writes);
     }
 }
 
@@ -524,6 +514,7 @@ impl Model for ReadYourWritesModel {
                 next.answers.push(Answer {
                     to: request.sender(),
                     key: request.key().to_string(),
+                    writes: request.writes(),
                     events,
                 });
             }
@@ -532,6 +523,7 @@ impl Model for ReadYourWritesModel {
                 next.answers.push(Answer {
                     to: request.sender(),
                     key: request.key().to_string(),
+                    writes: request.writes(),
                     events: None,
                 });
                 next.faults_left -= 1;
@@ -569,7 +561,7 @@ impl Model for ReadYourWritesModel {
                 .into_iter()
                 .flatten()
                 {
-                    next.replica_set.in_flight.push("web".into());
+                    next.replica_set.ledger.sent("web", request.writes());
                     next.requests.push(request);
                 }
             }
@@ -584,7 +576,7 @@ impl Model for ReadYourWritesModel {
                 if self.assume_bindings {
                     pod.node = Some(node);
                 }
-                next.scheduler.in_flight.push(name.clone());
+                next.scheduler.ledger.sent(&name, 1);
                 next.requests.push(Request::Bind { name, rv, node });
             }
             RywStep::DeleteByHand(name) => {

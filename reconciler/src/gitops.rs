@@ -12,6 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use shipshape_api::{Kind, ObjectKey};
 
+use crate::immutable::{Forbidden, forbidden_update};
+
 /// Annotation that protects a live object from pruning.
 pub const PRUNE_ANNOTATION: &str = "shipshape.dev/prune";
 
@@ -114,6 +116,20 @@ pub enum Refusal {
         /// The file declaring it.
         source: String,
     },
+    /// The commit changes fields the API server keeps once an object exists (every such
+    /// object, each with its first such field).
+    Immutable(Vec<ImmutableChange>),
+}
+
+/// One object whose update the API server would refuse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImmutableChange {
+    /// The object.
+    pub key: ObjectKey,
+    /// The file declaring it.
+    pub source: String,
+    /// The field and why.
+    pub forbidden: Forbidden,
 }
 
 /// What syncing an application must do.
@@ -148,6 +164,7 @@ pub fn plan_application(
 
     let mut plan = Plan::default();
     let mut applies = Vec::new();
+    let mut immutable = Vec::new();
     for want in desired {
         if let Some(other) = foreign.get(&want.key) {
             return Err(Refusal::Conflict {
@@ -162,6 +179,16 @@ pub fn plan_application(
             }),
             Some(current) if current.applied == want.manifest => plan.unchanged += 1,
             Some(current) => {
+                if let Some(forbidden) =
+                    forbidden_update(want.key.kind, &current.applied, &want.manifest)
+                {
+                    immutable.push(ImmutableChange {
+                        key: want.key.clone(),
+                        source: want.source.clone(),
+                        forbidden,
+                    });
+                    continue;
+                }
                 let mut changes = field_changes(&current.applied, &want.manifest);
                 if want.key.kind == Kind::Secret {
                     redact_secret_values(&mut changes);
@@ -173,6 +200,9 @@ pub fn plan_application(
                 });
             }
         }
+    }
+    if !immutable.is_empty() {
+        return Err(Refusal::Immutable(immutable));
     }
     let mut prunes = Vec::new();
     for current in managed.iter().filter(|m| !wanted.contains(&m.key)) {
@@ -370,6 +400,41 @@ mod tests {
             text.contains("\"after\":\"2\""),
             "labels are not secret: {text}"
         );
+    }
+
+    #[test]
+    fn refuses_a_commit_that_changes_what_kubernetes_keeps() {
+        let deployment = |app: &str, replicas: u32| json!({"spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}}});
+        let live = [
+            managed(Kind::Deployment, "web", 3, deployment("web", 1)),
+            managed(Kind::ConfigMap, "page", 4, json!({"data": {"a": "1"}})),
+        ];
+        let refusal = plan_application(
+            &[
+                desired(Kind::Deployment, "web", deployment("shop", 2)),
+                desired(Kind::ConfigMap, "page", json!({"data": {"a": "2"}})),
+            ],
+            &live,
+            &[],
+            false,
+        );
+        let Err(Refusal::Immutable(changes)) = refusal else {
+            panic!("refused: {refusal:?}");
+        };
+        let fields: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} {}", c.key, c.forbidden.field))
+            .collect();
+        assert_eq!(fields, ["Deployment demo/web spec.selector"]);
+        // The same objects with only mutable fields changed plan as updates.
+        let plan = plan_application(
+            &[desired(Kind::Deployment, "web", deployment("web", 2))],
+            &live[..1],
+            &[],
+            false,
+        )
+        .expect("plans");
+        assert_eq!(summary(&plan), vec!["update Deployment demo/web at 3"]);
     }
 
     #[test]

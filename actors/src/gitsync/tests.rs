@@ -359,6 +359,55 @@ async fn a_conflicting_object_fails_only_its_application() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_commit_changing_an_immutable_config_map_is_refused_whole() {
+    let cluster = Cluster::new();
+    let immutable = "immutable: true\n";
+    write(
+        &cluster.repo,
+        "apps/web/page.yaml",
+        &(config_map("page", "v1", "") + immutable),
+    );
+    commit(&cluster.repo, "page is immutable");
+    cluster.sync(false).await;
+    // One commit changes a mutable ConfigMap and the immutable one: neither is applied.
+    write(
+        &cluster.repo,
+        "apps/web/page.yaml",
+        &(config_map("page", "v2", "") + immutable),
+    );
+    write(
+        &cluster.repo,
+        "apps/web/other.yaml",
+        &config_map("other", "new", ""),
+    );
+    commit(&cluster.repo, "rewrite the page");
+    let report = cluster.sync(false).await;
+    let web = report
+        .applications
+        .iter()
+        .find(|(n, _)| n == "web")
+        .expect("web");
+    assert!(
+        matches!(&web.1, Outcome::Failed(p) if p.len() == 1
+            && p[0].starts_with("apps/web/page.yaml: ConfigMap demo/page: data: field is immutable when `immutable` is set")),
+        "{web:?}"
+    );
+    assert_eq!(cluster.value("page").await.as_deref(), Some("v1"));
+    assert_eq!(cluster.value("other").await, None, "nothing half-applied");
+    // Renamed, it goes through: the new object is made and the old one pruned.
+    write(
+        &cluster.repo,
+        "apps/web/page.yaml",
+        &(config_map("page-2", "v2", "") + immutable),
+    );
+    commit(&cluster.repo, "a new page");
+    cluster.sync(false).await;
+    assert_eq!(cluster.value("page-2").await.as_deref(), Some("v2"));
+    assert_eq!(cluster.value("page").await, None);
+    assert_eq!(cluster.value("other").await.as_deref(), Some("new"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unchanged_application_still_counts_against_a_changed_copy() {
     let cluster = Cluster::new();
     write(
