@@ -64,7 +64,7 @@ pub struct BenchArgs {
     /// Pushes changing one overlay each, timed to applied.
     #[arg(long, default_value_t = 20)]
     kustomize_pushes: usize,
-    /// Simulated clusters in the fleet benchmark, in three waves over `git daemon` (0 skips).
+    /// Simulated clusters in the fleet benchmark, in three waves, in this process (0 skips).
     #[arg(long, default_value_t = 100)]
     fleet_clusters: usize,
     /// Service records for the DNS benchmark against BIND (0 skips).

@@ -40,6 +40,8 @@ struct StatusData {
     stopped: bool,
     /// Why the last sync could not fetch or read Git, when it could not.
     git_error: Option<Value>,
+    /// A fleet member's name, labels, wave and what it holds back.
+    fleet: Option<Value>,
 }
 
 /// What `status` shows, from the database or the API server.
@@ -69,6 +71,7 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
                 applications,
                 stopped: true,
                 git_error: store.get_meta(gitsync::GIT_ERROR_META)?,
+                fleet: store.get_meta(gitsync::FLEET_MEMBER_META)?,
             })
         }
         Cluster::Running(remote) => {
@@ -88,6 +91,7 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
                 applications,
                 stopped: false,
                 git_error: Some(answer["gitError"].clone()).filter(|e| !e.is_null()),
+                fleet: Some(answer["fleet"].clone()).filter(|f| !f.is_null()),
             })
         }
     }
@@ -306,6 +310,31 @@ pub(crate) fn short(commit: Option<&str>) -> &str {
     commit.map_or("-", |c| c.get(..7).unwrap_or(c))
 }
 
+/// The fleet line of `status`: `fleet member c2 (ring=main), wave main; holding commit …`.
+fn fleet_line(member: &Value) -> String {
+    let labels: Vec<String> = member["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let mut line = format!(
+        "fleet member {}",
+        member["cluster"].as_str().unwrap_or("(unnamed)")
+    );
+    if !labels.is_empty() {
+        line.push_str(&format!(" ({})", labels.join(",")));
+    }
+    match member["wave"].as_str() {
+        Some(wave) => line.push_str(&format!(", wave {wave}")),
+        None => line.push_str(", in no wave"),
+    }
+    if let Some(held) = member["held"].as_str() {
+        line.push_str(&format!("; holding {held}"));
+    }
+    line
+}
+
 /// `shipshape status`: each application's sync and health, as Argo CD shows them.
 pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCode> {
     let StatusData {
@@ -314,6 +343,7 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
         applications,
         stopped,
         git_error,
+        fleet,
     } = status_data(&connect(data_dir)?)?;
     match output {
         Output::Json | Output::Yaml => {
@@ -329,6 +359,7 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                 "commit": head,
                 "applications": applications,
                 "gitError": git_error,
+                "fleet": fleet,
             });
             print_value(&value, output)?;
         }
@@ -345,6 +376,9 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                     source.url,
                     short(head.as_deref())
                 );
+            }
+            if let Some(member) = &fleet {
+                println!("{}", fleet_line(member));
             }
             if let Some(error) = &git_error {
                 println!(

@@ -2113,14 +2113,14 @@ spec:
         }
     }
 
-    mod containerd {
+    pub(super) mod containerd {
         //! Real pods: `up --runtime containerd` on this machine's containerd, runc and CNI
         //! plugins, with real kubectl. Runs as root (CI does); everything it creates is removed
         //! even when an assertion fails.
 
         use super::*;
 
-        fn is_root() -> bool {
+        pub(crate) fn is_root() -> bool {
             std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("Uid:"))
@@ -2189,7 +2189,7 @@ spec:
         }
 
         /// Builds busybox:1.35 from Debian's static busybox with `shipshape image pack`.
-        fn busybox_image(dir: &Path) -> PathBuf {
+        pub(crate) fn busybox_image(dir: &Path) -> PathBuf {
             let root = dir.join("rootfs");
             for sub in ["bin", "tmp", "etc", "proc", "sys", "dev"] {
                 std::fs::create_dir_all(root.join(sub)).expect("mkdir");
@@ -2222,14 +2222,14 @@ spec:
         }
 
         /// Removes whatever a failed run left: processes, mounts, namespaces, bridges, cgroups.
-        struct Cleanup {
-            data: PathBuf,
+        pub(crate) struct Cleanup {
+            pub(crate) data: PathBuf,
             /// `route_localnet` before the test (the proxy sets it; a killed `up` cannot put it
             /// back).
-            route_localnet: String,
+            pub(crate) route_localnet: String,
             /// A containerd that is not ours (the system's), once known: what the test put in
             /// it (containers, the image, the node namespaces) is removed from it too.
-            shared_socket: Option<String>,
+            pub(crate) shared_socket: Option<String>,
         }
 
         impl Cleanup {
@@ -2336,7 +2336,7 @@ spec:
             }
         }
 
-        const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+        pub(crate) const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
 
         /// Removes the portmap chains of the test nodes' pods (their jumps carry the network
         /// name `shipshape-ship-node-N`), then the shared `CNI-HOSTPORT-*` chains once nothing
@@ -2424,7 +2424,7 @@ fi
 
         /// The containerd socket the running cluster uses (its own, or the system's when one
         /// answers, as on a stock Debian with the containerd service running).
-        fn socket_in_use(data: &Path) -> String {
+        pub(crate) fn socket_in_use(data: &Path) -> String {
             let record: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(data.join("runtime.json")).expect("up records its runtime"),
             )
@@ -4834,7 +4834,7 @@ spec:
 
         /// One containerd cluster per host at a time: the node, bridge and table names are
         /// the host's.
-        static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        pub(crate) static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
         /// The commit-to-running benchmark on real pods, with one commit per trigger, so it
         /// cannot rot (`scripts/bench` runs it with more).
@@ -5799,11 +5799,19 @@ spec:
                 "20",
                 "--kustomize-pushes",
                 "2",
+                "--fleet-clusters",
+                "10",
             ])
             .output()
             .expect("runs");
         let out = text(&output);
         assert!(output.status.success(), "{out}");
+        assert!(
+            out.contains("fleet of 10 clusters in one process, 3 waves (1/3/6)")
+                && out.contains("wave 2 applied")
+                && out.contains("Git requests per cluster for the rollout"),
+            "{out}"
+        );
         assert!(
             out.contains("commit of 20 objects, push to applied"),
             "{out}"
@@ -5925,9 +5933,10 @@ spec:
 }
 
 mod fleet {
-    //! A fleet on one machine: five simulated-runtime clusters (separate processes, data
-    //! directories and ports) pulling one repository that `git daemon` serves on loopback, in
-    //! three waves. Each publishes its status into the repository and reads the others' there.
+    //! A fleet on one machine: a cluster on real containerd (the canary, when run as root, as
+    //! CI does) and five simulated-runtime clusters (separate processes, data directories and
+    //! ports) pulling one repository that `git daemon` serves on loopback, in three waves. Each
+    //! publishes its status into the repository and reads the others' there.
 
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
@@ -5936,6 +5945,9 @@ mod fleet {
 
     use serde_json::Value;
 
+    use super::gitops::containerd::{
+        Cleanup, ONE_CLUSTER, ROUTE_LOCALNET, busybox_image, is_root, socket_in_use,
+    };
     use super::gitops::{Running, git, write};
 
     const FLEET: &str = "apiVersion: shipshape.dev/v1alpha1\nkind: Fleet\nrollout:\n  waves:\n  - name: canary\n    clusterSelector: {matchLabels: {ring: canary}}\n    soak: 1s\n  - name: main\n    clusterSelector: {matchLabels: {ring: main}}\n    soak: 1s\n    maxUnavailable: 1\n  - name: last\n    clusterSelector: {matchLabels: {ring: last}}\n";
@@ -5949,19 +5961,28 @@ mod fleet {
     /// A Job that outlives its deadline: Degraded on every cluster that applies it.
     const FAILING_JOB: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  namespace: default\nspec:\n  backoffLimit: 0\n  activeDeadlineSeconds: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: busybox:1.35\n        command: [sleep, \"60\"]\n";
 
-    const CLUSTERS: [(&str, &str); 5] = [
+    const CLUSTERS: [(&str, &str); 6] = [
         ("c1", "canary"),
         ("c2", "main"),
         ("c3", "main"),
         ("c4", "last"),
         ("c5", "last"),
+        ("c6", "last"),
     ];
+
+    /// The cluster that runs real pods.
+    const REAL: &str = "c1";
 
     struct Fleet {
         dir: tempfile::TempDir,
         url: String,
         daemon: Option<Running>,
         clusters: BTreeMap<&'static str, Running>,
+        /// The real cluster's host resources, removed once the clusters are stopped (fields
+        /// drop in order).
+        cleanup: Option<Cleanup>,
+        /// busybox:1.35 for the real cluster.
+        image: Option<PathBuf>,
     }
 
     impl Fleet {
@@ -5983,18 +6004,21 @@ mod fleet {
 
         fn start(&mut self, name: &'static str, ring: &str) {
             let log = self.dir.path().join(format!("up-{name}.log"));
+            let runtime: Vec<String> = match (&self.image, name == REAL) {
+                (Some(image), true) => vec![
+                    "--runtime".into(),
+                    "containerd".into(),
+                    "--import".into(),
+                    image.display().to_string(),
+                ],
+                _ => vec!["--runtime".into(), "simulated".into()],
+            };
             let child = Command::new(env!("CARGO_BIN_EXE_shipshape"))
                 .args([
                     "up", "--repo", &self.url, "--branch", "main", "--path", "apps",
                 ])
-                .args([
-                    "--runtime",
-                    "simulated",
-                    "--nodes",
-                    "1",
-                    "--interval",
-                    "300ms",
-                ])
+                .args(&runtime)
+                .args(["--nodes", "1", "--interval", "300ms"])
                 .args(["--api-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"])
                 .args(["--cluster-name", name, "--cluster-label"])
                 .arg(format!("ring={ring}"))
@@ -6144,11 +6168,27 @@ mod fleet {
         git(dir.path(), &["init", "-q", "--bare", "origin.git"]);
         git(dir.path(), &["clone", "-q", "origin.git", "work"]);
         let (daemon, url) = serve(dir.path());
+        // One containerd cluster per host at a time (node, bridge and table names are the
+        // host's); the guard outlives the fleet, which removes what its real cluster made.
+        let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        let real = is_root();
+        if !real {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("c1 runs simulated: real pods need root (CI runs this as root)");
+        }
+        let image = real.then(|| busybox_image(dir.path()));
+        let cleanup = real.then(|| Cleanup {
+            data: dir.path().join(format!("data-{REAL}")),
+            route_localnet: std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default(),
+            shared_socket: None,
+        });
         let mut fleet = Fleet {
             dir,
             url,
             daemon: Some(daemon),
             clusters: BTreeMap::new(),
+            cleanup,
+            image,
         };
         write(&fleet.work(), "fleet.yaml", FLEET);
         write(&fleet.work(), "apps/web/cm.yaml", &config_map("1"));
@@ -6158,6 +6198,19 @@ mod fleet {
         }
         let names: Vec<&str> = CLUSTERS.iter().map(|(n, _)| *n).collect();
         fleet.wait_for(&names, &v1, "Soaked");
+        if real {
+            // What a cluster on the system's containerd puts there is removed from it too.
+            let data = fleet.data(REAL);
+            let socket = socket_in_use(&data);
+            if let Some(cleanup) = &mut fleet.cleanup
+                && !socket.starts_with(&data.display().to_string())
+            {
+                cleanup.shared_socket = Some(socket);
+            }
+            let log =
+                std::fs::read_to_string(fleet.dir.path().join("up-c1.log")).unwrap_or_default();
+            assert!(log.contains("nodes: 1 on containerd"), "{log}");
+        }
 
         // A good commit, wave by wave: main takes it only once canary soaked it, last only
         // once main did too (one of its two may lack it).
@@ -6206,7 +6259,7 @@ mod fleet {
                 "{name} took v2 at {took}, before canary soaked it at {canary_soaked}"
             );
         }
-        for name in ["c4", "c5"] {
+        for name in ["c4", "c5", "c6"] {
             let took = first(&history, name, &v2, None).expect("last took v2");
             assert!(
                 took >= main_soaked,
@@ -6221,10 +6274,10 @@ mod fleet {
         write(&fleet.work(), "apps/web/job.yaml", FAILING_JOB);
         let v3 = fleet.push("v3: a migration that fails");
         fleet.wait_for(&["c1"], &v3, "Failed");
-        let halted = fleet.wait_for(&["c2", "c3", "c4", "c5"], &v2, "Soaked");
+        let halted = fleet.wait_for(&["c2", "c3", "c4", "c5", "c6"], &v2, "Soaked");
         std::thread::sleep(Duration::from_secs(2));
         let statuses = fleet.statuses().expect("statuses");
-        for name in ["c2", "c3", "c4", "c5"] {
+        for name in ["c2", "c3", "c4", "c5", "c6"] {
             assert_eq!(
                 statuses[name]["commit"].as_str(),
                 Some(v2.as_str()),
@@ -6250,18 +6303,30 @@ mod fleet {
         fleet.clusters.remove("c3");
         write(&fleet.work(), "apps/web/cm.yaml", &config_map("5"));
         let v5 = fleet.push("v5");
-        fleet.wait_for(&["c1", "c2", "c4", "c5"], &v5, "Soaked");
+        fleet.wait_for(&["c1", "c2", "c4", "c5", "c6"], &v5, "Soaked");
         fleet.clusters.remove("c2");
         write(&fleet.work(), "apps/web/cm.yaml", &config_map("6"));
         let v6 = fleet.push("v6");
         fleet.wait_for(&["c1"], &v6, "Soaked");
-        fleet.wait_held(
-            "c5",
-            "waiting for wave main: 0 of 2 clusters soaked, 1 may lack it",
+        // Published without the counts, once it has lasted a few seconds.
+        fleet.wait_held("c5", &format!("commit {}: waiting for wave main", &v6[..7]));
+        // The cluster itself says so with the counts.
+        let status = fleet.shipshape(&[
+            "status",
+            "--data-dir",
+            fleet.data("c5").to_str().expect("utf-8"),
+        ]);
+        let status = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(
+            status.contains(&format!(
+                "fleet member c5 (ring=last), wave last; holding commit {}: waiting for wave main: 0 of 2 clusters soaked, 1 may lack it",
+                &v6[..7]
+            )),
+            "{status}"
         );
         std::thread::sleep(Duration::from_secs(2));
         let statuses = fleet.statuses().expect("statuses");
-        for name in ["c4", "c5"] {
+        for name in ["c4", "c5", "c6"] {
             assert_eq!(
                 statuses[name]["commit"].as_str(),
                 Some(v5.as_str()),

@@ -77,6 +77,15 @@ impl ClusterStatus {
         }
     }
 
+    /// Equal but for the time it was written and what it waits for.
+    pub fn same_but_held(&self, other: &ClusterStatus) -> bool {
+        ClusterStatus {
+            held: other.held.clone(),
+            ..self.clone()
+        }
+        .same_as(other)
+    }
+
     /// Equal but for the time it was written: nothing to publish.
     pub fn same_as(&self, other: &ClusterStatus) -> bool {
         ClusterStatus {
@@ -334,6 +343,8 @@ pub fn publish(repo: &Repository, status: &ClusterStatus) -> Result<Oid, GitErro
         });
         let mut options = git2::PushOptions::new();
         options.remote_callbacks(callbacks);
+        // Three small objects: packing them on one thread beats starting a pool per push.
+        options.packbuilder_parallelism(1);
         let spec = format!("{outgoing}:{refname}");
         crate::metrics::METRICS.git_request("push");
         remote

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use git2::{FetchOptions, FetchPrune, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{FetchOptions, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use kameo::Actor;
 use kameo::actor::ActorRef;
 use kameo::message::{Context, Message};
@@ -283,6 +283,26 @@ pub struct Mirror {
     /// The clusters the last poll read that cannot hold this one back (in a later or the same
     /// wave, or in none): their status refs moving is no reason to fetch.
     downstream: BTreeSet<String>,
+    /// The clusters the last poll read at all: a status ref of any other is a cluster new to
+    /// this one, and read.
+    known: BTreeSet<String>,
+    /// The clusters of the wave the held commit waits for: only their statuses moving can
+    /// release it (an earlier wave was ready when this one was taken, and a halt lasts until
+    /// the branch moves), so only that makes a held poll fetch.
+    blocking: BTreeSet<String>,
+}
+
+/// How long a change of what a fleet member waits for must last before it is published on its
+/// own (with any other change it goes out at once).
+const HELD_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What moved upstream since the mirror's last fetch ([`Mirror::moved`]).
+#[derive(Debug, Default)]
+struct Moved {
+    /// A branch, a tag or the default branch moved, appeared or went.
+    source: bool,
+    /// The status refs to fetch.
+    statuses: Vec<String>,
 }
 
 /// Where a fleet member goes this sync.
@@ -292,6 +312,10 @@ pub struct FleetChoice {
     pub target: Option<Oid>,
     /// Why the branch's newest commit is not the one synced.
     pub held: Option<String>,
+    /// The same without its counts, as the cluster publishes it ([`Hold::reason`]).
+    ///
+    /// [`Hold::reason`]: shipshape_reconciler::fleet::Hold::reason
+    pub published_held: Option<String>,
     /// The cluster's wave at the commit it will be on.
     pub wave: Option<String>,
     /// That wave's soak, in seconds.
@@ -379,6 +403,8 @@ impl Mirror {
             fleet_files: BTreeMap::new(),
             watch_statuses: true,
             downstream: BTreeSet::new(),
+            known: BTreeSet::new(),
+            blocking: BTreeSet::new(),
         })
     }
 
@@ -455,10 +481,32 @@ impl Mirror {
             })
             .map(|r| r.cluster.name.clone())
             .collect();
+        self.known = reports.iter().map(|r| r.cluster.name.clone()).collect();
+        self.blocking = match (&choice.newest_held, current) {
+            // On nothing yet: any status may be the one that lets it start.
+            (_, None) => self.known.clone(),
+            (Some((_, shipshape_reconciler::fleet::Hold::Waiting { wave, .. })), _) => {
+                let index = newest.and_then(|f| f.waves.iter().position(|w| w.name == *wave));
+                match (newest, index) {
+                    (Some(fleet), Some(index)) => reports
+                        .iter()
+                        .filter(|r| fleet.wave_of(&r.cluster) == Some(index))
+                        .map(|r| r.cluster.name.clone())
+                        .collect(),
+                    _ => self.known.clone(),
+                }
+            }
+            _ => BTreeSet::new(),
+        };
         let target = choice.commit.as_deref().and_then(|c| Oid::from_str(c).ok());
+        let short = |commit: &str| commit[..commit.len().min(7)].to_string();
+        let published_held = choice
+            .newest_held
+            .as_ref()
+            .map(|(commit, why)| format!("commit {}: {}", short(commit), why.reason()));
         let held = choice
             .newest_held
-            .map(|(commit, why)| format!("commit {}: {why}", &commit[..commit.len().min(7)]));
+            .map(|(commit, why)| format!("commit {}: {why}", short(&commit)));
         let on = target.or(current);
         // The fleet file of the commit it will be on: a candidate's, read above, or its own.
         let fleet = match (target, current) {
@@ -490,6 +538,7 @@ impl Mirror {
         Ok(FleetChoice {
             target,
             held,
+            published_held,
             soak_seconds: wave.as_ref().map_or(0, |w| w.soak_seconds),
             wave: wave.map(|w| w.name),
         })
@@ -510,69 +559,92 @@ impl Mirror {
         }
     }
 
-    /// Fetches branches and tags (and, for a fleet member, every cluster's status); branches
-    /// deleted upstream go away here too. The remote's ref advertisement is read first: when
-    /// every ref is where the mirror has it, no fetch follows (one request to the Git host per
-    /// idle poll).
+    /// Fetches what moved upstream: branches and tags (branches deleted upstream go away here
+    /// too), and for a fleet member the statuses of the clusters that can hold it back. The
+    /// remote's ref advertisement is read first: when nothing that matters moved, no fetch
+    /// follows (one request to the Git host per idle poll), and a fetch names only the status
+    /// refs that moved, so a hundred clusters publishing do not make each member rewrite a
+    /// hundred refs.
     pub fn fetch(&self) -> Result<(), GitError> {
         let mut remote = self
             .repo
             .find_remote("origin")
             .map_err(git_error("the mirror has no origin"))?;
-        if self.up_to_date(&mut remote)? {
-            return Ok(());
-        }
+        let url = self.source.url.clone();
+        let unreachable = |e: git2::Error| GitError(format!("cannot fetch {url}: {}", e.message()));
         // The transfer callbacks run while data flows: past the deadline they abort the fetch.
         let deadline = std::time::Instant::now() + self.fetch_timeout;
+        let failed = |e: git2::Error| {
+            if std::time::Instant::now() >= deadline {
+                GitError(format!(
+                    "cannot fetch {}: no answer within {} s (the next poll tries again)",
+                    self.source.url,
+                    self.fetch_timeout.as_secs()
+                ))
+            } else {
+                GitError(format!("cannot fetch {}: {}", self.source.url, e.message()))
+            }
+        };
+        crate::metrics::METRICS.git_request("advertisement");
+        // One connection serves the advertisement and the fetch that may follow.
+        let mut connection = remote
+            .connect_auth(git2::Direction::Fetch, None, None)
+            .map_err(unreachable)?;
+        let moved = self.moved(connection.list().map_err(unreachable)?);
+        if !moved.source && moved.statuses.is_empty() {
+            return Ok(());
+        }
         let mut callbacks = git2::RemoteCallbacks::new();
         callbacks.transfer_progress(|_| std::time::Instant::now() < deadline);
         callbacks.sideband_progress(|_| std::time::Instant::now() < deadline);
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks);
-        options.prune(FetchPrune::On);
-        options.download_tags(git2::AutotagOption::All);
-        let mut refspecs = vec![
-            "+refs/heads/*:refs/remotes/origin/*",
-            "+refs/tags/*:refs/tags/*",
-            "+HEAD:refs/remotes/origin/HEAD",
-        ];
-        // Whenever something is fetched, the statuses come too: a branch that moved means a
-        // wave decision, which must not be taken on statuses from before.
-        if self.cluster.is_some() {
-            refspecs.push(crate::fleet::STATUS_REFSPEC);
-        }
+        let mut refspecs: Vec<String> = Vec::new();
+        let tags = if moved.source {
+            refspecs.extend(
+                [
+                    "+refs/heads/*:refs/remotes/origin/*",
+                    "+refs/tags/*:refs/tags/*",
+                    "+HEAD:refs/remotes/origin/HEAD",
+                ]
+                .map(String::from),
+            );
+            git2::AutotagOption::All
+        } else {
+            git2::AutotagOption::None
+        };
+        options.download_tags(tags);
+        refspecs.extend(moved.statuses.iter().map(|name| format!("+{name}:{name}")));
         crate::metrics::METRICS.git_request("fetch");
+        let remote = connection.remote();
         remote
-            .fetch(&refspecs, Some(&mut options), None)
-            .map_err(|e| {
-                if std::time::Instant::now() >= deadline {
-                    GitError(format!(
-                        "cannot fetch {}: no answer within {} s (the next poll tries again)",
-                        self.source.url,
-                        self.fetch_timeout.as_secs()
-                    ))
-                } else {
-                    GitError(format!("cannot fetch {}: {}", self.source.url, e.message()))
-                }
-            })
+            .download(&refspecs, Some(&mut options))
+            .map_err(failed)?;
+        // No FETCH_HEAD: nothing reads it, and it was one more file written per fetch.
+        remote
+            .update_tips(None, git2::RemoteUpdateFlags::empty(), tags, Some("fetch"))
+            .map_err(failed)?;
+        if moved.source {
+            // Branches and tags deleted upstream go here too.
+            remote.prune(None).map_err(failed)?;
+        }
+        Ok(())
     }
 
-    /// Whether this poll fetches the other clusters' statuses.
-    fn wants_statuses(&self) -> bool {
-        self.cluster.is_some() && self.watch_statuses
-    }
-
-    /// Whether the remote advertises exactly the refs the mirror has (so a fetch would bring
-    /// nothing; a ref the mirror lacks or has extra says no). A remote that does not answer
-    /// fails the fetch here.
-    fn up_to_date(&self, remote: &mut git2::Remote<'_>) -> Result<bool, GitError> {
-        let url = self.source.url.clone();
-        let unreachable = |e: git2::Error| GitError(format!("cannot fetch {url}: {}", e.message()));
-        crate::metrics::METRICS.git_request("advertisement");
-        let connection = remote
-            .connect_auth(git2::Direction::Fetch, None, None)
-            .map_err(unreachable)?;
-        let heads = connection.list().map_err(unreachable)?;
+    /// What the remote advertises (`heads`) that the mirror lacks: a branch, a tag or the
+    /// default branch moved, appeared or went (`source`); the status refs worth fetching
+    /// (`statuses`).
+    ///
+    /// Status refs are worth fetching when they moved and the branch moved too (a moved branch
+    /// is decided on fresh statuses, and its fleet file may place clusters anew), or while a
+    /// commit is held back and a cluster that can release it moved (one of the wave it waits
+    /// for, or one new to this cluster): then every earlier wave's moved statuses come.
+    fn moved(&self, heads: &[git2::RemoteHead<'_>]) -> Moved {
+        let differs = |local: &str, oid: Oid| self.repo.refname_to_id(local).ok() != Some(oid);
+        let mut moved = Moved::default();
+        // Every status that moved, those whose cluster can hold this one back, and whether one
+        // that can release a held commit moved.
+        let (mut statuses, mut upstream, mut releasing) = (Vec::new(), Vec::new(), false);
         let mut advertised = BTreeSet::new();
         for head in heads {
             let name = head.name();
@@ -583,26 +655,40 @@ impl Mirror {
             } else if name.starts_with("refs/tags/") && !name.ends_with("^{}") {
                 name.to_string()
             } else if let Some(cluster) = name.strip_prefix(crate::fleet::STATUS_REFS) {
-                // Only a cluster of an earlier wave (or one not seen before) moving matters.
-                if !self.wants_statuses() || self.downstream.contains(cluster) {
-                    continue;
+                if self.cluster.is_some() && differs(name, head.oid()) {
+                    if !self.downstream.contains(cluster) {
+                        upstream.push(name.to_string());
+                    }
+                    releasing |= self.blocking.contains(cluster) || !self.known.contains(cluster);
+                    statuses.push(name.to_string());
                 }
-                name.to_string()
+                continue;
             } else {
                 continue;
             };
-            if self.repo.refname_to_id(&local).ok() != Some(head.oid()) {
-                return Ok(false);
-            }
+            moved.source |= differs(&local, head.oid());
             advertised.insert(local);
         }
         let globs = ["refs/remotes/origin/*", "refs/tags/*"];
-        Ok(globs.iter().all(|glob| {
+        moved.source |= !globs.iter().all(|glob| {
             self.repo.references_glob(glob).is_ok_and(|refs| {
                 refs.flatten()
                     .all(|r| r.name().ok().is_some_and(|name| advertised.contains(name)))
             })
-        }))
+        });
+        if moved.source {
+            // The waves themselves may have changed with the branch: read every status afresh.
+            moved.statuses = statuses;
+        } else if self.wants_statuses() && releasing {
+            // Decided on fresh statuses of every earlier wave, not only the one that moved.
+            moved.statuses = upstream;
+        }
+        moved
+    }
+
+    /// Whether this poll fetches the other clusters' statuses though no branch moved.
+    fn wants_statuses(&self) -> bool {
+        self.cluster.is_some() && self.watch_statuses
     }
 
     /// The commit the source's reference names now.
@@ -1077,6 +1163,10 @@ const MAX_FAILURE_EVENTS: usize = 100;
 /// Where a fleet member keeps its commit records (what it publishes), across restarts.
 pub const FLEET_RECORDS_META: &str = "fleet/records";
 
+/// Where a fleet member keeps what `shipshape status` shows of it: its name, labels, wave and
+/// what it holds back (with the counts, as `up` prints it).
+pub const FLEET_MEMBER_META: &str = "fleet/member";
+
 /// How long Events are kept, as Kubernetes' default `--event-ttl`.
 pub const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
@@ -1122,6 +1212,10 @@ pub struct GitSync {
     events_expired: Option<std::time::Instant>,
     /// A fleet member's last choice (wave, soak, what is held), for its status.
     fleet_choice: Option<FleetChoice>,
+    /// A hold not yet published, and since when it has been the one (see [`HELD_SETTLE`]).
+    held_seen: Option<(Option<String>, std::time::Instant)>,
+    /// What was last written to [`FLEET_MEMBER_META`].
+    member_recorded: Option<Value>,
     /// Makes the next sync panic, as a bug would.
     #[cfg(test)]
     panic_next_sync: bool,
@@ -1163,6 +1257,8 @@ impl GitSync {
             loads: std::collections::HashMap::new(),
             events_expired: None,
             fleet_choice: None,
+            held_seen: None,
+            member_recorded: None,
             #[cfg(test)]
             panic_next_sync: false,
         }
@@ -1546,6 +1642,23 @@ impl GitSync {
                 self.ask_store(Apply(write)).await.map_err(failure)?;
             }
         }
+        let member = json!({
+            "cluster": cluster.name,
+            "labels": cluster.labels,
+            "wave": choice.wave,
+            "held": choice.held,
+        });
+        if self.member_recorded.as_ref() != Some(&member) {
+            let write = Batch {
+                writes: vec![Write::SetMeta {
+                    key: FLEET_MEMBER_META.into(),
+                    value: member.clone(),
+                }],
+                audit: None,
+            };
+            self.ask_store(Apply(write)).await.map_err(failure)?;
+            self.member_recorded = Some(member);
+        }
         let applications = statuses
             .iter()
             .map(|s| {
@@ -1566,6 +1679,7 @@ impl GitSync {
                 }
             })
             .collect();
+        let held_seen = &mut self.held_seen;
         tokio::task::block_in_place(|| {
             let mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
             let status = crate::fleet::ClusterStatus {
@@ -1576,14 +1690,34 @@ impl GitSync {
                 path: mirror.path().to_string(),
                 commits: records,
                 applications,
-                held: choice.held.clone(),
+                held: choice.published_held.clone(),
                 time: now.to_string(),
             };
-            let published = crate::fleet::status_named(mirror.repository(), &cluster.name)
-                .is_some_and(|last| last.same_as(&status));
-            if published {
+            let last = crate::fleet::status_named(mirror.repository(), &cluster.name);
+            if last.as_ref().is_some_and(|last| last.same_as(&status)) {
+                *held_seen = None;
                 return Ok(());
             }
+            // Only what it waits for changed: published once that has lasted HELD_SETTLE, so
+            // a hold that a wave lifts within seconds costs the Git host no push (the wave
+            // decisions read the commit records; the hold is there for people).
+            if last
+                .as_ref()
+                .is_some_and(|last| last.same_but_held(&status))
+            {
+                match held_seen {
+                    Some((held, since)) if *held == status.held => {
+                        if since.elapsed() < HELD_SETTLE {
+                            return Ok(());
+                        }
+                    }
+                    _ => {
+                        *held_seen = Some((status.held.clone(), std::time::Instant::now()));
+                        return Ok(());
+                    }
+                }
+            }
+            *held_seen = None;
             crate::fleet::publish(mirror.repository(), &status)
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -202,6 +202,18 @@ impl std::fmt::Display for Hold {
     }
 }
 
+impl Hold {
+    /// The hold without its counts (`waiting for wave main`): what a cluster publishes, so its
+    /// status moves when what it waits for changes, not with every cluster of that wave that
+    /// reports (each move makes the clusters watching it fetch).
+    pub fn reason(&self) -> String {
+        match self {
+            Hold::Waiting { wave, .. } => format!("waiting for wave {wave}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What [`choose`] decided.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Choice {

@@ -1391,6 +1391,12 @@ async fn cluster_status(state: &ApiState) -> Response {
         .await
         .ok()
         .flatten();
+    let fleet = state
+        .store
+        .ask(GetMeta(crate::gitsync::FLEET_MEMBER_META.into()))
+        .await
+        .ok()
+        .flatten();
     let applications = state
         .store
         .ask(ListMeta(crate::gitsync::APP_META_PREFIX.into()))
@@ -1415,7 +1421,7 @@ async fn cluster_status(state: &ApiState) -> Response {
                     crate::health::status_json(&status, &health.unwrap_or_default())
                 })
                 .collect();
-            Json(json!({"source": source, "commit": head, "applications": applications, "gitError": git_error}))
+            Json(json!({"source": source, "commit": head, "applications": applications, "gitError": git_error, "fleet": fleet}))
                 .into_response()
         }
         (Err(response), _, _, _)
