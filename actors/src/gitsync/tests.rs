@@ -144,6 +144,16 @@ fn outcomes(report: &SyncReport) -> Vec<(String, Outcome)> {
     report.applications.clone()
 }
 
+/// What the sync did with one application.
+fn outcome<'a>(report: &'a SyncReport, application: &str) -> &'a Outcome {
+    report
+        .applications
+        .iter()
+        .find(|(n, _)| n == application)
+        .map(|(_, outcome)| outcome)
+        .unwrap_or_else(|| panic!("no application {application} in {report:?}"))
+}
+
 fn applied(created: usize, updated: usize, pruned: usize, unchanged: usize) -> Outcome {
     Outcome::Applied {
         created,
@@ -346,13 +356,9 @@ async fn a_conflicting_object_fails_only_its_application() {
     commit(&cluster.repo, "web copies settings");
     let report = cluster.sync(false).await;
     // The loader sees a duplicate: the later file (web, alphabetically after api) fails.
-    let web = report
-        .applications
-        .iter()
-        .find(|(n, _)| n == "web")
-        .expect("web");
+    let web = outcome(&report, "web");
     assert!(
-        matches!(&web.1, Outcome::Failed(p) if p[0].contains("duplicate object")),
+        matches!(web, Outcome::Failed(p) if p[0].contains("duplicate object")),
         "{web:?}"
     );
     assert_eq!(cluster.value("settings").await.as_deref(), Some("fast"));
@@ -382,13 +388,9 @@ async fn a_commit_changing_an_immutable_config_map_is_refused_whole() {
     );
     commit(&cluster.repo, "rewrite the page");
     let report = cluster.sync(false).await;
-    let web = report
-        .applications
-        .iter()
-        .find(|(n, _)| n == "web")
-        .expect("web");
+    let web = outcome(&report, "web");
     assert!(
-        matches!(&web.1, Outcome::Failed(p) if p.len() == 1
+        matches!(web, Outcome::Failed(p) if p.len() == 1
             && p[0].starts_with("apps/web/page.yaml: ConfigMap demo/page: data: field is immutable when `immutable` is set")),
         "{web:?}"
     );
@@ -542,9 +544,9 @@ async fn objects_in_a_namespace_nothing_declares_are_refused_until_it_is() {
     write(&cluster.repo, "apps/web/cart.yaml", in_shop);
     commit(&cluster.repo, "web: a cart in shop");
     let report = cluster.sync(false).await;
-    let web = report.applications.iter().find(|(n, _)| n == "web");
+    let web = outcome(&report, "web");
     assert!(
-        matches!(web, Some((_, Outcome::Failed(p))) if p[0].contains("namespaces \"shop\" not found")),
+        matches!(web, Outcome::Failed(p) if p[0].contains("namespaces \"shop\" not found")),
         "{web:?}"
     );
     assert!(
@@ -586,9 +588,9 @@ async fn objects_in_a_namespace_nothing_declares_are_refused_until_it_is() {
     std::fs::remove_dir_all(cluster.repo.join("apps/zteam")).expect("rm");
     commit(&cluster.repo, "zteam: gone");
     let report = cluster.sync(true).await;
-    let zteam = report.applications.iter().find(|(n, _)| n == "zteam");
+    let zteam = outcome(&report, "zteam");
     assert!(
-        matches!(zteam, Some((_, Outcome::Failed(p))) if p[0].contains("application web keeps objects in it")),
+        matches!(zteam, Outcome::Failed(p) if p[0].contains("application web keeps objects in it")),
         "{zteam:?}"
     );
     assert!(
@@ -663,9 +665,9 @@ async fn a_root_folder_does_not_replace_the_top_level_files() {
     );
     commit(&cluster.repo, "a folder named root");
     let report = cluster.sync(false).await;
-    let root = report.applications.iter().find(|(n, _)| n == "root");
+    let root = outcome(&report, "root");
     assert!(
-        matches!(root, Some((_, Outcome::Failed(p))) if p[0].contains("clashes with application root")),
+        matches!(root, Outcome::Failed(p) if p[0].contains("clashes with application root")),
         "{root:?}"
     );
     // The top-level Namespace was not pruned by a root application that lost its files.
