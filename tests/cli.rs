@@ -560,6 +560,123 @@ mod gitops {
         list["items"].as_array().cloned().unwrap_or_default()
     }
 
+    /// A Deployment of `replicas` busybox pods with `image`, paused or not.
+    fn deployment(replicas: u32, image: &str, paused: bool) -> String {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: demo\nspec:\n  replicas: {replicas}\n  paused: {paused}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n        command: [sleep, \"3600\"]\n"
+        )
+    }
+
+    /// The Deployment's ReplicaSets in `demo`: (image, replicas), sorted.
+    fn replica_sets(repo: &Repo) -> Result<Vec<(String, u64)>, String> {
+        let output = repo.shipshape(&["get", "replicasets", "-n", "demo", "-o", "json"]);
+        if !output.status.success() {
+            return Err(text(&output));
+        }
+        let list: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+        let mut sets: Vec<(String, u64)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|rs| {
+                (
+                    rs["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    rs["spec"]["replicas"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        sets.sort();
+        Ok(sets)
+    }
+
+    #[test]
+    fn a_paused_deployment_scales_without_rolling_until_resumed() {
+        let repo = Repo::new();
+        write(
+            &repo.path(),
+            "apps/namespaces.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+        );
+        write(
+            &repo.path(),
+            "apps/web/deployment.yaml",
+            &deployment(2, "busybox:1.35", false),
+        );
+        commit(&repo.path(), "web");
+        let (child, log) = repo.up();
+        wait_for(&log, "web Synced");
+        let one = |image: &str, replicas: u64| vec![(image.to_string(), replicas)];
+        eventually("the first ReplicaSet", || {
+            let sets = replica_sets(&repo)?;
+            (sets == one("busybox:1.35", 2))
+                .then_some(())
+                .ok_or(format!("{sets:?}"))
+        });
+
+        // Paused, with a new image and a new size: the size is honoured, the image waits.
+        write(
+            &repo.path(),
+            "apps/web/deployment.yaml",
+            &deployment(3, "busybox:1.36", true),
+        );
+        commit(&repo.path(), "pause, resize and change the image");
+        eventually("the old ReplicaSet at 3", || {
+            let sets = replica_sets(&repo)?;
+            (sets == one("busybox:1.35", 3))
+                .then_some(())
+                .ok_or(format!("{sets:?}"))
+        });
+        let shown = eventually("the paused condition", || {
+            let output = repo.shipshape(&["get", "deployments", "-n", "demo", "web", "-o", "json"]);
+            let deployment: serde_json::Value =
+                serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+            let conditions = deployment["status"]["conditions"].clone();
+            conditions
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["type"] == "Progressing"
+                        && c["reason"] == "DeploymentPaused"
+                        && c["status"] == "Unknown"
+                })
+                .then_some(conditions.clone())
+                .ok_or(format!("{conditions}"))
+        });
+        assert!(
+            shown.to_string().contains("Deployment is paused"),
+            "{shown}"
+        );
+        // Still no second ReplicaSet a few seconds on.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(replica_sets(&repo).expect("listed"), one("busybox:1.35", 3));
+        let status = text(&repo.shipshape(&["status"]));
+        assert!(status.contains("Suspended"), "{status}");
+
+        // Resumed: the rollout runs to the new image.
+        write(
+            &repo.path(),
+            "apps/web/deployment.yaml",
+            &deployment(3, "busybox:1.36", false),
+        );
+        commit(&repo.path(), "resume");
+        eventually("rolled out to the new image", || {
+            let sets = replica_sets(&repo)?;
+            (sets
+                == vec![
+                    ("busybox:1.35".to_string(), 0),
+                    ("busybox:1.36".to_string(), 3),
+                ])
+            .then_some(())
+            .ok_or(format!("{sets:?}"))
+        });
+        interrupt(child);
+    }
+
     #[test]
     fn a_commit_rolls_out_and_the_history_says_who_changed_what() {
         let repo = Repo::new();

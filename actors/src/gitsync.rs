@@ -1115,11 +1115,12 @@ pub struct SyncOptions {
 /// Why a sync could not run at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SyncError {
-    /// Fetching or reading the repository failed; the cluster keeps its state.
-    #[error("{0}")]
+    /// Fetching or reading the repository failed; the cluster keeps its state. (Transparent:
+    /// shown once, not again as its own source in an error chain.)
+    #[error(transparent)]
     Git(#[from] GitError),
     /// The store failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The store actor is gone.
     #[error("the store is not running")]

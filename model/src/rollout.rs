@@ -154,6 +154,7 @@ impl RolloutModel {
             strategy: self.strategy,
             revision_history_limit: 10,
             progress_deadline_seconds: None,
+            paused: false,
             replica_sets: state
                 .replica_sets
                 .iter()

@@ -104,6 +104,8 @@ pub enum Progress {
     Complete,
     /// No progress for `progressDeadlineSeconds`.
     DeadlineExceeded,
+    /// Paused (`spec.paused`): no rollout, no deadline; scaling still happens.
+    Paused,
 }
 
 /// The status a Deployment reports.
@@ -146,6 +148,8 @@ pub struct DeploymentView {
     pub revision_history_limit: u32,
     /// Seconds without progress before the rollout is reported stuck.
     pub progress_deadline_seconds: Option<i64>,
+    /// `spec.paused`: a new template makes no ReplicaSet until it is resumed.
+    pub paused: bool,
     /// The ReplicaSets it owns.
     pub replica_sets: Vec<ReplicaSetSummary>,
     /// The status as last written (`None` before the first).
@@ -220,10 +224,12 @@ pub fn decide_deployment(view: &DeploymentView, now: i64) -> Decision<Deployment
     };
 
     let mut actions = match view.strategy {
+        _ if view.paused => scale_paused(view, new, &old),
         RolloutStrategy::RollingUpdate { .. } => rolling(view, new, &old, new_revision),
         RolloutStrategy::Recreate => recreate(view, new, &old, new_revision),
     };
     if actions.is_empty()
+        && !view.paused
         && let Some(rs) = new
         && rs.revision != new_revision
     {
@@ -339,6 +345,98 @@ fn rolling(
         .collect()
 }
 
+/// A paused Deployment only scales, as Kubernetes' `sync` of a paused Deployment does: no
+/// ReplicaSet is created for a new template and none rolls. The one active ReplicaSet (or, with
+/// none active, the newest) takes the replicas; when the newest is saturated the old ones go to
+/// zero; when several are active (paused mid-rollout, RollingUpdate) a change of replicas is
+/// spread over them in proportion to their sizes, within `replicas + maxSurge`, the remainder
+/// to the largest. Kubernetes weighs by the max-replicas annotation (the Deployment's size plus
+/// surge when a set was last scaled); shipshape keeps no such annotation and weighs by the sets'
+/// current total, the same figure once a rollout has used its whole surge.
+fn scale_paused(
+    view: &DeploymentView,
+    new: Option<&ReplicaSetSummary>,
+    old: &[&ReplicaSetSummary],
+) -> Vec<DeploymentAction> {
+    let active: Vec<&ReplicaSetSummary> = new
+        .into_iter()
+        .chain(old.iter().copied())
+        .filter(|rs| rs.replicas > 0)
+        .collect();
+    let only = match active.as_slice() {
+        [one] => Some(*one),
+        [] => new.or_else(|| {
+            old.iter()
+                .copied()
+                .max_by_key(|rs| (rs.revision, rs.created))
+        }),
+        _ => None,
+    };
+    if let Some(rs) = only {
+        return if rs.replicas == view.replicas {
+            Vec::new()
+        } else {
+            vec![scale(rs, view.replicas, rs.revision)]
+        };
+    }
+    if let Some(new) = new
+        && new.replicas == view.replicas
+        && new.available >= view.replicas
+    {
+        return old
+            .iter()
+            .filter(|rs| rs.replicas > 0)
+            .map(|rs| scale(rs, 0, rs.revision))
+            .collect();
+    }
+    if view.strategy == RolloutStrategy::Recreate {
+        return Vec::new();
+    }
+    let (max_surge, _) = budgets(view.strategy, view.replicas);
+    let allowed = i64::from(view.replicas) + i64::from(max_surge);
+    let total: i64 = active.iter().map(|rs| i64::from(rs.replicas)).sum();
+    let to_add = allowed - total;
+    if to_add == 0 || total == 0 {
+        return Vec::new();
+    }
+    // Largest first (newer first on a tie when growing, older first when shrinking), as
+    // Kubernetes orders them, so the remainder lands where Kubernetes puts it.
+    let mut order = active.clone();
+    order.sort_by(|a, b| {
+        b.replicas.cmp(&a.replicas).then(if to_add > 0 {
+            b.created.cmp(&a.created)
+        } else {
+            a.created.cmp(&b.created)
+        })
+    });
+    // Each set's share is its size scaled to the new total, rounded half away from zero, and
+    // never more than is left to add (or take).
+    let mut added = 0i64;
+    let mut targets: Vec<i64> = Vec::with_capacity(order.len());
+    for rs in &order {
+        let size = i64::from(rs.replicas);
+        let scaled = (2 * size * allowed + total) / (2 * total);
+        let left = to_add - added;
+        let share = if to_add > 0 {
+            (scaled - size).min(left)
+        } else {
+            (scaled - size).max(left)
+        };
+        added += share;
+        targets.push(size + share);
+    }
+    if let Some(first) = targets.first_mut() {
+        *first += to_add - added;
+    }
+    order
+        .iter()
+        .zip(targets)
+        .map(|(rs, target)| (rs, u32::try_from(target.max(0)).unwrap_or(u32::MAX)))
+        .filter(|(rs, target)| rs.replicas != *target)
+        .map(|(rs, target)| scale(rs, target, rs.revision))
+        .collect()
+}
+
 fn recreate(
     view: &DeploymentView,
     new: Option<&ReplicaSetSummary>,
@@ -403,6 +501,11 @@ fn status(
     let progressed =
         acting || previous.is_none_or(|p| updated > p.updated || available > p.available);
     let (progress, since) = match previous {
+        // No deadline while paused; the time it was paused is kept.
+        _ if view.paused => match previous {
+            Some(p) if p.progress == Progress::Paused => (Progress::Paused, p.progress_since),
+            _ => (Progress::Paused, now),
+        },
         _ if complete => match previous {
             Some(p) if p.progress == Progress::Complete => (Progress::Complete, p.progress_since),
             _ => (Progress::Complete, now),
@@ -415,6 +518,8 @@ fn status(
                     .is_some_and(|deadline| now - p.progress_since > deadline);
             match (p.progress, stuck) {
                 (_, true) => (Progress::DeadlineExceeded, now),
+                // Resumed: the deadline counts from now.
+                (Progress::Paused, false) => (Progress::Progressing, now),
                 // A finished rollout that stops being complete (a new template) progresses anew.
                 (Progress::Complete, false) => (Progress::Progressing, now),
                 (progress, false) => (progress, p.progress_since),

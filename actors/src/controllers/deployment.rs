@@ -112,6 +112,7 @@ fn parse_status(deployment: &Value) -> Option<DeploymentStatus> {
         progress: match progressing.get("reason").and_then(Value::as_str) {
             Some("NewReplicaSetAvailable") => Progress::Complete,
             Some("ProgressDeadlineExceeded") => Progress::DeadlineExceeded,
+            Some("DeploymentPaused") => Progress::Paused,
             _ => Progress::Progressing,
         },
         progress_since: seconds(progressing.get("lastUpdateTime")).unwrap_or(0),
@@ -148,6 +149,12 @@ fn status_json(status: &DeploymentStatus, new_set: &str) -> Value {
             "False",
             "ProgressDeadlineExceeded",
             format!("ReplicaSet \"{new_set}\" has timed out progressing."),
+        ),
+        // Kubernetes' words for a paused Deployment's Progressing condition.
+        Progress::Paused => (
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".to_string(),
         ),
     };
     json!({
@@ -313,6 +320,7 @@ impl Controller for DeploymentController {
             progress_deadline_seconds: Some(
                 number(deployment, "/spec/progressDeadlineSeconds").unwrap_or(600),
             ),
+            paused: deployment.at("/spec/paused").and_then(Value::as_bool) == Some(true),
             replica_sets: sets.iter().map(|set| summary(set)).collect(),
             status: parse_status(deployment),
         };

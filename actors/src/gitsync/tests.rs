@@ -927,3 +927,14 @@ async fn a_fleet_target_gives_a_cluster_its_own_folder_and_publishes_its_status(
     assert_eq!(statuses["store-eu"].1.path, "clusters/eu");
     assert_eq!(statuses["store-us"].1.path, "apps");
 }
+
+#[test]
+fn a_git_error_is_shown_once_in_an_error_chain() {
+    // `up` prints errors with their chain (`{:#}`): the message must not repeat as its source.
+    let error = SyncError::Git(GitError("cannot fetch git://127.0.0.1:1/x: refused".into()));
+    assert_eq!(
+        error.to_string(),
+        "cannot fetch git://127.0.0.1:1/x: refused"
+    );
+    assert!(std::error::Error::source(&error).is_none());
+}

@@ -71,12 +71,6 @@ pub(super) fn deployment(report: &mut Report, deployment: &Deployment) {
     let spec_path = FieldPath::parse("spec");
     let spec = &deployment.spec;
     common_counts(report, &spec_path, spec.replicas, spec.min_ready_seconds);
-    if spec.paused == Some(true) {
-        report.push(
-            spec_path.field("paused"),
-            "true is not supported by shipshape yet (the rollout would go on regardless)",
-        );
-    }
     report.at_least(
         &spec_path.field("revisionHistoryLimit"),
         spec.revision_history_limit.map(i64::from),

@@ -41,6 +41,7 @@ fn view(
         strategy,
         revision_history_limit: 10,
         progress_deadline_seconds: Some(600),
+        paused: false,
         replica_sets: sets,
         status: None,
     }
@@ -60,6 +61,76 @@ fn scale_actions(decision: &Decision<DeploymentAction>) -> Vec<(String, u32)> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn a_paused_deployment_scales_but_does_not_roll() {
+    let default = rolling(IntOrPercent::Percent(25), IntOrPercent::Percent(25));
+    // A new template while paused: no new ReplicaSet; a new replica count reaches the old one.
+    let mut paused = view(4, "new", default, vec![rs("web-old", "old", 1, 3, 3)]);
+    paused.paused = true;
+    let decision = decide_deployment(&paused, 100);
+    assert_eq!(scale_actions(&decision), [("web-old".to_string(), 4)]);
+    let status = decision.actions.iter().find_map(|a| match a {
+        DeploymentAction::UpdateStatus(s) => Some(*s),
+        _ => None,
+    });
+    let status = status.expect("a status");
+    assert_eq!(status.progress, Progress::Paused);
+    assert_eq!(decision.requeue_after, None, "no deadline while paused");
+    // Paused for longer than the deadline: still paused, never DeadlineExceeded.
+    paused.replica_sets = vec![rs("web-old", "old", 1, 4, 4)];
+    paused.status = Some(status);
+    let later = decide_deployment(&paused, 100 + 10_000);
+    assert!(scale_actions(&later).is_empty());
+    assert!(
+        later.actions.iter().all(
+            |a| !matches!(a, DeploymentAction::UpdateStatus(s) if s.progress != Progress::Paused)
+        ),
+        "{:?}",
+        later.actions
+    );
+    // Resumed: the rollout starts and the deadline counts from then.
+    paused.paused = false;
+    let resumed = decide_deployment(&paused, 100 + 10_001);
+    assert_eq!(scale_actions(&resumed), [("+web-new".to_string(), 1)]);
+}
+
+#[test]
+fn a_deployment_paused_mid_rollout_spreads_a_new_size_over_its_replica_sets() {
+    let default = rolling(IntOrPercent::Percent(25), IntOrPercent::Percent(25));
+    // Kubernetes' documented example: 10 replicas (maxSurge 3) paused with 8 old and 5 new,
+    // scaled to 15: 5 more within 15 + 3, 3 to the old set and 2 to the new.
+    let surge = rolling(IntOrPercent::Count(3), IntOrPercent::Count(2));
+    let mut paused = view(
+        15,
+        "new",
+        surge,
+        vec![rs("web-old", "old", 1, 8, 8), rs("web-new", "new", 2, 5, 5)],
+    );
+    paused.paused = true;
+    let mut scaled = scale_actions(&decide_deployment(&paused, 100));
+    scaled.sort();
+    assert_eq!(
+        scaled,
+        [("web-new".to_string(), 7), ("web-old".to_string(), 11)]
+    );
+    // Scaled down the same way: to 6 (9 allowed), 4 fewer in all.
+    paused.replicas = 6;
+    let mut scaled = scale_actions(&decide_deployment(&paused, 100));
+    scaled.sort();
+    assert_eq!(
+        scaled,
+        [("web-new".to_string(), 3), ("web-old".to_string(), 6)]
+    );
+    paused.strategy = default;
+    // A saturated newest set takes the old ones to zero, paused or not.
+    paused.replicas = 4;
+    paused.replica_sets = vec![rs("web-old", "old", 1, 2, 2), rs("web-new", "new", 2, 4, 4)];
+    assert_eq!(
+        scale_actions(&decide_deployment(&paused, 100)),
+        [("web-old".to_string(), 0)]
+    );
 }
 
 #[test]
