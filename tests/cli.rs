@@ -593,6 +593,16 @@ mod gitops {
         Ok(sets)
     }
 
+    /// Waits until the Deployment's ReplicaSets are `expected` (image, replicas).
+    fn wait_for_sets(repo: &Repo, what: &str, expected: &[(&str, u64)]) {
+        let expected: Vec<(String, u64)> =
+            expected.iter().map(|(i, n)| (i.to_string(), *n)).collect();
+        eventually(what, || {
+            let sets = replica_sets(repo)?;
+            (sets == expected).then_some(()).ok_or(format!("{sets:?}"))
+        });
+    }
+
     #[test]
     fn a_paused_deployment_scales_without_rolling_until_resumed() {
         let repo = Repo::new();
@@ -609,13 +619,7 @@ mod gitops {
         commit(&repo.path(), "web");
         let (child, log) = repo.up();
         wait_for(&log, "web Synced");
-        let one = |image: &str, replicas: u64| vec![(image.to_string(), replicas)];
-        eventually("the first ReplicaSet", || {
-            let sets = replica_sets(&repo)?;
-            (sets == one("busybox:1.35", 2))
-                .then_some(())
-                .ok_or(format!("{sets:?}"))
-        });
+        wait_for_sets(&repo, "the first ReplicaSet", &[("busybox:1.35", 2)]);
 
         // Paused, with a new image and a new size: the size is honoured, the image waits.
         write(
@@ -624,12 +628,7 @@ mod gitops {
             &deployment(3, "busybox:1.36", true),
         );
         commit(&repo.path(), "pause, resize and change the image");
-        eventually("the old ReplicaSet at 3", || {
-            let sets = replica_sets(&repo)?;
-            (sets == one("busybox:1.35", 3))
-                .then_some(())
-                .ok_or(format!("{sets:?}"))
-        });
+        wait_for_sets(&repo, "the old ReplicaSet at 3", &[("busybox:1.35", 3)]);
         let shown = eventually("the paused condition", || {
             let output = repo.shipshape(&["get", "deployments", "-n", "demo", "web", "-o", "json"]);
             let deployment: serde_json::Value =
@@ -653,7 +652,10 @@ mod gitops {
         );
         // Still no second ReplicaSet a few seconds on.
         std::thread::sleep(Duration::from_secs(2));
-        assert_eq!(replica_sets(&repo).expect("listed"), one("busybox:1.35", 3));
+        assert_eq!(
+            replica_sets(&repo).expect("listed"),
+            [("busybox:1.35".to_string(), 3)]
+        );
         let status = text(&repo.shipshape(&["status"]));
         assert!(status.contains("Suspended"), "{status}");
 
@@ -664,16 +666,11 @@ mod gitops {
             &deployment(3, "busybox:1.36", false),
         );
         commit(&repo.path(), "resume");
-        eventually("rolled out to the new image", || {
-            let sets = replica_sets(&repo)?;
-            (sets
-                == vec![
-                    ("busybox:1.35".to_string(), 0),
-                    ("busybox:1.36".to_string(), 3),
-                ])
-            .then_some(())
-            .ok_or(format!("{sets:?}"))
-        });
+        wait_for_sets(
+            &repo,
+            "rolled out to the new image",
+            &[("busybox:1.35", 0), ("busybox:1.36", 3)],
+        );
         interrupt(child);
     }
 
