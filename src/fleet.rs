@@ -237,11 +237,6 @@ fn print_status(statuses: &BTreeMap<String, (git2::Oid, ClusterStatus)>, now: ji
     ]];
     let mut notes = Vec::new();
     for (name, (_, status)) in statuses {
-        let labels: Vec<String> = status
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         let record = status
             .commits
             .iter()
@@ -253,10 +248,10 @@ fn print_status(statuses: &BTreeMap<String, (git2::Oid, ClusterStatus)>, now: ji
             .map_or("-".to_string(), |t| ago(now.as_second() - t.as_second()));
         rows.push(vec![
             name.clone(),
-            if labels.is_empty() {
+            if status.labels.is_empty() {
                 "-".into()
             } else {
-                labels.join(",")
+                shipshape_api::fleet::labels_text(&status.labels)
             },
             status.wave.clone().unwrap_or_else(|| "-".into()),
             short(status.commit.as_deref()).to_string(),

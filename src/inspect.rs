@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::Value;
 use shipshape_actors::GitSource;
+use shipshape_actors::fleet::MemberStatus;
 use shipshape_actors::gitsync::{self, ApplicationStatus};
 use shipshape_actors::health::{self, ApplicationHealth};
 use shipshape_actors::store::{AuditRecord, AuditVerifier, PageSize};
@@ -41,7 +42,7 @@ struct StatusData {
     /// Why the last sync could not fetch or read Git, when it could not.
     git_error: Option<Value>,
     /// A fleet member's name, labels, wave and what it holds back.
-    fleet: Option<Value>,
+    fleet: Option<MemberStatus>,
 }
 
 /// What `status` shows, from the database or the API server.
@@ -71,7 +72,9 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
                 applications,
                 stopped: true,
                 git_error: store.get_meta(gitsync::GIT_ERROR_META)?,
-                fleet: store.get_meta(gitsync::FLEET_MEMBER_META)?,
+                fleet: store
+                    .get_meta(gitsync::FLEET_MEMBER_META)?
+                    .and_then(|v| serde_json::from_value(v).ok()),
             })
         }
         Cluster::Running(remote) => {
@@ -91,7 +94,7 @@ fn status_data(cluster: &Cluster) -> anyhow::Result<StatusData> {
                 applications,
                 stopped: false,
                 git_error: Some(answer["gitError"].clone()).filter(|e| !e.is_null()),
-                fleet: Some(answer["fleet"].clone()).filter(|f| !f.is_null()),
+                fleet: serde_json::from_value(answer["fleet"].clone()).ok(),
             })
         }
     }
@@ -310,31 +313,6 @@ pub(crate) fn short(commit: Option<&str>) -> &str {
     commit.map_or("-", |c| c.get(..7).unwrap_or(c))
 }
 
-/// The fleet line of `status`: `fleet member c2 (ring=main), wave main; holding commit …`.
-fn fleet_line(member: &Value) -> String {
-    let labels: Vec<String> = member["labels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect();
-    let mut line = format!(
-        "fleet member {}",
-        member["cluster"].as_str().unwrap_or("(unnamed)")
-    );
-    if !labels.is_empty() {
-        line.push_str(&format!(" ({})", labels.join(",")));
-    }
-    match member["wave"].as_str() {
-        Some(wave) => line.push_str(&format!(", wave {wave}")),
-        None => line.push_str(", in no wave"),
-    }
-    if let Some(held) = member["held"].as_str() {
-        line.push_str(&format!("; holding {held}"));
-    }
-    line
-}
-
 /// `shipshape status`: each application's sync and health, as Argo CD shows them.
 pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCode> {
     let StatusData {
@@ -378,7 +356,7 @@ pub fn status(data_dir: Option<&Path>, output: Output) -> anyhow::Result<ExitCod
                 );
             }
             if let Some(member) = &fleet {
-                println!("{}", fleet_line(member));
+                println!("{}", member.line());
             }
             if let Some(error) = &git_error {
                 println!(

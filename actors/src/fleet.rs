@@ -65,6 +65,41 @@ pub struct ClusterStatus {
     pub time: String,
 }
 
+/// What `shipshape status` shows of a fleet member, kept in its store: its name, labels, wave
+/// and what it holds back (with the counts, as `up` prints it; the published status has none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its name.
+    pub cluster: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its wave at its commit (`None`: none).
+    pub wave: Option<String>,
+    /// Why it is not taking the branch's newest commit.
+    pub held: Option<String>,
+}
+
+impl MemberStatus {
+    /// Its line in `status`: `fleet member c2 (ring=main), wave main; holding commit …`.
+    pub fn line(&self) -> String {
+        let mut line = format!("fleet member {}", self.cluster);
+        if !self.labels.is_empty() {
+            line.push_str(&format!(
+                " ({})",
+                shipshape_api::fleet::labels_text(&self.labels)
+            ));
+        }
+        match &self.wave {
+            Some(wave) => line.push_str(&format!(", wave {wave}")),
+            None => line.push_str(", in no wave"),
+        }
+        if let Some(held) = &self.held {
+            line.push_str(&format!("; holding {held}"));
+        }
+        line
+    }
+}
+
 impl ClusterStatus {
     /// The rollout view of it (the ref's name is the cluster's name, whatever the file says).
     pub fn report(&self, name: &str) -> Report {

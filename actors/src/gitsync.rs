@@ -1216,7 +1216,7 @@ pub struct GitSync {
     /// A hold not yet published, and since when it has been the one (see [`HELD_SETTLE`]).
     held_seen: Option<(Option<String>, std::time::Instant)>,
     /// What was last written to [`FLEET_MEMBER_META`].
-    member_recorded: Option<Value>,
+    member_recorded: Option<crate::fleet::MemberStatus>,
     /// Makes the next sync panic, as a bug would.
     #[cfg(test)]
     panic_next_sync: bool,
@@ -1622,6 +1622,8 @@ impl GitSync {
             .unwrap_or_default();
         let now = jiff::Timestamp::now();
         let commit = (!report.waiting).then(|| report.commit.id.clone());
+        // What changed of the records and of what `status` shows goes in one transaction.
+        let mut writes = Vec::new();
         if let Some(commit) = &commit {
             let seen = crate::fleet::seen(&statuses, &health);
             let record = observe(
@@ -1633,28 +1635,27 @@ impl GitSync {
             );
             if records.first() != Some(&record) {
                 records = with_record(&records, record);
-                let write = Batch {
-                    writes: vec![Write::SetMeta {
-                        key: FLEET_RECORDS_META.into(),
-                        value: json!(records),
-                    }],
-                    audit: None,
-                };
-                self.ask_store(Apply(write)).await.map_err(failure)?;
+                writes.push(Write::SetMeta {
+                    key: FLEET_RECORDS_META.into(),
+                    value: json!(records),
+                });
             }
         }
-        let member = json!({
-            "cluster": cluster.name,
-            "labels": cluster.labels,
-            "wave": choice.wave,
-            "held": choice.held,
-        });
+        let member = crate::fleet::MemberStatus {
+            cluster: cluster.name.clone(),
+            labels: cluster.labels.clone(),
+            wave: choice.wave.clone(),
+            held: choice.held.clone(),
+        };
         if self.member_recorded.as_ref() != Some(&member) {
+            writes.push(Write::SetMeta {
+                key: FLEET_MEMBER_META.into(),
+                value: json!(member),
+            });
+        }
+        if !writes.is_empty() {
             let write = Batch {
-                writes: vec![Write::SetMeta {
-                    key: FLEET_MEMBER_META.into(),
-                    value: member.clone(),
-                }],
+                writes,
                 audit: None,
             };
             self.ask_store(Apply(write)).await.map_err(failure)?;

@@ -404,6 +404,13 @@ fn max_unavailable(value: &serde_json::Value) -> Result<MaxUnavailable, String> 
     Ok(MaxUnavailable::Percent(percent))
 }
 
+/// Labels as `up --cluster-label` takes them (`region=eu,ring=canary`): what [`parse_labels`]
+/// reads back.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
 /// Parses `key=value,key=value` (`up --cluster-label`), checked as Kubernetes labels.
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut labels = BTreeMap::new();
@@ -508,6 +515,9 @@ mod tests {
             2
         );
         assert!(parse_labels("region").is_err());
+        let labels = parse_labels("ring=canary,region=eu").expect("parses");
+        assert_eq!(labels_text(&labels), "region=eu,ring=canary");
+        assert_eq!(parse_labels(&labels_text(&labels)), Ok(labels));
         assert!(parse_labels("bad key=x").is_err());
     }
 }

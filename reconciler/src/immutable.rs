@@ -107,22 +107,20 @@ pub fn forbidden_update(kind: Kind, before: &Value, after: &Value) -> Option<For
                     return Some(immutable("type"));
                 }
             }
+            let frozen = |field: &str| Forbidden {
+                field: field.into(),
+                reason: format!("field is immutable when `immutable` is set: {WAY_OUT}"),
+            };
             if before.get("immutable") != Some(&Value::Bool(true)) {
                 return None;
             }
             if after.get("immutable") != Some(&Value::Bool(true)) {
-                return Some(Forbidden {
-                    field: "immutable".into(),
-                    reason: format!("field is immutable when `immutable` is set: {WAY_OUT}"),
-                });
+                return Some(frozen("immutable"));
             }
             ["data", "binaryData", "stringData"]
                 .into_iter()
                 .find(|f| changed(before, after, &format!("/{f}")))
-                .map(|f| Forbidden {
-                    field: f.into(),
-                    reason: format!("field is immutable when `immutable` is set: {WAY_OUT}"),
-                })
+                .map(frozen)
         }
         Kind::PersistentVolumeClaim => {
             let field = spec_fields(before, after).next()?;

@@ -1385,18 +1385,10 @@ async fn cluster_status(state: &ApiState) -> Response {
         .ask(GetMeta(crate::gitsync::HEAD_META.into()))
         .await
         .map_err(store_failure);
-    let git_error = state
-        .store
-        .ask(GetMeta(crate::gitsync::GIT_ERROR_META.into()))
-        .await
-        .ok()
-        .flatten();
-    let fleet = state
-        .store
-        .ask(GetMeta(crate::gitsync::FLEET_MEMBER_META.into()))
-        .await
-        .ok()
-        .flatten();
+    // Shown when there; a store that cannot say leaves them out.
+    let meta = async |key: &str| state.store.ask(GetMeta(key.into())).await.ok().flatten();
+    let git_error = meta(crate::gitsync::GIT_ERROR_META).await;
+    let fleet = meta(crate::gitsync::FLEET_MEMBER_META).await;
     let applications = state
         .store
         .ask(ListMeta(crate::gitsync::APP_META_PREFIX.into()))
