@@ -110,6 +110,14 @@ pub struct UpArgs {
     /// 10.200.0.1-10.200.0.50 or 10.200.0.0/28); without it they stay pending.
     #[arg(long, value_name = "RANGE")]
     lb_pool: Option<shipshape_reconciler::services::LoadBalancerPool>,
+    /// Where the ingress controller serves plain HTTP, or `off` (default: 0.0.0.0:80 with
+    /// containerd nodes, as k3s' Traefik; off with simulated ones, whose pods answer nothing).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listen)]
+    ingress_http: Option<Listen>,
+    /// Where the ingress controller serves HTTPS, or `off` (default: 0.0.0.0:443 with
+    /// containerd nodes; off with simulated ones).
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_listen)]
+    ingress_https: Option<Listen>,
     /// The block each node's /24 of pod addresses comes from.
     #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
     pod_cidr: shipshape_node::Cidr,
@@ -134,6 +142,39 @@ pub struct UpArgs {
     /// Simulated runtime: how long a bound pod takes to report Running.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_interval)]
     pod_start_delay: Duration,
+}
+
+/// A listener flag's value: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listen {
+    /// Not listening.
+    Off,
+    /// Listening here.
+    At(std::net::SocketAddr),
+}
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen::Off);
+    }
+    text.parse().map(Listen::At).map_err(|_| {
+        format!("{text:?} is not an address with a port (0.0.0.0:80, 127.0.0.1:8080) or off")
+    })
+}
+
+impl UpArgs {
+    /// Where the ingress listens: (HTTP, HTTPS), each `None` when off.
+    pub(crate) fn ingress_listeners(
+        &self,
+    ) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        let real = self.runtime == RuntimeKind::Containerd;
+        let pick = |flag: Option<Listen>, port: u16| match flag {
+            Some(Listen::At(address)) => Some(address),
+            Some(Listen::Off) => None,
+            None => real.then(|| std::net::SocketAddr::from(([0, 0, 0, 0], port))),
+        };
+        (pick(self.ingress_http, 80), pick(self.ingress_https, 443))
+    }
 }
 
 /// The runtimes `--runtime` accepts.
@@ -393,6 +434,7 @@ impl ControlPlane {
             dns_upstream: args.dns_upstream,
             pod_cidr: args.pod_cidr,
             lb_pool: args.lb_pool,
+            ingress: args.ingress_listeners(),
             cronjob_time_scale: args.cronjob_time_scale,
             data_dir: data_dir.to_path_buf(),
         };
@@ -403,6 +445,19 @@ impl ControlPlane {
             args.lease_duration,
             args.eviction_timeout,
         )?;
+        let (http, https) = workloads.ingress_addresses();
+        let served: Vec<String> = http
+            .map(|a| format!("http://{a}"))
+            .into_iter()
+            .chain(https.map(|a| format!("https://{a}")))
+            .collect();
+        if !served.is_empty() {
+            eprintln!(
+                "ingress (class shipshape) on {}; access log in {}",
+                served.join(" and "),
+                data_dir.join("ingress/access.log").display()
+            );
+        }
         if let Some(address) = workloads.dns_address() {
             eprintln!(
                 "cluster DNS on {address} for {domain} (try: dig @{} -p {} SERVICE.NAMESPACE.svc.{domain})",
@@ -658,6 +713,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 kubeconfig: kubeconfig.clone(),
                 dns: plane.workloads.as_ref().and_then(|w| w.dns_address()),
                 domain: args.cluster_domain.clone(),
+                ingress: plane.workloads.as_ref().and_then(|w| w.ingress_addresses().0),
             },
         ));
         console.say(&format!("syncing {} of {} …", source.describe_reference(), source.url));

@@ -217,6 +217,10 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
         "2".as_ref(),
         "--dns-listen".as_ref(),
         "127.0.0.1:0".as_ref(),
+        "--ingress-http".as_ref(),
+        "off".as_ref(),
+        "--ingress-https".as_ref(),
+        "off".as_ref(),
         "--import".as_ref(),
         archive.as_os_str(),
     ])

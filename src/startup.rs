@@ -211,12 +211,14 @@ fn settled(rows: &[Row]) -> bool {
 }
 
 /// Commands worth trying on this cluster: kubectl, and dig and curl against a Service it runs
-/// (a NodePort one when there is one, as curl on the host reaches it).
+/// (a NodePort one when there is one, as curl on the host reaches it), and curl by host name
+/// through the ingress when an Ingress names a host.
 fn try_commands(
     objects: &[(ObjectKey, StoredObject)],
     kubeconfig: &std::path::Path,
     dns: Option<std::net::SocketAddr>,
     domain: &str,
+    ingress: Option<std::net::SocketAddr>,
 ) -> Vec<String> {
     let mut commands = vec![format!(
         "kubectl --kubeconfig {} get pods -A",
@@ -253,6 +255,23 @@ fn try_commands(
     if let Some((_, port)) = node_port {
         commands.push(format!("curl http://127.0.0.1:{port}/"));
     }
+    let host = objects
+        .iter()
+        .filter(|(key, stored)| key.kind == Kind::Ingress && stored.application.is_some())
+        .find_map(|(_, stored)| stored.object.pointer("/spec/rules/0/host")?.as_str());
+    if let (Some(ingress), Some(host)) = (ingress, host)
+        && !host.starts_with('*')
+    {
+        let port = ingress.port();
+        commands.push(if port == 80 && host.ends_with(".localhost") {
+            // curl resolves *.localhost to the loopback address itself.
+            format!("curl http://{host}/")
+        } else if port == 80 {
+            format!("curl -H 'Host: {host}' http://127.0.0.1/")
+        } else {
+            format!("curl -H 'Host: {host}' http://127.0.0.1:{port}/")
+        });
+    }
     commands
 }
 
@@ -268,6 +287,8 @@ pub(crate) struct Summary {
     pub(crate) kubeconfig: PathBuf,
     pub(crate) dns: Option<std::net::SocketAddr>,
     pub(crate) domain: String,
+    /// Where the ingress serves plain HTTP.
+    pub(crate) ingress: Option<std::net::SocketAddr>,
 }
 
 async fn read(
@@ -372,7 +393,13 @@ pub(crate) async fn watch(
         "\nkubeconfig: {}\ntry:\n",
         summary.kubeconfig.display()
     ));
-    for command in try_commands(&objects, &summary.kubeconfig, summary.dns, &summary.domain) {
+    for command in try_commands(
+        &objects,
+        &summary.kubeconfig,
+        summary.dns,
+        &summary.domain,
+        summary.ingress,
+    ) {
         text.push_str(&format!("  {command}\n"));
     }
     text.push_str(
@@ -498,12 +525,20 @@ mod tests {
                     Some("web"),
                 ),
             ),
+            (
+                key(Kind::Ingress, "web"),
+                stored(
+                    json!({"spec": {"rules": [{"host": "web.localhost"}]}}),
+                    Some("web"),
+                ),
+            ),
         ];
         let commands = try_commands(
             &objects,
             std::path::Path::new("/d/kubeconfig"),
             Some("127.0.0.1:1053".parse().unwrap()),
             "cluster.local",
+            Some("0.0.0.0:80".parse().unwrap()),
         );
         assert_eq!(
             commands,
@@ -511,7 +546,19 @@ mod tests {
                 "kubectl --kubeconfig /d/kubeconfig get pods -A",
                 "dig @127.0.0.1 -p 1053 +short web.demo.svc.cluster.local",
                 "curl http://127.0.0.1:30080/",
+                "curl http://web.localhost/",
             ]
+        );
+        let elsewhere = try_commands(
+            &objects,
+            std::path::Path::new("/d/kubeconfig"),
+            None,
+            "cluster.local",
+            Some("127.0.0.1:8080".parse().unwrap()),
+        );
+        assert_eq!(
+            elsewhere.last().map(String::as_str),
+            Some("curl -H 'Host: web.localhost' http://127.0.0.1:8080/")
         );
     }
 }

@@ -17,6 +17,7 @@ use shipshape_actors::controllers::services::ServiceAllocator;
 use shipshape_actors::controllers::statefulset::StatefulSetController;
 use shipshape_actors::controllers::volumes::VolumeController;
 use shipshape_dns::{DnsServer, DnsView, ZoneCell, ZoneConfig};
+use shipshape_ingress::{IngressConfig, IngressController, IngressServer};
 use shipshape_node::containerd::Containerd;
 use shipshape_node::kubelet::{Kubelet, KubeletConfig, KubeletHandle};
 use shipshape_node::proxy::{ProxyConfig, ProxyHandle, ServiceProxy};
@@ -41,6 +42,8 @@ pub(crate) struct ServiceNetwork {
     pub(crate) data_dir: std::path::PathBuf,
     /// Addresses for LoadBalancer Services (none: they stay pending).
     pub(crate) lb_pool: Option<shipshape_reconciler::services::LoadBalancerPool>,
+    /// Where the ingress serves HTTP and HTTPS (each `None`: off).
+    pub(crate) ingress: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
 }
 
 /// What runs the pods.
@@ -80,6 +83,8 @@ pub(crate) struct Workloads {
     dns: DnsServer,
     /// The service proxy, when the nodes are real.
     proxy: Option<(ActorRef<ControllerActor<ServiceProxy>>, ProxyHandle)>,
+    /// The ingress controller and its listeners, unless both are off.
+    ingress: Option<(ActorRef<ControllerActor<IngressController>>, IngressServer)>,
     nodes: NodeActors,
 }
 
@@ -97,14 +102,14 @@ async fn stop<C: Controller>(actor: ActorRef<ControllerActor<C>>) {
 
 impl Workloads {
     /// Starts every controller, the scheduler, the nodes, the cluster DNS and (for real nodes)
-    /// the service proxy. Fails only if the DNS cannot listen.
+    /// the service proxy, and the ingress. Fails only if the DNS or the ingress cannot listen.
     pub(crate) fn start(
         store: &ActorRef<StoreActor>,
         nodes: Nodes,
         network: &ServiceNetwork,
         lease_duration: std::time::Duration,
         eviction_timeout: std::time::Duration,
-    ) -> Result<Self, shipshape_dns::DnsError> {
+    ) -> anyhow::Result<Self> {
         // Pods reach the DNS on their node's gateway (and at the DNS service address, which
         // the proxy maps to the first gateway); people and tests on the loopback address.
         let gateways: Vec<std::net::Ipv4Addr> = match &nodes {
@@ -113,6 +118,20 @@ impl Workloads {
                 .iter()
                 .map(|k| std::net::Ipv4Addr::from(u32::from(k.subnet.base) + 1))
                 .collect(),
+        };
+        // The ingress binds first: a port in use fails the start before anything runs.
+        let ingress = match network.ingress {
+            (None, None) => None,
+            (http, https) => {
+                let started = IngressServer::start(&IngressConfig {
+                    http,
+                    https,
+                    access_log: Some(network.data_dir.join("ingress/access.log")),
+                    node_ip: gateways.first().map(|g| std::net::IpAddr::V4(*g)),
+                });
+                let (server, controller) = started?;
+                Some((spawn(controller, store), server))
+            }
         };
         let mut listen = vec![network.dns_listen];
         listen.extend(
@@ -172,6 +191,7 @@ impl Workloads {
             dns_view,
             dns,
             proxy,
+            ingress,
             nodes,
         })
     }
@@ -179,6 +199,15 @@ impl Workloads {
     /// Where the cluster DNS answers on loopback.
     pub(crate) fn dns_address(&self) -> Option<std::net::SocketAddr> {
         self.dns.addresses().first().copied()
+    }
+
+    /// Where the ingress serves HTTP and HTTPS.
+    pub(crate) fn ingress_addresses(
+        &self,
+    ) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+        self.ingress.as_ref().map_or((None, None), |(_, server)| {
+            (server.http_address(), server.https_address())
+        })
     }
 
     /// Runs commands in containers (for pods/exec), when the nodes are real.
@@ -216,6 +245,10 @@ impl Workloads {
         stop(self.deployment).await;
         stop(self.dns_view).await;
         self.dns.stop().await;
+        if let Some((controller, server)) = self.ingress {
+            server.stop().await;
+            stop(controller).await;
+        }
         if let Some((proxy, handle)) = self.proxy {
             stop(proxy).await;
             handle.shutdown().await;

@@ -39,7 +39,7 @@ mod validate {
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
         assert_eq!(
             stdout(&output),
-            "8 objects in 8 files, 5 applications: 2 Service, 2 Deployment, 1 Namespace, 1 ConfigMap, 1 StatefulSet, 1 CronJob\n"
+            "9 objects in 9 files, 5 applications: 2 Service, 2 Deployment, 1 Namespace, 1 ConfigMap, 1 StatefulSet, 1 CronJob, 1 Ingress\n"
         );
     }
 
@@ -399,6 +399,12 @@ mod gitops {
                     &[][..]
                 } else {
                     &["--runtime", "simulated"][..]
+                })
+                // The ingress stays off the host's ports 80 and 443 unless a test asks.
+                .args(if extra.contains(&"--ingress-http") {
+                    &[][..]
+                } else {
+                    &["--ingress-http", "off", "--ingress-https", "off"][..]
                 })
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log"))
@@ -2958,6 +2964,408 @@ spec:
             assert!(!tables.contains("shipshape"), "{tables}");
             let after = std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default();
             assert_eq!(after, route_localnet_before);
+            drop(cleanup);
+        }
+
+        const SHOP: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: 2
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: httpd
+        image: busybox:1.35
+        command: ["sh", "-c", "mkdir -p /tmp/www/api; echo $HOSTNAME $VERSION > /tmp/www/index.html; cp /tmp/www/index.html /tmp/www/api/; exec httpd -f -p 8080 -h /tmp/www"]
+        env: [{name: VERSION, value: VERSION_VALUE}]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+        lifecycle:
+          preStop:
+            exec: {command: ["sleep", "2"]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: demo}
+spec:
+  replicas: API_REPLICAS
+  selector:
+    matchLabels: {app: api}
+  template:
+    metadata:
+      labels: {app: api}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: busybox:1.35
+        command: ["sh", "-c", "mkdir -p /tmp/www/api; echo $HOSTNAME > /tmp/www/index.html; cp /tmp/www/index.html /tmp/www/api/; exec httpd -f -p 8080 -h /tmp/www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+      - name: echo
+        image: busybox:1.35
+        command: ["sh", "-c", "printf '%s\\n' 'while read -r line; do case \"$line\" in \"\"|\"$(printf \"\\r\")\") break;; esac; done' 'printf \"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n\"' 'exec cat' > /tmp/ws.sh; chmod +x /tmp/ws.sh; exec nc -ll -p 9000 -e /tmp/ws.sh"]
+        ports: [{name: ws, containerPort: 9000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: demo}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: http}, {name: ws, port: 9000, targetPort: ws}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: secure-cert, namespace: demo}
+type: kubernetes.io/tls
+data: {tls.crt: CERT, tls.key: KEY}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: demo}
+spec:
+  tls: [{hosts: [secure.example.com], secretName: secure-cert}]
+  rules:
+  - host: web.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+  - host: "*.api.example.com"
+    http:
+      paths:
+      - {path: /ws, pathType: Exact, backend: {service: {name: api, port: {name: ws}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+  - host: secure.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+
+        /// A free loopback port (for the ingress' listeners).
+        fn free_port() -> u16 {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        }
+
+        /// A self-signed certificate for `host` (PEM certificate, PEM key).
+        fn self_signed(dir: &Path, host: &str) -> (String, String) {
+            let (cert, key) = (
+                dir.join(format!("{host}.crt")),
+                dir.join(format!("{host}.key")),
+            );
+            let status = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                ])
+                .args(["-nodes", "-days", "2", "-subj"])
+                .arg(format!("/CN={host}"))
+                .arg("-addext")
+                .arg(format!("subjectAltName=DNS:{host}"))
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success());
+            (
+                std::fs::read_to_string(cert).expect("cert"),
+                std::fs::read_to_string(key).expect("key"),
+            )
+        }
+
+        fn shop(version: &str, api_replicas: &str, cert: &(String, String)) -> String {
+            use base64::Engine as _;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            SHOP.replace("VERSION_VALUE", version)
+                .replace("API_REPLICAS", api_replicas)
+                .replace("CERT", &b64(&cert.0))
+                .replace("KEY", &b64(&cert.1))
+        }
+
+        /// `curl` through the ingress: (status, body).
+        fn curl(args: &[&str]) -> (String, String) {
+            let output = Command::new("curl")
+                .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+                .args(args)
+                .output()
+                .expect("curl runs");
+            let out = String::from_utf8_lossy(&output.stdout).into_owned();
+            let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+            (status.to_string(), body.trim().to_string())
+        }
+
+        #[test]
+        fn an_ingress_serves_pods_by_host_and_path_over_http_and_https() {
+            let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+            let certs = tempfile::tempdir().expect("tempdir");
+            let first = self_signed(certs.path(), "secure.example.com");
+            let apps = |repo: &Repo| {
+                write(
+                    &repo.path(),
+                    "apps/shop/all.yaml",
+                    &shop("one", "1", &first),
+                );
+            };
+            let (http_port, https_port) = (free_port(), free_port());
+            let http = format!("127.0.0.1:{http_port}");
+            let https = format!("127.0.0.1:{https_port}");
+            let Some(RealCluster {
+                child,
+                cleanup,
+                log,
+                kubeconfig,
+                cache,
+                socket: _socket,
+                repo,
+            }) = real_cluster(apps, &["--ingress-http", &http, "--ingress-https", &https])
+            else {
+                return;
+            };
+            wait_for(
+                &log,
+                &format!("ingress (class shipshape) on http://{http} and https://{https}"),
+            );
+            // The built-in class, the Ingress's address, and the application Healthy.
+            let address = eventually("the Ingress's status", || {
+                let ip = jsonpath(
+                    &kubeconfig,
+                    &cache,
+                    &["get", "ingress", "shop", "-n", "demo"],
+                    "{.status.loadBalancer.ingress[0].ip}",
+                );
+                (ip == "127.0.0.1").then_some(ip.clone()).ok_or(ip)
+            });
+            assert_eq!(address, "127.0.0.1");
+            let class = text(&kubectl(&kubeconfig, &cache, &["get", "ingressclass"]));
+            assert!(class.contains("shipshape shipshape.dev/ingress"), "{class}");
+            let web = format!("http://{http}/");
+            let host = |h: &str| format!("Host: {h}");
+            let (status, body) = eventually("web through the ingress", || {
+                let (status, body) = curl(&["-H", &host("web.example.com"), &web]);
+                (status == "200" && body.starts_with("web-"))
+                    .then(|| (status.clone(), body.clone()))
+                    .ok_or(format!("{status} {body}"))
+            });
+            assert!(body.ends_with(" one"), "{status} {body}");
+            // Both web pods answer in turn; a path goes to the other Service; a wildcard host.
+            eventually("both web pods through the ingress", || {
+                let seen: std::collections::BTreeSet<String> = (0..10)
+                    .map(|_| curl(&["-H", &host("web.example.com"), &web]).1)
+                    .filter(|b| b.starts_with("web-"))
+                    .collect();
+                (seen.len() == 2).then_some(()).ok_or(format!("{seen:?}"))
+            });
+            let (status, body) = curl(&[
+                "-H",
+                &host("web.example.com"),
+                &format!("http://{http}/api/"),
+            ]);
+            assert!(
+                status == "200" && body.starts_with("api-"),
+                "{status} {body}"
+            );
+            let (status, body) = curl(&["-H", &host("eu.api.example.com"), &web]);
+            assert!(
+                status == "200" && body.starts_with("api-"),
+                "{status} {body}"
+            );
+            let (status, _) = curl(&["-H", &host("nothing.example.com"), &web]);
+            assert_eq!(status, "404");
+            eventually("the application Healthy", || {
+                let status = text(&repo.shipshape(&["status"]));
+                status
+                    .lines()
+                    .any(|l| l.starts_with("shop ") && l.contains("Healthy"))
+                    .then_some(())
+                    .ok_or(status)
+            });
+
+            // HTTPS by SNI with the Secret's certificate (HTTP/2 when offered).
+            let ca = certs.path().join("secure.example.com.crt");
+            let resolve = format!("secure.example.com:{https_port}:127.0.0.1");
+            let secure = format!("https://secure.example.com:{https_port}/");
+            let (status, body) = curl(&[
+                "--http2",
+                "--cacert",
+                &ca.display().to_string(),
+                "--resolve",
+                &resolve,
+                &secure,
+            ]);
+            assert!(
+                status == "200" && body.starts_with("web-"),
+                "{status} {body}"
+            );
+            let version = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version}",
+                    "--http2",
+                    "--cacert",
+                ])
+                .arg(&ca)
+                .args(["--resolve", &resolve, &secure])
+                .output()
+                .expect("curl");
+            assert_eq!(String::from_utf8_lossy(&version.stdout), "2");
+
+            // A WebSocket upgrade through the ingress to the pod's echo.
+            let echoed = eventually("a WebSocket echo through the ingress", || {
+                use std::io::{Read, Write};
+                let mut stream = std::net::TcpStream::connect(&http).map_err(|e| e.to_string())?;
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .map_err(|e| e.to_string())?;
+                write!(stream, "GET /ws HTTP/1.1\r\nHost: a.api.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").map_err(|e| e.to_string())?;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    stream
+                        .read_exact(&mut byte)
+                        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&head)))?;
+                    head.push(byte[0]);
+                }
+                if !head.starts_with(b"HTTP/1.1 101") {
+                    return Err(String::from_utf8_lossy(&head).into_owned());
+                }
+                stream.write_all(b"ping\n").map_err(|e| e.to_string())?;
+                let mut echoed = [0u8; 5];
+                stream.read_exact(&mut echoed).map_err(|e| e.to_string())?;
+                Ok(String::from_utf8_lossy(&echoed).into_owned())
+            });
+            assert_eq!(echoed, "ping\n");
+
+            // A rolling update under steady load: not one request fails. Then the rotated
+            // certificate serves, and a backend scaled to zero answers 503.
+            std::fs::create_dir_all(certs.path().join("rotated")).expect("mkdir");
+            let second = self_signed(&certs.path().join("rotated"), "secure.example.com");
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let load = {
+                let stop = stop.clone();
+                let web = web.clone();
+                std::thread::spawn(move || {
+                    let mut answers: std::collections::BTreeMap<String, usize> =
+                        std::collections::BTreeMap::new();
+                    let mut failures = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (status, body) = curl(&["-H", "Host: web.example.com", &web]);
+                        if status == "200" {
+                            let version = body.rsplit(' ').next().unwrap_or("").to_string();
+                            *answers.entry(version).or_default() += 1;
+                        } else {
+                            failures.push(format!("{status} {body}"));
+                        }
+                    }
+                    (answers, failures)
+                })
+            };
+            std::thread::sleep(Duration::from_secs(1));
+            write(
+                &repo.path(),
+                "apps/shop/all.yaml",
+                &shop("two", "0", &second),
+            );
+            commit(&repo.path(), "two, api scaled to zero, rotated certificate");
+            eventually("the rollout complete", || {
+                let pods = pod_list(&kubeconfig, &cache)?;
+                let web: Vec<_> = pods
+                    .iter()
+                    .filter(|p| p["metadata"]["labels"]["app"] == "web")
+                    .collect();
+                let done = web.len() == 2
+                    && web.iter().all(|p| {
+                        p["spec"]["containers"][0]["env"][0]["value"] == "two"
+                            && p["status"]["phase"] == "Running"
+                    });
+                done.then_some(()).ok_or(format!("{} web pods", web.len()))
+            });
+            std::thread::sleep(Duration::from_secs(2));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (answers, failures) = load.join().expect("load");
+            assert!(
+                failures.is_empty(),
+                "failed during the rollout: {failures:?} (answered {answers:?})"
+            );
+            assert!(
+                answers.get("one").is_some_and(|n| *n > 0)
+                    && answers.get("two").is_some_and(|n| *n > 0),
+                "{answers:?}"
+            );
+
+            let rotated = certs.path().join("rotated/secure.example.com.crt");
+            eventually("the rotated certificate", || {
+                let (status, body) = curl(&[
+                    "--cacert",
+                    &rotated.display().to_string(),
+                    "--resolve",
+                    &resolve,
+                    &secure,
+                ]);
+                (status == "200")
+                    .then_some(())
+                    .ok_or(format!("{status} {body}"))
+            });
+            let (status, _) = curl(&[
+                "--cacert",
+                &ca.display().to_string(),
+                "--resolve",
+                &resolve,
+                &secure,
+            ]);
+            assert_eq!(status, "000", "the old certificate is no longer served");
+            let (status, body) = eventually("503 from the api scaled to zero", || {
+                let (status, body) = curl(&["-H", &host("eu.api.example.com"), &web]);
+                (status == "503")
+                    .then(|| (status.clone(), body.clone()))
+                    .ok_or(format!("{status} {body}"))
+            });
+            assert!(
+                body.contains("service demo/api has no ready endpoints"),
+                "{status} {body}"
+            );
+
+            // The access log and metrics name the route.
+            let access =
+                std::fs::read_to_string(repo.data().join("ingress/access.log")).unwrap_or_default();
+            assert!(
+                access
+                    .lines()
+                    .any(|l| l.contains("web.example.com demo/shop demo/web:http")),
+                "{access}"
+            );
+            interrupt(child);
             drop(cleanup);
         }
 
@@ -6134,6 +6542,7 @@ mod fleet {
                 .args(&runtime)
                 .args(["--nodes", "1", "--interval", "300ms"])
                 .args(["--api-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"])
+                .args(["--ingress-http", "off", "--ingress-https", "off"])
                 .args(["--cluster-name", name, "--cluster-label"])
                 .arg(format!("ring={ring}"))
                 .arg("--data-dir")

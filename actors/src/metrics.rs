@@ -43,6 +43,26 @@ pub struct GitLabels {
     pub request: String,
 }
 
+/// Labels of a request through the ingress.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressLabels {
+    /// The Ingress whose rule matched (`namespace/name`; empty when none did).
+    pub ingress: String,
+    /// The backend (`namespace/service:port`; empty when none matched).
+    pub backend: String,
+    /// The status answered.
+    pub status: String,
+}
+
+/// Labels of the ingress' latency figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressRouteLabels {
+    /// The Ingress (`namespace/name`; empty when no rule matched).
+    pub ingress: String,
+    /// The backend (`namespace/service:port`).
+    pub backend: String,
+}
+
 /// Every figure the control plane keeps.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +91,12 @@ pub struct Metrics {
     pub actor_restarts: Family<ActorLabels, Counter>,
     /// Requests to the Git host: what polling costs it.
     pub git_requests: Family<GitLabels, Counter>,
+    /// Requests through the ingress, by Ingress, backend and status.
+    pub ingress_requests: Family<IngressLabels, Counter>,
+    /// Time from a request through the ingress to its answer's headers.
+    pub ingress_seconds: Family<IngressRouteLabels, Histogram>,
+    /// Access log lines dropped because the writer was behind.
+    pub ingress_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -81,6 +107,23 @@ impl Metrics {
                 request: request.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one request through the ingress and how long its answer took.
+    pub fn ingress_request(&self, ingress: &str, backend: &str, status: u16, took: Duration) {
+        self.ingress_requests
+            .get_or_create(&IngressLabels {
+                ingress: ingress.to_string(),
+                backend: backend.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.ingress_seconds
+            .get_or_create(&IngressRouteLabels {
+                ingress: ingress.to_string(),
+                backend: backend.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Requests to the Git host so far, of one kind.
@@ -114,7 +157,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         pods_scheduled: Counter::default(),
         actor_restarts: Family::default(),
         git_requests: Family::default(),
+        ingress_requests: Family::default(),
+        ingress_seconds: Family::new_with_constructor(seconds),
+        ingress_log_dropped: Counter::default(),
     };
+    registry.register(
+        "ingress_requests",
+        "Requests through the ingress, by Ingress, backend and status",
+        metrics.ingress_requests.clone(),
+    );
+    registry.register(
+        "ingress_request_duration_seconds",
+        "Time from a request through the ingress to its answer's headers",
+        metrics.ingress_seconds.clone(),
+    );
+    registry.register(
+        "ingress_access_log_dropped",
+        "Access log lines dropped because the writer was behind",
+        metrics.ingress_log_dropped.clone(),
+    );
     registry.register(
         "git_requests",
         "Requests to the Git host (advertisement, fetch, push)",

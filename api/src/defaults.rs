@@ -150,6 +150,23 @@ pub fn apply_defaults(object: &mut Object) {
                 }
             }
         }
+        Object::Ingress(ingress) => {
+            // The DefaultIngressClass admission plugin: an Ingress naming no class (neither
+            // field nor the old annotation) gets the default one at creation.
+            let annotated = ingress
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("kubernetes.io/ingress.class"));
+            if let Some(spec) = &mut ingress.spec
+                && !annotated
+            {
+                set(
+                    &mut spec.ingress_class_name,
+                    crate::validate::INGRESS_CLASS.to_string(),
+                );
+            }
+        }
         Object::Secret(secret) => {
             set(&mut secret.type_, "Opaque".to_string());
             // The API server merges `stringData` into `data` on write (a key in both takes the

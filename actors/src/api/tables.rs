@@ -124,6 +124,21 @@ fn kind_columns(kind: Kind) -> Vec<Value> {
             column("Claim", "string", 0, "The claim bound to it"),
             column("StorageClass", "string", 0, "Its class"),
         ],
+        Kind::Ingress => vec![
+            column("Class", "string", 0, "The IngressClass serving it"),
+            column("Hosts", "string", 0, "The hosts its rules name"),
+            column("Address", "string", 0, "Where the ingress serves it"),
+            column("Ports", "string", 0, "The ports it is served on"),
+        ],
+        Kind::IngressClass => vec![
+            column(
+                "Controller",
+                "string",
+                0,
+                "The controller serving the class",
+            ),
+            column("Parameters", "string", 0, "The controller's parameters"),
+        ],
         Kind::StorageClass => vec![
             column("Provisioner", "string", 0, "Who makes its volumes"),
             column(
@@ -285,6 +300,39 @@ fn kind_cells(kind: Kind, object: &Value) -> Vec<Value> {
                 _ => String::new(),
             }),
             json!(spec["storageClassName"].as_str().unwrap_or("")),
+        ],
+        Kind::Ingress => {
+            let hosts: Vec<&str> = spec["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|rule| rule["host"].as_str().unwrap_or("*"))
+                .collect();
+            let addresses: Vec<&str> = status["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
+                .collect();
+            let tls = spec["tls"].as_array().is_some_and(|t| !t.is_empty());
+            vec![
+                json!(spec["ingressClassName"].as_str().unwrap_or("<none>")),
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                }),
+                json!(addresses.join(",")),
+                json!(if tls { "80, 443" } else { "80" }),
+            ]
+        }
+        Kind::IngressClass => vec![
+            json!(text(&spec["controller"])),
+            json!(if spec["parameters"].is_object() {
+                "set"
+            } else {
+                "<none>"
+            }),
         ],
         Kind::StorageClass => {
             vec![

@@ -12,6 +12,7 @@ mod other;
 mod pod;
 mod service;
 mod workloads;
+pub use service::{INGRESS_CLASS, INGRESS_CONTROLLER};
 pub use workloads::parse_schedule;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,7 @@ pub fn validate(object: &Object) -> Vec<FieldProblem> {
         Object::CronJob(cron_job) => workloads::cron_job(&mut report, cron_job),
         Object::Service(svc) => service::service(&mut report, svc),
         Object::Ingress(ingress) => service::ingress(&mut report, ingress),
+        Object::IngressClass(class) => service::ingress_class(&mut report, class),
         Object::Endpoints(endpoints) => service::endpoints(&mut report, endpoints),
         Object::ConfigMap(cm) => other::config_map(&mut report, cm),
         Object::Secret(secret) => other::secret(&mut report, secret),
@@ -86,7 +88,6 @@ pub fn validate(object: &Object) -> Vec<FieldProblem> {
         Object::LimitRange(range) => other::limit_range(&mut report, range),
         Object::Namespace(_)
         | Object::ServiceAccount(_)
-        | Object::IngressClass(_)
         | Object::EndpointSlice(_)
         | Object::Node(_)
         | Object::Lease(_)

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec};
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
@@ -229,6 +229,28 @@ pub(super) fn ingress(report: &mut Report, ingress: &Ingress) {
         report.push(spec_path, "required field is missing");
         return;
     };
+    if let Some(class) = &spec.ingress_class_name
+        && class != INGRESS_CLASS
+    {
+        report.push(spec_path.field("ingressClassName"), not_our_class(class));
+    }
+    let annotations = FieldPath::parse("metadata.annotations");
+    for (key, value) in ingress.metadata.annotations.iter().flatten() {
+        if key == "kubernetes.io/ingress.class" {
+            if value != INGRESS_CLASS {
+                report.push(annotations.key(key), not_our_class(value));
+            }
+        } else if let Some(owner) = FOREIGN_ANNOTATIONS
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix))
+            .map(|(_, owner)| owner)
+        {
+            report.push(
+                annotations.key(key),
+                format!("is an annotation for {owner}, which does not run here: shipshape's ingress would not act on it (remove it)"),
+            );
+        }
+    }
     if let Some(backend) = &spec.default_backend {
         ingress_backend(report, &spec_path.field("defaultBackend"), backend);
     }
@@ -260,9 +282,62 @@ pub(super) fn ingress(report: &mut Report, ingress: &Ingress) {
     }
 }
 
+/// The IngressClass shipshape's ingress controller serves (the default class).
+pub const INGRESS_CLASS: &str = "shipshape";
+
+/// The `spec.controller` of that class.
+pub const INGRESS_CONTROLLER: &str = "shipshape.dev/ingress";
+
+/// Annotation prefixes other ingress controllers (and cert-manager) act on.
+const FOREIGN_ANNOTATIONS: [(&str, &str); 8] = [
+    ("nginx.ingress.kubernetes.io/", "ingress-nginx"),
+    ("nginx.org/", "NGINX Ingress Controller"),
+    ("traefik.ingress.kubernetes.io/", "Traefik"),
+    ("ingress.kubernetes.io/", "another ingress controller"),
+    ("haproxy.org/", "HAProxy Ingress"),
+    (
+        "alb.ingress.kubernetes.io/",
+        "the AWS Load Balancer Controller",
+    ),
+    ("cert-manager.io/", "cert-manager"),
+    ("acme.cert-manager.io/", "cert-manager"),
+];
+
+fn not_our_class(class: &str) -> String {
+    format!(
+        "{class:?}: no controller here serves that class; shipshape's ingress serves class {INGRESS_CLASS:?} (the default: leave it unset)"
+    )
+}
+
+/// IngressClasses are not taken from Git: the one class served, `shipshape`, is kept by the
+/// ingress controller itself (as the default), and another would serve nothing.
+pub(super) fn ingress_class(report: &mut Report, class: &IngressClass) {
+    let controller = class
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.controller.as_deref())
+        .unwrap_or("");
+    let why = if controller == INGRESS_CONTROLLER {
+        format!(
+            "IngressClass {INGRESS_CLASS:?} is built in (the default class, kept by shipshape's ingress): remove this object"
+        )
+    } else {
+        format!(
+            "{controller:?}: no such controller runs here; shipshape's ingress ({INGRESS_CONTROLLER}) serves the built-in class {INGRESS_CLASS:?}: remove this object"
+        )
+    };
+    report.push(FieldPath::parse("spec.controller"), why);
+}
+
 fn ingress_backend(report: &mut Report, path: &FieldPath, backend: &IngressBackend) {
     let set = set_fields(backend, Some(&["service", "resource"]));
     report.exactly_one(path, &set, "backend", "service or resource");
+    if backend.resource.is_some() {
+        report.push(
+            path.field("resource"),
+            "is not supported: shipshape's ingress sends requests to Services (use backend.service)",
+        );
+    }
     let Some(service) = &backend.service else {
         return;
     };

@@ -563,6 +563,41 @@ fn ingress_paths_and_backends_are_checked() {
         "spec.rules[0].http.paths[0].path",
         "absolute path",
     );
+    let backend = json!({"service": {"name": "web", "port": {"number": 80}}});
+    assert_problem(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"},
+            "spec": {"ingressClassName": "nginx", "defaultBackend": backend}}),
+        "spec.ingressClassName",
+        "\"nginx\": no controller here serves that class",
+    );
+    assert_problem(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "i", "annotations": {"nginx.ingress.kubernetes.io/rewrite-target": "/"}},
+            "spec": {"defaultBackend": backend}}),
+        "metadata.annotations[nginx.ingress.kubernetes.io/rewrite-target]",
+        "annotation for ingress-nginx, which does not run here",
+    );
+    assert_problem(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"},
+            "spec": {"defaultBackend": {"resource": {"apiGroup": "k8s.example.com", "kind": "Bucket", "name": "b"}}}}),
+        "spec.defaultBackend.resource",
+        "sends requests to Services",
+    );
+    assert_problem(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"},
+            "spec": {"controller": "k8s.io/ingress-nginx"}}),
+        "spec.controller",
+        "no such controller runs here",
+    );
+    // The class served, named or by default, is accepted.
+    for spec in [
+        json!({"ingressClassName": "shipshape", "defaultBackend": backend}),
+        json!({"defaultBackend": backend}),
+    ] {
+        let found = problems(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"}, "spec": spec}));
+        assert!(found.is_empty(), "{found:?}");
+    }
 }
 
 #[test]
