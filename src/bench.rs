@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Seconds of dnsperf against each DNS server.
     #[arg(long, default_value_t = 10)]
     dns_seconds: u64,
+    /// Seconds of wrk through the ingress and through nginx, plain and TLS, on real
+    /// containerd (0 skips; needs root, nginx and wrk).
+    #[arg(long, default_value_t = 10)]
+    ingress_seconds: u64,
 }
 
 /// Runs git in `dir` as the benchmarks' author; a failure carries git's own message.
@@ -456,6 +460,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     args.dns_seconds.max(1),
                 ))?
                 .print();
+        }
+        if args.ingress_seconds > 0
+            && let Some(ingress) =
+                runtime.block_on(crate::ingressbench::run(&root.path, args.ingress_seconds))?
+        {
+            ingress.print();
         }
         match start_etcd(&root.path)? {
             Some(etcd) => {

@@ -696,6 +696,7 @@ pub fn up(args: &UpArgs, data_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(exec) = plane.workloads.as_ref().and_then(|w| w.exec(&data_dir)) {
                     api.provide_exec(exec);
+                    api.provide_ports(shipshape_node::portforward::provider());
                 }
                 Some(containerd)
             }

@@ -37,9 +37,9 @@ const GREETING: &str = "Hello from shipshape";
 
 /// `up`'s flags, parsed as the command line would give them.
 #[derive(Parser)]
-struct Up {
+pub(crate) struct Up {
     #[command(flatten)]
-    args: UpArgs,
+    pub(crate) args: UpArgs,
 }
 
 /// p50 and p99 of some durations (nearest rank); the commit and scale benchmarks both report them.

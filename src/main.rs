@@ -10,9 +10,11 @@ mod exec;
 mod fleet;
 mod fleetbench;
 mod images;
+mod ingressbench;
 mod inspect;
 mod kustomizebench;
 mod podbench;
+mod portforward;
 mod pullbench;
 mod remote;
 mod render;
@@ -167,6 +169,20 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Forward local ports to a pod's (or a Service's pod's), as `kubectl port-forward` does.
+    PortForward {
+        /// The pod (`NAME`, `pod/NAME`) or Service (`service/NAME`).
+        target: String,
+        /// `[LOCAL:]REMOTE`: 8080, 9000:80, :80 (any free local port), 8443:https.
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE", value_parser = portforward::parse_pair)]
+        ports: Vec<portforward::PortPair>,
+        /// The namespace (default: default).
+        #[arg(short, long, value_name = "NS")]
+        namespace: Option<String>,
+        /// The local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+    },
     /// Container images: build one from a directory, import archives into the nodes.
     Image {
         #[command(subcommand)]
@@ -298,7 +314,11 @@ fn main() -> ExitCode {
     // a refused certificate reaches the pod's events with the reason already.
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SHIPSHAPE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+            tracing_subscriber::EnvFilter::new(
+                // rustls warns of each client that sends an IP address as SNI (wrk, some
+                // load balancers): legal to ignore, and the default certificate serves it.
+                "warn,rustls_platform_verifier=off,rustls::msgs::handshake=error",
+            )
         });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -388,6 +408,12 @@ fn main() -> ExitCode {
             &command,
             data_dir,
         ),
+        Command::PortForward {
+            target,
+            ports,
+            namespace,
+            address,
+        } => portforward::run(&target, &ports, namespace.as_deref(), &address, data_dir),
         Command::Image {
             command: ImageCommand::Import { file },
         } => images::import(&file, data_dir),

@@ -3267,6 +3267,78 @@ spec:
             });
             assert_eq!(echoed, "ping\n");
 
+            // kubectl port-forward (SPDY over WebSocket, as kubectl 1.31+ speaks it) to a pod's
+            // port and to a Service, and shipshape port-forward by a Service's port name.
+            let web_pod = web_pods(&kubeconfig, &cache)
+                .ok()
+                .and_then(|pods| pods[0]["metadata"]["name"].as_str().map(str::to_string))
+                .expect("a web pod");
+            let forwarded = |command: &mut Command, local: u16, expect: &str| {
+                let _running = Running(
+                    command
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("port-forward starts"),
+                );
+                let url = format!("http://127.0.0.1:{local}/");
+                eventually(
+                    &format!("{expect} through the forwarded port {local}"),
+                    || {
+                        let (status, body) = curl(&[&url]);
+                        (status == "200" && body.starts_with(expect))
+                            .then_some(())
+                            .ok_or(format!("{status} {body}"))
+                    },
+                );
+                // A second connection over the same forwarding.
+                let (status, body) = curl(&[&url]);
+                assert!(
+                    status == "200" && body.starts_with(expect),
+                    "{status} {body}"
+                );
+            };
+            let kubectl_forward = |target: &str, local: u16, remote: &str| {
+                let mut command = Command::new("kubectl");
+                command
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .args([
+                        "port-forward",
+                        "-n",
+                        "demo",
+                        target,
+                        &format!("{local}:{remote}"),
+                    ]);
+                command
+            };
+            let local = free_port();
+            forwarded(
+                &mut kubectl_forward(&format!("pod/{web_pod}"), local, "8080"),
+                local,
+                &web_pod,
+            );
+            let local = free_port();
+            forwarded(
+                &mut kubectl_forward("service/web", local, "80"),
+                local,
+                "web-",
+            );
+            let local = free_port();
+            let mut ours = Command::new(env!("CARGO_BIN_EXE_shipshape"));
+            ours.args([
+                "port-forward",
+                "-n",
+                "demo",
+                "service/api",
+                &format!("{local}:http"),
+            ])
+            .arg("--data-dir")
+            .arg(repo.data());
+            forwarded(&mut ours, local, "api-");
+
             // A rolling update under steady load: not one request fails. Then the rotated
             // certificate serves, and a backend scaled to zero answers 503.
             std::fs::create_dir_all(certs.path().join("rotated")).expect("mkdir");

@@ -109,6 +109,27 @@ impl Metrics {
             .inc();
     }
 
+    /// The latency histogram of one Ingress backend (kept by the ingress per backend).
+    pub fn ingress_latency(&self, ingress: &str, backend: &str) -> Histogram {
+        self.ingress_seconds
+            .get_or_create(&IngressRouteLabels {
+                ingress: ingress.to_string(),
+                backend: backend.to_string(),
+            })
+            .clone()
+    }
+
+    /// The request counter of one Ingress backend and status.
+    pub fn ingress_counter(&self, ingress: &str, backend: &str, status: u16) -> Counter {
+        self.ingress_requests
+            .get_or_create(&IngressLabels {
+                ingress: ingress.to_string(),
+                backend: backend.to_string(),
+                status: status.to_string(),
+            })
+            .clone()
+    }
+
     /// Counts one request through the ingress and how long its answer took.
     pub fn ingress_request(&self, ingress: &str, backend: &str, status: u16, took: Duration) {
         self.ingress_requests

@@ -60,13 +60,15 @@ impl IngressServer {
     pub fn start(
         config: &IngressConfig,
     ) -> Result<(IngressServer, IngressController), ListenError> {
+        // One serving thread per core, as nginx runs a worker per core.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let http = config
             .http
-            .map(|a| server::Bound::bind(a, "--ingress-http"))
+            .map(|a| server::Bound::bind(a, "--ingress-http", threads))
             .transpose()?;
         let https = config
             .https
-            .map(|a| server::Bound::bind(a, "--ingress-https"))
+            .map(|a| server::Bound::bind(a, "--ingress-https", threads))
             .transpose()?;
         let resolver = Arc::new(SniResolver::new(tls::default_certificate()?));
         let routes = Arc::new(proxy::RouteCell::default());
@@ -77,7 +79,6 @@ impl IngressServer {
             }),
             None => access::AccessLog::off(),
         };
-        let proxy = Arc::new(proxy::Proxy::new(routes.clone(), log));
         let listen_ip = http
             .as_ref()
             .or(https.as_ref())
@@ -86,7 +87,8 @@ impl IngressServer {
             http.as_ref().map(server::Bound::address),
             https.as_ref().map(server::Bound::address),
         );
-        let listeners = server::Listeners::serve(proxy, http, https, resolver.clone());
+        let listeners =
+            server::Listeners::serve(routes.clone(), log, http, https, resolver.clone())?;
         let controller = IngressController {
             status_ip: routes::status_address(listen_ip, config.node_ip),
             routes,

@@ -73,17 +73,80 @@ pub struct Proxy {
     log: AccessLog,
 }
 
-/// The request as it came, for the access log and metrics.
+/// The request as it came, for the access log and metrics (cheap clones of its parts).
 struct Seen {
     started: Instant,
-    client: SocketAddr,
-    method: String,
-    target: String,
+    method: hyper::Method,
+    target: Option<hyper::http::uri::PathAndQuery>,
     version: hyper::Version,
     host: String,
-    user_agent: String,
-    referer: String,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
 }
+
+/// What every request of one connection shares: who it is from and how it came, with the
+/// forwarded headers' values made once.
+pub struct Connection {
+    client: SocketAddr,
+    client_ip: HeaderValue,
+    proto: HeaderValue,
+    port: HeaderValue,
+}
+
+impl Connection {
+    /// A connection from `client` to listener port `port`, over TLS when `tls`.
+    pub fn new(client: SocketAddr, tls: bool, port: u16) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            client,
+            client_ip,
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            port: HeaderValue::from(port),
+        }
+    }
+}
+
+/// A backend's figures, looked up once rather than per request.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    latency: prometheus_client::metrics::histogram::Histogram,
+    by_status: RwLock<Vec<(u16, prometheus_client::metrics::counter::Counter)>>,
+}
+
+impl BackendMetrics {
+    fn new(ingress: &str, backend: &str) -> Self {
+        Self {
+            latency: METRICS.ingress_latency(ingress, backend),
+            by_status: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, ingress: &str, backend: &str, status: u16, took: Duration) {
+        self.latency.observe(took.as_secs_f64());
+        let known = match self.by_status.read() {
+            Ok(list) => list
+                .iter()
+                .find(|(s, _)| *s == status)
+                .map(|(_, c)| c.clone()),
+            Err(_) => None,
+        };
+        let counter = known.unwrap_or_else(|| {
+            let counter = METRICS.ingress_counter(ingress, backend, status);
+            if let Ok(mut list) = self.by_status.write() {
+                list.push((status, counter.clone()));
+            }
+            counter
+        });
+        counter.inc();
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -176,38 +239,34 @@ impl Proxy {
         }
     }
 
-    /// Serves one request from `client` (arrived over TLS when `tls`) to listener port `port`.
+    /// Serves one request arriving on `connection`.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        client: SocketAddr,
-        tls: bool,
-        port: u16,
+        connection: Arc<Connection>,
     ) -> Result<Response<Body>, Infallible> {
         let authority = request
             .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| request.uri().authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+            .cloned()
+            .or_else(|| {
+                let authority = request.uri().authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            })
+            .unwrap_or_else(|| HeaderValue::from_static(""));
         let seen = Seen {
             started: Instant::now(),
-            client,
-            method: request.method().to_string(),
-            target: request
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.to_string()),
+            method: request.method().clone(),
+            target: request.uri().path_and_query().cloned(),
             version: request.version(),
-            host: host_of(&authority),
-            user_agent: header_text(request.headers(), header::USER_AGENT),
-            referer: header_text(request.headers(), header::REFERER),
+            host: host_of(authority.to_str().unwrap_or_default()),
+            user_agent: request.headers().get(header::USER_AGENT).cloned(),
+            referer: request.headers().get(header::REFERER).cloned(),
         };
         let table = self.routes.load();
         let Some(backend) = table.route(&seen.host, request.uri().path()).cloned() else {
             let response = text_response(StatusCode::NOT_FOUND, "404 page not found");
-            self.finish(&seen, None, None, &response);
+            self.finish(&seen, &connection, None, None, &response);
             return Ok(response);
         };
         drop(table);
@@ -217,13 +276,13 @@ impl Proxy {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("503 service unavailable: {reason}"),
             );
-            self.finish(&seen, Some(&backend), None, &response);
+            self.finish(&seen, &connection, Some(&backend), None, &response);
             return Ok(response);
         }
         let (response, upstream) = self
-            .forward(request, &backend, &seen, &authority, tls, port)
+            .forward(request, &backend, &connection, authority)
             .await;
-        self.finish(&seen, Some(&backend), upstream, &response);
+        self.finish(&seen, &connection, Some(&backend), upstream, &response);
         Ok(response)
     }
 
@@ -231,10 +290,8 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         backend: &Backend,
-        seen: &Seen,
-        authority: &str,
-        tls: bool,
-        port: u16,
+        connection: &Connection,
+        authority: HeaderValue,
     ) -> (Response<Body>, Option<SocketAddr>) {
         let upgrade = is_upgrade(&request);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -245,32 +302,23 @@ impl Proxy {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        if !parts.headers.contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(authority)
-        {
-            parts.headers.insert(header::HOST, host);
+        let headers = &mut parts.headers;
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, authority.clone());
         }
-        let forwarded = [
-            ("x-forwarded-for", seen.client.ip().to_string()),
-            ("x-real-ip", seen.client.ip().to_string()),
-            (
-                "x-forwarded-proto",
-                (if tls { "https" } else { "http" }).to_string(),
-            ),
-            ("x-forwarded-host", authority.to_string()),
-            ("x-forwarded-port", port.to_string()),
-        ];
-        for (name, value) in forwarded {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                parts.headers.insert(HeaderName::from_static(name), value);
-            }
-        }
+        headers.insert(X_FORWARDED_FOR, connection.client_ip.clone());
+        headers.insert(X_REAL_IP, connection.client_ip.clone());
+        headers.insert(X_FORWARDED_PROTO, connection.proto.clone());
+        headers.insert(X_FORWARDED_HOST, authority);
+        headers.insert(X_FORWARDED_PORT, connection.port.clone());
         let small = body.is_end_stream()
             || body
                 .size_hint()
                 .upper()
                 .is_some_and(|n| n <= REPLAYABLE_BODY);
-        let mut replay = if small {
+        let mut replay = if body.is_end_stream() {
+            Replay::Bytes(Bytes::new())
+        } else if small {
             match body.collect().await {
                 Ok(collected) => Replay::Bytes(collected.to_bytes()),
                 Err(_) => {
@@ -348,6 +396,7 @@ impl Proxy {
     fn finish(
         &self,
         seen: &Seen,
+        connection: &Connection,
         backend: Option<&Backend>,
         upstream: Option<SocketAddr>,
         response: &Response<Body>,
@@ -355,20 +404,30 @@ impl Proxy {
         let took = seen.started.elapsed();
         let ingress = backend.map_or("", |b| b.ingress.as_str());
         let name = backend.map_or("", |b| b.name.as_str());
-        METRICS.ingress_request(ingress, name, response.status().as_u16(), took);
+        let status = response.status().as_u16();
+        match backend {
+            Some(backend) => backend
+                .metrics
+                .get_or_init(|| BackendMetrics::new(ingress, name))
+                .record(ingress, name, status, took),
+            None => METRICS.ingress_request(ingress, name, status, took),
+        }
+        fn text(value: &Option<HeaderValue>) -> &str {
+            value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+        }
         self.log.record(Entry {
-            client: seen.client.ip(),
-            method: &seen.method,
-            target: &seen.target,
+            client: connection.client.ip(),
+            method: seen.method.as_str(),
+            target: seen.target.as_ref().map_or("/", |t| t.as_str()),
             version: seen.version,
-            status: response.status().as_u16(),
+            status,
             bytes: response
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
-            referer: &seen.referer,
-            user_agent: &seen.user_agent,
+            referer: text(&seen.referer),
+            user_agent: text(&seen.user_agent),
             host: &seen.host,
             ingress,
             backend: name,
@@ -376,14 +435,6 @@ impl Proxy {
             took,
         });
     }
-}
-
-fn header_text(headers: &HeaderMap, name: HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
 }
 
 /// Copies both ways between an upgraded client connection and the pod's, until either ends.

@@ -242,6 +242,8 @@ pub struct Backend {
     pub endpoints: Vec<SocketAddr>,
     /// Why there are no endpoints, when there are none.
     pub why_none: Option<String>,
+    /// Its figures, looked up at its first request.
+    pub metrics: std::sync::OnceLock<crate::proxy::BackendMetrics>,
     next: AtomicUsize,
 }
 
@@ -416,6 +418,7 @@ impl RouteTable {
                         ),
                         endpoints,
                         why_none,
+                        metrics: std::sync::OnceLock::new(),
                         next: AtomicUsize::new(0),
                     })
                 })

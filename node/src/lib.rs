@@ -10,6 +10,7 @@ pub mod image_gc;
 pub mod kubelet;
 pub mod network;
 pub mod pod_worker;
+pub mod portforward;
 pub mod probe;
 pub mod proxy;
 pub mod pull;

@@ -11,6 +11,8 @@
 
 pub mod exec;
 pub mod logs;
+pub mod portforward;
+pub mod spdy;
 pub mod tables;
 pub mod tls;
 
@@ -57,6 +59,8 @@ pub struct ApiState {
     data_dir: Option<Arc<std::path::Path>>,
     /// How to run a command in a container, once the nodes are up.
     exec: exec::ExecSlot,
+    /// How to reach a pod's ports, once the nodes are up.
+    ports: portforward::PortsSlot,
     /// The snapshots that lists read in pages continue from.
     views: Arc<Mutex<ListViews>>,
 }
@@ -68,12 +72,18 @@ pub struct ApiServer {
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     exec: exec::ExecSlot,
+    ports: portforward::PortsSlot,
 }
 
 impl ApiServer {
     /// Lets pods/exec run commands through the nodes (real nodes provide it once running).
     pub fn provide_exec(&self, exec: Arc<dyn exec::PodExec>) {
         let _ = self.exec.set(exec);
+    }
+
+    /// Lets pods/portforward reach pods' ports through the nodes (real nodes provide it).
+    pub fn provide_ports(&self, ports: Arc<dyn portforward::PodPorts>) {
+        let _ = self.ports.set(ports);
     }
 
     /// Stops accepting requests and waits (briefly) for those in flight.
@@ -134,10 +144,12 @@ pub async fn serve(
         token: Arc::from(credentials.token.as_str()),
         data_dir: data_dir.map(Arc::from),
         exec: exec::ExecSlot::default(),
+        ports: portforward::PortsSlot::default(),
         views: Arc::default(),
     };
     tokio::spawn(expire_views(Arc::downgrade(&state.views)));
     let exec = state.exec.clone();
+    let ports = state.ports.clone();
     let app = router(state);
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, config)
@@ -149,6 +161,7 @@ pub async fn serve(
         handle,
         task,
         exec,
+        ports,
     })
 }
 
@@ -353,6 +366,7 @@ enum Route {
     Suspend(String, bool),
     PodLog(String, String),
     PodExec(String, String),
+    PodPortForward(String, String),
     /// `…/NAME/scale` or `…/NAME/status` of a named object.
     Subresource(Target, Subresource),
 }
@@ -372,6 +386,20 @@ fn parse_route(path: &str) -> Option<Route> {
         }
         ["api", "v1", "namespaces", namespace, "pods", name, "exec"] => {
             return Some(Route::PodExec(namespace.to_string(), name.to_string()));
+        }
+        [
+            "api",
+            "v1",
+            "namespaces",
+            namespace,
+            "pods",
+            name,
+            "portforward",
+        ] => {
+            return Some(Route::PodPortForward(
+                namespace.to_string(),
+                name.to_string(),
+            ));
         }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", "shipshape.dev", "v1", "sync"] => return Some(Route::Sync),
@@ -605,6 +633,14 @@ async fn dispatch(
                 .await
                 .ok();
             exec::pod_exec(&state, namespace, name, raw.as_deref(), upgrade).await
+        }
+        (Route::PodPortForward(namespace, name), Method::GET | Method::POST) => {
+            use axum::extract::FromRequestParts as _;
+            let (mut parts, _) = request.into_parts();
+            let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .ok();
+            portforward::pod_port_forward(&state, namespace, name, upgrade).await
         }
         (Route::Sync, Method::POST) => sync_now(&state, query.allow_empty).await,
         (Route::Status, Method::GET) => cluster_status(&state).await,
@@ -1476,6 +1512,7 @@ mod tests {
             token: Arc::from("token"),
             data_dir: None,
             exec: exec::ExecSlot::default(),
+            ports: portforward::PortsSlot::default(),
             views: Arc::default(),
         };
         (dir, state)
