@@ -5464,6 +5464,9 @@ spec:
                     "0",
                     "--commit-runs",
                     "1",
+                    // The ingress benchmark needs the same lock (it runs nodes named alike).
+                    "--ingress-seconds",
+                    "1",
                 ])
                 .env("TMPDIR", dir.path())
                 .output()
@@ -5475,9 +5478,37 @@ spec:
                 "sync-now trigger first new pod Running p50",
                 "1 s poll first new pod Running p50",
                 "rollout complete p50",
+                "ingress vs nginx (reverse proxy to the same 2 nginx pods",
+                "plain shipshape",
+                "TLS shipshape",
+                "ratio shipshape / nginx: requests/s",
             ] {
                 assert!(out.contains(line), "{line:?} in:\n{out}");
             }
+            assert!(!out.contains("ingress vs nginx: skipped"), "{out}");
+            // nginx stopped with its workers (SIGKILL to its master orphans them: live nginx
+            // workers whose parent is init).
+            let orphans = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| {
+                    let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                    let stat =
+                        std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                    // "pid (comm) state ppid …"
+                    let fields: Vec<&str> = stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .collect();
+                    String::from_utf8_lossy(&cmdline).starts_with("nginx: worker process")
+                        && fields.first() != Some(&"Z")
+                        && fields.get(1) == Some(&"1")
+                })
+                .count();
+            assert_eq!(orphans, 0, "nginx workers left running by the benchmark");
             let bridges = Path::new("/sys/class/net/ship-node-1").exists();
             assert!(!bridges, "the benchmark left its bridge");
             drop(cleanup);
@@ -6395,6 +6426,9 @@ spec:
                 "2",
                 "--fleet-clusters",
                 "10",
+                // Real nodes named like the cluster tests': the commit benchmark's test runs it.
+                "--ingress-seconds",
+                "0",
             ])
             .output()
             .expect("runs");
