@@ -207,8 +207,7 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
     git(&repo, &["add", "."])?;
     git(&repo, &["commit", "-qm", "web"])?;
     let archive = crate::podbench::busybox_archive(&base)?;
-    let up = Up::try_parse_from([
-        "up".as_ref(),
+    let flags: Vec<std::ffi::OsString> = [
         "--repo".as_ref(),
         repo.as_os_str(),
         "--path".as_ref(),
@@ -223,27 +222,16 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
         "off".as_ref(),
         "--import".as_ref(),
         archive.as_os_str(),
-    ])
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let args = up.args;
-    let nodes = args.simulated()?;
-    let source = crate::cluster::resolve_source(&args)?;
-    let store = crate::data::open_store(&data)?;
-    let mut plane = ControlPlane::start(&data, store, source)?;
-    let (containerd, real) =
-        match crate::images::start_containerd(&args, &nodes, &data, cni_dir).await {
-            Ok(started) => started,
-            Err(error) => {
-                plane.stop(false).await;
-                return Err(error);
-            }
-        };
+    ]
+    .into_iter()
+    .map(std::ffi::OsStr::to_os_string)
+    .collect();
+    let cluster = RealCluster::start(&flags, &data, cni_dir).await?;
+    let plane = &cluster.plane;
     let result = async {
-        plane.start_workloads(real, &args, &data)?;
-        plane.sync(SyncOptions::default()).await?;
         // The first rollout starts pods from nothing; it is not what is measured.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !observe(&plane, GREETING).await?.1 {
+        while !observe(plane, GREETING).await?.1 {
             if Instant::now() > deadline {
                 bail!("the example web Deployment did not become available within 2 minutes");
             }
@@ -283,7 +271,7 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
                     tokio::time::sleep(period.mul_f64(run as f64 / runs as f64)).await;
                 }
                 let greeting = format!("Hello {} {run}", name.split(' ').next().unwrap_or(name));
-                let measured = one_run(&plane, &repo, &greeting, poll.is_none()).await;
+                let measured = one_run(plane, &repo, &greeting, poll.is_none()).await;
                 let (first, complete) = match measured {
                     Ok(times) => times,
                     Err(error) => {
@@ -304,9 +292,61 @@ pub(crate) async fn run(root: &Path, runs: usize) -> anyhow::Result<Option<Commi
         Ok(CommitFigures { triggers })
     }
     .await;
-    plane.stop(false).await;
-    containerd.stop().await;
+    cluster.stop().await;
     result.map(Some)
+}
+
+/// A cluster on real containerd in this process, as `up` starts it with `flags`, synced
+/// once: what the benchmarks on real pods run against.
+pub(crate) struct RealCluster {
+    /// The control plane.
+    pub(crate) plane: ControlPlane,
+    containerd: shipshape_node::containerd::Containerd,
+}
+
+impl RealCluster {
+    /// Starts it (stopping what had started if a later step fails).
+    pub(crate) async fn start(
+        flags: &[std::ffi::OsString],
+        data: &Path,
+        cni_dir: std::path::PathBuf,
+    ) -> anyhow::Result<RealCluster> {
+        let up = Up::try_parse_from(std::iter::once("up".into()).chain(flags.iter().cloned()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let args = up.args;
+        let nodes = args.simulated()?;
+        let source = crate::cluster::resolve_source(&args)?;
+        let store = crate::data::open_store(data)?;
+        let mut plane = ControlPlane::start(data, store, source)?;
+        let (containerd, real) =
+            match crate::images::start_containerd(&args, &nodes, data, cni_dir).await {
+                Ok(started) => started,
+                Err(error) => {
+                    plane.stop(false).await;
+                    return Err(error);
+                }
+            };
+        let started = async {
+            plane.start_workloads(real, &args, data)?;
+            plane.sync(SyncOptions::default()).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        match started {
+            Ok(()) => Ok(RealCluster { plane, containerd }),
+            Err(error) => {
+                plane.stop(false).await;
+                containerd.stop().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops the control plane (removing the pods) and containerd.
+    pub(crate) async fn stop(self) {
+        self.plane.stop(false).await;
+        self.containerd.stop().await;
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tungstenite::Message;
 
 use crate::data::{self, Cluster};
+use crate::remote::Polled;
 
 fn encode(text: &str) -> String {
     text.bytes()
@@ -97,8 +98,8 @@ pub fn run(
             };
             socket.send(Message::Binary(frame.into()))?;
         }
-        match socket.read() {
-            Ok(Message::Binary(bytes)) => {
+        match crate::remote::poll_read(&mut socket).context("the exec stream broke")? {
+            Polled::Message(Message::Binary(bytes)) => {
                 let Some((&channel, data)) = bytes.split_first() else {
                     continue;
                 };
@@ -117,15 +118,8 @@ pub fn run(
                     _ => {}
                 }
             }
-            Ok(Message::Close(_)) => break,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
-            Err(error) => return Err(error).context("the exec stream broke"),
+            Polled::Closed => break,
+            Polled::Message(_) | Polled::Nothing => {}
         }
     }
     let status = status.context("the exec stream ended without a status")?;

@@ -11,14 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use clap::Parser;
-use shipshape_actors::SyncOptions;
 use shipshape_actors::store_actor::List;
 use shipshape_api::Kind;
 
 use crate::bench::git;
 use crate::cluster::ControlPlane;
-use crate::commitbench::Up;
+use crate::commitbench::RealCluster;
 
 const HOST: &str = "bench.example";
 
@@ -465,8 +463,7 @@ pub(crate) async fn run(root: &Path, seconds: u64) -> anyhow::Result<Option<Ingr
     let archive = nginx_archive(&base, &nginx)?;
     let (plain, tls) = (free_port()?, free_port()?);
     let (nginx_plain, nginx_tls) = (free_port()?, free_port()?);
-    let up = Up::try_parse_from([
-        "up".to_string(),
+    let flags: Vec<std::ffi::OsString> = [
         "--repo".to_string(),
         repo.display().to_string(),
         "--path".to_string(),
@@ -481,29 +478,18 @@ pub(crate) async fn run(root: &Path, seconds: u64) -> anyhow::Result<Option<Ingr
         format!("127.0.0.1:{tls}"),
         "--import".to_string(),
         archive.display().to_string(),
-    ])
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let args = up.args;
-    let nodes = args.simulated()?;
-    let source = crate::cluster::resolve_source(&args)?;
-    let store = crate::data::open_store(&data)?;
-    let mut plane = ControlPlane::start(&data, store, source)?;
-    let (containerd, real) =
-        match crate::images::start_containerd(&args, &nodes, &data, cni_dir).await {
-            Ok(started) => started,
-            Err(error) => {
-                plane.stop(false).await;
-                return Err(error);
-            }
-        };
+    ]
+    .into_iter()
+    .map(std::ffi::OsString::from)
+    .collect();
+    let cluster = RealCluster::start(&flags, &data, cni_dir).await?;
+    let plane = &cluster.plane;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let connections = 64;
     let result = async {
-        plane.start_workloads(real, &args, &data)?;
-        plane.sync(SyncOptions::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         let pods = loop {
-            let pods = pod_addresses(&plane).await?;
+            let pods = pod_addresses(plane).await?;
             if pods.len() == 2 && answers(plain) {
                 break pods;
             }
@@ -575,8 +561,7 @@ pub(crate) async fn run(root: &Path, seconds: u64) -> anyhow::Result<Option<Ingr
         })
     }
     .await;
-    plane.stop(false).await;
-    containerd.stop().await;
+    cluster.stop().await;
     result.map(Some)
 }
 

@@ -19,7 +19,7 @@ use shipshape_actors::api::spdy::{Codec, Frame};
 use tungstenite::Message;
 
 use crate::data::{self, Cluster};
-use crate::remote::Remote;
+use crate::remote::{Polled, Remote};
 
 /// A `[LOCAL:]REMOTE` argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,8 +253,8 @@ fn forward(remote: &Remote, path: &str, port: u16, mut local: TcpStream) -> anyh
                 }
             }
         }
-        match socket.read() {
-            Ok(Message::Binary(bytes)) => {
+        match crate::remote::poll_read(&mut socket).context("the port-forward stream broke")? {
+            Polled::Message(Message::Binary(bytes)) => {
                 codec.feed(&bytes);
                 while let Some(frame) = codec.next_frame()? {
                     match frame {
@@ -285,15 +285,8 @@ fn forward(remote: &Remote, path: &str, port: u16, mut local: TcpStream) -> anyh
                     }
                 }
             }
-            Ok(Message::Close(_)) => break,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
-            Err(e) => return Err(e).context("the port-forward stream broke"),
+            Polled::Closed => break,
+            Polled::Message(_) | Polled::Nothing => {}
         }
         if !pod_open && !error.is_empty() {
             break;

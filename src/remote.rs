@@ -287,6 +287,37 @@ fn percent_encode(text: &str) -> String {
     encoded
 }
 
+/// What one read of a WebSocket polled with a read timeout gave.
+pub enum Polled {
+    /// A message.
+    Message(tungstenite::Message),
+    /// Nothing yet (the timeout passed).
+    Nothing,
+    /// The other side closed it.
+    Closed,
+}
+
+/// Reads `socket` once, telling a passed read timeout from a closed socket: how `exec` and
+/// `port-forward` interleave their local input with the API server's stream.
+pub fn poll_read(socket: &mut ExecSocket) -> Result<Polled, tungstenite::Error> {
+    match socket.read() {
+        Ok(tungstenite::Message::Close(_)) => Ok(Polled::Closed),
+        Ok(message) => Ok(Polled::Message(message)),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(Polled::Nothing)
+        }
+        Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+            Ok(Polled::Closed)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// A WebSocket to the API server.
 pub type ExecSocket =
     tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>;

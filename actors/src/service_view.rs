@@ -188,6 +188,55 @@ pub fn endpoint_subsets(object: &Value) -> Vec<EndpointSubset> {
         .collect()
 }
 
+/// Services and their ready subsets as a data-plane component follows them from the store's
+/// watch (the service proxy and the ingress both do), keyed by (namespace, name).
+#[derive(Debug, Default)]
+pub struct ServiceCache {
+    /// The Services.
+    pub services: std::collections::BTreeMap<(String, String), ServiceView>,
+    /// Their ready subsets (a Service with none has no entry).
+    pub endpoints: std::collections::BTreeMap<(String, String), Vec<EndpointSubset>>,
+}
+
+impl ServiceCache {
+    /// Forgets everything (a full list follows).
+    pub fn clear(&mut self) {
+        self.services.clear();
+        self.endpoints.clear();
+    }
+
+    /// Takes in one watch event; whether what the data plane sees of Services changed (other
+    /// kinds change nothing).
+    pub fn observe(&mut self, event: &crate::store::WatchEvent) -> bool {
+        let Some(key) = crate::store::parse_storage_key(&event.key) else {
+            return false;
+        };
+        let deleted = event.kind == crate::store::EventType::Deleted;
+        let id = (key.namespace, key.name);
+        match key.kind {
+            shipshape_api::Kind::Service => {
+                match (!deleted).then(|| ServiceView::of(&event.object)).flatten() {
+                    Some(view) => self.services.insert(id, view.clone()) != Some(view),
+                    None => self.services.remove(&id).is_some(),
+                }
+            }
+            shipshape_api::Kind::Endpoints => {
+                let subsets = if deleted {
+                    Vec::new()
+                } else {
+                    endpoint_subsets(&event.object)
+                };
+                if subsets.is_empty() {
+                    self.endpoints.remove(&id).is_some()
+                } else {
+                    self.endpoints.insert(id, subsets.clone()) != Some(subsets)
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

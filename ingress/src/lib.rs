@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use shipshape_actors::Write;
 use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
 use shipshape_actors::events::event;
-use shipshape_actors::service_view::{EndpointSubset, ServiceView, endpoint_subsets};
+use shipshape_actors::service_view::ServiceCache;
 use shipshape_actors::store::{Batch, EventType, Precondition, WatchEvent, parse_storage_key};
 use shipshape_api::Kind;
 
@@ -96,8 +96,7 @@ impl IngressServer {
             ingresses: BTreeMap::new(),
             classes: BTreeSet::new(),
             class_seen: false,
-            services: HashMap::new(),
-            endpoints: HashMap::new(),
+            cache: ServiceCache::default(),
             secrets: HashMap::new(),
             warned: BTreeMap::new(),
         };
@@ -149,8 +148,7 @@ pub struct IngressController {
     /// IngressClasses naming our controller.
     classes: BTreeSet<String>,
     class_seen: bool,
-    services: HashMap<(String, String), ServiceView>,
-    endpoints: HashMap<(String, String), Vec<EndpointSubset>>,
+    cache: ServiceCache,
     secrets: HashMap<(String, String), Parsed>,
     /// Ingress key → the TLS problem last told (one Warning per problem).
     warned: BTreeMap<String, String>,
@@ -198,12 +196,12 @@ impl IngressController {
             );
             for reference in named {
                 let id = (ingress.namespace.clone(), reference.service.clone());
-                if let Some(service) = self.services.get(&id) {
+                if let Some(service) = self.cache.services.get(&id) {
                     backends
                         .entry(id.clone())
                         .or_insert_with(|| BackendService {
                             service: service.clone(),
-                            subsets: self.endpoints.get(&id).cloned().unwrap_or_default(),
+                            subsets: self.cache.endpoints.get(&id).cloned().unwrap_or_default(),
                         });
                 }
             }
@@ -278,8 +276,7 @@ impl Controller for IngressController {
         self.ingresses.clear();
         self.classes.clear();
         self.class_seen = false;
-        self.services.clear();
-        self.endpoints.clear();
+        self.cache.clear();
         self.secrets.clear();
     }
 
@@ -330,22 +327,7 @@ impl Controller for IngressController {
                 }
                 changed
             }
-            Kind::Service => match (!deleted).then(|| ServiceView::of(&event.object)).flatten() {
-                Some(view) => self.services.insert(id, view.clone()) != Some(view),
-                None => self.services.remove(&id).is_some(),
-            },
-            Kind::Endpoints => {
-                let subsets = if deleted {
-                    Vec::new()
-                } else {
-                    endpoint_subsets(&event.object)
-                };
-                if subsets.is_empty() {
-                    self.endpoints.remove(&id).is_some()
-                } else {
-                    self.endpoints.insert(id, subsets.clone()) != Some(subsets)
-                }
-            }
+            Kind::Service | Kind::Endpoints => self.cache.observe(event),
             Kind::Secret => match (!deleted).then(|| parse_secret(&event.object)).flatten() {
                 Some(parsed) => {
                     self.secrets.insert(id, parsed);

@@ -9,13 +9,12 @@
 
 pub mod rules;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 
 use shipshape_actors::controller::{Controller, Dirty, Reconciled, because};
-use shipshape_actors::service_view::{EndpointSubset, ServiceView, endpoint_subsets};
-use shipshape_actors::store::{EventType, WatchEvent, parse_storage_key};
+use shipshape_actors::service_view::ServiceCache;
+use shipshape_actors::store::WatchEvent;
 use shipshape_api::Kind;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -81,8 +80,7 @@ const RULES_KEY: &str = "rules";
 /// Follows Services and Endpoints and hands the decided rules to the applier.
 pub struct ServiceProxy {
     config: ProxyConfig,
-    services: BTreeMap<(String, String), ServiceView>,
-    endpoints: BTreeMap<(String, String), Vec<EndpointSubset>>,
+    cache: ServiceCache,
     desired: watch::Sender<Option<Ruleset>>,
 }
 
@@ -123,8 +121,7 @@ impl ServiceProxy {
         (
             Self {
                 config,
-                services: BTreeMap::new(),
-                endpoints: BTreeMap::new(),
+                cache: ServiceCache::default(),
                 desired,
             },
             ProxyHandle {
@@ -209,36 +206,11 @@ impl Controller for ServiceProxy {
     }
 
     fn reset(&mut self) {
-        self.services.clear();
-        self.endpoints.clear();
+        self.cache.clear();
     }
 
     fn observe(&mut self, event: &WatchEvent, dirty: &mut Dirty) {
-        let Some(key) = parse_storage_key(&event.key) else {
-            return;
-        };
-        let id = (key.namespace, key.name);
-        let deleted = event.kind == EventType::Deleted;
-        let changed = match key.kind {
-            Kind::Service => match (!deleted).then(|| ServiceView::of(&event.object)).flatten() {
-                Some(view) => self.services.insert(id, view.clone()) != Some(view),
-                None => self.services.remove(&id).is_some(),
-            },
-            Kind::Endpoints => {
-                let subsets = if deleted {
-                    Vec::new()
-                } else {
-                    endpoint_subsets(&event.object)
-                };
-                if subsets.is_empty() {
-                    self.endpoints.remove(&id).is_some()
-                } else {
-                    self.endpoints.insert(id, subsets.clone()) != Some(subsets)
-                }
-            }
-            _ => false,
-        };
-        if changed {
+        if self.cache.observe(event) {
             dirty.mark(RULES_KEY, || because(event));
         }
     }
@@ -249,11 +221,12 @@ impl Controller for ServiceProxy {
 
     fn reconcile(&mut self, _key: &str, _now: jiff::Timestamp) -> Reconciled {
         let services: Vec<ProxiedService> = self
+            .cache
             .services
             .iter()
             .map(|(id, service)| ProxiedService {
                 service: service.clone(),
-                subsets: self.endpoints.get(id).cloned().unwrap_or_default(),
+                subsets: self.cache.endpoints.get(id).cloned().unwrap_or_default(),
             })
             .collect();
         let decided = rules::ruleset(&self.config, &services);
